@@ -1,0 +1,63 @@
+//! `argent call METHOD [PARAMS_JSON]`: one request, the payload printed as JSON.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::Value;
+
+use argent_client::{Client, ClientError};
+
+use super::ConnectArgs;
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// Method name, e.g. `health` or `agents.files.get`.
+    pub method: String,
+    /// Params as a JSON object (default `{}`).
+    pub params: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub async fn run(args: CallArgs) -> ExitCode {
+    let params: Value = match args.params.as_deref().map(serde_json::from_str).transpose() {
+        Ok(params) => params.unwrap_or_else(|| Value::Object(Default::default())),
+        Err(err) => {
+            eprintln!("argent call: PARAMS_JSON is not valid JSON: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match Client::connect(&args.connect.options()).await {
+        Ok(client) => client,
+        Err(err) => {
+            report(&err);
+            return ExitCode::from(1);
+        }
+    };
+    let result = client.call(&args.method, params).await;
+    client.close().await;
+    match result {
+        Ok(payload) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&payload).expect("JSON values serialize")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            report(&err);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints a failure as the protocol error object when there is one.
+fn report(err: &ClientError) {
+    match err {
+        ClientError::Call(shape) | ClientError::Rejected { error: shape, .. } => {
+            let json = serde_json::to_string_pretty(shape).expect("error shapes serialize");
+            eprintln!("{json}");
+        }
+        other => eprintln!("argent: {other}"),
+    }
+}

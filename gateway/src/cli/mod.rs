@@ -1,0 +1,86 @@
+//! The `argent` command line: `gateway run`, `gateway status`, `call`.
+
+pub mod call;
+pub mod run;
+pub mod status;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "argent",
+    version,
+    about = "Argent cluster: the ArgentOS gateway as a horizontally scalable cluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run or inspect a gateway.
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+    /// Call one protocol method and print its JSON result.
+    Call(call::CallArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Run a gateway (one process with everything, or a cluster edge with --nats).
+    Run(run::RunArgs),
+    /// Show where the gateway is, where its token is, its mode and the cluster members.
+    Status(status::StatusArgs),
+}
+
+/// How CLI commands reach a running gateway.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Gateway WebSocket URL.
+    #[arg(
+        long,
+        env = "ARGENT_GATEWAY_URL",
+        default_value = "ws://127.0.0.1:18789"
+    )]
+    pub url: String,
+    /// Gateway token (default: read from the state dir's argent.json).
+    #[arg(long, env = "ARGENT_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// State dir whose argent.json holds the token.
+    #[arg(long, env = "ARGENT_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long to wait for an answer, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl ConnectArgs {
+    /// The token to send, and where it came from.
+    pub fn token(&self) -> (Option<String>, String) {
+        if let Some(token) = &self.token {
+            return (Some(token.clone()), "--token / ARGENT_GATEWAY_TOKEN".into());
+        }
+        let dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::config::default_state_dir);
+        let path = crate::config::config_path(&dir);
+        let file = crate::config::ConfigFile::new(path.clone());
+        match file.load() {
+            Ok(config) => {
+                let secrets = crate::config::resolve_secrets(&config, &path);
+                (secrets.token, secrets.token_source)
+            }
+            Err(err) => (None, err.to_string()),
+        }
+    }
+
+    pub fn options(&self) -> argent_client::ConnectOptions {
+        let mut options = argent_client::ConnectOptions::cli(&self.url, self.token().0);
+        options.timeout = std::time::Duration::from_millis(self.timeout_ms);
+        options
+    }
+}

@@ -1,0 +1,119 @@
+//! `argent gateway run`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::context::Limits;
+use crate::server::{GatewayOptions, RunningGateway};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Address to listen on for WebSocket clients.
+    #[arg(long, env = "ARGENT_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// WebSocket port (0 picks a free one).
+    #[arg(long, env = "ARGENT_GATEWAY_PORT", default_value_t = argent_proto::limits::DEFAULT_PORT)]
+    pub port: u16,
+    /// NATS URL: run as a stateless cluster gateway instead of the one-process default.
+    #[arg(long, env = "ARGENT_NATS_URL")]
+    pub nats: Option<String>,
+    /// JetStream replicas for the buckets this gateway declares.
+    #[arg(long, env = "ARGENT_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+    /// State dir (config, token, and in the one-process default all state).
+    #[arg(long, env = "ARGENT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Do not run the in-process node-agent of the one-process default.
+    #[arg(long, env = "ARGENT_NO_EMBEDDED_NODE")]
+    pub no_embedded_node: bool,
+    /// Address of the operations listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "ARGENT_HTTP_BIND", default_value = "127.0.0.1")]
+    pub http_bind: IpAddr,
+    /// Port of the operations listener (0 picks a free one).
+    #[arg(long, env = "ARGENT_HTTP_PORT", default_value_t = 18791)]
+    pub http_port: u16,
+    /// Stable id of this gateway in the cluster (default: host name plus a random suffix).
+    #[arg(long, env = "ARGENT_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Most concurrent WebSocket connections.
+    #[arg(long, env = "ARGENT_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// `tick` period in milliseconds (advertised in hello-ok).
+    #[arg(long, env = "ARGENT_TICK_INTERVAL_MS", default_value_t = argent_proto::limits::TICK_INTERVAL_MS)]
+    pub tick_interval_ms: u64,
+    /// Outbound bytes a client may have pending before the slow-consumer rule applies.
+    #[arg(long, env = "ARGENT_MAX_BUFFERED_BYTES", default_value_t = argent_proto::limits::MAX_BUFFERED_BYTES)]
+    pub max_buffered_bytes: usize,
+    /// Deadline of calls forwarded to node-agents, in milliseconds.
+    #[arg(long, env = "ARGENT_CALL_TIMEOUT_MS", default_value_t = 30_000)]
+    pub call_timeout_ms: u64,
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let options = GatewayOptions {
+        bind: args.bind,
+        port: args.port,
+        http_bind: args.http_bind,
+        http_port: Some(args.http_port),
+        nats_url: args.nats,
+        nats_replicas: args.nats_replicas,
+        state_dir: args
+            .state_dir
+            .unwrap_or_else(crate::config::default_state_dir),
+        embedded_node: !args.no_embedded_node,
+        gateway_id: args.gateway_id,
+        max_connections: args.max_connections,
+        limits: Limits {
+            tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
+            max_buffered_bytes: args.max_buffered_bytes,
+            call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
+            ..Limits::default()
+        },
+    };
+    let gateway = RunningGateway::start(options).await?;
+    let ctx = gateway.ctx.clone();
+    // One machine-readable line on stdout (test harnesses and scripts read it).
+    println!(
+        "{}",
+        json!({
+            "event": "listening",
+            "ws": format!("ws://{}", gateway.ws_addr),
+            "http": gateway.http_addr.map(|a| format!("http://{a}")),
+            "gatewayId": ctx.gateway_id,
+            "mode": ctx.mode.name(),
+            "tokenSource": ctx.secrets().token_source,
+        })
+    );
+    eprintln!(
+        "argent: gateway {} listening on ws://{} ({} mode); token: {}",
+        ctx.gateway_id,
+        gateway.ws_addr,
+        ctx.mode.name(),
+        ctx.secrets().token_source
+    );
+    terminated().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,173 @@
+//! Everything a connection or a request needs from its gateway, shared behind one `Arc`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argent_planes::bus::EventBus;
+use argent_planes::calls::NodeClients;
+use argent_planes::members::{GatewayRecord, Members, NodeRecord};
+use argent_planes::state::StateStore;
+
+use crate::config::{ConfigFile, SharedSecrets};
+use crate::health::HealthState;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::shared_config::SharedConfigView;
+
+/// One process with everything, or a stateless edge of a NATS cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    Cluster { nats_url: String },
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Cluster { .. } => "cluster",
+        }
+    }
+}
+
+/// Tunables with protocol defaults; tests shorten some of them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub tick_interval: Duration,
+    pub max_buffered_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub health_refresh: Duration,
+    /// Deadline of a forwarded call.
+    pub call_timeout: Duration,
+    /// Concurrent requests per connection before the gateway stops reading from it.
+    pub requests_per_connection: usize,
+    /// How long shutdown waits for connections to close.
+    pub drain_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use argent_proto::limits::*;
+        Limits {
+            tick_interval: Duration::from_millis(TICK_INTERVAL_MS),
+            max_buffered_bytes: MAX_BUFFERED_BYTES,
+            handshake_timeout: Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+            health_refresh: Duration::from_millis(HEALTH_REFRESH_MS),
+            call_timeout: Duration::from_secs(30),
+            requests_per_connection: 64,
+            drain_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Ctx {
+    pub gateway_id: String,
+    pub host: String,
+    pub version: &'static str,
+    pub mode: Mode,
+    pub started: Instant,
+    pub started_at_ms: u64,
+    pub state_dir: PathBuf,
+    pub config_file: ConfigFile,
+    /// Secrets from the environment or the first-run generation, when the file has none.
+    pub limits: Limits,
+    pub state: Arc<dyn StateStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub nodes: Members<NodeRecord>,
+    pub gateways: Members<GatewayRecord>,
+    pub node_clients: NodeClients,
+    pub hub: Hub,
+    pub presence: Arc<Presence>,
+    pub health: HealthState,
+    pub shared_config: SharedConfigView,
+    pub metrics: Arc<Metrics>,
+    pub nats: Option<async_nats::Client>,
+    pub ws_url: String,
+    draining: AtomicBool,
+}
+
+pub struct CtxParts {
+    pub gateway_id: String,
+    pub host: String,
+    pub mode: Mode,
+    pub state_dir: PathBuf,
+    pub config_file: ConfigFile,
+    pub limits: Limits,
+    pub state: Arc<dyn StateStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub nodes: Members<NodeRecord>,
+    pub gateways: Members<GatewayRecord>,
+    pub node_clients: NodeClients,
+    pub metrics: Arc<Metrics>,
+    pub nats: Option<async_nats::Client>,
+    pub ws_url: String,
+}
+
+impl Ctx {
+    pub fn new(parts: CtxParts) -> Self {
+        let presence = Arc::new(Presence::new(parts.gateway_id.clone(), parts.state.clone()));
+        let shared_config = SharedConfigView::new(parts.mode.clone(), parts.state.clone());
+        Ctx {
+            hub: Hub::new(parts.metrics.clone()),
+            presence,
+            health: HealthState::new(),
+            shared_config,
+            gateway_id: parts.gateway_id,
+            host: parts.host,
+            version: env!("CARGO_PKG_VERSION"),
+            mode: parts.mode,
+            started: Instant::now(),
+            started_at_ms: argent_proto::now_ms(),
+            state_dir: parts.state_dir,
+            config_file: parts.config_file,
+            limits: parts.limits,
+            state: parts.state,
+            bus: parts.bus,
+            nodes: parts.nodes,
+            gateways: parts.gateways,
+            node_clients: parts.node_clients,
+            metrics: parts.metrics,
+            nats: parts.nats,
+            ws_url: parts.ws_url,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The shared secrets in force now (the config file is re-read when it changed).
+    pub fn secrets(&self) -> SharedSecrets {
+        let config = self.config_file.load().unwrap_or_else(|err| {
+            tracing::warn!(%err, "config file unreadable; using environment secrets only");
+            serde_json::json!({})
+        });
+        crate::config::resolve_secrets(&config, self.config_file.path())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.metrics.draining.set(1);
+    }
+
+    /// False while NATS is away (cluster mode).
+    pub fn nats_connected(&self) -> bool {
+        match &self.nats {
+            None => true,
+            Some(client) => client.connection_state() == async_nats::connection::State::Connected,
+        }
+    }
+
+    /// Ready for traffic: not draining and, in cluster mode, connected to NATS.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.nats_connected()
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}

@@ -1,0 +1,114 @@
+//! The gateway's live connections and event delivery to them (PROTOCOL.md §3.5, §3.6).
+//!
+//! An event arrives encoded once ([`EncodedEvent`]); delivering it pushes the same bytes to
+//! every connection allowed to see it. Pushing never waits: each connection's bounded
+//! [`Outbox`] decides to queue, skip or close.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use argent_proto::catalog::{
+    Audience, Role, SCOPE_ADMIN, SCOPE_APPROVALS, SCOPE_PAIRING, SCOPE_WRITE,
+};
+use argent_proto::frames::EncodedEvent;
+
+use crate::metrics::Metrics;
+use crate::ws::outbox::{Outbox, Pushed};
+
+/// What the fan-out needs to know about a connection.
+pub struct ConnHandle {
+    pub conn_id: String,
+    pub role: Role,
+    admin: bool,
+    approvals: bool,
+    pairing: bool,
+    write: bool,
+    pub outbox: Arc<Outbox>,
+}
+
+impl ConnHandle {
+    pub fn new(conn_id: String, role: Role, scopes: &[String], outbox: Arc<Outbox>) -> Self {
+        let has = |s: &str| scopes.iter().any(|x| x == s);
+        ConnHandle {
+            conn_id,
+            role,
+            admin: has(SCOPE_ADMIN),
+            approvals: has(SCOPE_APPROVALS),
+            pairing: has(SCOPE_PAIRING),
+            write: has(SCOPE_WRITE),
+            outbox,
+        }
+    }
+
+    /// §3.6 for operators and devices; nodes get only `tick`/`shutdown` by broadcast (§3.5).
+    fn may_see(&self, event: &EncodedEvent) -> bool {
+        if self.role == Role::Node {
+            return event.to_nodes;
+        }
+        match event.audience {
+            Audience::Everyone => true,
+            Audience::Approvals => self.admin || self.approvals,
+            Audience::Pairing => self.admin || self.pairing,
+            Audience::Writers => self.admin || self.write,
+            Audience::Targeted => false,
+        }
+    }
+}
+
+pub struct Hub {
+    conns: RwLock<HashMap<u64, Arc<ConnHandle>>>,
+    next_key: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Hub {
+            conns: RwLock::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    /// Adds an authenticated connection; the key removes it again.
+    pub fn register(&self, handle: Arc<ConnHandle>) -> u64 {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        self.conns.write().insert(key, handle);
+        key
+    }
+
+    pub fn unregister(&self, key: u64) {
+        self.conns.write().remove(&key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Broadcasts an event to every connection allowed to see it; returns how many got it.
+    pub fn deliver(&self, event: &Arc<EncodedEvent>) -> usize {
+        let conns = self.conns.read();
+        let mut delivered = 0;
+        for conn in conns.values() {
+            if conn.may_see(event) && conn.outbox.push_event(event, true) == Pushed::Queued {
+                delivered += 1;
+            }
+        }
+        self.metrics.events_delivered.inc_by(delivered as u64);
+        delivered
+    }
+
+    /// Closes every connection after what is queued for it (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for conn in self.conns.read().values() {
+            conn.outbox.close(code, reason);
+        }
+    }
+}

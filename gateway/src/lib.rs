@@ -1,0 +1,31 @@
+//! The Argent gateway: the stateless WebSocket edge of the cluster.
+//!
+//! * [`server`] — starting and draining a gateway: planes, listeners, background loops.
+//! * [`ws`] — one task per WebSocket connection: handshake, request loop, bounded outbox.
+//! * [`auth`] — shared-secret checks and the exact failure messages.
+//! * [`router`] — authorization on every request, then local method or forwarding to a
+//!   node-agent (rendezvous hashing in [`select`], failover for idempotent calls).
+//! * [`methods`] — methods the gateway answers itself (`health`, `status`, `system-presence`).
+//! * [`hub`] — live connections and event fan-out (each event encoded once per gateway).
+//! * [`presence`], [`health`] — cluster-wide presence and health with their state versions.
+//! * [`config`], [`shared_config`] — the state dir, the token, the shared config document.
+//! * [`http`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`.
+//! * [`cli`] — the `argent` command line (`gateway run|status`, `call`).
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod health;
+pub mod http;
+pub mod hub;
+pub mod methods;
+pub mod metrics;
+pub mod presence;
+pub mod router;
+pub mod select;
+pub mod server;
+pub mod shared_config;
+pub mod ws;

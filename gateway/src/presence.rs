@@ -1,0 +1,189 @@
+//! Cluster-wide client presence (PROTOCOL.md §4.2 `presence`, §5.10 `system-presence`).
+//!
+//! Each gateway writes one record per tracked connection into the presence bucket
+//! (`<gatewayId>.<connId>`) and deletes it on disconnect; every gateway watches the bucket,
+//! so a client on any gateway is listed everywhere and a disconnect on gateway A reaches
+//! clients on gateway B as a `presence` event. The bucket revision is `stateVersion.presence`
+//! (never goes backwards). Records of a gateway that died are hidden as soon as it stops
+//! heartbeating and collected by the survivors.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use argent_planes::members::GatewayRecord;
+use argent_planes::state::StateStore;
+use argent_proto::limits::PRESENCE_MAX_ENTRIES;
+use argent_proto::subjects::BUCKET_PRESENCE;
+
+/// What is stored per connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    /// Presence key: device id, else instance id, else connection id.
+    key: String,
+    entry: Value,
+}
+
+struct Row {
+    gateway: String,
+    key: String,
+    ts: u64,
+    entry: Value,
+}
+
+pub struct Presence {
+    gateway_id: String,
+    state: Arc<dyn StateStore>,
+    rows: RwLock<HashMap<String, Row>>,
+    version: AtomicU64,
+    /// Signalled when a record disappeared (a disconnect): a `presence` event is due.
+    disconnects: Notify,
+}
+
+fn storage_key(gateway_id: &str, conn_id: &str) -> String {
+    format!("{gateway_id}.{conn_id}")
+}
+
+impl Presence {
+    pub fn new(gateway_id: String, state: Arc<dyn StateStore>) -> Self {
+        Presence {
+            gateway_id,
+            state,
+            rows: RwLock::new(HashMap::new()),
+            version: AtomicU64::new(1),
+            disconnects: Notify::new(),
+        }
+    }
+
+    /// Records a connection (not done for `client.mode == "cli"`).
+    pub async fn add(&self, conn_id: &str, key: String, entry: Value) {
+        let record = Record { key, entry };
+        let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
+        if let Err(err) = self
+            .state
+            .put(
+                BUCKET_PRESENCE,
+                &storage_key(&self.gateway_id, conn_id),
+                value,
+            )
+            .await
+        {
+            tracing::warn!(%err, conn = conn_id, "presence not recorded");
+        }
+    }
+
+    pub async fn remove(&self, conn_id: &str) {
+        if let Err(err) = self
+            .state
+            .delete(BUCKET_PRESENCE, &storage_key(&self.gateway_id, conn_id))
+            .await
+        {
+            tracing::warn!(%err, conn = conn_id, "presence not removed");
+        }
+    }
+
+    /// Current `stateVersion.presence`.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the next disconnect anywhere in the cluster.
+    pub async fn disconnected(&self) {
+        self.disconnects.notified().await;
+    }
+
+    /// Follows the bucket forever (re-watching after failures).
+    pub async fn follow(&self) {
+        loop {
+            match self.state.watch(BUCKET_PRESENCE).await {
+                Ok(mut changes) => {
+                    while let Some(change) = changes.recv().await {
+                        self.version.fetch_max(change.revision, Ordering::Relaxed);
+                        let gateway = change.key.split('.').next().unwrap_or_default().to_string();
+                        match change.value.map(|v| serde_json::from_slice::<Record>(&v)) {
+                            Some(Ok(record)) => {
+                                let ts =
+                                    record.entry.get("ts").and_then(Value::as_u64).unwrap_or(0);
+                                self.rows.write().insert(
+                                    change.key,
+                                    Row {
+                                        gateway,
+                                        key: record.key,
+                                        ts,
+                                        entry: record.entry,
+                                    },
+                                );
+                            }
+                            Some(Err(err)) => {
+                                tracing::warn!(key = %change.key, %err, "bad presence record")
+                            }
+                            None => {
+                                if self.rows.write().remove(&change.key).is_some() {
+                                    self.disconnects.notify_one();
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "presence watch failed; retrying"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// The presence list: gateways first (`reason:"self"`), then clients newest first,
+    /// one entry per presence key, at most 200.
+    pub fn list(&self, gateways: &[GatewayRecord], self_record: &GatewayRecord) -> Vec<Value> {
+        let mut live: Vec<&GatewayRecord> =
+            gateways.iter().filter(|g| g.id != self_record.id).collect();
+        live.push(self_record);
+        let mut out: Vec<Value> = live
+            .iter()
+            .map(|g| {
+                json!({
+                    "host": g.host, "version": g.version, "platform": std::env::consts::OS,
+                    "mode": "gateway", "reason": "self", "ts": g.heartbeat_at_ms,
+                    "instanceId": g.id, "text": format!("Gateway: {} ({})", g.host, g.id),
+                })
+            })
+            .collect();
+        let rows = self.rows.read();
+        let mut newest: HashMap<&str, &Row> = HashMap::new();
+        for row in rows.values() {
+            if !live.iter().any(|g| g.id == row.gateway) {
+                continue;
+            }
+            let slot = newest.entry(row.key.as_str()).or_insert(row);
+            if row.ts > slot.ts {
+                *slot = row;
+            }
+        }
+        let mut clients: Vec<&Row> = newest.into_values().collect();
+        clients.sort_by_key(|r| std::cmp::Reverse(r.ts));
+        out.extend(clients.into_iter().map(|r| r.entry.clone()));
+        out.truncate(PRESENCE_MAX_ENTRIES);
+        out
+    }
+
+    /// Deletes the records of gateways that are not alive (they died without cleaning up).
+    pub async fn collect_orphans(&self, is_live: impl Fn(&str) -> bool) {
+        let orphans: Vec<String> = self
+            .rows
+            .read()
+            .iter()
+            .filter(|(_, row)| row.gateway != self.gateway_id && !is_live(&row.gateway))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in orphans {
+            if let Err(err) = self.state.delete(BUCKET_PRESENCE, &key).await {
+                tracing::debug!(%key, %err, "orphan presence record not collected");
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Request dispatch: authorization (§3.3) on every request, then the catalog decides —
+//! answered here, forwarded to a node-agent, or not built yet.
+
+use std::time::Instant;
+
+use serde_json::Value;
+use tracing::Instrument;
+
+use argent_planes::calls::{Call, CallError, NodeClient};
+use argent_proto::catalog::{self, Forward, Placement};
+use argent_proto::errors::RpcError;
+use argent_proto::frames::{encode_error, encode_ok, Request};
+use argent_proto::grpc::Caller;
+
+use crate::context::Ctx;
+use crate::methods;
+use crate::select;
+use crate::ws::session::Session;
+
+/// How many nodes an idempotent call may try before giving up.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Handles one request and returns the encoded response frame.
+pub async fn handle(ctx: &Ctx, session: &Session, request: Request) -> String {
+    let span = tracing::info_span!("request", method = %request.method, id = %request.id, conn = %session.conn_id);
+    let method_label = catalog::lookup(&request.method)
+        .map(|m| m.name)
+        .unwrap_or("unknown");
+    let result = route(ctx, session, &request).instrument(span).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(err) => err.code.as_str(),
+    };
+    ctx.metrics
+        .requests
+        .get_or_create(&vec![("method", method_label), ("outcome", outcome)])
+        .inc();
+    match result {
+        Ok(payload) => encode_ok(&request.id, &payload),
+        Err(err) => {
+            tracing::debug!(method = %request.method, error = %err, "request failed");
+            encode_error(&request.id, &err)
+        }
+    }
+}
+
+async fn route(ctx: &Ctx, session: &Session, request: &Request) -> Result<Value, RpcError> {
+    catalog::authorize(session.role, &session.scopes, &request.method)?;
+    if request.method == "connect" {
+        return Err(RpcError::invalid_request(
+            "connect is only valid as the first request",
+        ));
+    }
+    let Some(spec) = catalog::lookup(&request.method) else {
+        return Err(RpcError::unknown_method(&request.method));
+    };
+    let params = request.params_or_empty();
+    match spec.placement {
+        Placement::Gateway => methods::call(ctx, session, spec.name, params).await,
+        Placement::Node(forward) => {
+            self::forward(ctx, session, &request.id, spec.name, params, forward).await
+        }
+        Placement::Planned => Err(RpcError::not_implemented(spec.name)),
+    }
+}
+
+fn caller(ctx: &Ctx, session: &Session) -> Caller {
+    Caller {
+        conn_id: session.conn_id.clone(),
+        role: session.role.as_str().to_string(),
+        scopes: session.scopes.clone(),
+        client_id: session.client.id.clone(),
+        client_mode: session.client.mode.clone(),
+        client_version: session.client.version.clone(),
+        platform: session.client.platform.clone(),
+        device_id: session.device_id.clone().unwrap_or_default(),
+        gateway_id: ctx.gateway_id.clone(),
+        caps: session.caps.clone(),
+        display_name: session.client.display_name.clone().unwrap_or_default(),
+    }
+}
+
+/// Sends a method to the best live node for its routing key; an idempotent call moves on
+/// to the next node when one turns out to be dead.
+async fn forward(
+    ctx: &Ctx,
+    session: &Session,
+    request_id: &str,
+    method: &'static str,
+    params: Value,
+    forward: Forward,
+) -> Result<Value, RpcError> {
+    let key = forward
+        .route_param
+        .and_then(|p| params.get(p))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| request_id.to_string());
+    let nodes = ctx.nodes.live();
+    let ranked = select::rank(&nodes, forward.capability, &key);
+    if ranked.is_empty() {
+        return Err(RpcError::unavailable(format!(
+            "no live node-agent with capability \"{}\" to run {method}; start one with `argent-node run`",
+            forward.capability
+        ))
+        .with_detail("reason", "no_node")
+        .retryable(Some(1000)));
+    }
+    let call = Call {
+        method: method.to_string(),
+        params,
+        caller: caller(ctx, session),
+        timeout: ctx.limits.call_timeout,
+        request_id: request_id.to_string(),
+    };
+    let attempts = if forward.idempotent { MAX_ATTEMPTS } else { 1 };
+    let mut last_failure = String::new();
+    for (attempt, node) in ranked.into_iter().take(attempts).enumerate() {
+        if attempt > 0 {
+            ctx.metrics.forward_retries.inc();
+        }
+        let started = Instant::now();
+        let span = tracing::info_span!("forward", node = %node.id, attempt);
+        let outcome = ctx.node_clients.invoke(node, &call).instrument(span).await;
+        ctx.metrics
+            .forward_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(payload) => return Ok(payload),
+            Err(CallError::Rpc(err)) => return Err(err),
+            Err(CallError::Timeout(after)) => {
+                return Err(RpcError::unavailable(format!(
+                    "node-agent {} did not answer {method} within {} ms",
+                    node.id,
+                    after.as_millis()
+                ))
+                .retryable(Some(1000)))
+            }
+            Err(CallError::Unreachable(why)) => {
+                tracing::warn!(node = %node.id, %why, method, "node-agent unreachable");
+                ctx.nodes.suspect(&node.id);
+                ctx.node_clients.forget(&node.address);
+                last_failure = format!("node-agent {} is unreachable: {why}", node.id);
+                if !forward.idempotent {
+                    break;
+                }
+            }
+        }
+    }
+    Err(
+        RpcError::unavailable(format!("{method} failed: {last_failure}"))
+            .with_detail("reason", "node_unavailable")
+            .retryable(Some(500)),
+    )
+}

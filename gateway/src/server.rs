@@ -1,0 +1,421 @@
+//! Starting a gateway, its background loops, the accept loop, and draining on shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use argent_node_agent::agent::RunningNode;
+use argent_planes::bus::{EventBus, LocalBus, NatsBus};
+use argent_planes::calls::{MethodHandler, NodeClients};
+use argent_planes::cluster::{self, NatsOptions};
+use argent_planes::members::{spawn_heartbeat, Members, STALE_AFTER};
+use argent_planes::state::StateStore;
+use argent_planes::state_file::FileStore;
+use argent_planes::state_nats::NatsStore;
+use argent_proto::frames::{EncodedEvent, StateVersion};
+use argent_proto::limits::RESTART_EXPECTED_MS;
+use argent_proto::subjects::{BUCKET_GATEWAYS, BUCKET_NODES};
+
+use crate::config::{self, ConfigFile};
+use crate::context::{Ctx, CtxParts, Limits, Mode};
+use crate::health;
+use crate::methods::presence::presence_list;
+use crate::metrics::Metrics;
+use crate::ws::connection;
+
+/// How a gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub http_bind: IpAddr,
+    /// `None`: no HTTP listener.
+    pub http_port: Option<u16>,
+    /// Cluster mode when set.
+    pub nats_url: Option<String>,
+    pub nats_replicas: usize,
+    pub state_dir: PathBuf,
+    /// Run a node-agent inside this process (one-process default only).
+    pub embedded_node: bool,
+    pub gateway_id: Option<String>,
+    pub max_connections: usize,
+    pub limits: Limits,
+}
+
+/// A gateway that is serving.
+pub struct RunningGateway {
+    pub ctx: Arc<Ctx>,
+    pub ws_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+    embedded_node: Option<RunningNode>,
+    background: Vec<JoinHandle<()>>,
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A gateway id that is a valid key segment: `[a-z0-9-]`.
+fn make_gateway_id(given: Option<&str>, host: &str) -> String {
+    let raw = match given {
+        Some(id) => id.to_string(),
+        None => format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    };
+    raw.to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Makes sure a shared secret exists; generates one on the first local run.
+fn ensure_secret(config_file: &ConfigFile, mode: &Mode) -> anyhow::Result<()> {
+    let document = config_file.load()?;
+    let secrets = config::resolve_secrets(&document, config_file.path());
+    if secrets.token.is_some() || secrets.password.is_some() {
+        return Ok(());
+    }
+    if let Mode::Cluster { .. } = mode {
+        bail!(
+            "no gateway token: set ARGENT_GATEWAY_TOKEN (one secret shared by every gateway and node-agent) or gateway.auth.token in {}",
+            config_file.path().display()
+        );
+    }
+    let token = config::generate_token();
+    config::write_token(config_file.path(), &token)?;
+    tracing::info!(path = %config_file.path().display(), "generated a gateway token (gateway.auth.token, mode 0600)");
+    eprintln!(
+        "argent: generated a gateway token in {} (gateway.auth.token)",
+        config_file.path().display()
+    );
+    Ok(())
+}
+
+impl RunningGateway {
+    pub async fn start(options: GatewayOptions) -> anyhow::Result<Self> {
+        let host = host_name();
+        let gateway_id = make_gateway_id(options.gateway_id.as_deref(), &host);
+        let mode = match &options.nats_url {
+            Some(url) => Mode::Cluster {
+                nats_url: url.clone(),
+            },
+            None => Mode::Local,
+        };
+        if mode == Mode::Local {
+            std::fs::create_dir_all(&options.state_dir).with_context(|| {
+                format!("cannot create state dir {}", options.state_dir.display())
+            })?;
+        }
+        let config_file = ConfigFile::new(config::config_path(&options.state_dir));
+        ensure_secret(&config_file, &mode)?;
+        let credential = config::resolve_secrets(&config_file.load()?, config_file.path())
+            .token
+            .unwrap_or_default();
+
+        let metrics = Arc::new(Metrics::new());
+        let (state, bus, nats): (Arc<dyn StateStore>, Arc<dyn EventBus>, _) = match &mode {
+            Mode::Local => (
+                Arc::new(FileStore::open(Some(&options.state_dir))?),
+                Arc::new(LocalBus::new()),
+                None,
+            ),
+            Mode::Cluster { nats_url } => {
+                let client = cluster::connect(&NatsOptions {
+                    url: nats_url.clone(),
+                    name: format!("argent-gateway {gateway_id}"),
+                    replicas: options.nats_replicas,
+                })
+                .await?;
+                declare_buckets(client.clone(), options.nats_replicas).await;
+                (
+                    Arc::new(NatsStore::new(client.clone())),
+                    Arc::new(NatsBus::new(client.clone())),
+                    Some(client),
+                )
+            }
+        };
+
+        let embedded_node = (mode == Mode::Local && options.embedded_node)
+            .then(|| RunningNode::embedded(format!("{gateway_id}-node"), state.clone()));
+        let local_handler = embedded_node
+            .as_ref()
+            .map(|node| node.worker.clone() as Arc<dyn MethodHandler>);
+
+        let listener = TcpListener::bind((options.bind, options.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", options.bind, options.port))?;
+        let ws_addr = listener.local_addr()?;
+        let http_listener = match options.http_port {
+            Some(port) => Some(
+                TcpListener::bind((options.http_bind, port))
+                    .await
+                    .with_context(|| format!("cannot listen on {}:{port}", options.http_bind))?,
+            ),
+            None => None,
+        };
+        let http_addr = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+
+        let ctx = Arc::new(Ctx::new(CtxParts {
+            gateway_id: gateway_id.clone(),
+            host,
+            mode: mode.clone(),
+            state_dir: options.state_dir.clone(),
+            config_file,
+            limits: options.limits.clone(),
+            nodes: Members::watch(state.clone(), BUCKET_NODES, STALE_AFTER),
+            gateways: Members::watch(state.clone(), BUCKET_GATEWAYS, STALE_AFTER),
+            state: state.clone(),
+            bus,
+            node_clients: NodeClients::new(local_handler, credential),
+            metrics,
+            nats,
+            ws_url: format!("ws://{ws_addr}"),
+        }));
+        if mode == Mode::Local {
+            let document = ctx.config_file.load()?;
+            ctx.shared_config
+                .publish_local(state.as_ref(), &document)
+                .await;
+        }
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut background = vec![
+            tokio::spawn(deliver_bus_events(ctx.clone())),
+            tokio::spawn(tick_loop(ctx.clone())),
+            tokio::spawn(health_loop(ctx.clone())),
+            tokio::spawn(presence_loop(ctx.clone())),
+            tokio::spawn({
+                let presence = ctx.presence.clone();
+                async move { presence.follow().await }
+            }),
+            tokio::spawn(collect_orphans(ctx.clone())),
+        ];
+        if let Some(listener) = http_listener {
+            background.push(tokio::spawn(crate::http::serve(
+                ctx.clone(),
+                listener,
+                stop_rx.clone(),
+            )));
+        }
+        let record_ctx = ctx.clone();
+        let heartbeat = spawn_heartbeat(
+            state,
+            BUCKET_GATEWAYS,
+            gateway_id.clone(),
+            move || {
+                let record = health::self_record(&record_ctx);
+                Bytes::from(serde_json::to_vec(&record).expect("records serialize"))
+            },
+            stop_rx.clone(),
+        );
+        let accept = tokio::spawn(accept_loop(
+            ctx.clone(),
+            listener,
+            options.max_connections,
+            stop_rx,
+        ));
+        tracing::info!(gateway = %gateway_id, ws = %ws_addr, mode = mode.name(), "gateway serving");
+        Ok(RunningGateway {
+            ctx,
+            ws_addr,
+            http_addr,
+            stop,
+            accept,
+            heartbeat,
+            embedded_node,
+            background,
+        })
+    }
+
+    /// SIGTERM path: stop accepting, report not-ready, send `shutdown`, close every client
+    /// with 1012, wait for them (bounded), deregister.
+    pub async fn shutdown(self) {
+        let ctx = self.ctx.clone();
+        ctx.start_draining();
+        let event = EncodedEvent::from_value(
+            "shutdown",
+            &json!({"reason": "gateway restarting", "restartExpectedMs": RESTART_EXPECTED_MS}),
+            None,
+        );
+        ctx.hub.deliver(&Arc::new(event));
+        ctx.hub.close_all(1012, "service restart");
+        let _ = self.stop.send(true);
+        let _ = self.accept.await;
+        let deadline = tokio::time::Instant::now() + ctx.limits.drain_grace;
+        while !ctx.hub.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.heartbeat.await;
+        if let Some(node) = self.embedded_node {
+            node.shutdown().await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// Declares the buckets, retrying in the background while NATS is unreachable.
+async fn declare_buckets(client: async_nats::Client, replicas: usize) {
+    let js = async_nats::jetstream::new(client);
+    match cluster::ensure_buckets(&js, replicas).await {
+        Ok(()) => {}
+        Err(err) => {
+            tracing::warn!(%err, "cannot declare buckets yet; retrying in the background");
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match cluster::ensure_buckets(&js, replicas).await {
+                        Ok(()) => return,
+                        Err(err) => tracing::debug!(%err, "buckets still not declared"),
+                    }
+                }
+            });
+        }
+    }
+}
+
+async fn accept_loop(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // A permit first: past the connection bound we stop accepting (the kernel backlog
+        // holds the rest) instead of failing sockets we accepted.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = Duration::from_millis(5);
+                tokio::spawn(connection::serve(ctx.clone(), tcp, peer, permit));
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Events from the bus (every gateway and node publishes there) to local connections.
+async fn deliver_bus_events(ctx: Arc<Ctx>) {
+    loop {
+        match ctx.bus.subscribe().await {
+            Ok(mut events) => {
+                while let Some(event) = events.recv().await {
+                    let Ok(payload) = std::str::from_utf8(&event.payload) else {
+                        tracing::warn!(event = %event.name, "event payload is not UTF-8; dropped");
+                        continue;
+                    };
+                    if serde_json::from_str::<serde::de::IgnoredAny>(payload).is_err() {
+                        tracing::warn!(event = %event.name, "event payload is not JSON; dropped");
+                        continue;
+                    }
+                    let mut encoded = EncodedEvent::new(&event.name, payload, None);
+                    if let Some(droppable) = event.droppable {
+                        encoded = encoded.with_droppable(droppable);
+                    }
+                    ctx.hub.deliver(&Arc::new(encoded));
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot subscribe to events; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `tick` to this gateway's connections every `tickIntervalMs`.
+async fn tick_loop(ctx: Arc<Ctx>) {
+    let mut ticker = tokio::time::interval(ctx.limits.tick_interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let event = EncodedEvent::from_value("tick", &json!({"ts": argent_proto::now_ms()}), None);
+        ctx.hub.deliver(&Arc::new(event));
+    }
+}
+
+/// Periodic health refresh, plus a coalesced broadcast after new connections.
+async fn health_loop(ctx: Arc<Ctx>) {
+    let mut last_refresh = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(health::BROADCAST_COALESCE).await;
+        let periodic = last_refresh.elapsed() >= ctx.limits.health_refresh;
+        if ctx.health.take_broadcast_request() || periodic {
+            health::broadcast(&ctx);
+            last_refresh = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// A `presence` event after disconnects anywhere in the cluster (coalesced).
+async fn presence_loop(ctx: Arc<Ctx>) {
+    loop {
+        ctx.presence.disconnected().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let version = StateVersion {
+            presence: ctx.presence.version(),
+            health: ctx.health.version(),
+        };
+        let event = EncodedEvent::from_value(
+            "presence",
+            &json!({"presence": presence_list(&ctx)}),
+            Some(version),
+        );
+        ctx.hub.deliver(&Arc::new(event));
+    }
+}
+
+/// Collects presence records of gateways that died without cleaning up.
+async fn collect_orphans(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        if ctx.uptime_ms() < 30_000 {
+            continue;
+        }
+        let gateways = ctx.gateways.clone();
+        ctx.presence
+            .collect_orphans(|id| gateways.is_live(id))
+            .await;
+    }
+}

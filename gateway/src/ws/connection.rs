@@ -1,0 +1,392 @@
+//! One WebSocket connection, from the TCP accept to the last frame.
+//!
+//! `connect.challenge` is sent as soon as the upgrade completes; the first frame must be a
+//! valid `connect` within the handshake deadline (§2.1–§2.4). After `hello-ok` the socket is
+//! split: a writer task drains the connection's [`Outbox`], and this task reads requests and
+//! runs each in its own task (bounded per connection, so a flood of requests slows only
+//! its sender).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+use argent_node_agent::shared_config::AgentsConfig;
+use argent_proto::catalog;
+use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
+use argent_proto::limits::{MAX_PAYLOAD, PROTOCOL_VERSION};
+
+use crate::context::Ctx;
+use crate::health;
+use crate::hub::ConnHandle;
+use crate::methods::presence::presence_list;
+use crate::router;
+use crate::ws::handshake::{self, Accepted, Policy};
+use crate::ws::limit::{LimitedStream, PreauthGate};
+use crate::ws::outbox::Outbox;
+use crate::ws::session::{Session, Upgrade};
+
+/// Upstream's canvas host path is not a gateway socket.
+const CANVAS_PATH: &str = "/__argent__/ws";
+
+static FEATURES: LazyLock<Value> =
+    LazyLock::new(|| json!({"methods": catalog::method_names(), "events": catalog::event_names()}));
+
+type Socket = WebSocketStream<LimitedStream>;
+
+/// Counts the connection in the gauge for as long as it lives.
+struct Counted(Arc<Ctx>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+    }
+}
+
+fn socket_config() -> WebSocketConfig {
+    // Small buffers: most connections are idle most of the time (benchmarked).
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_PAYLOAD * 3)
+        .max_message_size(Some(MAX_PAYLOAD))
+        .max_frame_size(Some(MAX_PAYLOAD))
+}
+
+/// Serves one accepted TCP connection.
+pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    ctx.metrics.connections.inc();
+    let _counted = Counted(ctx.clone());
+    let _ = tcp.set_nodelay(true);
+    let conn_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("connection", conn = %conn_id, %peer);
+    run(ctx, tcp, peer, conn_id).instrument(span).await;
+}
+
+// The upgrade callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
+async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
+    let deadline = Instant::now() + ctx.limits.handshake_timeout;
+    let gate = PreauthGate::new();
+    let mut upgrade = Upgrade::default();
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() == CANVAS_PATH {
+            let mut reject = ErrorResponse::new(Some("not a gateway socket".into()));
+            *reject.status_mut() = http::StatusCode::NOT_FOUND;
+            return Err(reject);
+        }
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        upgrade.host = header("host");
+        upgrade.origin = header("origin");
+        upgrade.user_agent = header("user-agent");
+        upgrade.forwarded = ["x-forwarded-for", "x-real-ip", "x-forwarded-host"]
+            .iter()
+            .any(|h| req.headers().contains_key(*h));
+        Ok(resp)
+    };
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        LimitedStream::new(tcp, gate.clone()),
+        callback,
+        Some(socket_config()),
+    );
+    let mut socket = match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "upgrade failed");
+            return;
+        }
+        Err(_) => return,
+    };
+
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let challenge = EncodedEvent::from_value(
+        "connect.challenge",
+        &json!({"nonce": nonce, "ts": argent_proto::now_ms()}),
+        None,
+    );
+    if socket
+        .send(Message::text(challenge.frame(None)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    let first = match tokio::time::timeout_at(deadline, first_text(&mut socket)).await {
+        Err(_) => {
+            ctx.metrics
+                .handshakes
+                .get_or_create(&vec![("outcome", "timeout")])
+                .inc();
+            close(&mut socket, 1000, "").await;
+            return;
+        }
+        Ok(FirstFrame::Text(text)) => text,
+        Ok(FirstFrame::TooLarge) => {
+            ctx.metrics
+                .handshakes
+                .get_or_create(&vec![("outcome", "too_large")])
+                .inc();
+            close(&mut socket, 1009, "message too big").await;
+            return;
+        }
+        Ok(FirstFrame::NotText) => {
+            close(&mut socket, 1000, "").await;
+            return;
+        }
+        Ok(FirstFrame::Gone) => return,
+    };
+
+    let secrets = ctx.secrets();
+    let config = ctx.config_file.load().unwrap_or_else(|_| json!({}));
+    if ctx.nats.is_none() {
+        ctx.shared_config
+            .publish_local(ctx.state.as_ref(), &config)
+            .await;
+    }
+    let policy = Policy {
+        secrets: &secrets,
+        config: &config,
+    };
+    let accepted = match handshake::evaluate(&policy, &conn_id, &upgrade, peer, &first) {
+        Ok(accepted) => accepted,
+        Err(rejection) => {
+            ctx.metrics
+                .handshakes
+                .get_or_create(&vec![("outcome", "rejected")])
+                .inc();
+            tracing::info!(reason = rejection.label(), "handshake rejected");
+            if let Some((id, error)) = &rejection.response {
+                let _ = socket.send(Message::text(encode_error(id, error))).await;
+            }
+            close(&mut socket, rejection.close_code, &rejection.close_reason).await;
+            return;
+        }
+    };
+    gate.lift();
+    ctx.metrics
+        .handshakes
+        .get_or_create(&vec![("outcome", "ok")])
+        .inc();
+    established(ctx, socket, accepted, &upgrade).await;
+}
+
+enum FirstFrame {
+    Text(String),
+    TooLarge,
+    NotText,
+    Gone,
+}
+
+async fn first_text(socket: &mut Socket) -> FirstFrame {
+    loop {
+        return match socket.next().await {
+            Some(Ok(Message::Text(text))) => FirstFrame::Text(text.to_string()),
+            // Upstream decodes binary frames as UTF-8 text.
+            Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => FirstFrame::Text(text),
+                Err(_) => FirstFrame::NotText,
+            },
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => FirstFrame::Gone,
+            Some(Err(WsError::Capacity(_))) => FirstFrame::TooLarge,
+            Some(Err(WsError::Io(_))) if socket.get_ref().gate_exceeded() => FirstFrame::TooLarge,
+            Some(Err(_)) => FirstFrame::Gone,
+        };
+    }
+}
+
+async fn close(socket: &mut Socket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = socket.close(None).await;
+    })
+    .await;
+}
+
+fn presence_entry(session: &Session, upgrade: &Upgrade) -> (String, Value) {
+    let client = &session.client;
+    let key = session
+        .device_id
+        .clone()
+        .or_else(|| client.instance_id.clone())
+        .unwrap_or_else(|| session.conn_id.clone());
+    let mut entry = json!({
+        "host": client.display_name.clone().unwrap_or_else(|| client.id.clone()),
+        "ip": session.peer.ip().to_string(),
+        "version": client.version,
+        "platform": client.platform,
+        "mode": client.mode,
+        "reason": "connect",
+        "ts": argent_proto::now_ms(),
+        "roles": [session.role.as_str()],
+        "scopes": session.scopes,
+    });
+    let optional = [
+        ("deviceFamily", client.device_family.clone()),
+        ("modelIdentifier", client.model_identifier.clone()),
+        ("instanceId", client.instance_id.clone()),
+        ("deviceId", session.device_id.clone()),
+        ("text", upgrade.user_agent.clone()),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            entry[k] = json!(v);
+        }
+    }
+    (key, entry)
+}
+
+fn hello_ok(ctx: &Ctx, session: &Session) -> Value {
+    let agents = AgentsConfig::from_config(&ctx.shared_config.get());
+    json!({
+        "type": "hello-ok",
+        "protocol": PROTOCOL_VERSION,
+        "server": {"version": ctx.version, "host": ctx.host, "connId": session.conn_id},
+        "features": *FEATURES,
+        "snapshot": {
+            "presence": presence_list(ctx),
+            "health": *health::snapshot(ctx),
+            "stateVersion": {"presence": ctx.presence.version(), "health": ctx.health.version()},
+            "uptimeMs": ctx.uptime_ms(),
+            "configPath": ctx.config_file.path().display().to_string(),
+            "stateDir": ctx.state_dir.display().to_string(),
+            "sessionDefaults": {
+                "defaultAgentId": agents.default_id,
+                "mainKey": agents.main_key,
+                "mainSessionKey": format!("agent:{}:{}", agents.default_id, agents.main_key),
+                "scope": agents.scope,
+            },
+        },
+        "policy": {
+            "maxPayload": MAX_PAYLOAD,
+            "maxBufferedBytes": ctx.limits.max_buffered_bytes,
+            "tickIntervalMs": ctx.limits.tick_interval.as_millis() as u64,
+        },
+    })
+}
+
+async fn established(ctx: Arc<Ctx>, socket: Socket, accepted: Accepted, upgrade: &Upgrade) {
+    let Accepted {
+        request_id,
+        session,
+        ..
+    } = accepted;
+    let session = Arc::new(session);
+    tracing::info!(role = session.role.as_str(), client = %session.client.id, mode = %session.client.mode, "connected");
+
+    let tracked = session.client.mode != "cli";
+    if tracked {
+        let (key, entry) = presence_entry(&session, upgrade);
+        ctx.presence.add(&session.conn_id, key, entry).await;
+    }
+    let outbox = Arc::new(Outbox::new(
+        ctx.limits.max_buffered_bytes,
+        ctx.metrics.clone(),
+    ));
+    // hello-ok is the first frame after the challenge; events may follow it.
+    outbox.push_text(encode_ok(&request_id, &hello_ok(&ctx, &session)));
+    let handle = Arc::new(ConnHandle::new(
+        session.conn_id.clone(),
+        session.role,
+        &session.scopes,
+        outbox.clone(),
+    ));
+    let hub_key = ctx.hub.register(handle);
+    ctx.health.request_broadcast();
+
+    let (sink, mut stream) = socket.split();
+    let writer_outbox = outbox.clone();
+    let mut writer =
+        tokio::spawn(async move { writer_outbox.run_writer(sink).await }.in_current_span());
+    let in_flight = Arc::new(Semaphore::new(ctx.limits.requests_per_connection));
+    let mut writer_done = false;
+
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = &mut writer => { writer_done = true; break; }
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => text,
+                Err(_) => {
+                    let err = argent_proto::errors::RpcError::invalid_frame(
+                        "binary frame is not UTF-8 text",
+                    );
+                    outbox.push_text(encode_error("invalid", &err));
+                    continue;
+                }
+            },
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue,
+            Some(Err(WsError::Capacity(err))) => {
+                tracing::info!(%err, "frame too large");
+                outbox.close_now(1009, "message too big");
+                continue;
+            }
+            Some(Err(err)) => {
+                tracing::debug!(%err, "socket error");
+                break;
+            }
+        };
+        let request = match parse_request(&text) {
+            Ok(request) => request,
+            Err(err) => {
+                outbox.push_text(encode_error(err.reply_id(), &err.to_error()));
+                continue;
+            }
+        };
+        // Backpressure: past the in-flight bound we stop reading this socket.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let ctx = ctx.clone();
+        let session = session.clone();
+        let outbox = outbox.clone();
+        tokio::spawn(
+            async move {
+                let response = router::handle(&ctx, &session, request).await;
+                outbox.push_text(response);
+                drop(permit);
+            }
+            .in_current_span(),
+        );
+    }
+
+    ctx.hub.unregister(hub_key);
+    if tracked {
+        ctx.presence.remove(&session.conn_id).await;
+    }
+    if !writer_done {
+        outbox.close(1000, "");
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
+    tracing::info!("disconnected");
+}

@@ -1,0 +1,332 @@
+//! The server-side processing order of the first frame (PROTOCOL.md §2.4), for shared-secret
+//! authentication. The first failing step decides the response and the close code.
+//!
+//! Device signatures, device tokens and pairing (steps 9–18) arrive with the pairing
+//! release; until then a `device` block is not trusted (the connection is authenticated by
+//! the shared secret alone, and gets no device token), and without a valid shared secret the
+//! handshake fails with the exact upstream `unauthorized: …` message of step 16.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+use argent_proto::catalog::{Role, SCOPE_ADMIN};
+use argent_proto::connect::{parse_connect_params, ConnectParams};
+use argent_proto::errors::RpcError;
+use argent_proto::frames::{request_from_value, FrameError};
+use argent_proto::limits::PROTOCOL_VERSION;
+
+use crate::auth::check_shared_secret;
+use crate::config::SharedSecrets;
+use crate::ws::outbox::truncate_reason;
+use crate::ws::session::{Session, Upgrade};
+
+/// Why the handshake ended, and how to tell the client.
+#[derive(Debug)]
+pub struct Rejection {
+    /// The `res` to send first (`id`, error), when the frame was a request.
+    pub response: Option<(String, RpcError)>,
+    pub close_code: u16,
+    pub close_reason: String,
+}
+
+impl Rejection {
+    fn respond(id: &str, error: RpcError, close_code: u16) -> Box<Self> {
+        let close_reason = if close_code == 1002 {
+            "protocol mismatch".to_string()
+        } else {
+            truncate_reason(&error.message)
+        };
+        Box::new(Rejection {
+            response: Some((id.to_string(), error)),
+            close_code,
+            close_reason,
+        })
+    }
+
+    /// A short label for metrics and logs.
+    pub fn label(&self) -> &str {
+        self.response
+            .as_ref()
+            .map(|(_, e)| e.message.as_str())
+            .unwrap_or("no response")
+    }
+}
+
+/// A successful `connect`.
+#[derive(Debug)]
+pub struct Accepted {
+    pub request_id: String,
+    pub session: Session,
+    pub params: ConnectParams,
+}
+
+/// What the handshake needs from the gateway's configuration.
+pub struct Policy<'a> {
+    pub secrets: &'a SharedSecrets,
+    pub config: &'a Value,
+}
+
+impl Policy<'_> {
+    fn flag(&self, pointer: &str) -> bool {
+        self.config.pointer(pointer).and_then(Value::as_bool) == Some(true)
+    }
+
+    fn allowed_origins(&self) -> Vec<String> {
+        self.config
+            .pointer("/gateway/controlUi/allowedOrigins")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Runs steps 1–20 on the first frame's text.
+pub fn evaluate(
+    policy: &Policy<'_>,
+    conn_id: &str,
+    upgrade: &Upgrade,
+    peer: SocketAddr,
+    text: &str,
+) -> Result<Accepted, Box<Rejection>> {
+    // 1. JSON at all? If not: no response, close 1000.
+    let value: Value = serde_json::from_str(text).map_err(|_| {
+        Box::new(Rejection {
+            response: None,
+            close_code: 1000,
+            close_reason: String::new(),
+        })
+    })?;
+    // 2. A valid `req` for `connect` with valid params.
+    let request = request_from_value(value).map_err(|err| match err {
+        FrameError::NotRequest { .. } | FrameError::NotJson => Box::new(Rejection {
+            response: None,
+            close_code: 1008,
+            close_reason: "invalid request frame".to_string(),
+        }),
+        FrameError::Invalid { .. } => Rejection::respond(err.reply_id(), err.to_error(), 1008),
+    })?;
+    let id = request.id.as_str();
+    if request.method != "connect" {
+        return Err(Rejection::respond(
+            id,
+            RpcError::invalid_request("invalid handshake: first request must be connect"),
+            1008,
+        ));
+    }
+    let params = parse_connect_params(request.params.as_ref()).map_err(|detail| {
+        Rejection::respond(
+            id,
+            RpcError::invalid_request(format!("invalid connect params: {detail}")),
+            1008,
+        )
+    })?;
+    // 3. Protocol negotiation.
+    if !(params.min_protocol <= PROTOCOL_VERSION && PROTOCOL_VERSION <= params.max_protocol) {
+        return Err(Rejection::respond(
+            id,
+            RpcError::invalid_request("protocol mismatch")
+                .with_detail("expectedProtocol", PROTOCOL_VERSION),
+            1002,
+        ));
+    }
+    // 4. Role.
+    let role = match Role::parse(params.role.as_deref().unwrap_or("operator")) {
+        Some(role) => role,
+        None => {
+            return Err(Rejection::respond(
+                id,
+                RpcError::invalid_request("invalid role"),
+                1008,
+            ))
+        }
+    };
+    // 5. Effective scopes.
+    let scopes = match (&params.scopes, role) {
+        (Some(s), _) if !s.is_empty() => s.clone(),
+        (_, Role::Operator) => vec![SCOPE_ADMIN.to_string()],
+        _ => Vec::new(),
+    };
+    // 6. Browser origin check.
+    if params.client.is_browser() && !upgrade.origin_allowed(&policy.allowed_origins()) {
+        return Err(Rejection::respond(
+            id,
+            RpcError::unauthorized("origin not allowed (open the Control UI from the gateway host or allow it in gateway.controlUi.allowedOrigins)"),
+            1008,
+        ));
+    }
+    // 7. Shared secret.
+    let shared = check_shared_secret(policy.secrets, &params.auth);
+    let supplied = params.auth.token.as_deref().is_some_and(|t| !t.is_empty())
+        || params
+            .auth
+            .password
+            .as_deref()
+            .is_some_and(|p| !p.is_empty());
+    let client = &params.client;
+    match (&params.device, shared) {
+        // 8. No device.
+        (None, _)
+            if client.id == "argent-control-ui"
+                && !policy.flag("/gateway/controlUi/allowInsecureAuth")
+                && !policy.flag("/gateway/controlUi/dangerouslyDisableDeviceAuth") =>
+        {
+            return Err(Rejection::respond(
+                id,
+                RpcError::unauthorized("control ui requires HTTPS or localhost (secure context)"),
+                1008,
+            ));
+        }
+        (None, Ok(())) => {}
+        (None, Err(failure)) if supplied => {
+            return Err(Rejection::respond(id, failure.to_error(client), 1008));
+        }
+        (None, Err(_)) => {
+            return Err(Rejection::respond(
+                id,
+                RpcError::not_paired("device identity required"),
+                1008,
+            ));
+        }
+        // 9–16 with a device, until device verification exists: the shared secret decides.
+        (Some(_), Ok(())) => {}
+        (Some(_), Err(failure)) => {
+            return Err(Rejection::respond(id, failure.to_error(client), 1008));
+        }
+    }
+    // [EXT] The seed's `device` role needs a proven, paired device identity.
+    if role == Role::Device {
+        return Err(Rejection::respond(
+            id,
+            RpcError::not_paired(
+                "device role requires a paired device identity (device pairing is not available in this release)",
+            ),
+            1008,
+        ));
+    }
+    let local = upgrade.is_local(&peer);
+    Ok(Accepted {
+        request_id: request.id.clone(),
+        session: Session {
+            conn_id: conn_id.to_string(),
+            role,
+            scopes,
+            client: params.client.clone(),
+            caps: params.caps.clone(),
+            commands: params.commands.clone(),
+            device_id: None,
+            peer,
+            local,
+        },
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthMode;
+    use serde_json::json;
+
+    fn secrets() -> SharedSecrets {
+        SharedSecrets {
+            mode: AuthMode::Token,
+            token: Some("secret".into()),
+            password: None,
+            token_source: String::new(),
+        }
+    }
+
+    fn run(frame: Value) -> Result<Accepted, Box<Rejection>> {
+        let secrets = secrets();
+        let config = json!({});
+        let policy = Policy {
+            secrets: &secrets,
+            config: &config,
+        };
+        let upgrade = Upgrade {
+            host: Some("localhost:18789".into()),
+            origin: Some("http://localhost:5173".into()),
+            forwarded: false,
+            user_agent: None,
+        };
+        evaluate(
+            &policy,
+            "c1",
+            &upgrade,
+            "127.0.0.1:9".parse().unwrap(),
+            &frame.to_string(),
+        )
+    }
+
+    fn connect(params: Value) -> Value {
+        json!({"type":"req","id":"c","method":"connect","params":params})
+    }
+
+    fn base() -> Value {
+        json!({"minProtocol":3,"maxProtocol":3,
+               "client":{"id":"cli","version":"dev","platform":"linux","mode":"cli"},
+               "auth":{"token":"secret"}})
+    }
+
+    fn message(r: Result<Accepted, Box<Rejection>>) -> (String, u16) {
+        let rej = r.unwrap_err();
+        (
+            rej.response.map(|(_, e)| e.message).unwrap_or_default(),
+            rej.close_code,
+        )
+    }
+
+    #[test]
+    fn accepts_and_defaults_scopes() {
+        let ok = run(connect(base())).unwrap();
+        assert_eq!(ok.session.role, Role::Operator);
+        assert_eq!(ok.session.scopes, vec!["operator.admin".to_string()]);
+        assert!(ok.session.local);
+    }
+
+    #[test]
+    fn order_of_failures() {
+        assert_eq!(run(json!("x")).unwrap_err().close_code, 1008);
+        let mut p = base();
+        p["maxProtocol"] = json!(2);
+        p["minProtocol"] = json!(1);
+        assert_eq!(message(run(connect(p))), ("protocol mismatch".into(), 1002));
+        let mut p = base();
+        p["role"] = json!("admin");
+        assert_eq!(message(run(connect(p))), ("invalid role".into(), 1008));
+        let mut p = base();
+        p["auth"] = json!({});
+        assert_eq!(
+            message(run(connect(p))),
+            ("device identity required".into(), 1008)
+        );
+        let mut p = base();
+        p["auth"] = json!({"token":"wrong"});
+        assert_eq!(
+            message(run(connect(p))).0,
+            "unauthorized: gateway token mismatch (set gateway.remote.token to match gateway.auth.token)"
+        );
+        let first = json!({"type":"req","id":"h","method":"health"});
+        assert_eq!(
+            message(run(first)).0,
+            "invalid handshake: first request must be connect"
+        );
+    }
+
+    #[test]
+    fn control_ui_without_device_needs_secure_context() {
+        let mut p = base();
+        p["client"] =
+            json!({"id":"argent-control-ui","version":"1","platform":"web","mode":"webchat"});
+        assert_eq!(
+            message(run(connect(p))).0,
+            "control ui requires HTTPS or localhost (secure context)"
+        );
+    }
+}

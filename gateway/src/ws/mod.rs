@@ -1,0 +1,13 @@
+//! The WebSocket edge: one task per connection.
+//!
+//! * [`connection`] — accept, challenge, handshake, the request loop, teardown.
+//! * [`handshake`] — the server-side processing order of `connect` (PROTOCOL.md §2.4).
+//! * [`session`] — who is connected: role, scopes, client, and the upgrade request's headers.
+//! * [`outbox`] — the bounded outbound queue, `seq`, and the slow-consumer rule.
+//! * [`limit`] — the pre-handshake input cap on the raw socket.
+
+pub mod connection;
+pub mod handshake;
+pub mod limit;
+pub mod outbox;
+pub mod session;

@@ -1,0 +1,260 @@
+//! A connection's bounded outbound queue and its writer (PROTOCOL.md §1.5, §1.7).
+//!
+//! Producers (the event fan-out, request handlers) push without waiting; the connection's
+//! writer task drains the queue into the socket. The queue is bounded in **bytes**
+//! (`maxBufferedBytes`, counting frames until the socket accepted them): past the bound a
+//! drop-if-slow event is skipped for this client only, anything else closes this client with
+//! 1008 `slow consumer`. Nobody else ever waits for a slow client.
+//!
+//! The per-connection `seq` is assigned here, in queue order, so it is +1 for every
+//! broadcast event written, and a skipped event still consumes a number: the client sees
+//! the gap.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::{Sink, SinkExt};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use argent_proto::frames::EncodedEvent;
+use argent_proto::limits::CLOSE_REASON_MAX;
+
+use crate::metrics::Metrics;
+
+/// How long a close frame may take to go out before the socket is just dropped.
+const CLOSE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+enum Outgoing {
+    Text(String),
+    Event {
+        event: Arc<EncodedEvent>,
+        seq: Option<u64>,
+    },
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Event { event, .. } => event.len(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Outgoing>,
+    bytes: usize,
+    seq: u64,
+    /// Close to send once the queue is written (graceful) …
+    close_after: Option<(u16, String)>,
+    /// … or right now, dropping the queue (slow consumer).
+    close_now: Option<(u16, String)>,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Skipped: drop-if-slow event over the limit.
+    Dropped,
+    /// The connection is closing (now, or was already).
+    Closing,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    /// Signalled with `close_now`, to interrupt a write stuck on a full socket.
+    abort: Notify,
+    limit: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Cuts a close reason to the protocol's 120 bytes, on a character boundary.
+pub fn truncate_reason(reason: &str) -> String {
+    if reason.len() <= CLOSE_REASON_MAX {
+        return reason.to_string();
+    }
+    let mut end = CLOSE_REASON_MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+impl Outbox {
+    pub fn new(limit: usize, metrics: Arc<Metrics>) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            abort: Notify::new(),
+            limit,
+            metrics,
+        }
+    }
+
+    fn is_closing(state: &State) -> bool {
+        state.close_now.is_some() || state.close_after.is_some()
+    }
+
+    /// Queues a response (never droppable).
+    pub fn push_text(&self, text: String) -> Pushed {
+        let mut state = self.state.lock();
+        if Self::is_closing(&state) {
+            return Pushed::Closing;
+        }
+        if state.bytes + text.len() > self.limit {
+            self.slow_consumer(&mut state);
+            return Pushed::Closing;
+        }
+        self.enqueue(&mut state, Outgoing::Text(text));
+        Pushed::Queued
+    }
+
+    /// Queues an event. `broadcast` events take the next `seq`; targeted ones carry none.
+    pub fn push_event(&self, event: &Arc<EncodedEvent>, broadcast: bool) -> Pushed {
+        let mut state = self.state.lock();
+        if Self::is_closing(&state) {
+            return Pushed::Closing;
+        }
+        let seq = if broadcast {
+            state.seq += 1;
+            Some(state.seq)
+        } else {
+            None
+        };
+        if state.bytes + event.len() > self.limit {
+            if event.droppable {
+                self.metrics.events_dropped.inc();
+                return Pushed::Dropped;
+            }
+            self.slow_consumer(&mut state);
+            return Pushed::Closing;
+        }
+        self.enqueue(
+            &mut state,
+            Outgoing::Event {
+                event: event.clone(),
+                seq,
+            },
+        );
+        Pushed::Queued
+    }
+
+    fn enqueue(&self, state: &mut State, item: Outgoing) {
+        let len = item.len();
+        state.bytes += len;
+        state.queue.push_back(item);
+        self.metrics.outbound_queue_bytes.inc_by(len as i64);
+        self.notify.notify_one();
+    }
+
+    fn slow_consumer(&self, state: &mut State) {
+        self.metrics.slow_consumers.inc();
+        state.close_now = Some((1008, "slow consumer".to_string()));
+        self.notify.notify_one();
+        self.abort.notify_one();
+    }
+
+    /// Writes what is queued, then closes with `code`/`reason`.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut state = self.state.lock();
+        if !Self::is_closing(&state) {
+            state.close_after = Some((code, truncate_reason(reason)));
+        }
+        self.notify.notify_one();
+    }
+
+    /// Closes at once, dropping whatever is queued.
+    pub fn close_now(&self, code: u16, reason: &str) {
+        let mut state = self.state.lock();
+        if state.close_now.is_none() {
+            state.close_now = Some((code, truncate_reason(reason)));
+        }
+        self.notify.notify_one();
+        self.abort.notify_one();
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// Drains the queue into `sink` until a close was written or the socket failed.
+    /// Bytes stay counted against the limit until the socket accepted them.
+    pub async fn run_writer<S>(&self, mut sink: S)
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        let mut batch = Vec::new();
+        loop {
+            let close = {
+                let mut state = self.state.lock();
+                if let Some(close) = state.close_now.take() {
+                    let dropped = state.bytes;
+                    state.queue.clear();
+                    state.bytes = 0;
+                    self.release(dropped);
+                    Some(close)
+                } else if state.queue.is_empty() {
+                    state.close_after.take()
+                } else {
+                    batch.extend(state.queue.drain(..));
+                    None
+                }
+            };
+            if let Some((code, reason)) = close {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                // A client that stopped reading may never take the close frame: bounded.
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.close().await;
+                })
+                .await;
+                return;
+            }
+            if batch.is_empty() {
+                self.notify.notified().await;
+                continue;
+            }
+            let written: usize = batch.iter().map(Outgoing::len).sum();
+            let write = async {
+                for item in batch.drain(..) {
+                    let text = match item {
+                        Outgoing::Text(text) => text,
+                        Outgoing::Event { event, seq } => event.frame(seq),
+                    };
+                    sink.feed(Message::text(text)).await?;
+                }
+                sink.flush().await
+            };
+            let outcome = tokio::select! {
+                result = write => Some(result),
+                _ = self.abort.notified() => None,
+            };
+            batch.clear();
+            {
+                let mut state = self.state.lock();
+                state.bytes = state.bytes.saturating_sub(written);
+            }
+            self.release(written);
+            match outcome {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return,
+                // Closing now: the next turn sends the close frame.
+                None => self.notify.notify_one(),
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        self.metrics.outbound_queue_bytes.dec_by(bytes as i64);
+    }
+}

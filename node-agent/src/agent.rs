@@ -1,0 +1,147 @@
+//! Starting and stopping a node-agent: gRPC listener, registry heartbeat, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use argent_planes::calls::INPROC_SCHEME;
+use argent_planes::members::{spawn_heartbeat, NodeRecord};
+use argent_planes::state::StateStore;
+use argent_proto::grpc::node_agent_server::NodeAgentServer;
+use argent_proto::subjects::BUCKET_NODES;
+
+use crate::service::NodeService;
+use crate::worker::{Worker, CAPABILITIES};
+
+/// How a standalone node-agent runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub node_id: String,
+    /// Where the gRPC server listens (port 0 picks a free one).
+    pub grpc_listen: SocketAddr,
+    /// `host:port` gateways dial; defaults to the bound address (loopback if unspecified).
+    pub advertise: Option<String>,
+    /// Gateways must present this credential on every gRPC call.
+    pub credential: String,
+}
+
+/// A node-agent that is serving and registered.
+pub struct RunningNode {
+    pub worker: Arc<Worker>,
+    /// The gRPC address written to the registry.
+    pub address: String,
+    stop: watch::Sender<bool>,
+    heartbeat: JoinHandle<()>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn register(
+    state: Arc<dyn StateStore>,
+    worker: Arc<Worker>,
+    address: String,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let started_at_ms = argent_proto::now_ms();
+    let host = host_name();
+    let id = worker.node_id().to_string();
+    let record = move || {
+        let record = NodeRecord {
+            id: worker.node_id().to_string(),
+            address: address.clone(),
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            version: crate::VERSION.to_string(),
+            host: host.clone(),
+            in_flight: worker.in_flight(),
+            started_at_ms,
+            heartbeat_at_ms: argent_proto::now_ms(),
+        };
+        Bytes::from(serde_json::to_vec(&record).expect("records serialize"))
+    };
+    spawn_heartbeat(state, BUCKET_NODES, id, record, stop)
+}
+
+impl RunningNode {
+    /// Serves gRPC on `options.grpc_listen` and registers in the node registry.
+    pub async fn start(options: NodeOptions, state: Arc<dyn StateStore>) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(options.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", options.grpc_listen))?;
+        let bound = listener.local_addr()?;
+        let advertise = options.advertise.clone().unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                tracing::warn!("--grpc-listen is a wildcard address and --advertise is not set; advertising loopback");
+                format!("127.0.0.1:{}", bound.port())
+            } else {
+                bound.to_string()
+            }
+        });
+        let address = format!("http://{advertise}");
+        let worker = Arc::new(Worker::new(options.node_id.clone(), state.clone()));
+        let service = NodeService::new(worker.clone(), &options.credential);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut server_stop = stop_rx.clone();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(NodeAgentServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = server_stop.wait_for(|stopped| *stopped).await;
+                }),
+        );
+        let heartbeat = register(state, worker.clone(), address.clone(), stop_rx);
+        tracing::info!(node = %options.node_id, %address, "node-agent serving");
+        Ok(RunningNode {
+            worker,
+            address,
+            stop,
+            heartbeat,
+            server: Some(server),
+        })
+    }
+
+    /// The node-agent embedded in a one-process gateway: no gRPC, an `inproc://` address.
+    pub fn embedded(node_id: String, state: Arc<dyn StateStore>) -> Self {
+        let address = format!("{INPROC_SCHEME}{node_id}");
+        let worker = Arc::new(Worker::new(node_id, state.clone()));
+        let (stop, stop_rx) = watch::channel(false);
+        let heartbeat = register(state, worker.clone(), address.clone(), stop_rx);
+        RunningNode {
+            worker,
+            address,
+            stop,
+            heartbeat,
+            server: None,
+        }
+    }
+
+    /// Deregisters (so gateways stop routing here at once), then lets in-flight calls
+    /// finish and stops the server.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.heartbeat.await;
+        if let Some(server) = self.server {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(%err, "gRPC server ended with an error"),
+                Err(err) => tracing::warn!(%err, "gRPC server task failed"),
+            }
+        }
+    }
+}

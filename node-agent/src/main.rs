@@ -1,0 +1,169 @@
+//! `argent-node`: run a node-agent that joins a cluster.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use argent_client::{Client, ClientError, ConnectOptions};
+use argent_node_agent::agent::{NodeOptions, RunningNode};
+use argent_planes::cluster::{self, NatsOptions};
+use argent_planes::state_nats::NatsStore;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "argent-node",
+    version,
+    about = "Argent cluster node-agent: executes forwarded methods"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Join the cluster and serve forwarded calls until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A gateway of the cluster; the credential is checked against it at start.
+    #[arg(long, env = "ARGENT_GATEWAY_URL")]
+    gateway: Option<String>,
+    /// NATS URL of the cluster (node registry, shared state, events).
+    #[arg(long, env = "ARGENT_NATS_URL")]
+    nats: String,
+    /// Where the gRPC server listens.
+    #[arg(long, env = "ARGENT_NODE_GRPC_LISTEN", default_value = "0.0.0.0:18790")]
+    grpc_listen: SocketAddr,
+    /// `host:port` gateways dial to reach this node (default: the bound address).
+    #[arg(long, env = "ARGENT_NODE_ADVERTISE")]
+    advertise: Option<String>,
+    /// State dir (keeps the node id across restarts).
+    #[arg(long, env = "ARGENT_NODE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Cluster credential (the gateway token) gateways present on every call.
+    #[arg(long, env = "ARGENT_GATEWAY_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Node id (default: persisted in the state dir, else random).
+    #[arg(long, env = "ARGENT_NODE_ID")]
+    node_id: Option<String>,
+    /// JetStream replicas for buckets this node declares.
+    #[arg(long, env = "ARGENT_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+}
+
+/// Reads or creates the node id in `<state dir>/node-id`.
+fn node_id(given: Option<String>, state_dir: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(id) = given {
+        return Ok(id);
+    }
+    let fresh = || format!("node-{}", uuid::Uuid::new_v4().simple());
+    let Some(dir) = state_dir else {
+        return Ok(fresh());
+    };
+    let path = dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let id = fresh();
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// Connects to the gateway as role `node` once, to fail fast on a wrong credential.
+async fn check_credential(url: &str, token: &str, node_id: &str) -> anyhow::Result<()> {
+    let mut options = ConnectOptions::cli(url, Some(token.to_string()));
+    options.role = Some("node".into());
+    options.scopes = Some(Vec::new());
+    options.client_id = "node-host".into();
+    options.client_mode = "node".into();
+    options.display_name = Some(node_id.to_string());
+    match Client::connect(&options).await {
+        Ok(client) => {
+            client.close().await;
+            Ok(())
+        }
+        Err(err @ ClientError::Rejected { .. }) => Err(anyhow::anyhow!("{err}")),
+        Err(err) => {
+            tracing::warn!(%err, %url, "gateway not reachable; credential not checked");
+            Ok(())
+        }
+    }
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let node_id = node_id(args.node_id, args.state_dir.as_deref())?;
+    if let Some(url) = &args.gateway {
+        check_credential(url, &args.token, &node_id)
+            .await
+            .context("the gateway refused this node's credential")?;
+    }
+    let client = cluster::connect(&NatsOptions {
+        url: args.nats.clone(),
+        name: format!("argent-node {node_id}"),
+        replicas: args.nats_replicas,
+    })
+    .await?;
+    let js = async_nats::jetstream::new(client.clone());
+    cluster::ensure_buckets(&js, args.nats_replicas).await?;
+    let state = Arc::new(NatsStore::new(client));
+    let node = RunningNode::start(
+        NodeOptions {
+            node_id: node_id.clone(),
+            grpc_listen: args.grpc_listen,
+            advertise: args.advertise,
+            credential: args.token,
+        },
+        state,
+    )
+    .await?;
+    println!(
+        "{}",
+        json!({"event": "listening", "grpc": node.address, "nodeId": node_id})
+    );
+    terminated().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _telemetry = match argent_telemetry::init("argent-node") {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("argent-node: cannot set up logging: {err:#}");
+            return ExitCode::from(70);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => match run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("argent-node: {err:#}");
+                ExitCode::from(78)
+            }
+        },
+    }
+}

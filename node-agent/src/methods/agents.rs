@@ -1,0 +1,310 @@
+//! `agents.list`, `agent.identity.get`, `agents.files.list|get|set` (PROTOCOL.md §5.2, §5.12).
+//!
+//! Workspace documents live in the state plane (`argent_agents/<agentId>.<file>`), so every
+//! node-agent sees the same files and a node can die without losing any.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use argent_planes::state::StateStore;
+use argent_proto::errors::RpcError;
+use argent_proto::params::Params;
+use argent_proto::subjects::BUCKET_AGENTS;
+
+use crate::shared_config::{self, AgentsConfig};
+
+/// The bootstrap documents, in listing order (then `MEMORY.md` or `memory.md`).
+pub const BOOTSTRAP_FILES: [&str; 7] = [
+    "AGENTS.md",
+    "SOUL.md",
+    "TOOLS.md",
+    "IDENTITY.md",
+    "USER.md",
+    "HEARTBEAT.md",
+    "BOOTSTRAP.md",
+];
+const MEMORY_FILES: [&str; 2] = ["MEMORY.md", "memory.md"];
+
+/// The allowed names: this whitelist is also the path-traversal guard.
+fn is_allowed(name: &str) -> bool {
+    BOOTSTRAP_FILES.contains(&name) || MEMORY_FILES.contains(&name)
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredFile {
+    content: String,
+    updated_at_ms: u64,
+}
+
+async fn agents(state: &dyn StateStore) -> Result<AgentsConfig, RpcError> {
+    let config = shared_config::load(state).await.map_err(|e| e.to_rpc())?;
+    Ok(AgentsConfig::from_config(&config))
+}
+
+/// Where an agent's documents live, as shown to clients.
+fn workspace(agent_id: &str) -> String {
+    format!("{BUCKET_AGENTS}/{agent_id}")
+}
+
+fn file_key(agent_id: &str, name: &str) -> String {
+    format!("{agent_id}.{name}")
+}
+
+async fn read_file(
+    state: &dyn StateStore,
+    agent_id: &str,
+    name: &str,
+) -> Result<Option<StoredFile>, RpcError> {
+    let entry = state
+        .get(BUCKET_AGENTS, &file_key(agent_id, name))
+        .await
+        .map_err(|e| e.to_rpc())?;
+    entry
+        .map(|e| {
+            serde_json::from_slice(&e.value)
+                .map_err(|err| RpcError::unavailable(format!("stored {name} is unreadable: {err}")))
+        })
+        .transpose()
+}
+
+fn file_entry(agent_id: &str, name: &str, file: Option<&StoredFile>, with_content: bool) -> Value {
+    let mut entry = Map::new();
+    entry.insert("name".into(), json!(name));
+    entry.insert(
+        "path".into(),
+        json!(format!("{}/{name}", workspace(agent_id))),
+    );
+    entry.insert("missing".into(), json!(file.is_none()));
+    if let Some(file) = file {
+        entry.insert("size".into(), json!(file.content.len()));
+        entry.insert("updatedAtMs".into(), json!(file.updated_at_ms));
+        if with_content {
+            entry.insert("content".into(), json!(file.content));
+        }
+    }
+    Value::Object(entry)
+}
+
+/// Resolves `agentId` to a configured agent (`unknown agent id` otherwise).
+async fn known_agent(state: &dyn StateStore, params: &Params<'_>) -> Result<String, RpcError> {
+    let agent_id = params.required_str("agentId")?.trim().to_ascii_lowercase();
+    if agents(state).await?.get(&agent_id).is_none() {
+        return Err(RpcError::bad_params("unknown agent id"));
+    }
+    Ok(agent_id)
+}
+
+fn checked_name(params: &Params<'_>) -> Result<String, RpcError> {
+    let name = params.required_str("name")?;
+    if !is_allowed(&name) {
+        return Err(RpcError::bad_params(format!("unsupported file \"{name}\"")));
+    }
+    Ok(name)
+}
+
+pub async fn list(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+    Params::new("agents.list", params)?;
+    let config = agents(state).await?;
+    let agents: Vec<Value> = config
+        .agents
+        .iter()
+        .map(|a| {
+            let mut row = Map::new();
+            row.insert("id".into(), json!(a.id));
+            if let Some(name) = &a.name {
+                row.insert("name".into(), json!(name));
+            }
+            if let Some(identity) = &a.identity {
+                row.insert("identity".into(), identity.clone());
+            }
+            Value::Object(row)
+        })
+        .collect();
+    Ok(json!({
+        "defaultId": config.default_id,
+        "mainKey": config.main_key,
+        "scope": config.scope,
+        "agents": agents,
+    }))
+}
+
+/// The agent a session key belongs to (`agent:<id>:…`).
+fn agent_of_session(session_key: &str) -> Option<String> {
+    let mut parts = session_key.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(prefix), Some(id)) if prefix.eq_ignore_ascii_case("agent") && !id.is_empty() => {
+            Some(id.to_ascii_lowercase())
+        }
+        _ => None,
+    }
+}
+
+/// `Name:`, `Emoji:`, `Avatar:` lines of IDENTITY.md (markdown list and bold tolerated).
+fn parse_identity_md(text: &str) -> Map<String, Value> {
+    let mut found = Map::new();
+    for line in text.lines() {
+        let line = line
+            .trim()
+            .trim_start_matches(['-', '*', ' '])
+            .replace("**", "");
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        if value.is_empty() || !["name", "emoji", "avatar", "theme"].contains(&key.as_str()) {
+            continue;
+        }
+        found.entry(key).or_insert_with(|| json!(value));
+    }
+    found
+}
+
+pub async fn identity_get(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+    let params = Params::new("agent.identity.get", params)?.only(&["agentId", "sessionKey"])?;
+    let config = agents(state).await?;
+    let requested = params
+        .optional_str("agentId")?
+        .map(|s| s.to_ascii_lowercase());
+    let from_session = params
+        .optional_str("sessionKey")?
+        .and_then(|k| agent_of_session(&k));
+    let agent_id = match (requested, from_session) {
+        (Some(a), Some(s)) if a != s => {
+            return Err(RpcError::invalid_params(
+                "agent.identity.get",
+                &format!("agent \"{a}\" does not match session agent \"{s}\""),
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(s)) => s,
+        (None, None) => config.default_id.clone(),
+    };
+    let agent = config
+        .get(&agent_id)
+        .ok_or_else(|| RpcError::bad_params("unknown agent id"))?;
+    // Precedence: IDENTITY.md, then the configured identity, then the agent's name.
+    let mut identity = agent
+        .identity
+        .as_ref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(file) = read_file(state, &agent_id, "IDENTITY.md").await? {
+        identity.extend(parse_identity_md(&file.content));
+    }
+    let text = |key: &str| {
+        identity
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let name = text("name")
+        .or_else(|| agent.name.clone())
+        .unwrap_or_else(|| "Assistant".to_string());
+    let emoji = text("emoji");
+    let avatar = text("avatar")
+        .or_else(|| text("avatarUrl"))
+        .or_else(|| emoji.clone())
+        .unwrap_or_else(|| {
+            name.chars()
+                .next()
+                .unwrap_or('A')
+                .to_uppercase()
+                .to_string()
+        });
+    let mut result = json!({"agentId": agent_id, "name": name, "avatar": avatar});
+    if let Some(emoji) = emoji {
+        result["emoji"] = json!(emoji);
+    }
+    Ok(result)
+}
+
+pub async fn files_list(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+    let params = Params::new("agents.files.list", params)?.only(&["agentId"])?;
+    let agent_id = known_agent(state, &params).await?;
+    let mut files = Vec::new();
+    for name in BOOTSTRAP_FILES {
+        let file = read_file(state, &agent_id, name).await?;
+        files.push(file_entry(&agent_id, name, file.as_ref(), false));
+    }
+    let upper = read_file(state, &agent_id, MEMORY_FILES[0]).await?;
+    let lower = match upper {
+        Some(_) => None,
+        None => read_file(state, &agent_id, MEMORY_FILES[1]).await?,
+    };
+    match (upper, lower) {
+        (None, Some(lower)) => {
+            files.push(file_entry(&agent_id, MEMORY_FILES[1], Some(&lower), false))
+        }
+        (upper, _) => files.push(file_entry(
+            &agent_id,
+            MEMORY_FILES[0],
+            upper.as_ref(),
+            false,
+        )),
+    }
+    Ok(json!({"agentId": agent_id, "workspace": workspace(&agent_id), "files": files}))
+}
+
+pub async fn files_get(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+    let params = Params::new("agents.files.get", params)?.only(&["agentId", "name"])?;
+    let agent_id = known_agent(state, &params).await?;
+    let name = checked_name(&params)?;
+    let file = read_file(state, &agent_id, &name).await?;
+    Ok(json!({
+        "agentId": agent_id,
+        "workspace": workspace(&agent_id),
+        "file": file_entry(&agent_id, &name, file.as_ref(), true),
+    }))
+}
+
+pub async fn files_set(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+    let params = Params::new("agents.files.set", params)?.only(&["agentId", "name", "content"])?;
+    let agent_id = known_agent(state, &params).await?;
+    let name = checked_name(&params)?;
+    let content = params.required_text("content")?;
+    let stored = StoredFile {
+        content,
+        updated_at_ms: argent_proto::now_ms(),
+    };
+    let value = Bytes::from(serde_json::to_vec(&stored).expect("stored files serialize"));
+    state
+        .put(BUCKET_AGENTS, &file_key(&agent_id, &name), value)
+        .await
+        .map_err(|e| e.to_rpc())?;
+    Ok(json!({
+        "ok": true,
+        "agentId": agent_id,
+        "workspace": workspace(&agent_id),
+        "file": file_entry(&agent_id, &name, Some(&stored), true),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_md_lines() {
+        let parsed = parse_identity_md("# Me\n- **Name:** Argent\n- Emoji: 🦀\nnotes: x\n");
+        assert_eq!(parsed.get("name"), Some(&json!("Argent")));
+        assert_eq!(parsed.get("emoji"), Some(&json!("🦀")));
+        assert_eq!(parsed.len(), 2);
+    }
+
+    #[test]
+    fn session_keys_name_their_agent() {
+        assert_eq!(agent_of_session("agent:ops:main"), Some("ops".into()));
+        assert_eq!(agent_of_session("main"), None);
+    }
+
+    #[test]
+    fn whitelist_guards_paths() {
+        assert!(is_allowed("SOUL.md"));
+        assert!(!is_allowed("../etc/passwd"));
+        assert!(!is_allowed("soul.md"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The event plane: broadcast events between instances.
+//!
+//! An event is published once by whoever produced it and reaches every gateway (including
+//! the publisher's own), which delivers it to the connections allowed to see it. The payload
+//! is JSON text, serialized once by the producer.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+
+use argent_proto::subjects;
+
+/// One broadcast event.
+#[derive(Debug, Clone)]
+pub struct BusEvent {
+    pub name: String,
+    /// The event payload as JSON text.
+    pub payload: Bytes,
+    /// Overrides the catalog's drop-if-slow rule (a `chat` delta is droppable).
+    pub droppable: Option<bool>,
+    /// Trace context of the producer (`traceparent`, …).
+    pub trace: HashMap<String, String>,
+}
+
+impl BusEvent {
+    pub fn new(name: &str, payload: &serde_json::Value) -> Self {
+        BusEvent {
+            name: name.to_string(),
+            payload: Bytes::from(serde_json::to_vec(payload).expect("JSON values serialize")),
+            droppable: None,
+            trace: crate::trace::current_context_headers()
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Capacity of a subscriber's queue; a gateway that falls this far behind loses events
+/// (counted and logged) rather than blocking the producer.
+pub const SUBSCRIBER_CAPACITY: usize = 8192;
+
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError>;
+}
+
+/// In-process bus for the one-process default.
+pub struct LocalBus {
+    tx: broadcast::Sender<BusEvent>,
+}
+
+impl LocalBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(SUBSCRIBER_CAPACITY);
+        LocalBus { tx }
+    }
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl EventBus for LocalBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        // No subscriber yet is not an error: nobody is listening.
+        let _ = self.tx.send(event);
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError> {
+        let mut rx = self.tx.subscribe();
+        let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event subscriber lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
+const HEADER_DROPPABLE: &str = "Argent-Droppable";
+
+/// Cluster bus on NATS core subjects `argent.evt.<event>`.
+pub struct NatsBus {
+    client: async_nats::Client,
+}
+
+impl NatsBus {
+    pub fn new(client: async_nats::Client) -> Self {
+        NatsBus { client }
+    }
+}
+
+#[async_trait]
+impl EventBus for NatsBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in &event.trace {
+            headers.insert(k.as_str(), v.as_str());
+        }
+        if let Some(droppable) = event.droppable {
+            headers.insert(HEADER_DROPPABLE, if droppable { "1" } else { "0" });
+        }
+        self.client
+            .publish_with_headers(subjects::event_subject(&event.name), headers, event.payload)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError> {
+        let mut sub = self
+            .client
+            .subscribe(subjects::EVENT_WILDCARD)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);
+        let prefix = format!("{}.", subjects::EVENT_PREFIX);
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(name) = msg.subject.as_str().strip_prefix(&prefix) else {
+                    continue;
+                };
+                let mut trace = HashMap::new();
+                let mut droppable = None;
+                if let Some(headers) = &msg.headers {
+                    for (k, values) in headers.iter() {
+                        let Some(v) = values.first() else { continue };
+                        if AsRef::<str>::as_ref(k) == HEADER_DROPPABLE {
+                            droppable = Some(v.as_str() == "1");
+                        } else {
+                            trace.insert(k.to_string(), v.to_string());
+                        }
+                    }
+                }
+                let event = BusEvent {
+                    name: name.to_string(),
+                    payload: msg.payload,
+                    droppable,
+                    trace,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(out)
+    }
+}

@@ -1,0 +1,105 @@
+//! The state plane: buckets of keys with revisions, optimistic updates and watches.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// A stored value and its revision (monotonic per bucket).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub revision: u64,
+}
+
+/// One change seen by a watcher: `value` is `None` for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: String,
+    pub value: Option<Bytes>,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    #[error("key already exists")]
+    Exists,
+    #[error("key was changed by someone else (wrong revision)")]
+    WrongRevision,
+    #[error("invalid key {0:?}")]
+    InvalidKey(String),
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    #[error("state store failed: {0}")]
+    Failed(String),
+}
+
+impl StateError {
+    /// The wire error for a handler that hit this (ARCHITECTURE.md failure model: state
+    /// methods fail fast with a retryable `UNAVAILABLE` when NATS is gone).
+    pub fn to_rpc(&self) -> argent_proto::errors::RpcError {
+        let err = argent_proto::errors::RpcError::unavailable(self.to_string());
+        match self {
+            StateError::Unavailable(_) | StateError::WrongRevision => err.retryable(Some(1000)),
+            _ => err,
+        }
+    }
+}
+
+/// Watcher channel capacity: a watcher that falls this far behind is resynchronised.
+pub const WATCH_CAPACITY: usize = 1024;
+
+/// Per-bucket key-value state. Keys use `[A-Za-z0-9_=./-]`.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StateError>;
+    /// Writes unconditionally; returns the new revision.
+    async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError>;
+    /// Writes only if the key does not exist ([`StateError::Exists`] otherwise).
+    async fn create(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError>;
+    /// Writes only if the key is still at `revision` ([`StateError::WrongRevision`]).
+    async fn update(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<u64, StateError>;
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StateError>;
+    /// Keys starting with `prefix`, sorted.
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError>;
+    /// The current value of every key (as puts), then every later change.
+    async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError>;
+    /// False while the backing service is unreachable.
+    fn is_healthy(&self) -> bool;
+}
+
+/// Checks a key against the characters JetStream KV accepts, so both stores agree.
+pub fn validate_key(key: &str) -> Result<(), StateError> {
+    let ok = !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=./".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::InvalidKey(key.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_jetstream_rules() {
+        assert!(validate_key("main.AGENTS.md").is_ok());
+        assert!(validate_key("gw-1.abc").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("a b").is_err());
+        assert!(validate_key("a..b").is_err());
+        assert!(validate_key(".a").is_err());
+    }
+}

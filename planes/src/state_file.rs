@@ -1,0 +1,304 @@
+//! The embedded state store: in memory, with durable buckets persisted as one JSON file per
+//! bucket under the state dir (written atomically: temp file + rename).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::cluster::bucket_spec;
+use crate::state::{validate_key, Change, Entry, StateError, StateStore, WATCH_CAPACITY};
+
+#[derive(Default, Serialize, Deserialize)]
+struct BucketFile {
+    revision: u64,
+    entries: BTreeMap<String, StoredValue>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredValue {
+    revision: u64,
+    value: String,
+}
+
+struct Bucket {
+    data: BucketFile,
+    changes: broadcast::Sender<Change>,
+    file: Option<PathBuf>,
+}
+
+impl Bucket {
+    fn load(file: Option<PathBuf>) -> Result<Self, StateError> {
+        let data = match &file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| StateError::Failed(format!("read {}: {e}", path.display())))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| StateError::Failed(format!("parse {}: {e}", path.display())))?
+            }
+            _ => BucketFile::default(),
+        };
+        let (changes, _) = broadcast::channel(WATCH_CAPACITY);
+        Ok(Bucket {
+            data,
+            changes,
+            file,
+        })
+    }
+
+    fn persist(&self) -> Result<(), StateError> {
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let text = serde_json::to_string(&self.data).expect("bucket files serialize");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| StateError::Failed(format!("write {}: {e}", path.display())))
+    }
+
+    fn write(&mut self, key: &str, value: Option<Bytes>) -> Result<u64, StateError> {
+        self.data.revision += 1;
+        let revision = self.data.revision;
+        match &value {
+            Some(v) => {
+                let text = std::str::from_utf8(v)
+                    .map_err(|_| StateError::Failed("values must be UTF-8".into()))?;
+                self.data.entries.insert(
+                    key.to_string(),
+                    StoredValue {
+                        revision,
+                        value: text.to_string(),
+                    },
+                );
+            }
+            None => {
+                self.data.entries.remove(key);
+            }
+        }
+        self.persist()?;
+        // No receiver is fine: nobody is watching.
+        let _ = self.changes.send(Change {
+            key: key.to_string(),
+            value,
+            revision,
+        });
+        Ok(revision)
+    }
+}
+
+/// In-process state store for the one-process default.
+pub struct FileStore {
+    dir: Option<PathBuf>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl FileStore {
+    /// Durable buckets are persisted under `<dir>/state/`; `None` keeps everything in memory.
+    pub fn open(dir: Option<&Path>) -> Result<Self, StateError> {
+        let dir = dir.map(|d| d.join("state"));
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StateError::Failed(format!("create {}: {e}", dir.display())))?;
+        }
+        Ok(FileStore {
+            dir,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn with_bucket<T>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&mut Bucket) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut buckets = self.buckets.lock();
+        if !buckets.contains_key(bucket) {
+            let durable = bucket_spec(bucket).is_some_and(|spec| spec.durable);
+            let file = match (&self.dir, durable) {
+                (Some(dir), true) => Some(dir.join(format!("{bucket}.json"))),
+                _ => None,
+            };
+            buckets.insert(bucket.to_string(), Bucket::load(file)?);
+        }
+        f(buckets.get_mut(bucket).expect("inserted above"))
+    }
+}
+
+#[async_trait]
+impl StateStore for FileStore {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StateError> {
+        validate_key(key)?;
+        self.with_bucket(bucket, |b| {
+            Ok(b.data.entries.get(key).map(|v| Entry {
+                value: Bytes::from(v.value.clone()),
+                revision: v.revision,
+            }))
+        })
+    }
+
+    async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
+        validate_key(key)?;
+        self.with_bucket(bucket, |b| b.write(key, Some(value)))
+    }
+
+    async fn create(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
+        validate_key(key)?;
+        self.with_bucket(bucket, |b| {
+            if b.data.entries.contains_key(key) {
+                return Err(StateError::Exists);
+            }
+            b.write(key, Some(value))
+        })
+    }
+
+    async fn update(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<u64, StateError> {
+        validate_key(key)?;
+        self.with_bucket(bucket, |b| {
+            let current = b.data.entries.get(key).map(|v| v.revision).unwrap_or(0);
+            if current != revision {
+                return Err(StateError::WrongRevision);
+            }
+            b.write(key, Some(value))
+        })
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StateError> {
+        validate_key(key)?;
+        self.with_bucket(bucket, |b| {
+            if b.data.entries.contains_key(key) {
+                b.write(key, None)?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError> {
+        self.with_bucket(bucket, |b| {
+            Ok(b.data
+                .entries
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError> {
+        // Snapshot and subscription under one lock, so no change falls between them.
+        let (snapshot, mut changes) = self.with_bucket(bucket, |b| {
+            let snapshot: Vec<Change> = b
+                .data
+                .entries
+                .iter()
+                .map(|(k, v)| Change {
+                    key: k.clone(),
+                    value: Some(Bytes::from(v.value.clone())),
+                    revision: v.revision,
+                })
+                .collect();
+            Ok((snapshot, b.changes.subscribe()))
+        })?;
+        let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
+        let bucket = bucket.to_string();
+        tokio::spawn(async move {
+            for change in snapshot {
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match changes.recv().await {
+                    Ok(change) => {
+                        if tx.send(change).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(%bucket, missed = n, "state watcher lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn is_healthy(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argent_proto::subjects::{BUCKET_AGENTS, BUCKET_PRESENCE};
+
+    #[tokio::test]
+    async fn revisions_create_update_and_persistence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(Some(dir.path())).unwrap();
+        let r1 = store
+            .create(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .create(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("b"))
+                .await,
+            Err(StateError::Exists)
+        );
+        assert_eq!(
+            store
+                .update(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("b"), r1 + 7)
+                .await,
+            Err(StateError::WrongRevision)
+        );
+        store
+            .update(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("b"), r1)
+            .await
+            .unwrap();
+        store
+            .put(BUCKET_PRESENCE, "gw.x", Bytes::from("{}"))
+            .await
+            .unwrap();
+        drop(store);
+
+        let reopened = FileStore::open(Some(dir.path())).unwrap();
+        let entry = reopened
+            .get(BUCKET_AGENTS, "main.SOUL.md")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.value, Bytes::from("b"));
+        assert_eq!(
+            reopened.get(BUCKET_PRESENCE, "gw.x").await.unwrap(),
+            None,
+            "not durable"
+        );
+    }
+
+    #[tokio::test]
+    async fn watch_sees_snapshot_then_changes() {
+        let store = FileStore::open(None).unwrap();
+        store
+            .put(BUCKET_AGENTS, "a", Bytes::from("1"))
+            .await
+            .unwrap();
+        let mut rx = store.watch(BUCKET_AGENTS).await.unwrap();
+        store.delete(BUCKET_AGENTS, "a").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().value, Some(Bytes::from("1")));
+        let deleted = rx.recv().await.unwrap();
+        assert_eq!((deleted.key.as_str(), deleted.value), ("a", None));
+    }
+}

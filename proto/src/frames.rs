@@ -1,0 +1,325 @@
+//! WebSocket frames (PROTOCOL.md §1.2–§1.5).
+//!
+//! Inbound: client JSON is parsed into a typed [`Request`] once, at the edge, with upstream's
+//! strictness (no extra top-level keys, non-empty `id`/`method`).
+//! Outbound: responses and events are encoded exactly: absent optional fields are omitted,
+//! never `null`. An event is encoded once per gateway into an [`EncodedEvent`]; each
+//! connection only appends its own `seq`.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::catalog::{event_spec, Audience};
+use crate::errors::{ErrorShape, RpcError};
+
+/// A client request frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: String,
+    pub method: String,
+    /// `None` when the client sent no `params`; handlers then see `{}`.
+    pub params: Option<Value>,
+}
+
+impl Request {
+    /// The params, or `{}` when absent.
+    pub fn params_or_empty(&self) -> Value {
+        self.params
+            .clone()
+            .unwrap_or_else(|| Value::Object(Default::default()))
+    }
+}
+
+/// Why an inbound text is not a usable request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameError {
+    /// Not JSON at all.
+    NotJson,
+    /// JSON, but not a request frame (`type` is not `"req"`, or not an object).
+    NotRequest { id: Option<String> },
+    /// A request frame that breaks the schema; `id` is the client's id when it had one.
+    Invalid { id: Option<String>, detail: String },
+}
+
+impl FrameError {
+    /// The id to answer with: the client's when it sent a usable one.
+    pub fn reply_id(&self) -> &str {
+        match self {
+            FrameError::NotRequest { id: Some(id) } | FrameError::Invalid { id: Some(id), .. } => {
+                id
+            }
+            _ => "invalid",
+        }
+    }
+
+    pub fn to_error(&self) -> RpcError {
+        match self {
+            FrameError::NotJson => RpcError::invalid_frame("frame is not valid JSON"),
+            FrameError::NotRequest { .. } => {
+                RpcError::invalid_frame("at /type: must be equal to constant 'req'")
+            }
+            FrameError::Invalid { detail, .. } => RpcError::invalid_frame(detail),
+        }
+    }
+}
+
+const REQUEST_KEYS: [&str; 4] = ["type", "id", "method", "params"];
+
+/// Parses one inbound text frame as a request, strictly.
+pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+    request_from_value(value)
+}
+
+/// Validates an already parsed JSON value as a request frame.
+pub fn request_from_value(value: Value) -> Result<Request, FrameError> {
+    let Value::Object(mut obj) = value else {
+        return Err(FrameError::NotRequest { id: None });
+    };
+    let id = match obj.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    if obj.get("type").and_then(Value::as_str) != Some("req") {
+        return Err(FrameError::NotRequest { id });
+    }
+    let mut issues = Vec::new();
+    for key in obj.keys() {
+        if !REQUEST_KEYS.contains(&key.as_str()) {
+            issues.push(format!("at root: unexpected property '{key}'"));
+        }
+    }
+    let method = non_empty_string(&obj, "method", &mut issues);
+    non_empty_string(&obj, "id", &mut issues);
+    if !issues.is_empty() {
+        return Err(FrameError::Invalid {
+            id,
+            detail: issues.join("; "),
+        });
+    }
+    Ok(Request {
+        id: id.unwrap_or_default(),
+        method: method.unwrap_or_default(),
+        params: obj.remove("params"),
+    })
+}
+
+fn non_empty_string(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    issues: &mut Vec<String>,
+) -> Option<String> {
+    match obj.get(key) {
+        None => {
+            issues.push(format!("at root: must have required property '{key}'"));
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            issues.push(format!("at /{key}: must NOT have fewer than 1 characters"));
+            None
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            issues.push(format!("at /{key}: must be string"));
+            None
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ResponseFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorShape>,
+}
+
+/// `{"type":"res","id":…,"ok":true,"payload":…}`
+pub fn encode_ok(id: &str, payload: &Value) -> String {
+    encode_response(id, true, Some(payload), None)
+}
+
+/// `{"type":"res","id":…,"ok":false,"error":{…}}`
+pub fn encode_error(id: &str, error: &RpcError) -> String {
+    encode_response(id, false, None, Some(&error.to_shape()))
+}
+
+/// Any response, for the rare `ok:false` with a payload (the final frame of a failed `agent`).
+pub fn encode_response(
+    id: &str,
+    ok: bool,
+    payload: Option<&Value>,
+    error: Option<&ErrorShape>,
+) -> String {
+    let frame = ResponseFrame {
+        kind: "res",
+        id,
+        ok,
+        payload,
+        error,
+    };
+    serde_json::to_string(&frame).expect("a response frame always serializes")
+}
+
+/// `stateVersion` on `presence` and `health` events and in the `hello-ok` snapshot.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct StateVersion {
+    pub presence: u64,
+    pub health: u64,
+}
+
+/// An event encoded once: every byte of the frame except the per-connection `seq`.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    /// Event name.
+    pub name: String,
+    /// Who may receive it (§3.6).
+    pub audience: Audience,
+    /// May be skipped for a slow client (§1.7).
+    pub droppable: bool,
+    /// Node connections receive it (§3.5).
+    pub to_nodes: bool,
+    /// `{"type":"event","event":…,"payload":…[,"stateVersion":…]` — no closing brace.
+    head: Bytes,
+}
+
+impl EncodedEvent {
+    /// Encodes `payload` once. `payload` is already JSON text.
+    pub fn new(name: &str, payload_json: &str, state_version: Option<StateVersion>) -> Self {
+        let mut head = String::with_capacity(payload_json.len() + name.len() + 64);
+        head.push_str(r#"{"type":"event","event":"#);
+        head.push_str(&serde_json::to_string(name).expect("strings serialize"));
+        head.push_str(r#","payload":"#);
+        head.push_str(payload_json);
+        if let Some(sv) = state_version {
+            head.push_str(r#","stateVersion":"#);
+            head.push_str(&serde_json::to_string(&sv).expect("state versions serialize"));
+        }
+        let spec = event_spec(name);
+        EncodedEvent {
+            name: name.to_string(),
+            audience: spec.audience,
+            droppable: spec.droppable,
+            to_nodes: spec.to_nodes,
+            head: Bytes::from(head),
+        }
+    }
+
+    /// Overrides the catalog's drop rule (a `chat` delta is droppable, a `chat` final not).
+    pub fn with_droppable(mut self, droppable: bool) -> Self {
+        self.droppable = droppable;
+        self
+    }
+
+    /// Encodes a payload value once.
+    pub fn from_value(name: &str, payload: &Value, state_version: Option<StateVersion>) -> Self {
+        let json = serde_json::to_string(payload).expect("JSON values serialize");
+        Self::new(name, &json, state_version)
+    }
+
+    /// Size of the frame on the wire, within a few bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + 24
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The full frame for one connection: with `seq` for broadcast events, without for
+    /// targeted ones (§1.5).
+    pub fn frame(&self, seq: Option<u64>) -> String {
+        let head = std::str::from_utf8(&self.head).expect("built from a String");
+        let mut out = String::with_capacity(head.len() + 24);
+        out.push_str(head);
+        if let Some(seq) = seq {
+            out.push_str(r#","seq":"#);
+            out.push_str(&seq.to_string());
+        }
+        out.push('}');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_request() {
+        let r = parse_request(r#"{"type":"req","id":"1","method":"health","params":{}}"#).unwrap();
+        assert_eq!(r.id, "1");
+        assert_eq!(r.method, "health");
+        assert_eq!(r.params, Some(json!({})));
+    }
+
+    #[test]
+    fn rejects_extra_keys_and_empty_ids() {
+        let e = parse_request(r#"{"type":"req","id":"1","method":"x","extra":1}"#).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::Invalid {
+                id: Some("1".into()),
+                detail: "at root: unexpected property 'extra'".into()
+            }
+        );
+        let e = parse_request(r#"{"type":"req","id":"","method":"x"}"#).unwrap_err();
+        assert!(matches!(e, FrameError::Invalid { id: None, .. }));
+        assert_eq!(e.reply_id(), "invalid");
+        let e = parse_request(r#"{"type":"req","id":"a","method":5}"#).unwrap_err();
+        assert_eq!(
+            e.to_error().message,
+            "invalid request frame: at /method: must be string"
+        );
+    }
+
+    #[test]
+    fn not_json_and_not_request() {
+        assert_eq!(parse_request("{nope"), Err(FrameError::NotJson));
+        assert_eq!(
+            parse_request(r#"{"type":"event"}"#),
+            Err(FrameError::NotRequest { id: None })
+        );
+        assert_eq!(
+            parse_request("[1]"),
+            Err(FrameError::NotRequest { id: None })
+        );
+    }
+
+    #[test]
+    fn responses_omit_absent_fields() {
+        let ok = encode_ok("a", &json!({"x":1}));
+        assert_eq!(ok, r#"{"type":"res","id":"a","ok":true,"payload":{"x":1}}"#);
+        let err = encode_error("a", &RpcError::unknown_method("nope"));
+        let v: Value = serde_json::from_str(&err).unwrap();
+        assert_eq!(v["ok"], false);
+        assert!(v.get("payload").is_none());
+        assert_eq!(v["error"]["message"], "unknown method: nope");
+    }
+
+    #[test]
+    fn event_encoded_once_with_per_connection_seq() {
+        let ev = EncodedEvent::from_value(
+            "presence",
+            &json!({"presence":[]}),
+            Some(StateVersion {
+                presence: 3,
+                health: 1,
+            }),
+        );
+        let a: Value = serde_json::from_str(&ev.frame(Some(7))).unwrap();
+        assert_eq!(
+            a,
+            json!({"type":"event","event":"presence","payload":{"presence":[]},
+                   "stateVersion":{"presence":3,"health":1},"seq":7})
+        );
+        let b: Value = serde_json::from_str(&ev.frame(None)).unwrap();
+        assert!(b.get("seq").is_none());
+    }
+}

@@ -1,0 +1,120 @@
+//! Reading method params with upstream-style validation messages
+//! (`invalid <method> params: at root: must have required property 'agentId'`).
+
+use serde_json::{Map, Value};
+
+use crate::errors::RpcError;
+
+/// A method's params object, read field by field.
+pub struct Params<'a> {
+    method: &'a str,
+    obj: Map<String, Value>,
+}
+
+impl<'a> Params<'a> {
+    /// `params` must be an object (absent params arrive as `{}`).
+    pub fn new(method: &'a str, params: Value) -> Result<Self, RpcError> {
+        match params {
+            Value::Object(obj) => Ok(Params { method, obj }),
+            Value::Null => Ok(Params {
+                method,
+                obj: Map::new(),
+            }),
+            _ => Err(RpcError::invalid_params(method, "at root: must be object")),
+        }
+    }
+
+    fn invalid(&self, detail: String) -> RpcError {
+        RpcError::invalid_params(self.method, &detail)
+    }
+
+    /// Rejects keys outside `allowed` (upstream's `additionalProperties: false`).
+    pub fn only(self, allowed: &[&str]) -> Result<Self, RpcError> {
+        if let Some(key) = self.obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(self.invalid(format!("at root: unexpected property '{key}'")));
+        }
+        Ok(self)
+    }
+
+    /// A required non-empty string.
+    pub fn required_str(&self, key: &str) -> Result<String, RpcError> {
+        match self.optional_str(key)? {
+            Some(s) => Ok(s),
+            None => Err(self.invalid(format!("at root: must have required property '{key}'"))),
+        }
+    }
+
+    /// An optional non-empty string.
+    pub fn optional_str(&self, key: &str) -> Result<Option<String>, RpcError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => {
+                Err(self.invalid(format!("at /{key}: must NOT have fewer than 1 characters")))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.invalid(format!("at /{key}: must be string"))),
+        }
+    }
+
+    /// A required string that may be empty (file contents).
+    pub fn required_text(&self, key: &str) -> Result<String, RpcError> {
+        match self.obj.get(key) {
+            None => Err(self.invalid(format!("at root: must have required property '{key}'"))),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(self.invalid(format!("at /{key}: must be string"))),
+        }
+    }
+
+    pub fn optional_bool(&self, key: &str) -> Result<Option<bool>, RpcError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.invalid(format!("at /{key}: must be boolean"))),
+        }
+    }
+
+    /// An optional integer ≥ `min`.
+    pub fn optional_u64(&self, key: &str, min: u64) -> Result<Option<u64>, RpcError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= min => Ok(Some(n)),
+                Some(_) => Err(self.invalid(format!("at /{key}: must be >= {min}"))),
+                None if v.as_i64().is_some() => {
+                    Err(self.invalid(format!("at /{key}: must be >= {min}")))
+                }
+                None => Err(self.invalid(format!("at /{key}: must be integer"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_read_like_upstream() {
+        let p = Params::new("agents.files.get", json!({"agentId": 5})).unwrap();
+        assert_eq!(
+            p.required_str("agentId").unwrap_err().message,
+            "invalid agents.files.get params: at /agentId: must be string"
+        );
+        assert_eq!(
+            p.required_str("name").unwrap_err().message,
+            "invalid agents.files.get params: at root: must have required property 'name'"
+        );
+        let e = Params::new("health", json!({"x": 1}))
+            .unwrap()
+            .only(&["probe"]);
+        assert_eq!(
+            e.err().unwrap().message,
+            "invalid health params: at root: unexpected property 'x'"
+        );
+        assert!(Params::new("health", json!([1])).is_err());
+        let p = Params::new("x", json!({"n": -1, "b": "no"})).unwrap();
+        assert!(p.optional_u64("n", 0).is_err());
+        assert!(p.optional_bool("b").is_err());
+    }
+}
