@@ -1,1 +1,441 @@
+//! Test harness: real `nats-server`, gateways and node-agents as processes on free loopback
+//! ports, each with its own temp dir, killed when dropped.
+//!
+//! ```ignore
+//! let nats = Nats::start().await?;
+//! let gw = Gateway::cluster(&nats, TOKEN).start().await?;
+//! let client = gw.client().await?;
+//! client.call("health", json!({})).await?;
+//! ```
 
+#![forbid(unsafe_code)]
+
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use argent_client::{Client, ConnectOptions};
+
+/// The shared secret test clusters use.
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Directory holding the workspace's binaries (`target/debug` next to the test binary).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// `nats-server` from `NATS_SERVER_BIN` or `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    PathBuf::from("nats-server")
+}
+
+/// A child process killed on drop; its stderr goes to a log file shown when a test fails.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut command: Command, log: PathBuf) -> anyhow::Result<(Self, Option<Value>)> {
+        let stderr = std::fs::File::create(&log)?;
+        command.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut proc = Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        };
+        // The first stdout line announces where it listens (gateways and node-agents).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                let value = serde_json::from_str(&line)
+                    .with_context(|| format!("{name} printed {line:?}"))?;
+                Ok((proc, Some(value)))
+            }
+            Err(_) => {
+                let status = proc.try_wait();
+                bail!("{name} did not start ({status:?}):\n{}", proc.log_tail())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("not running"))?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{} did not exit within {within:?} after SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log_tail());
+        }
+        self.kill();
+    }
+}
+
+/// A `nats-server` with JetStream on a free port and its own storage dir.
+pub struct Nats {
+    pub url: String,
+    port: u16,
+    dir: TempDir,
+    proc: Option<Proc>,
+}
+
+impl Nats {
+    pub async fn start() -> anyhow::Result<Nats> {
+        let dir = tempfile::tempdir()?;
+        let mut nats = Nats {
+            url: String::new(),
+            port: 0,
+            dir,
+            proc: None,
+        };
+        nats.launch(None)?;
+        Ok(nats)
+    }
+
+    fn launch(&mut self, port: Option<u16>) -> anyhow::Result<()> {
+        let store = self.dir.path().join("js");
+        let ports = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports)?;
+        let mut command = Command::new(nats_server_bin());
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
+            .arg("-sd")
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(&ports);
+        let log = self.dir.path().join("nats.log");
+        let stderr = std::fs::File::create(&log)?;
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("cannot start nats-server (install it: see README)")?;
+        let proc = Proc {
+            name: "nats-server".into(),
+            child: Some(child),
+            log,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            if let Some(url) = read_ports_file(&ports) {
+                break url;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("nats-server did not start:\n{}", proc.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        self.url = url;
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    /// Kills the server (as a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
+        }
+    }
+
+    /// Starts it again on the same port with the same storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let port = self.port;
+        self.launch(Some(port))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        Ok(async_nats::connect(&self.url).await?)
+    }
+}
+
+fn read_ports_file(dir: &Path) -> Option<String> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        let value: Value = serde_json::from_str(&text).ok()?;
+        if let Some(url) = value["nats"][0].as_str() {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+/// How to start a gateway.
+pub struct GatewayBuilder {
+    nats: Option<String>,
+    token: Option<String>,
+    args: Vec<String>,
+    state_dir: Option<PathBuf>,
+}
+
+/// A running `argent gateway run`.
+pub struct Gateway {
+    pub ws: String,
+    pub http: String,
+    pub id: String,
+    pub token: String,
+    pub proc: Proc,
+    pub state_dir: PathBuf,
+    _dir: Option<TempDir>,
+}
+
+impl Gateway {
+    /// The one-process default in a fresh state dir (token generated on first run).
+    pub fn local() -> GatewayBuilder {
+        GatewayBuilder {
+            nats: None,
+            token: None,
+            args: Vec::new(),
+            state_dir: None,
+        }
+    }
+
+    /// A cluster gateway with the shared token in its environment.
+    pub fn cluster(nats: &Nats) -> GatewayBuilder {
+        GatewayBuilder {
+            nats: Some(nats.url.clone()),
+            token: Some(TOKEN.to_string()),
+            args: Vec::new(),
+            state_dir: None,
+        }
+    }
+
+    /// Connect options for a CLI-style operator with the right token.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions::cli(&self.ws, Some(self.token.clone()))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.options()).await?)
+    }
+
+    /// A client with custom options (role, scopes, mode…).
+    pub async fn client_with(&self, f: impl FnOnce(&mut ConnectOptions)) -> anyhow::Result<Client> {
+        let mut options = self.options();
+        f(&mut options);
+        Ok(Client::connect(&options).await?)
+    }
+
+    /// `GET` on the operations listener: (status, body).
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.http.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad HTTP response {response:?}"))?;
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        Ok((status, body))
+    }
+}
+
+impl GatewayBuilder {
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Reuse a state dir (restart tests).
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<Gateway> {
+        let temp = match &self.state_dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir()?),
+        };
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
+        let mut command = Command::new(binary("argent"));
+        command
+            .args(["gateway", "run", "--port", "0", "--http-port", "0"])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(&self.args)
+            .env_remove("ARGENT_GATEWAY_TOKEN")
+            .env_remove("ARGENT_NATS_URL")
+            .env("ARGENT_LOG", "info");
+        if let Some(nats) = &self.nats {
+            command.arg("--nats").arg(nats);
+        }
+        if let Some(token) = &self.token {
+            command.env("ARGENT_GATEWAY_TOKEN", token);
+        }
+        let log = state_dir.join(format!("gateway-{}.log", uuid::Uuid::new_v4().simple()));
+        let (proc, line) = Proc::spawn("gateway", command, log)?;
+        let line = line.ok_or_else(|| anyhow!("gateway printed nothing"))?;
+        let token = match self.token {
+            Some(token) => token,
+            None => read_token(&state_dir)?,
+        };
+        Ok(Gateway {
+            ws: line["ws"].as_str().unwrap_or_default().to_string(),
+            http: line["http"].as_str().unwrap_or_default().to_string(),
+            id: line["gatewayId"].as_str().unwrap_or_default().to_string(),
+            token,
+            proc,
+            state_dir,
+            _dir: temp,
+        })
+    }
+}
+
+/// The token the gateway wrote into `<state dir>/argent.json`.
+pub fn read_token(state_dir: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(state_dir.join("argent.json"))?;
+    let value: Value = serde_json::from_str(&text)?;
+    value["gateway"]["auth"]["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no gateway.auth.token in argent.json"))
+}
+
+/// A running `argent-node run`.
+pub struct Node {
+    pub id: String,
+    pub grpc: String,
+    pub proc: Proc,
+    _dir: TempDir,
+}
+
+impl Node {
+    pub async fn start(nats: &Nats, id: &str) -> anyhow::Result<Node> {
+        Self::start_with(nats, id, &[]).await
+    }
+
+    pub async fn start_with(nats: &Nats, id: &str, args: &[&str]) -> anyhow::Result<Node> {
+        let dir = tempfile::tempdir()?;
+        let mut command = Command::new(binary("argent-node"));
+        command
+            .args(["run", "--grpc-listen", "127.0.0.1:0", "--node-id", id])
+            .arg("--nats")
+            .arg(&nats.url)
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("ARGENT_GATEWAY_TOKEN", TOKEN)
+            .env("ARGENT_LOG", "info");
+        let log = dir.path().join("node.log");
+        let (proc, line) = Proc::spawn(&format!("node {id}"), command, log)?;
+        let line = line.ok_or_else(|| anyhow!("node printed nothing"))?;
+        Ok(Node {
+            id: id.to_string(),
+            grpc: line["grpc"].as_str().unwrap_or_default().to_string(),
+            proc,
+            _dir: dir,
+        })
+    }
+}
+
+/// Polls `check` until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// Outbound bytes a client may have pending before the slow-consumer rule applies.
     #[arg(long, env = "ARGENT_MAX_BUFFERED_BYTES", default_value_t = argent_proto::limits::MAX_BUFFERED_BYTES)]
     pub max_buffered_bytes: usize,
+    /// Time a new socket has to complete the handshake, in milliseconds.
+    #[arg(long, env = "ARGENT_HANDSHAKE_TIMEOUT_MS", default_value_t = argent_proto::limits::HANDSHAKE_TIMEOUT_MS)]
+    pub handshake_timeout_ms: u64,
     /// Deadline of calls forwarded to node-agents, in milliseconds.
     #[arg(long, env = "ARGENT_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub call_timeout_ms: u64,
@@ -88,6 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
             max_buffered_bytes: args.max_buffered_bytes,
             call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
+            handshake_timeout: Duration::from_millis(args.handshake_timeout_ms.max(1)),
             ..Limits::default()
         },
     };

@@ -1,0 +1,288 @@
+//! Two gateways and two node-agents on one NATS: presence, status and state across
+//! gateways, forwarding with failover, NATS outages, node credentials, SIGTERM drain.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use argent_client::{Client, ClientError};
+use argent_planes::members::NodeRecord;
+use argent_tests::{eventually, Gateway, Nats, Node, TOKEN};
+
+struct Cluster {
+    nats: Nats,
+    a: Gateway,
+    b: Gateway,
+    nodes: Vec<Node>,
+}
+
+async fn cluster() -> Cluster {
+    let nats = Nats::start().await.unwrap();
+    let a = Gateway::cluster(&nats).args(&["--gateway-id", "gw-a"]).start().await.unwrap();
+    let b = Gateway::cluster(&nats).args(&["--gateway-id", "gw-b"]).start().await.unwrap();
+    let nodes = vec![
+        Node::start(&nats, "node-1").await.unwrap(),
+        Node::start(&nats, "node-2").await.unwrap(),
+    ];
+    let c = Cluster { nats, a, b, nodes };
+    let client = c.a.client().await.unwrap();
+    let ready = eventually(Duration::from_secs(10), || async {
+        let status = client.call("status", json!({})).await.ok()?;
+        let gateways = status["cluster"]["gateways"].as_array()?.len();
+        let nodes = status["cluster"]["nodes"].as_array()?.len();
+        (gateways == 2 && nodes == 2).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "cluster did not form");
+    c
+}
+
+async fn tracked_client(gw: &Gateway, instance: &str) -> Client {
+    gw.client_with(|o| {
+        o.client_id = "test".into();
+        o.client_mode = "test".into();
+        o.instance_id = Some(instance.into());
+        o.display_name = Some(format!("client {instance}"));
+    })
+    .await
+    .unwrap()
+}
+
+fn instances(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["instanceId"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn presence_is_cluster_wide() {
+    let c = cluster().await;
+    let mut watcher = tracked_client(&c.b, "watcher").await;
+    let visitor = tracked_client(&c.a, "visitor").await;
+
+    // A client of gateway A is listed by gateway B.
+    let listed = eventually(Duration::from_secs(5), || async {
+        let list = watcher.call("system-presence", json!({})).await.ok()?;
+        instances(&list).contains(&"visitor".to_string()).then_some(list)
+    })
+    .await
+    .expect("visitor listed on B");
+    let gateways: Vec<&Value> = listed.as_array().unwrap().iter().filter(|e| e["mode"] == "gateway").collect();
+    assert_eq!(gateways.len(), 2, "both gateways report themselves: {listed}");
+
+    // A new client of B sees it in its hello-ok snapshot too.
+    let late = tracked_client(&c.b, "late").await;
+    assert!(instances(&late.hello()["snapshot"]["presence"]).contains(&"visitor".to_string()));
+    let version_before = late.hello()["snapshot"]["stateVersion"]["presence"].as_u64().unwrap();
+
+    // Disconnecting from A reaches B as a `presence` event.
+    visitor.close().await;
+    let event = loop {
+        let event = watcher
+            .wait_event("presence", Duration::from_secs(5))
+            .await
+            .expect("presence event on B");
+        if !instances(&event.payload["presence"]).contains(&"visitor".to_string()) {
+            break event;
+        }
+    };
+    let version = event.state_version.expect("stateVersion on presence")["presence"].as_u64().unwrap();
+    assert!(version > version_before, "presence version never goes backwards");
+    assert!(event.seq.is_some());
+}
+
+#[tokio::test]
+async fn forwarded_methods_share_state_across_gateways() {
+    let c = cluster().await;
+    let on_a = c.a.client().await.unwrap();
+    let on_b = c.b.client().await.unwrap();
+    let set = on_a
+        .call(
+            "agents.files.set",
+            json!({"agentId":"main","name":"SOUL.md","content":"Be kind."}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set["ok"], true);
+    assert_eq!(set["file"]["size"], 8);
+    let got = on_b
+        .call("agents.files.get", json!({"agentId":"main","name":"SOUL.md"}))
+        .await
+        .unwrap();
+    assert_eq!(got["file"]["content"], "Be kind.");
+    assert_eq!(got["file"]["missing"], false);
+    let list = on_b.call("agents.files.list", json!({"agentId":"main"})).await.unwrap();
+    let names: Vec<&str> = list["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md", "BOOTSTRAP.md", "MEMORY.md"]
+    );
+    let agents = on_b.call("agents.list", json!({})).await.unwrap();
+    assert_eq!(agents["defaultId"], "main");
+    assert_eq!(
+        on_a.call("agents.files.get", json!({"agentId":"main","name":"../../etc/passwd"}))
+            .await
+            .unwrap_err()
+            .to_string(),
+        "unsupported file \"../../etc/passwd\" (INVALID_REQUEST)"
+    );
+    match on_a.call("agents.files.get", json!({"agentId":"ghost","name":"SOUL.md"})).await {
+        Err(ClientError::Call(e)) => assert_eq!(e.message, "unknown agent id"),
+        other => panic!("{other:?}"),
+    }
+    let identity = on_b.call("agent.identity.get", json!({"sessionKey":"agent:main:main"})).await.unwrap();
+    assert_eq!(identity["agentId"], "main");
+}
+
+fn owner_of(key: &str, ids: &[&str]) -> String {
+    let records: Vec<NodeRecord> = ids
+        .iter()
+        .map(|id| NodeRecord {
+            id: id.to_string(),
+            address: String::new(),
+            capabilities: vec!["agents".into()],
+            version: String::new(),
+            host: String::new(),
+            in_flight: 0,
+            started_at_ms: 0,
+            heartbeat_at_ms: 0,
+        })
+        .collect();
+    argent_gateway::select::rank(&records, "agents", key)[0].id.clone()
+}
+
+#[tokio::test]
+async fn idempotent_calls_fail_over_when_a_node_dies() {
+    let mut c = cluster().await;
+    let client = c.a.client().await.unwrap();
+    let params = json!({"agentId":"main","name":"SOUL.md"});
+    client.call("agents.files.get", params.clone()).await.unwrap();
+
+    // Kill the node that owns the routing key "main", as a crash (no deregistration).
+    let owner = owner_of("main", &["node-1", "node-2"]);
+    let index = c.nodes.iter().position(|n| n.id == owner).unwrap();
+    c.nodes[index].proc.kill();
+    // The gateway still believes it is alive: the call hits it, fails, and moves on.
+    for _ in 0..5 {
+        client.call("agents.files.get", params.clone()).await.expect("failover to the survivor");
+    }
+    // The dead node leaves the registry within a few seconds.
+    let gone = eventually(Duration::from_secs(6), || async {
+        let status = client.call("status", json!({})).await.ok()?;
+        (status["cluster"]["nodes"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "stale node still listed");
+
+    // With no node left: a clear, retryable UNAVAILABLE.
+    c.nodes.iter_mut().for_each(|n| n.proc.kill());
+    let error = eventually(Duration::from_secs(6), || async {
+        match client.call("agents.files.get", params.clone()).await {
+            Err(ClientError::Call(e)) if e.message.contains("no live node-agent") => Some(e),
+            _ => None,
+        }
+    })
+    .await
+    .expect("no-node error");
+    assert_eq!(error.code, "UNAVAILABLE");
+    assert_eq!(error.retryable, Some(true));
+}
+
+#[tokio::test]
+async fn nats_outage_degrades_then_recovers() {
+    let mut c = cluster().await;
+    let client = c.a.client().await.unwrap();
+    let params = json!({"agentId":"main","name":"SOUL.md"});
+    c.nats.stop();
+
+    // Connections stay, health answers and says why the cluster is degraded.
+    let degraded = eventually(Duration::from_secs(8), || async {
+        let health = client.call("health", json!({"probe": true})).await.ok()?;
+        (health["cluster"]["degraded"] == true
+            && health["cluster"]["reasons"].to_string().contains("NATS"))
+        .then_some(health)
+    })
+    .await
+    .expect("health reports the outage");
+    assert!(!degraded["criticalAlerts"].as_array().unwrap().is_empty());
+    assert_eq!(c.a.http_get("/readyz").await.unwrap().0, 503);
+    assert_eq!(c.a.http_get("/healthz").await.unwrap().0, 200);
+
+    // State methods fail fast with a retryable UNAVAILABLE.
+    let started = std::time::Instant::now();
+    match client.call("agents.files.get", params.clone()).await {
+        Err(ClientError::Call(e)) => {
+            assert_eq!(e.code, "UNAVAILABLE");
+            assert_eq!(e.retryable, Some(true), "{e:?}");
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+
+    // Everything reconnects by itself.
+    c.nats.restart().unwrap();
+    let back = eventually(Duration::from_secs(20), || async {
+        client.call("agents.files.get", params.clone()).await.ok()
+    })
+    .await;
+    assert!(back.is_some(), "forwarding works again after NATS is back");
+    let ready = eventually(Duration::from_secs(10), || async {
+        (c.a.http_get("/readyz").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready again once NATS is back");
+    let health = client.call("health", json!({"probe": true})).await.unwrap();
+    assert_eq!(health["cluster"]["degraded"], false, "{health}");
+}
+
+#[tokio::test]
+async fn node_agents_refuse_calls_without_the_credential() {
+    use argent_proto::grpc::node_agent_client::NodeAgentClient;
+    use argent_proto::grpc::{InvokeRequest, PingRequest};
+    let c = cluster().await;
+    let address = c.nodes[0].grpc.clone();
+    let mut client = NodeAgentClient::connect(address).await.unwrap();
+
+    let status = client.ping(PingRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    let mut wrong = tonic::Request::new(InvokeRequest {
+        method: "agents.list".into(),
+        params_json: "{}".into(),
+        ..Default::default()
+    });
+    wrong.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(client.invoke(wrong).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    let mut right = tonic::Request::new(PingRequest {});
+    right
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let pong = client.ping(right).await.unwrap().into_inner();
+    assert_eq!(pong.node_id, "node-1");
+    assert_eq!(pong.capabilities, vec!["agents".to_string()]);
+}
+
+#[tokio::test]
+async fn sigterm_sends_shutdown_closes_1012_and_deregisters() {
+    let mut c = cluster().await;
+    let mut client = tracked_client(&c.a, "leaving").await;
+    let observer = c.b.client().await.unwrap();
+    let status = c.a.proc.terminate(Duration::from_secs(10)).unwrap();
+    let shutdown = client.wait_event("shutdown", Duration::from_secs(5)).await.expect("shutdown event");
+    assert_eq!(shutdown.payload["restartExpectedMs"], 1500);
+    let closed = client.closed(Duration::from_secs(5)).await.expect("closed");
+    assert_eq!((closed.code, closed.reason.as_str()), (1012, "service restart"));
+    assert!(status.success(), "exit status {status:?}");
+    // Gateway B stops listing A at once (clean deregistration).
+    let gone = eventually(Duration::from_secs(3), || async {
+        let status = observer.call("status", json!({})).await.ok()?;
+        (status["cluster"]["gateways"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    let list = observer.call("system-presence", json!({})).await.unwrap();
+    assert!(!instances(&list).contains(&"leaving".to_string()));
+}

@@ -1,0 +1,113 @@
+//! Bad input after the handshake: malformed, wrong-typed and oversized frames get the exact
+//! error shape, never a panic, and never disturb another connection.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use argent_tests::raw::{Next, RawWs};
+use argent_tests::Gateway;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn error_of(next: Next) -> serde_json::Value {
+    match next {
+        Next::Frame(frame) => {
+            assert_eq!(frame["type"], "res", "{frame}");
+            assert_eq!(frame["ok"], false, "{frame}");
+            assert!(frame.get("payload").is_none());
+            frame["error"].clone()
+        }
+        other => panic!("expected an error response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_socket_stays_open() {
+    let gw = Gateway::local().start().await.unwrap();
+    let mut ws = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+
+    ws.send_text("{oops").await.unwrap();
+    let error = error_of(ws.response("invalid", WAIT).await);
+    assert_eq!(error["code"], "INVALID_REQUEST");
+    assert_eq!(error["message"], "invalid request frame: frame is not valid JSON");
+    assert_eq!(error["details"]["jsonrpcCode"], -32600);
+
+    ws.send_text(r#"{"type":"req","id":"x1","method":"health","extra":true}"#).await.unwrap();
+    let error = error_of(ws.response("x1", WAIT).await);
+    assert_eq!(error["message"], "invalid request frame: at root: unexpected property 'extra'");
+
+    ws.send_text(r#"{"type":"req","id":"x2","method":42}"#).await.unwrap();
+    let error = error_of(ws.response("x2", WAIT).await);
+    assert_eq!(error["message"], "invalid request frame: at /method: must be string");
+
+    ws.send_text(r#"{"type":"req","id":"","method":"health"}"#).await.unwrap();
+    let error = error_of(ws.response("invalid", WAIT).await);
+    assert!(error["message"].as_str().unwrap().contains("at /id"));
+
+    // Wrong param types.
+    let error = error_of(ws.call("x3", "health", json!([1, 2])).await);
+    assert_eq!(error["message"], "invalid health params: at root: must be object");
+    assert_eq!(error["details"]["jsonrpcCode"], -32602);
+    let error = error_of(ws.call("x4", "health", json!({"probe": "yes"})).await);
+    assert_eq!(error["message"], "invalid health params: at /probe: must be boolean");
+
+    // Unknown methods (admins see them).
+    let error = error_of(ws.call("x5", "no.such.method", json!({})).await);
+    assert_eq!(error["message"], "unknown method: no.such.method");
+    assert_eq!(error["details"]["jsonrpcCode"], -32601);
+
+    // A catalog method whose capability is not built yet: a clear error, never fake data.
+    let error = error_of(ws.call("x6", "cron.list", json!({})).await);
+    assert_eq!(error["code"], "UNAVAILABLE");
+    assert!(error["message"].as_str().unwrap().contains("not implemented yet"));
+
+    // Binary frames are read as UTF-8 text, like upstream.
+    let frame = json!({"type":"req","id":"b1","method":"health","params":{}}).to_string();
+    ws.send_binary(frame.into_bytes()).await.unwrap();
+    match ws.response("b1", WAIT).await {
+        Next::Frame(frame) => assert_eq!(frame["ok"], true),
+        other => panic!("{other:?}"),
+    }
+
+    // Still usable.
+    match ws.call("ok", "status", json!({})).await {
+        Next::Frame(frame) => assert_eq!(frame["ok"], true),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oversized_frames_close_only_their_own_connection() {
+    let gw = Gateway::local().start().await.unwrap();
+    let bystander = gw.client().await.unwrap();
+
+    // After the handshake: over 10 MiB closes with 1009.
+    let mut big = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    let huge = format!(
+        r#"{{"type":"req","id":"h","method":"health","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(10 * 1024 * 1024 + 16)
+    );
+    let _ = big.send_text(&huge).await;
+    assert!(matches!(big.closed(WAIT).await, Next::Close(1009, _)));
+
+    // Just under the cap is fine.
+    let mut fine = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    let padded = json!({"pad": "y".repeat(9 * 1024 * 1024)});
+    match fine.call("p", "system-presence", padded).await {
+        Next::Frame(frame) => assert!(frame["ok"].is_boolean()),
+        other => panic!("{other:?}"),
+    }
+
+    // Before the handshake the cap is 64 KiB.
+    let (mut pre, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    let padded = format!(
+        r#"{{"type":"req","id":"c","method":"connect","params":{{"pad":"{}"}}}}"#,
+        "z".repeat(100 * 1024)
+    );
+    let _ = pre.send_text(&padded).await;
+    assert!(matches!(pre.closed(WAIT).await, Next::Close(1009, _)));
+
+    // The bystander noticed nothing.
+    assert!(bystander.call("health", json!({})).await.is_ok());
+}

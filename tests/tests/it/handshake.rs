@@ -1,0 +1,285 @@
+//! The handshake of PROTOCOL.md §2 against a real gateway: order of the server-side checks,
+//! the exact failure messages and close codes, and the `hello-ok` shape.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use argent_tests::raw::{connect_frame, Next, RawWs};
+use argent_tests::Gateway;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn connect_with(params: Value) -> Value {
+    json!({"type":"req","id":"c1","method":"connect","params":params})
+}
+
+fn cli_params(token: Option<&str>) -> Value {
+    let mut p = json!({"minProtocol":3,"maxProtocol":3,
+        "client":{"id":"cli","version":"test","platform":"linux","mode":"cli"}});
+    if let Some(t) = token {
+        p["auth"] = json!({"token": t});
+    }
+    p
+}
+
+/// Sends `frame` as the first frame and returns (response error, close).
+async fn reject(gw: &Gateway, frame: &str) -> (Option<Value>, Next) {
+    let (mut ws, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    ws.send_text(frame).await.unwrap();
+    match ws.next(WAIT).await {
+        Next::Frame(res) => {
+            assert_eq!(res["type"], "res");
+            assert_eq!(res["ok"], false, "{res}");
+            let close = ws.closed(WAIT).await;
+            (Some(res["error"].clone()), close)
+        }
+        other => (None, other),
+    }
+}
+
+fn close(code: u16, reason: &str) -> Next {
+    Next::Close(code, reason.to_string())
+}
+
+#[tokio::test]
+async fn hello_ok_has_the_shape_real_clients_read() {
+    let gw = Gateway::local().start().await.unwrap();
+    let (mut ws, challenge) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    assert_eq!(challenge["nonce"].as_str().unwrap().len(), 36);
+    assert!(challenge["ts"].as_u64().unwrap() > 0);
+    ws.send_json(&connect_frame("connect-1", &gw.token)).await.unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else { panic!("no hello") };
+    assert_eq!(res["id"], "connect-1");
+    assert_eq!(res["ok"], true);
+    let keys: Vec<&String> = res.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["id", "ok", "payload", "type"], "no extra top-level keys");
+    let hello = &res["payload"];
+    assert_eq!(hello["type"], "hello-ok");
+    assert_eq!(hello["protocol"], 3);
+    assert_eq!(hello["server"]["connId"].as_str().unwrap().len(), 36);
+    let methods = hello["features"]["methods"].as_array().unwrap();
+    assert!(methods.contains(&json!("chat.send")) && methods.contains(&json!("health")));
+    let events = hello["features"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 21);
+    assert_eq!(hello["snapshot"]["sessionDefaults"]["mainSessionKey"], "agent:main:main");
+    assert_eq!(hello["snapshot"]["sessionDefaults"]["defaultAgentId"], "main");
+    assert!(hello["snapshot"]["presence"].is_array());
+    assert!(hello["snapshot"]["health"]["ok"].as_bool().unwrap());
+    assert!(hello["snapshot"]["stateVersion"]["presence"].is_u64());
+    assert!(hello["snapshot"]["stateVersion"]["health"].is_u64());
+    assert!(hello["snapshot"]["uptimeMs"].is_u64());
+    assert_eq!(hello["policy"]["maxPayload"], 10_485_760);
+    assert_eq!(hello["policy"]["maxBufferedBytes"], 15_728_640);
+    assert_eq!(hello["policy"]["tickIntervalMs"], 30_000);
+    assert!(hello.get("auth").is_none(), "no device token without a proven device");
+}
+
+#[tokio::test]
+async fn first_frame_failures_in_order() {
+    let gw = Gateway::local().start().await.unwrap();
+
+    // 1. Not JSON: no response, close 1000.
+    let (error, next) = reject(&gw, "{not json").await;
+    assert_eq!((error, next), (None, close(1000, "")));
+
+    // 2. JSON but not a request: no response, close 1008.
+    let (error, next) = reject(&gw, r#"{"type":"event","event":"x"}"#).await;
+    assert_eq!(error, None);
+    assert_eq!(next, close(1008, "invalid request frame"));
+
+    // 2. A request with an extra key.
+    let (error, next) = reject(&gw, r#"{"type":"req","id":"a","method":"connect","x":1}"#).await;
+    let error = error.unwrap();
+    assert_eq!(error["code"], "INVALID_REQUEST");
+    assert_eq!(error["message"], "invalid request frame: at root: unexpected property 'x'");
+    assert_eq!(error["details"]["jsonrpcCode"], -32600);
+    assert!(matches!(next, Next::Close(1008, _)));
+
+    // 2. First request not connect.
+    let (error, next) = reject(&gw, r#"{"type":"req","id":"a","method":"health"}"#).await;
+    assert_eq!(error.unwrap()["message"], "invalid handshake: first request must be connect");
+    assert_eq!(next, close(1008, "invalid handshake: first request must be connect"));
+
+    // 2. Invalid connect params (unknown client id, unknown key).
+    let mut params = cli_params(Some(&gw.token));
+    params["client"]["id"] = json!("ios-node");
+    params["bogus"] = json!(true);
+    let (error, next) = reject(&gw, &connect_with(params).to_string()).await;
+    let message = error.unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("invalid connect params: "), "{message}");
+    assert!(message.contains("at root: unexpected property 'bogus'"));
+    assert!(message.contains("at /client/id: must be equal to one of the allowed values"));
+    assert!(matches!(next, Next::Close(1008, _)));
+
+    // 3. Protocol mismatch: close 1002.
+    let mut params = cli_params(Some(&gw.token));
+    params["minProtocol"] = json!(4);
+    params["maxProtocol"] = json!(5);
+    let (error, next) = reject(&gw, &connect_with(params).to_string()).await;
+    let error = error.unwrap();
+    assert_eq!(error["message"], "protocol mismatch");
+    assert_eq!(error["details"]["expectedProtocol"], 3);
+    assert_eq!(next, close(1002, "protocol mismatch"));
+
+    // 4. Invalid role.
+    let mut params = cli_params(Some(&gw.token));
+    params["role"] = json!("root");
+    let (error, next) = reject(&gw, &connect_with(params).to_string()).await;
+    assert_eq!(error.unwrap()["message"], "invalid role");
+    assert_eq!(next, close(1008, "invalid role"));
+}
+
+#[tokio::test]
+async fn token_failures_use_the_exact_upstream_messages() {
+    let gw = Gateway::local().start().await.unwrap();
+
+    // 8d: no token, no device.
+    let (error, next) = reject(&gw, &connect_with(cli_params(None)).to_string()).await;
+    let error = error.unwrap();
+    assert_eq!(error["code"], "NOT_PAIRED");
+    assert_eq!(error["message"], "device identity required");
+    assert_eq!(error["details"]["jsonrpcCode"], -32002);
+    assert_eq!(next, close(1008, "device identity required"));
+
+    // 8c: wrong token, CLI hint.
+    let (error, next) = reject(&gw, &connect_with(cli_params(Some("wrong"))).to_string()).await;
+    let error = error.unwrap();
+    let expected = "unauthorized: gateway token mismatch (set gateway.remote.token to match gateway.auth.token)";
+    assert_eq!(error["code"], "INVALID_REQUEST");
+    assert_eq!(error["message"], expected);
+    assert_eq!(error["details"]["reason"], "token_mismatch");
+    assert_eq!(next, close(1008, &expected[..expected.len().min(120)]));
+
+    // Generic client hint.
+    let mut params = cli_params(Some("wrong"));
+    params["client"] = json!({"id":"test","version":"1","platform":"linux","mode":"test"});
+    let (error, _) = reject(&gw, &connect_with(params).to_string()).await;
+    assert_eq!(
+        error.unwrap()["message"],
+        "unauthorized: gateway token mismatch (provide gateway auth token)"
+    );
+
+    // 16: a device block without a valid shared token.
+    let mut params = cli_params(None);
+    params["device"] = json!({"id":"ab","publicKey":"cd","signature":"ef","signedAt":1});
+    let (error, _) = reject(&gw, &connect_with(params).to_string()).await;
+    assert_eq!(
+        error.unwrap()["message"],
+        "unauthorized: gateway token missing (set gateway.remote.token to match gateway.auth.token)"
+    );
+
+    // 8a: the Control UI without a device.
+    let params = json!({"minProtocol":3,"maxProtocol":3,
+        "client":{"id":"argent-control-ui","version":"1","platform":"web","mode":"webchat"},
+        "auth":{"token": gw.token}});
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:18789")]).await.unwrap();
+    ws.next(WAIT).await;
+    ws.send_json(&connect_with(params)).await.unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
+    assert_eq!(res["error"]["message"], "control ui requires HTTPS or localhost (secure context)");
+
+    // [EXT] the device role needs a paired device, never just the token.
+    let mut params = cli_params(Some(&gw.token));
+    params["role"] = json!("device");
+    let (error, _) = reject(&gw, &connect_with(params).to_string()).await;
+    assert_eq!(error.unwrap()["code"], "NOT_PAIRED");
+}
+
+#[tokio::test]
+async fn browser_clients_pass_the_origin_check() {
+    let gw = Gateway::local().start().await.unwrap();
+    let webchat = |token: &str| {
+        connect_with(json!({"minProtocol":3,"maxProtocol":3,
+            "client":{"id":"webchat","version":"1.0.0","platform":"web","mode":"webchat"},
+            "role":"operator","scopes":["operator.admin","operator.approvals","operator.pairing"],
+            "caps":["tool-events"],"auth":{"token":token}}))
+    };
+    // From a foreign origin: refused.
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://evil.example")]).await.unwrap();
+    ws.next(WAIT).await;
+    ws.send_json(&webchat(&gw.token)).await.unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
+    assert!(res["error"]["message"].as_str().unwrap().starts_with("origin not allowed"));
+    assert!(matches!(ws.closed(WAIT).await, Next::Close(1008, _)));
+    // From a loopback dashboard: accepted; the wrong token gets the dashboard's hint.
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")]).await.unwrap();
+    ws.next(WAIT).await;
+    ws.send_json(&webchat("nope")).await.unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
+    assert_eq!(
+        res["error"]["message"],
+        "unauthorized: gateway token mismatch (open a tokenized dashboard URL or paste token in Control UI settings)"
+    );
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")]).await.unwrap();
+    ws.next(WAIT).await;
+    ws.send_json(&webchat(&gw.token)).await.unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
+    assert_eq!(res["payload"]["type"], "hello-ok");
+}
+
+#[tokio::test]
+async fn handshake_deadline_closes_silent_sockets() {
+    let gw = Gateway::local().args(&["--handshake-timeout-ms", "300"]).start().await.unwrap();
+    let (mut ws, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    assert_eq!(ws.next(Duration::from_secs(3)).await, close(1000, ""));
+}
+
+#[tokio::test]
+async fn after_the_handshake_connect_is_refused_but_the_socket_stays() {
+    let gw = Gateway::local().start().await.unwrap();
+    let client = gw.client().await.unwrap();
+    let res = client.request("connect", cli_params(Some(&gw.token))).await.unwrap();
+    assert_eq!(
+        res.error.unwrap().message,
+        "connect is only valid as the first request"
+    );
+    let reader = gw
+        .client_with(|o| o.scopes = Some(vec!["operator.read".into()]))
+        .await
+        .unwrap();
+    let res = reader.request("connect", json!({})).await.unwrap();
+    assert_eq!(res.error.unwrap().message, "missing scope: operator.admin");
+    assert!(client.call("health", json!({})).await.is_ok());
+}
+
+#[tokio::test]
+async fn token_is_re_read_at_every_handshake() {
+    let gw = Gateway::local().start().await.unwrap();
+    let before = gw.client().await.unwrap();
+    let path = gw.state_dir.join("argent.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rotated = "f".repeat(48);
+    std::fs::write(&path, text.replace(&gw.token, &rotated)).unwrap();
+    let old = gw.client().await;
+    assert!(old.is_err(), "the old token stops working at once");
+    let mut options = gw.options();
+    options.token = Some(rotated);
+    assert!(argent_client::Client::connect(&options).await.is_ok());
+    assert!(before.call("health", json!({})).await.is_ok(), "established connections stay");
+}
+
+#[tokio::test]
+async fn ticks_are_sequenced_per_connection() {
+    let gw = Gateway::local().args(&["--tick-interval-ms", "100"]).start().await.unwrap();
+    let mut client = gw.client().await.unwrap();
+    assert_eq!(client.hello()["policy"]["tickIntervalMs"], 100);
+    // Every broadcast event (ticks, health) takes the next seq of this connection.
+    let mut seqs = Vec::new();
+    let mut ticks = 0;
+    while ticks < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(3), client.next_event())
+            .await
+            .expect("events keep coming")
+            .expect("connection open");
+        if event.name == "tick" {
+            assert!(event.payload["ts"].as_u64().unwrap() > 0);
+            ticks += 1;
+        }
+        seqs.push(event.seq.expect("broadcast events carry seq"));
+    }
+    assert_eq!(seqs[0], 1, "{seqs:?}");
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "seq is +1 when nothing was lost: {seqs:?}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Cluster tests: every test boots real processes (nats-server, gateways, node-agents) on
+//! free loopback ports and talks to them with real WebSocket and gRPC clients.
+
+mod authz;
+mod cluster;
+mod frames;
+mod handshake;
+mod local;
+mod slow_consumer;

@@ -1,0 +1,115 @@
+//! One slow client never slows another (PROTOCOL.md §1.7): past its buffer a slow client
+//! loses drop-if-slow events (and sees the gap in `seq`) or is closed with 1008
+//! `slow consumer`, while a fast client on the same gateway gets every event in order.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use argent_tests::raw::{Next, RawWs};
+use argent_tests::{Gateway, Nats};
+
+const EVENTS: usize = 300;
+const BATCH: usize = 10;
+
+async fn publish(nats: &async_nats::Client, name: &str, count: usize, pad: usize) {
+    let padding = "p".repeat(pad);
+    for i in 0..count {
+        let payload = json!({"i": i, "pad": padding}).to_string();
+        nats.publish(format!("argent.evt.{name}"), Bytes::from(payload))
+            .await
+            .unwrap();
+    }
+    nats.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn slow_clients_are_closed_and_fast_ones_get_everything() {
+    let nats = Nats::start().await.unwrap();
+    let gw = Gateway::cluster(&nats)
+        .args(&["--max-buffered-bytes", "1048576"])
+        .start()
+        .await
+        .unwrap();
+    let mut slow = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    let mut fast = gw.client().await.unwrap();
+    let publisher = nats.client().await.unwrap();
+
+    // `agent` events are not droppable: the slow client must be closed. They come in
+    // batches the fast client takes as they arrive; the slow one takes nothing.
+    let mut last_seq = None;
+    let mut received = 0;
+    while received < EVENTS {
+        publish(&publisher, "agent", BATCH, 32 * 1024).await;
+        let batch_end = received + BATCH;
+        while received < batch_end {
+            let event = tokio::time::timeout(Duration::from_secs(10), fast.next_event())
+                .await
+                .expect("fast client keeps receiving")
+                .expect("fast client stays connected");
+            if let Some(prev) = last_seq {
+                assert_eq!(event.seq, Some(prev + 1), "no gap for the fast client");
+            }
+            last_seq = event.seq;
+            if event.name == "agent" {
+                assert_eq!(event.payload["i"], received % BATCH);
+                received += 1;
+            }
+        }
+    }
+    assert_eq!(fast.dropped_events(), 0);
+    assert_eq!(
+        slow.closed(Duration::from_secs(20)).await,
+        Next::Close(1008, "slow consumer".into())
+    );
+    assert!(fast.call("health", json!({})).await.is_ok());
+}
+
+#[tokio::test]
+async fn droppable_events_are_skipped_with_a_visible_gap() {
+    let nats = Nats::start().await.unwrap();
+    let gw = Gateway::cluster(&nats)
+        .args(&["--max-buffered-bytes", "1048576"])
+        .start()
+        .await
+        .unwrap();
+    let mut slow = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    let publisher = nats.client().await.unwrap();
+    // `heartbeat` is drop-if-slow.
+    publish(&publisher, "heartbeat", EVENTS, 32 * 1024).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut seqs = Vec::new();
+    loop {
+        match slow.next(Duration::from_millis(1500)).await {
+            Next::Frame(frame) if frame["event"] == "heartbeat" => {
+                seqs.push(frame["seq"].as_u64().unwrap())
+            }
+            Next::Frame(_) => {}
+            Next::Silent => break,
+            other => panic!("the slow client must stay open: {other:?}"),
+        }
+    }
+    assert!(seqs.len() < EVENTS, "some events were dropped");
+    assert_eq!(seqs[0], 1);
+    // Once the client reads again, the next event shows how many it missed.
+    publish(&publisher, "heartbeat", 1, 10).await;
+    let next = loop {
+        match slow.next(Duration::from_secs(5)).await {
+            Next::Frame(frame) if frame["event"] == "heartbeat" => {
+                break frame["seq"].as_u64().unwrap()
+            }
+            Next::Frame(_) => {}
+            other => panic!("expected the last heartbeat: {other:?}"),
+        }
+    };
+    let last = *seqs.last().unwrap();
+    // Every dropped event consumed a seq (one more may be the `health` after connect).
+    assert!(next > last + 1, "gap visible: {last} then {next}");
+    assert!(next > EVENTS as u64, "all {EVENTS} heartbeats were numbered: next is {next}");
+    match slow.call("h", "health", json!({})).await {
+        Next::Frame(frame) => assert_eq!(frame["ok"], true),
+        other => panic!("{other:?}"),
+    }
+}
