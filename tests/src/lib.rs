@@ -62,9 +62,16 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut command: Command, log: PathBuf) -> anyhow::Result<(Self, Option<Value>)> {
+    fn spawn(
+        name: &str,
+        mut command: Command,
+        log: PathBuf,
+    ) -> anyhow::Result<(Self, Option<Value>)> {
         let stderr = std::fs::File::create(&log)?;
-        command.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
+        command
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .stdin(Stdio::null());
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
@@ -107,7 +114,9 @@ impl Proc {
     }
 
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL, like a crash.
@@ -203,7 +212,11 @@ impl Nats {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        self.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         self.url = url;
         self.proc = Some(proc);
         Ok(())
@@ -301,7 +314,10 @@ impl Gateway {
         let addr = self.http.trim_start_matches("http://");
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
@@ -310,7 +326,11 @@ impl Gateway {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| anyhow!("bad HTTP response {response:?}"))?;
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         Ok((status, body))
     }
 }

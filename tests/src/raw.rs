@@ -31,11 +31,11 @@ impl RawWs {
     pub async fn open(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<RawWs> {
         let mut request = url.into_client_request()?;
         for (k, v) in headers {
-            request
-                .headers_mut()
-                .insert(http_name(k), v.parse()?);
+            request.headers_mut().insert(http_name(k), v.parse()?);
         }
-        let config = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
         let (socket, _) =
             tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
         Ok(RawWs { socket })
@@ -85,9 +85,9 @@ impl RawWs {
                 Ok(item) => item,
             };
             return match item {
-                Some(Ok(Message::Text(text))) => {
-                    Next::Frame(serde_json::from_str(&text).unwrap_or(Value::String(text.to_string())))
-                }
+                Some(Ok(Message::Text(text))) => Next::Frame(
+                    serde_json::from_str(&text).unwrap_or(Value::String(text.to_string())),
+                ),
                 Some(Ok(Message::Close(Some(frame)))) => {
                     Next::Close(u16::from(frame.code), frame.reason.to_string())
                 }

@@ -1,1 +1,488 @@
-fn main() {}
+//! `argent-bench`: measures a real cluster on this machine and prints JSON.
+//!
+//! Scenarios (all against processes started here, on loopback only, bounded in time):
+//! * `handshake` — full handshakes per second (challenge → connect → hello-ok → close);
+//! * `rtt` — round trip of a gateway-local method, of a forwarded method, and of the same
+//!   method called on the node-agent directly over gRPC, paced at a fixed call rate; the
+//!   gateway hop's added latency is forwarded − direct;
+//! * `idle` — gateway RSS per idle authenticated connection, with thousands held;
+//! * `fanout` — events published on NATS and delivered to clients of two gateways:
+//!   deliveries per second per gateway (server side) and publish → receive latency.
+//!
+//! Usage: `argent-bench [all|handshake|rtt|idle|fanout] [--quick]`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use argent_proto::grpc::node_agent_client::NodeAgentClient;
+use argent_proto::grpc::InvokeRequest;
+use argent_tests::raw::connect_frame;
+use argent_tests::{Gateway, Nats, Node, TOKEN};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Settings {
+    quick: bool,
+}
+
+impl Settings {
+    fn secs(&self, full: u64) -> Duration {
+        Duration::from_secs(if self.quick { 1 } else { full })
+    }
+
+    fn count(&self, full: usize, quick: usize) -> usize {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+}
+
+fn percentiles(samples: &mut [u64]) -> Value {
+    if samples.is_empty() {
+        return json!(null);
+    }
+    samples.sort_unstable();
+    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+    json!({"samples": samples.len(), "p50_us": at(0.50), "p90_us": at(0.90), "p99_us": at(0.99), "max_us": at(1.0)})
+}
+
+/// Opens a socket and completes a CLI handshake; returns the socket.
+async fn handshake(url: &str, token: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    ws.next().await.context("no challenge")??;
+    ws.send(Message::text(connect_frame("c", token).to_string()))
+        .await?;
+    loop {
+        let msg = ws.next().await.context("closed during handshake")??;
+        if let Message::Text(text) = msg {
+            if text.contains("\"hello-ok\"") {
+                return Ok(ws);
+            }
+            anyhow::bail!("handshake refused: {text}");
+        }
+    }
+}
+
+async fn bench_handshake(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
+    let duration = s.secs(5);
+    let concurrency = 16;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..concurrency {
+        let (url, token, done) = (gw.ws.clone(), gw.token.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let mut ws = handshake(&url, &token).await?;
+                latencies.push(t.elapsed().as_nanos() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+                let _ = ws.close(None).await;
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = done.load(Ordering::Relaxed);
+    Ok(json!({
+        "concurrency": concurrency,
+        "handshakes": total,
+        "seconds": elapsed,
+        "per_sec": (total as f64 / elapsed).round(),
+        "latency": percentiles(&mut latencies),
+    }))
+}
+
+/// Paced calls over `connections` sockets at `rate` calls/s in total; returns latencies.
+async fn paced_ws_calls(
+    url: &str,
+    token: &str,
+    method: &str,
+    params: Value,
+    rate: u64,
+    connections: u64,
+    duration: Duration,
+) -> anyhow::Result<Vec<u64>> {
+    let interval = Duration::from_nanos(1_000_000_000 * connections / rate);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mut ws = handshake(url, token).await?;
+        let method = method.to_string();
+        let params = params.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Spread the connections' sends over one interval.
+            tokio::time::sleep(interval * c as u32 / connections as u32).await;
+            let deadline = Instant::now() + duration;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                ticker.tick().await;
+                n += 1;
+                let id = format!("r{n}");
+                let frame =
+                    json!({"type":"req","id":id,"method":method,"params":params}).to_string();
+                let t = Instant::now();
+                ws.send(Message::text(frame)).await?;
+                loop {
+                    let msg = ws.next().await.context("closed")??;
+                    let Message::Text(text) = msg else { continue };
+                    if text.starts_with("{\"type\":\"res\"") {
+                        if !text.contains("\"ok\":true") {
+                            anyhow::bail!("{method} failed: {text}");
+                        }
+                        break;
+                    }
+                }
+                latencies.push(t.elapsed().as_nanos() as u64);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
+/// The same call straight to the node-agent over gRPC, paced the same way.
+async fn paced_grpc_calls(
+    address: &str,
+    method: &str,
+    params: Value,
+    rate: u64,
+    connections: u64,
+    duration: Duration,
+) -> anyhow::Result<Vec<u64>> {
+    let interval = Duration::from_nanos(1_000_000_000 * connections / rate);
+    let channel = tonic::transport::Endpoint::from_shared(address.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mut client = NodeAgentClient::new(channel.clone());
+        let (method, params) = (method.to_string(), params.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::time::sleep(interval * c as u32 / connections as u32).await;
+            let deadline = Instant::now() + duration;
+            while Instant::now() < deadline {
+                ticker.tick().await;
+                let mut request = tonic::Request::new(InvokeRequest {
+                    method: method.clone(),
+                    params_json: params.clone(),
+                    ..Default::default()
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {TOKEN}").parse()?);
+                let t = Instant::now();
+                client.invoke(request).await?;
+                latencies.push(t.elapsed().as_nanos() as u64);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
+fn p(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+async fn bench_rtt(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<Value> {
+    let rate = 5000;
+    let connections = 16;
+    let duration = s.secs(5);
+    let params = json!({"agentId":"main","name":"SOUL.md"});
+    // Warm up every path once.
+    paced_ws_calls(
+        &gw.ws,
+        &gw.token,
+        "agents.files.get",
+        params.clone(),
+        500,
+        4,
+        Duration::from_millis(300),
+    )
+    .await?;
+    let mut local = paced_ws_calls(
+        &gw.ws,
+        &gw.token,
+        "health",
+        json!({}),
+        rate,
+        connections,
+        duration,
+    )
+    .await?;
+    let mut forwarded = paced_ws_calls(
+        &gw.ws,
+        &gw.token,
+        "agents.files.get",
+        params.clone(),
+        rate,
+        connections,
+        duration,
+    )
+    .await?;
+    let mut direct = paced_grpc_calls(
+        &node.grpc,
+        "agents.files.get",
+        params,
+        rate,
+        connections,
+        duration,
+    )
+    .await?;
+    let local = percentiles(&mut local);
+    let forwarded = percentiles(&mut forwarded);
+    let direct = percentiles(&mut direct);
+    Ok(json!({
+        "rate_per_sec": rate,
+        "connections": connections,
+        "local_method_health": local,
+        "forwarded_agents_files_get": forwarded,
+        "direct_grpc_agents_files_get": direct,
+        "gateway_hop_added_us": {
+            "p50": p(&forwarded, "p50_us") - p(&direct, "p50_us"),
+            "p99": p(&forwarded, "p99_us") - p(&direct, "p99_us"),
+        },
+    }))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+async fn bench_idle(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
+    let target = s.count(10_000, 500);
+    // Settle the gateway, then measure the baseline with a few warm connections.
+    let mut held = Vec::with_capacity(target);
+    for _ in 0..50 {
+        held.push(handshake(&gw.ws, &gw.token).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(gw.proc.pid())?;
+    let baseline = held.len();
+    let started = Instant::now();
+    // Open in parallel batches; sockets are held and not polled (idle clients).
+    while held.len() < target {
+        let batch = (target - held.len()).min(200);
+        let mut opening = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let (url, token) = (gw.ws.clone(), gw.token.clone());
+            opening.push(tokio::spawn(async move { handshake(&url, &token).await }));
+        }
+        for task in opening {
+            held.push(task.await??);
+        }
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(gw.proc.pid())?;
+    let added = held.len() - baseline;
+    let per_conn = (after.saturating_sub(before) * 1024) as f64 / added as f64;
+    drop(held);
+    Ok(json!({
+        "connections": added + baseline,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "bytes_per_idle_connection": per_conn.round(),
+        "open_seconds": open_secs,
+    }))
+}
+
+async fn metric(gw: &Gateway, name: &str) -> anyhow::Result<f64> {
+    let (_, body) = gw.http_get("/metrics").await?;
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("metric {name} missing"))
+}
+
+async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyhow::Result<Value> {
+    let per_gateway = s.count(500, 100);
+    let rate = 500u64; // events/s published
+    let duration = s.secs(5);
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for gw in gateways {
+        for i in 0..per_gateway {
+            let ws = handshake(&gw.ws, &gw.token).await?;
+            let (received, stop) = (received.clone(), stop.clone());
+            // Every 10th client samples latency; all count.
+            let sample = i % 10 == 0;
+            readers.push(tokio::spawn(async move {
+                let mut ws = ws;
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let msg =
+                        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                            Err(_) => continue,
+                            Ok(Some(Ok(msg))) => msg,
+                            Ok(_) => break,
+                        };
+                    let Message::Text(text) = msg else { continue };
+                    if !text.contains("\"event\":\"bench\"") {
+                        continue;
+                    }
+                    received.fetch_add(1, Ordering::Relaxed);
+                    if sample {
+                        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                        if let Some(sent) = v["payload"]["sentNs"].as_u64() {
+                            latencies.push(now_ns().saturating_sub(sent));
+                        }
+                    }
+                }
+                latencies
+            }));
+        }
+    }
+    let publisher = nats.client().await?;
+    let before: Vec<f64> = {
+        let mut v = Vec::new();
+        for gw in gateways {
+            v.push(metric(gw, "argent_gateway_events_delivered_total").await?);
+        }
+        v
+    };
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    let mut published = 0u64;
+    let pad = "x".repeat(200);
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        let payload = json!({"n": published, "sentNs": now_ns(), "text": pad}).to_string();
+        publisher
+            .publish("argent.evt.bench", Bytes::from(payload))
+            .await?;
+        published += 1;
+    }
+    publisher.flush().await?;
+    let publish_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut per_gateway_rates = Vec::new();
+    for (gw, before) in gateways.iter().zip(before) {
+        let after = metric(gw, "argent_gateway_events_delivered_total").await?;
+        per_gateway_rates.push(((after - before) / publish_secs).round());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for reader in readers {
+        latencies.extend(reader.await?);
+    }
+    let got = received.load(Ordering::Relaxed);
+    let expected = published * (per_gateway * gateways.len()) as u64;
+    Ok(json!({
+        "gateways": gateways.len(),
+        "subscribers_per_gateway": per_gateway,
+        "published": published,
+        "publish_rate_per_sec": rate,
+        "deliveries_expected": expected,
+        "deliveries_received": got,
+        "client_side_deliveries_per_sec": (got as f64 / elapsed).round(),
+        "server_deliveries_per_sec_per_gateway": per_gateway_rates,
+        "publish_to_receive_latency": percentiles(&mut latencies),
+    }))
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = Settings {
+        quick: args.iter().any(|a| a == "--quick"),
+    };
+    let which = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_else(|| "all".into());
+    let want = |name: &str| which == "all" || which == name;
+    let mut report = json!({
+        "bench": "argent-bench",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "quick": settings.quick,
+    });
+
+    let nats = Nats::start().await?;
+    if want("handshake") || want("rtt") || want("fanout") {
+        let a = Gateway::cluster(&nats)
+            .args(&["--gateway-id", "bench-a"])
+            .start()
+            .await?;
+        let b = Gateway::cluster(&nats)
+            .args(&["--gateway-id", "bench-b"])
+            .start()
+            .await?;
+        let node = Node::start(&nats, "bench-node").await?;
+        // Wait until the gateway routes to the node.
+        let client = a.client().await?;
+        argent_tests::eventually(Duration::from_secs(10), || async {
+            client.call("agents.list", json!({})).await.ok()
+        })
+        .await
+        .context("node never became routable")?;
+        if want("handshake") {
+            report["handshake"] = bench_handshake(&settings, &a).await?;
+            eprintln!("handshake: {}", report["handshake"]);
+        }
+        if want("rtt") {
+            report["rtt"] = bench_rtt(&settings, &a, &node).await?;
+            eprintln!("rtt: {}", report["rtt"]);
+        }
+        if want("fanout") {
+            report["fanout"] = bench_fanout(&settings, &nats, &[&a, &b]).await?;
+            eprintln!("fanout: {}", report["fanout"]);
+        }
+    }
+    if want("idle") {
+        let gw = Gateway::local().start().await?;
+        report["idle"] = bench_idle(&settings, &gw).await?;
+        eprintln!("idle: {}", report["idle"]);
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

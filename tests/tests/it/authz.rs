@@ -13,50 +13,124 @@ use argent_tests::Gateway;
 /// PROTOCOL.md §3.4 (and §5), one row per method: R read, W write, A admin, P pairing,
 /// X approvals, N node-only.
 const METHODS: &[(&str, char)] = &[
-    ("chat.send", 'W'), ("chat.history", 'R'), ("chat.abort", 'W'), ("chat.inject", 'A'),
-    ("agent", 'W'), ("agent.wait", 'W'), ("agent.identity.get", 'R'),
-    ("config.get", 'A'), ("config.set", 'A'), ("config.patch", 'A'), ("config.apply", 'A'),
+    ("chat.send", 'W'),
+    ("chat.history", 'R'),
+    ("chat.abort", 'W'),
+    ("chat.inject", 'A'),
+    ("agent", 'W'),
+    ("agent.wait", 'W'),
+    ("agent.identity.get", 'R'),
+    ("config.get", 'A'),
+    ("config.set", 'A'),
+    ("config.patch", 'A'),
+    ("config.apply", 'A'),
     ("config.schema", 'A'),
-    ("sessions.list", 'R'), ("sessions.preview", 'R'), ("sessions.reset", 'A'),
-    ("sessions.compact", 'A'), ("sessions.delete", 'A'), ("sessions.patch", 'A'),
-    ("sessions.search", 'A'), ("sessions.resolve", 'A'), ("commands.compact", 'W'),
+    ("sessions.list", 'R'),
+    ("sessions.preview", 'R'),
+    ("sessions.reset", 'A'),
+    ("sessions.compact", 'A'),
+    ("sessions.delete", 'A'),
+    ("sessions.patch", 'A'),
+    ("sessions.search", 'A'),
+    ("sessions.resolve", 'A'),
+    ("commands.compact", 'W'),
     ("commands.list", 'R'),
-    ("cron.list", 'R'), ("cron.status", 'R'), ("cron.runs", 'R'), ("cron.add", 'A'),
-    ("cron.update", 'A'), ("cron.run", 'A'), ("cron.remove", 'A'),
+    ("cron.list", 'R'),
+    ("cron.status", 'R'),
+    ("cron.runs", 'R'),
+    ("cron.add", 'A'),
+    ("cron.update", 'A'),
+    ("cron.run", 'A'),
+    ("cron.remove", 'A'),
     ("models.list", 'R'),
-    ("knowledge.search", 'R'), ("knowledge.ingest", 'W'), ("knowledge.library.list", 'R'),
-    ("knowledge.collections.list", 'R'), ("knowledge.vault.ingest", 'W'),
-    ("knowledge.library.delete", 'W'), ("knowledge.library.reindex", 'W'),
+    ("knowledge.search", 'R'),
+    ("knowledge.ingest", 'W'),
+    ("knowledge.library.list", 'R'),
+    ("knowledge.collections.list", 'R'),
+    ("knowledge.vault.ingest", 'W'),
+    ("knowledge.library.delete", 'W'),
+    ("knowledge.library.reindex", 'W'),
     ("knowledge.collections.grant", 'W'),
-    ("execution.worker.status", 'R'), ("execution.worker.runNow", 'W'),
-    ("execution.worker.pause", 'W'), ("execution.worker.resume", 'W'),
+    ("execution.worker.status", 'R'),
+    ("execution.worker.runNow", 'W'),
+    ("execution.worker.pause", 'W'),
+    ("execution.worker.resume", 'W'),
     ("execution.worker.metrics.reset", 'W'),
-    ("channels.status", 'R'), ("channels.logout", 'A'), ("send", 'W'),
-    ("health", 'R'), ("status", 'R'), ("system-presence", 'R'), ("last-heartbeat", 'R'),
-    ("set-heartbeats", 'A'), ("system-event", 'A'), ("wake", 'W'), ("talk.mode", 'W'),
-    ("tts.status", 'R'), ("tts.convert", 'W'), ("tts.providers", 'R'), ("tts.enable", 'W'),
-    ("tts.disable", 'W'), ("tts.setProvider", 'W'),
-    ("agents.list", 'R'), ("agents.files.list", 'A'), ("agents.files.get", 'A'),
-    ("agents.files.set", 'A'), ("agents.profile.get", 'R'), ("agents.profile.update", 'W'),
-    ("node.pair.request", 'P'), ("node.pair.list", 'P'), ("node.pair.approve", 'P'),
-    ("node.pair.reject", 'P'), ("node.pair.verify", 'P'), ("node.rename", 'P'),
-    ("device.pair.list", 'P'), ("device.pair.approve", 'P'), ("device.pair.reject", 'P'),
-    ("device.token.rotate", 'P'), ("device.token.revoke", 'P'),
-    ("node.list", 'R'), ("node.describe", 'R'), ("node.invoke", 'W'),
-    ("node.invoke.result", 'N'), ("node.event", 'N'), ("skills.bins", 'N'),
-    ("exec.approval.request", 'X'), ("exec.approval.resolve", 'X'),
-    ("exec.approvals.get", 'A'), ("exec.approvals.set", 'A'), ("exec.approvals.node.get", 'A'),
+    ("channels.status", 'R'),
+    ("channels.logout", 'A'),
+    ("send", 'W'),
+    ("health", 'R'),
+    ("status", 'R'),
+    ("system-presence", 'R'),
+    ("last-heartbeat", 'R'),
+    ("set-heartbeats", 'A'),
+    ("system-event", 'A'),
+    ("wake", 'W'),
+    ("talk.mode", 'W'),
+    ("tts.status", 'R'),
+    ("tts.convert", 'W'),
+    ("tts.providers", 'R'),
+    ("tts.enable", 'W'),
+    ("tts.disable", 'W'),
+    ("tts.setProvider", 'W'),
+    ("agents.list", 'R'),
+    ("agents.files.list", 'A'),
+    ("agents.files.get", 'A'),
+    ("agents.files.set", 'A'),
+    ("agents.profile.get", 'R'),
+    ("agents.profile.update", 'W'),
+    ("node.pair.request", 'P'),
+    ("node.pair.list", 'P'),
+    ("node.pair.approve", 'P'),
+    ("node.pair.reject", 'P'),
+    ("node.pair.verify", 'P'),
+    ("node.rename", 'P'),
+    ("device.pair.list", 'P'),
+    ("device.pair.approve", 'P'),
+    ("device.pair.reject", 'P'),
+    ("device.token.rotate", 'P'),
+    ("device.token.revoke", 'P'),
+    ("node.list", 'R'),
+    ("node.describe", 'R'),
+    ("node.invoke", 'W'),
+    ("node.invoke.result", 'N'),
+    ("node.event", 'N'),
+    ("skills.bins", 'N'),
+    ("exec.approval.request", 'X'),
+    ("exec.approval.resolve", 'X'),
+    ("exec.approvals.get", 'A'),
+    ("exec.approvals.set", 'A'),
+    ("exec.approvals.node.get", 'A'),
     ("exec.approvals.node.set", 'A'),
-    ("usage.status", 'R'), ("usage.cost", 'R'), ("logs.tail", 'R'), ("family.members", 'R'),
-    ("family.telemetry", 'R'), ("family.register", 'W'), ("skills.status", 'R'),
-    ("skills.personal", 'R'), ("skills.personal.update", 'R'),
-    ("skills.personal.resolveConflict", 'R'), ("skills.personal.delete", 'R'),
-    ("skills.install", 'A'), ("skills.update", 'A'), ("tools.status", 'R'),
-    ("voicewake.get", 'R'), ("voicewake.set", 'W'), ("connectors.catalog", 'R'),
-    ("credentials.list", 'R'), ("workflows.list", 'R'), ("jobs.overview", 'R'),
-    ("providers.status", 'R'), ("terminal.create", 'W'), ("terminal.write", 'W'),
-    ("terminal.resize", 'W'), ("terminal.kill", 'W'), ("terminal.read", 'A'),
-    ("browser.request", 'W'), ("contemplation.runOnce", 'W'), ("poll", 'A'),
+    ("usage.status", 'R'),
+    ("usage.cost", 'R'),
+    ("logs.tail", 'R'),
+    ("family.members", 'R'),
+    ("family.telemetry", 'R'),
+    ("family.register", 'W'),
+    ("skills.status", 'R'),
+    ("skills.personal", 'R'),
+    ("skills.personal.update", 'R'),
+    ("skills.personal.resolveConflict", 'R'),
+    ("skills.personal.delete", 'R'),
+    ("skills.install", 'A'),
+    ("skills.update", 'A'),
+    ("tools.status", 'R'),
+    ("voicewake.get", 'R'),
+    ("voicewake.set", 'W'),
+    ("connectors.catalog", 'R'),
+    ("credentials.list", 'R'),
+    ("workflows.list", 'R'),
+    ("jobs.overview", 'R'),
+    ("providers.status", 'R'),
+    ("terminal.create", 'W'),
+    ("terminal.write", 'W'),
+    ("terminal.resize", 'W'),
+    ("terminal.kill", 'W'),
+    ("terminal.read", 'A'),
+    ("browser.request", 'W'),
+    ("contemplation.runOnce", 'W'),
+    ("poll", 'A'),
     // Not in the catalog: only admins get past authorization (to `unknown method`).
     ("definitely.not.a.method", 'U'),
 ];
@@ -64,27 +138,88 @@ const METHODS: &[(&str, char)] = &[
 /// The callers, and for each the expected authorization failure per class ("" = allowed).
 /// Classes in order: R W A P X N U.
 const CALLERS: &[(&str, &str, &[&str], [&str; 7])] = &[
-    ("admin", "operator", &["operator.admin"], ["", "", "", "", "", "unauthorized role: operator", ""]),
-    ("default scopes", "operator", &[], ["", "", "", "", "", "unauthorized role: operator", ""]),
-    ("read", "operator", &["operator.read"], [
-        "", "missing scope: operator.write", "missing scope: operator.admin",
-        "missing scope: operator.pairing", "missing scope: operator.approvals",
-        "unauthorized role: operator", "missing scope: operator.admin"]),
-    ("write", "operator", &["operator.write"], [
-        "", "", "missing scope: operator.admin", "missing scope: operator.pairing",
-        "missing scope: operator.approvals", "unauthorized role: operator",
-        "missing scope: operator.admin"]),
-    ("approvals", "operator", &["operator.approvals"], [
-        "missing scope: operator.read", "missing scope: operator.write",
-        "missing scope: operator.admin", "missing scope: operator.pairing", "",
-        "unauthorized role: operator", "missing scope: operator.admin"]),
-    ("pairing", "operator", &["operator.pairing"], [
-        "missing scope: operator.read", "missing scope: operator.write",
-        "missing scope: operator.admin", "", "missing scope: operator.approvals",
-        "unauthorized role: operator", "missing scope: operator.admin"]),
-    ("node", "node", &[], [
-        "unauthorized role: node", "unauthorized role: node", "unauthorized role: node",
-        "unauthorized role: node", "unauthorized role: node", "", "unauthorized role: node"]),
+    (
+        "admin",
+        "operator",
+        &["operator.admin"],
+        ["", "", "", "", "", "unauthorized role: operator", ""],
+    ),
+    (
+        "default scopes",
+        "operator",
+        &[],
+        ["", "", "", "", "", "unauthorized role: operator", ""],
+    ),
+    (
+        "read",
+        "operator",
+        &["operator.read"],
+        [
+            "",
+            "missing scope: operator.write",
+            "missing scope: operator.admin",
+            "missing scope: operator.pairing",
+            "missing scope: operator.approvals",
+            "unauthorized role: operator",
+            "missing scope: operator.admin",
+        ],
+    ),
+    (
+        "write",
+        "operator",
+        &["operator.write"],
+        [
+            "",
+            "",
+            "missing scope: operator.admin",
+            "missing scope: operator.pairing",
+            "missing scope: operator.approvals",
+            "unauthorized role: operator",
+            "missing scope: operator.admin",
+        ],
+    ),
+    (
+        "approvals",
+        "operator",
+        &["operator.approvals"],
+        [
+            "missing scope: operator.read",
+            "missing scope: operator.write",
+            "missing scope: operator.admin",
+            "missing scope: operator.pairing",
+            "",
+            "unauthorized role: operator",
+            "missing scope: operator.admin",
+        ],
+    ),
+    (
+        "pairing",
+        "operator",
+        &["operator.pairing"],
+        [
+            "missing scope: operator.read",
+            "missing scope: operator.write",
+            "missing scope: operator.admin",
+            "",
+            "missing scope: operator.approvals",
+            "unauthorized role: operator",
+            "missing scope: operator.admin",
+        ],
+    ),
+    (
+        "node",
+        "node",
+        &[],
+        [
+            "unauthorized role: node",
+            "unauthorized role: node",
+            "unauthorized role: node",
+            "unauthorized role: node",
+            "unauthorized role: node",
+            "",
+            "unauthorized role: node",
+        ],
+    ),
 ];
 
 fn class_index(class: char) -> usize {
@@ -110,7 +245,11 @@ async fn every_method_for_every_role_and_scope_set() {
         for (method, class) in METHODS {
             let want = expected[class_index(*class)];
             let response = client.request(method, json!({})).await.unwrap();
-            let got = response.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+            let got = response
+                .error
+                .as_ref()
+                .map(|e| e.message.as_str())
+                .unwrap_or("");
             let ok = if want.is_empty() {
                 !is_authorization_failure(got)
             } else {
@@ -120,11 +259,17 @@ async fn every_method_for_every_role_and_scope_set() {
                         == -32002
             };
             if !ok {
-                failures.insert(format!("{label} {method}"), format!("want {want:?}, got {got:?}"));
+                failures.insert(
+                    format!("{label} {method}"),
+                    format!("want {want:?}, got {got:?}"),
+                );
             }
         }
         // The socket stays open after refusals.
-        assert!(client.request("skills.bins", json!({})).await.is_ok(), "{label}");
+        assert!(
+            client.request("skills.bins", json!({})).await.is_ok(),
+            "{label}"
+        );
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -133,6 +278,9 @@ async fn every_method_for_every_role_and_scope_set() {
 async fn the_table_covers_the_whole_catalog() {
     let listed: Vec<&str> = METHODS.iter().map(|(m, _)| *m).collect();
     for name in argent_proto::catalog::method_names() {
-        assert!(listed.contains(&name), "{name} is in the catalog but not in this table");
+        assert!(
+            listed.contains(&name),
+            "{name} is in the catalog but not in this table"
+        );
     }
 }

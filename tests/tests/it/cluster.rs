@@ -18,8 +18,16 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let nats = Nats::start().await.unwrap();
-    let a = Gateway::cluster(&nats).args(&["--gateway-id", "gw-a"]).start().await.unwrap();
-    let b = Gateway::cluster(&nats).args(&["--gateway-id", "gw-b"]).start().await.unwrap();
+    let a = Gateway::cluster(&nats)
+        .args(&["--gateway-id", "gw-a"])
+        .start()
+        .await
+        .unwrap();
+    let b = Gateway::cluster(&nats)
+        .args(&["--gateway-id", "gw-b"])
+        .start()
+        .await
+        .unwrap();
     let nodes = vec![
         Node::start(&nats, "node-1").await.unwrap(),
         Node::start(&nats, "node-2").await.unwrap(),
@@ -65,17 +73,30 @@ async fn presence_is_cluster_wide() {
     // A client of gateway A is listed by gateway B.
     let listed = eventually(Duration::from_secs(5), || async {
         let list = watcher.call("system-presence", json!({})).await.ok()?;
-        instances(&list).contains(&"visitor".to_string()).then_some(list)
+        instances(&list)
+            .contains(&"visitor".to_string())
+            .then_some(list)
     })
     .await
     .expect("visitor listed on B");
-    let gateways: Vec<&Value> = listed.as_array().unwrap().iter().filter(|e| e["mode"] == "gateway").collect();
-    assert_eq!(gateways.len(), 2, "both gateways report themselves: {listed}");
+    let gateways: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mode"] == "gateway")
+        .collect();
+    assert_eq!(
+        gateways.len(),
+        2,
+        "both gateways report themselves: {listed}"
+    );
 
     // A new client of B sees it in its hello-ok snapshot too.
     let late = tracked_client(&c.b, "late").await;
     assert!(instances(&late.hello()["snapshot"]["presence"]).contains(&"visitor".to_string()));
-    let version_before = late.hello()["snapshot"]["stateVersion"]["presence"].as_u64().unwrap();
+    let version_before = late.hello()["snapshot"]["stateVersion"]["presence"]
+        .as_u64()
+        .unwrap();
 
     // Disconnecting from A reaches B as a `presence` event.
     visitor.close().await;
@@ -88,8 +109,13 @@ async fn presence_is_cluster_wide() {
             break event;
         }
     };
-    let version = event.state_version.expect("stateVersion on presence")["presence"].as_u64().unwrap();
-    assert!(version > version_before, "presence version never goes backwards");
+    let version = event.state_version.expect("stateVersion on presence")["presence"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        version > version_before,
+        "presence version never goes backwards"
+    );
     assert!(event.seq.is_some());
 }
 
@@ -108,31 +134,66 @@ async fn forwarded_methods_share_state_across_gateways() {
     assert_eq!(set["ok"], true);
     assert_eq!(set["file"]["size"], 8);
     let got = on_b
-        .call("agents.files.get", json!({"agentId":"main","name":"SOUL.md"}))
+        .call(
+            "agents.files.get",
+            json!({"agentId":"main","name":"SOUL.md"}),
+        )
         .await
         .unwrap();
     assert_eq!(got["file"]["content"], "Be kind.");
     assert_eq!(got["file"]["missing"], false);
-    let list = on_b.call("agents.files.list", json!({"agentId":"main"})).await.unwrap();
-    let names: Vec<&str> = list["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let list = on_b
+        .call("agents.files.list", json!({"agentId":"main"}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md", "BOOTSTRAP.md", "MEMORY.md"]
+        [
+            "AGENTS.md",
+            "SOUL.md",
+            "TOOLS.md",
+            "IDENTITY.md",
+            "USER.md",
+            "HEARTBEAT.md",
+            "BOOTSTRAP.md",
+            "MEMORY.md"
+        ]
     );
     let agents = on_b.call("agents.list", json!({})).await.unwrap();
     assert_eq!(agents["defaultId"], "main");
     assert_eq!(
-        on_a.call("agents.files.get", json!({"agentId":"main","name":"../../etc/passwd"}))
-            .await
-            .unwrap_err()
-            .to_string(),
+        on_a.call(
+            "agents.files.get",
+            json!({"agentId":"main","name":"../../etc/passwd"})
+        )
+        .await
+        .unwrap_err()
+        .to_string(),
         "unsupported file \"../../etc/passwd\" (INVALID_REQUEST)"
     );
-    match on_a.call("agents.files.get", json!({"agentId":"ghost","name":"SOUL.md"})).await {
+    match on_a
+        .call(
+            "agents.files.get",
+            json!({"agentId":"ghost","name":"SOUL.md"}),
+        )
+        .await
+    {
         Err(ClientError::Call(e)) => assert_eq!(e.message, "unknown agent id"),
         other => panic!("{other:?}"),
     }
-    let identity = on_b.call("agent.identity.get", json!({"sessionKey":"agent:main:main"})).await.unwrap();
+    let identity = on_b
+        .call(
+            "agent.identity.get",
+            json!({"sessionKey":"agent:main:main"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(identity["agentId"], "main");
 }
 
@@ -150,7 +211,9 @@ fn owner_of(key: &str, ids: &[&str]) -> String {
             heartbeat_at_ms: 0,
         })
         .collect();
-    argent_gateway::select::rank(&records, "agents", key)[0].id.clone()
+    argent_gateway::select::rank(&records, "agents", key)[0]
+        .id
+        .clone()
 }
 
 #[tokio::test]
@@ -158,7 +221,10 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
     let mut c = cluster().await;
     let client = c.a.client().await.unwrap();
     let params = json!({"agentId":"main","name":"SOUL.md"});
-    client.call("agents.files.get", params.clone()).await.unwrap();
+    client
+        .call("agents.files.get", params.clone())
+        .await
+        .unwrap();
 
     // Kill the node that owns the routing key "main", as a crash (no deregistration).
     let owner = owner_of("main", &["node-1", "node-2"]);
@@ -166,7 +232,10 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
     c.nodes[index].proc.kill();
     // The gateway still believes it is alive: the call hits it, fails, and moves on.
     for _ in 0..5 {
-        client.call("agents.files.get", params.clone()).await.expect("failover to the survivor");
+        client
+            .call("agents.files.get", params.clone())
+            .await
+            .expect("failover to the survivor");
     }
     // The dead node leaves the registry within a few seconds.
     let gone = eventually(Duration::from_secs(6), || async {
@@ -253,8 +322,13 @@ async fn node_agents_refuse_calls_without_the_credential() {
         params_json: "{}".into(),
         ..Default::default()
     });
-    wrong.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
-    assert_eq!(client.invoke(wrong).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(
+        client.invoke(wrong).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
 
     let mut right = tonic::Request::new(PingRequest {});
     right
@@ -271,10 +345,16 @@ async fn sigterm_sends_shutdown_closes_1012_and_deregisters() {
     let mut client = tracked_client(&c.a, "leaving").await;
     let observer = c.b.client().await.unwrap();
     let status = c.a.proc.terminate(Duration::from_secs(10)).unwrap();
-    let shutdown = client.wait_event("shutdown", Duration::from_secs(5)).await.expect("shutdown event");
+    let shutdown = client
+        .wait_event("shutdown", Duration::from_secs(5))
+        .await
+        .expect("shutdown event");
     assert_eq!(shutdown.payload["restartExpectedMs"], 1500);
     let closed = client.closed(Duration::from_secs(5)).await.expect("closed");
-    assert_eq!((closed.code, closed.reason.as_str()), (1012, "service restart"));
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1012, "service restart")
+    );
     assert!(status.success(), "exit status {status:?}");
     // Gateway B stops listing A at once (clean deregistration).
     let gone = eventually(Duration::from_secs(3), || async {

@@ -30,27 +30,48 @@ async fn malformed_frames_get_errors_and_the_socket_stays_open() {
     ws.send_text("{oops").await.unwrap();
     let error = error_of(ws.response("invalid", WAIT).await);
     assert_eq!(error["code"], "INVALID_REQUEST");
-    assert_eq!(error["message"], "invalid request frame: frame is not valid JSON");
+    assert_eq!(
+        error["message"],
+        "invalid request frame: frame is not valid JSON"
+    );
     assert_eq!(error["details"]["jsonrpcCode"], -32600);
 
-    ws.send_text(r#"{"type":"req","id":"x1","method":"health","extra":true}"#).await.unwrap();
+    ws.send_text(r#"{"type":"req","id":"x1","method":"health","extra":true}"#)
+        .await
+        .unwrap();
     let error = error_of(ws.response("x1", WAIT).await);
-    assert_eq!(error["message"], "invalid request frame: at root: unexpected property 'extra'");
+    assert_eq!(
+        error["message"],
+        "invalid request frame: at root: unexpected property 'extra'"
+    );
 
-    ws.send_text(r#"{"type":"req","id":"x2","method":42}"#).await.unwrap();
+    ws.send_text(r#"{"type":"req","id":"x2","method":42}"#)
+        .await
+        .unwrap();
     let error = error_of(ws.response("x2", WAIT).await);
-    assert_eq!(error["message"], "invalid request frame: at /method: must be string");
+    assert_eq!(
+        error["message"],
+        "invalid request frame: at /method: must be string"
+    );
 
-    ws.send_text(r#"{"type":"req","id":"","method":"health"}"#).await.unwrap();
+    ws.send_text(r#"{"type":"req","id":"","method":"health"}"#)
+        .await
+        .unwrap();
     let error = error_of(ws.response("invalid", WAIT).await);
     assert!(error["message"].as_str().unwrap().contains("at /id"));
 
     // Wrong param types.
     let error = error_of(ws.call("x3", "health", json!([1, 2])).await);
-    assert_eq!(error["message"], "invalid health params: at root: must be object");
+    assert_eq!(
+        error["message"],
+        "invalid health params: at root: must be object"
+    );
     assert_eq!(error["details"]["jsonrpcCode"], -32602);
     let error = error_of(ws.call("x4", "health", json!({"probe": "yes"})).await);
-    assert_eq!(error["message"], "invalid health params: at /probe: must be boolean");
+    assert_eq!(
+        error["message"],
+        "invalid health params: at /probe: must be boolean"
+    );
 
     // Unknown methods (admins see them).
     let error = error_of(ws.call("x5", "no.such.method", json!({})).await);
@@ -60,7 +81,10 @@ async fn malformed_frames_get_errors_and_the_socket_stays_open() {
     // A catalog method whose capability is not built yet: a clear error, never fake data.
     let error = error_of(ws.call("x6", "cron.list", json!({})).await);
     assert_eq!(error["code"], "UNAVAILABLE");
-    assert!(error["message"].as_str().unwrap().contains("not implemented yet"));
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("not implemented yet"));
 
     // Binary frames are read as UTF-8 text, like upstream.
     let frame = json!({"type":"req","id":"b1","method":"health","params":{}}).to_string();

@@ -48,12 +48,20 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     let (mut ws, challenge) = RawWs::open_challenged(&gw.ws).await.unwrap();
     assert_eq!(challenge["nonce"].as_str().unwrap().len(), 36);
     assert!(challenge["ts"].as_u64().unwrap() > 0);
-    ws.send_json(&connect_frame("connect-1", &gw.token)).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else { panic!("no hello") };
+    ws.send_json(&connect_frame("connect-1", &gw.token))
+        .await
+        .unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else {
+        panic!("no hello")
+    };
     assert_eq!(res["id"], "connect-1");
     assert_eq!(res["ok"], true);
     let keys: Vec<&String> = res.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["id", "ok", "payload", "type"], "no extra top-level keys");
+    assert_eq!(
+        keys,
+        ["id", "ok", "payload", "type"],
+        "no extra top-level keys"
+    );
     let hello = &res["payload"];
     assert_eq!(hello["type"], "hello-ok");
     assert_eq!(hello["protocol"], 3);
@@ -62,8 +70,14 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     assert!(methods.contains(&json!("chat.send")) && methods.contains(&json!("health")));
     let events = hello["features"]["events"].as_array().unwrap();
     assert_eq!(events.len(), 21);
-    assert_eq!(hello["snapshot"]["sessionDefaults"]["mainSessionKey"], "agent:main:main");
-    assert_eq!(hello["snapshot"]["sessionDefaults"]["defaultAgentId"], "main");
+    assert_eq!(
+        hello["snapshot"]["sessionDefaults"]["mainSessionKey"],
+        "agent:main:main"
+    );
+    assert_eq!(
+        hello["snapshot"]["sessionDefaults"]["defaultAgentId"],
+        "main"
+    );
     assert!(hello["snapshot"]["presence"].is_array());
     assert!(hello["snapshot"]["health"]["ok"].as_bool().unwrap());
     assert!(hello["snapshot"]["stateVersion"]["presence"].is_u64());
@@ -72,7 +86,10 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     assert_eq!(hello["policy"]["maxPayload"], 10_485_760);
     assert_eq!(hello["policy"]["maxBufferedBytes"], 15_728_640);
     assert_eq!(hello["policy"]["tickIntervalMs"], 30_000);
-    assert!(hello.get("auth").is_none(), "no device token without a proven device");
+    assert!(
+        hello.get("auth").is_none(),
+        "no device token without a proven device"
+    );
 }
 
 #[tokio::test]
@@ -92,14 +109,23 @@ async fn first_frame_failures_in_order() {
     let (error, next) = reject(&gw, r#"{"type":"req","id":"a","method":"connect","x":1}"#).await;
     let error = error.unwrap();
     assert_eq!(error["code"], "INVALID_REQUEST");
-    assert_eq!(error["message"], "invalid request frame: at root: unexpected property 'x'");
+    assert_eq!(
+        error["message"],
+        "invalid request frame: at root: unexpected property 'x'"
+    );
     assert_eq!(error["details"]["jsonrpcCode"], -32600);
     assert!(matches!(next, Next::Close(1008, _)));
 
     // 2. First request not connect.
     let (error, next) = reject(&gw, r#"{"type":"req","id":"a","method":"health"}"#).await;
-    assert_eq!(error.unwrap()["message"], "invalid handshake: first request must be connect");
-    assert_eq!(next, close(1008, "invalid handshake: first request must be connect"));
+    assert_eq!(
+        error.unwrap()["message"],
+        "invalid handshake: first request must be connect"
+    );
+    assert_eq!(
+        next,
+        close(1008, "invalid handshake: first request must be connect")
+    );
 
     // 2. Invalid connect params (unknown client id, unknown key).
     let mut params = cli_params(Some(&gw.token));
@@ -173,11 +199,18 @@ async fn token_failures_use_the_exact_upstream_messages() {
     let params = json!({"minProtocol":3,"maxProtocol":3,
         "client":{"id":"argent-control-ui","version":"1","platform":"web","mode":"webchat"},
         "auth":{"token": gw.token}});
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:18789")]).await.unwrap();
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:18789")])
+        .await
+        .unwrap();
     ws.next(WAIT).await;
     ws.send_json(&connect_with(params)).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
-    assert_eq!(res["error"]["message"], "control ui requires HTTPS or localhost (secure context)");
+    let Next::Frame(res) = ws.next(WAIT).await else {
+        panic!()
+    };
+    assert_eq!(
+        res["error"]["message"],
+        "control ui requires HTTPS or localhost (secure context)"
+    );
 
     // [EXT] the device role needs a paired device, never just the token.
     let mut params = cli_params(Some(&gw.token));
@@ -196,31 +229,50 @@ async fn browser_clients_pass_the_origin_check() {
             "caps":["tool-events"],"auth":{"token":token}}))
     };
     // From a foreign origin: refused.
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://evil.example")]).await.unwrap();
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://evil.example")])
+        .await
+        .unwrap();
     ws.next(WAIT).await;
     ws.send_json(&webchat(&gw.token)).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
-    assert!(res["error"]["message"].as_str().unwrap().starts_with("origin not allowed"));
+    let Next::Frame(res) = ws.next(WAIT).await else {
+        panic!()
+    };
+    assert!(res["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("origin not allowed"));
     assert!(matches!(ws.closed(WAIT).await, Next::Close(1008, _)));
     // From a loopback dashboard: accepted; the wrong token gets the dashboard's hint.
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")]).await.unwrap();
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")])
+        .await
+        .unwrap();
     ws.next(WAIT).await;
     ws.send_json(&webchat("nope")).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
+    let Next::Frame(res) = ws.next(WAIT).await else {
+        panic!()
+    };
     assert_eq!(
         res["error"]["message"],
         "unauthorized: gateway token mismatch (open a tokenized dashboard URL or paste token in Control UI settings)"
     );
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")]).await.unwrap();
+    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")])
+        .await
+        .unwrap();
     ws.next(WAIT).await;
     ws.send_json(&webchat(&gw.token)).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else { panic!() };
+    let Next::Frame(res) = ws.next(WAIT).await else {
+        panic!()
+    };
     assert_eq!(res["payload"]["type"], "hello-ok");
 }
 
 #[tokio::test]
 async fn handshake_deadline_closes_silent_sockets() {
-    let gw = Gateway::local().args(&["--handshake-timeout-ms", "300"]).start().await.unwrap();
+    let gw = Gateway::local()
+        .args(&["--handshake-timeout-ms", "300"])
+        .start()
+        .await
+        .unwrap();
     let (mut ws, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
     assert_eq!(ws.next(Duration::from_secs(3)).await, close(1000, ""));
 }
@@ -229,7 +281,10 @@ async fn handshake_deadline_closes_silent_sockets() {
 async fn after_the_handshake_connect_is_refused_but_the_socket_stays() {
     let gw = Gateway::local().start().await.unwrap();
     let client = gw.client().await.unwrap();
-    let res = client.request("connect", cli_params(Some(&gw.token))).await.unwrap();
+    let res = client
+        .request("connect", cli_params(Some(&gw.token)))
+        .await
+        .unwrap();
     assert_eq!(
         res.error.unwrap().message,
         "connect is only valid as the first request"
@@ -256,12 +311,19 @@ async fn token_is_re_read_at_every_handshake() {
     let mut options = gw.options();
     options.token = Some(rotated);
     assert!(argent_client::Client::connect(&options).await.is_ok());
-    assert!(before.call("health", json!({})).await.is_ok(), "established connections stay");
+    assert!(
+        before.call("health", json!({})).await.is_ok(),
+        "established connections stay"
+    );
 }
 
 #[tokio::test]
 async fn ticks_are_sequenced_per_connection() {
-    let gw = Gateway::local().args(&["--tick-interval-ms", "100"]).start().await.unwrap();
+    let gw = Gateway::local()
+        .args(&["--tick-interval-ms", "100"])
+        .start()
+        .await
+        .unwrap();
     let mut client = gw.client().await.unwrap();
     assert_eq!(client.hello()["policy"]["tickIntervalMs"], 100);
     // Every broadcast event (ticks, health) takes the next seq of this connection.
@@ -280,6 +342,10 @@ async fn ticks_are_sequenced_per_connection() {
     }
     assert_eq!(seqs[0], 1, "{seqs:?}");
     for pair in seqs.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "seq is +1 when nothing was lost: {seqs:?}");
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "seq is +1 when nothing was lost: {seqs:?}"
+        );
     }
 }

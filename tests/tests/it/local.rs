@@ -31,12 +31,24 @@ async fn first_run_writes_a_private_token_and_the_cli_uses_it() {
     let dir = gw.state_dir.to_str().unwrap();
 
     let out = argent(&["call", "health", "--url", &gw.ws, "--state-dir", dir]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(health["ok"], true);
     assert_eq!(health["cluster"]["mode"], "local");
 
-    let out = argent(&["call", "agents.files.get", r#"{"agentId":"main"}"#, "--url", &gw.ws, "--state-dir", dir]);
+    let out = argent(&[
+        "call",
+        "agents.files.get",
+        r#"{"agentId":"main"}"#,
+        "--url",
+        &gw.ws,
+        "--state-dir",
+        dir,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(
@@ -44,15 +56,32 @@ async fn first_run_writes_a_private_token_and_the_cli_uses_it() {
         "invalid agents.files.get params: at root: must have required property 'name'"
     );
 
-    let out = argent(&["call", "health", "{nope", "--url", &gw.ws, "--state-dir", dir]);
+    let out = argent(&[
+        "call",
+        "health",
+        "{nope",
+        "--url",
+        &gw.ws,
+        "--state-dir",
+        dir,
+    ]);
     assert_eq!(out.status.code(), Some(2));
 
     let out = argent(&["gateway", "status", "--url", &gw.ws, "--state-dir", dir]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("token:    {} (gateway.auth.token)", path.display())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "token:    {} (gateway.auth.token)",
+            path.display()
+        )),
+        "{text}"
+    );
     assert!(text.contains("mode local"), "{text}");
-    assert!(text.contains("inproc://"), "the embedded node is listed: {text}");
+    assert!(
+        text.contains("inproc://"),
+        "the embedded node is listed: {text}"
+    );
 
     let out = argent(&["call", "health", "--url", &gw.ws, "--token", "wrong"]);
     assert_eq!(out.status.code(), Some(1));
@@ -62,7 +91,11 @@ async fn first_run_writes_a_private_token_and_the_cli_uses_it() {
 #[tokio::test]
 async fn state_survives_a_restart_and_sigterm_drains() {
     let state = tempfile::tempdir().unwrap();
-    let mut gw = Gateway::local().state_dir(state.path()).start().await.unwrap();
+    let mut gw = Gateway::local()
+        .state_dir(state.path())
+        .start()
+        .await
+        .unwrap();
     let mut client = gw.client().await.unwrap();
     client
         .call(
@@ -73,12 +106,22 @@ async fn state_survives_a_restart_and_sigterm_drains() {
         .unwrap();
 
     let status = gw.proc.terminate(Duration::from_secs(10)).unwrap();
-    let shutdown = client.wait_event("shutdown", Duration::from_secs(5)).await.expect("shutdown");
+    let shutdown = client
+        .wait_event("shutdown", Duration::from_secs(5))
+        .await
+        .expect("shutdown");
     assert_eq!(shutdown.payload["reason"], "gateway restarting");
-    assert_eq!(client.closed(Duration::from_secs(5)).await.unwrap().code, 1012);
+    assert_eq!(
+        client.closed(Duration::from_secs(5)).await.unwrap().code,
+        1012
+    );
     assert!(status.success());
 
-    let gw = Gateway::local().state_dir(state.path()).start().await.unwrap();
+    let gw = Gateway::local()
+        .state_dir(state.path())
+        .start()
+        .await
+        .unwrap();
     let client = gw.client().await.unwrap();
     let identity = client.call("agent.identity.get", json!({})).await.unwrap();
     assert_eq!(identity["name"], "Ferris");
@@ -87,7 +130,11 @@ async fn state_survives_a_restart_and_sigterm_drains() {
 
 #[tokio::test]
 async fn without_a_node_forwarded_methods_say_so() {
-    let gw = Gateway::local().arg("--no-embedded-node").start().await.unwrap();
+    let gw = Gateway::local()
+        .arg("--no-embedded-node")
+        .start()
+        .await
+        .unwrap();
     let client = gw.client().await.unwrap();
     match client.call("agents.list", json!({})).await {
         Err(ClientError::Call(e)) => {

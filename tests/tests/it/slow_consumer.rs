@@ -107,7 +107,10 @@ async fn droppable_events_are_skipped_with_a_visible_gap() {
     let last = *seqs.last().unwrap();
     // Every dropped event consumed a seq (one more may be the `health` after connect).
     assert!(next > last + 1, "gap visible: {last} then {next}");
-    assert!(next > EVENTS as u64, "all {EVENTS} heartbeats were numbered: next is {next}");
+    assert!(
+        next > EVENTS as u64,
+        "all {EVENTS} heartbeats were numbered: next is {next}"
+    );
     match slow.call("h", "health", json!({})).await {
         Next::Frame(frame) => assert_eq!(frame["ok"], true),
         other => panic!("{other:?}"),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every check and test of Argent cluster, as CI runs them. Installs nats-server when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_SERVER_BIN=$(scripts/install-nats.sh)
+export NATS_SERVER_BIN
+echo "using $("$NATS_SERVER_BIN" --version) at $NATS_SERVER_BIN"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Builds every binary the cluster tests start as processes, then runs all tests.
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked
