@@ -257,6 +257,7 @@ pub struct GatewayBuilder {
     nats: Option<String>,
     token: Option<String>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     state_dir: Option<PathBuf>,
 }
 
@@ -278,6 +279,7 @@ impl Gateway {
             nats: None,
             token: None,
             args: Vec::new(),
+            env: Vec::new(),
             state_dir: None,
         }
     }
@@ -288,6 +290,7 @@ impl Gateway {
             nats: Some(nats.url.clone()),
             token: Some(TOKEN.to_string()),
             args: Vec::new(),
+            env: Vec::new(),
             state_dir: None,
         }
     }
@@ -346,6 +349,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// An environment variable for the process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Reuse a state dir (restart tests).
     pub fn state_dir(mut self, dir: &Path) -> Self {
         self.state_dir = Some(dir.to_path_buf());
@@ -376,6 +385,7 @@ impl GatewayBuilder {
         if let Some(token) = &self.token {
             command.env("ARGENT_GATEWAY_TOKEN", token);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = state_dir.join(format!("gateway-{}.log", uuid::Uuid::new_v4().simple()));
         let (proc, line) = Proc::spawn("gateway", command, log)?;
         let line = line.ok_or_else(|| anyhow!("gateway printed nothing"))?;
@@ -419,6 +429,15 @@ impl Node {
     }
 
     pub async fn start_with(nats: &Nats, id: &str, args: &[&str]) -> anyhow::Result<Node> {
+        Self::start_with_env(nats, id, args, &[]).await
+    }
+
+    pub async fn start_with_env(
+        nats: &Nats,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Node> {
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(binary("argent-node"));
         command
@@ -429,7 +448,8 @@ impl Node {
             .arg(dir.path())
             .args(args)
             .env("ARGENT_GATEWAY_TOKEN", TOKEN)
-            .env("ARGENT_LOG", "info");
+            .env("ARGENT_LOG", "info")
+            .envs(env.iter().copied());
         let log = dir.path().join("node.log");
         let (proc, line) = Proc::spawn(&format!("node {id}"), command, log)?;
         let line = line.ok_or_else(|| anyhow!("node printed nothing"))?;

@@ -7,3 +7,4 @@ mod frames;
 mod handshake;
 mod local;
 mod slow_consumer;
+mod tracing;
