@@ -7,6 +7,7 @@
 //! with mode 0600.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -55,17 +56,32 @@ pub enum ConfigError {
 
 type Stamp = Option<(SystemTime, u64)>;
 
+/// A parsed config document and its generation (bumped whenever the file changed).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub document: Arc<Value>,
+    pub generation: u64,
+}
+
+struct Cache {
+    stamp: Stamp,
+    loaded: Option<Loaded>,
+}
+
 /// Reads the config file, re-parsing it only when its modification time or size changed.
 pub struct ConfigFile {
     path: PathBuf,
-    cache: Mutex<(Stamp, Value)>,
+    cache: Mutex<Cache>,
 }
 
 impl ConfigFile {
     pub fn new(path: PathBuf) -> Self {
         ConfigFile {
             path,
-            cache: Mutex::new((None, Value::Null)),
+            cache: Mutex::new(Cache {
+                stamp: None,
+                loaded: None,
+            }),
         }
     }
 
@@ -75,12 +91,19 @@ impl ConfigFile {
 
     /// The parsed document (`{}` when the file does not exist).
     pub fn load(&self) -> Result<Value, ConfigError> {
+        Ok((*self.load_shared()?.document).clone())
+    }
+
+    /// The parsed document, shared, with its generation; one `stat` when unchanged.
+    pub fn load_shared(&self) -> Result<Loaded, ConfigError> {
         let stamp = std::fs::metadata(&self.path)
             .ok()
             .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
         let mut cache = self.cache.lock();
-        if stamp.is_some() && cache.0 == stamp {
-            return Ok(cache.1.clone());
+        if let Some(loaded) = &cache.loaded {
+            if cache.stamp == stamp {
+                return Ok(loaded.clone());
+            }
         }
         let value = match stamp {
             None => json!({}),
@@ -95,8 +118,14 @@ impl ConfigFile {
                 })?
             }
         };
-        *cache = (stamp, value.clone());
-        Ok(value)
+        let generation = cache.loaded.as_ref().map_or(1, |l| l.generation + 1);
+        let loaded = Loaded {
+            document: Arc::new(value),
+            generation,
+        };
+        cache.stamp = stamp;
+        cache.loaded = Some(loaded.clone());
+        Ok(loaded)
     }
 }
 

@@ -10,7 +10,7 @@ use argent_planes::calls::NodeClients;
 use argent_planes::members::{GatewayRecord, Members, NodeRecord};
 use argent_planes::state::StateStore;
 
-use crate::config::{ConfigFile, SharedSecrets};
+use crate::config::{ConfigFile, Loaded, SharedSecrets};
 use crate::health::HealthState;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -136,13 +136,20 @@ impl Ctx {
         }
     }
 
-    /// The shared secrets in force now (the config file is re-read when it changed).
-    pub fn secrets(&self) -> SharedSecrets {
-        let config = self.config_file.load().unwrap_or_else(|err| {
+    /// The config document in force now (re-read when the file changed).
+    pub fn config(&self) -> Loaded {
+        self.config_file.load_shared().unwrap_or_else(|err| {
             tracing::warn!(%err, "config file unreadable; using environment secrets only");
-            serde_json::json!({})
-        });
-        crate::config::resolve_secrets(&config, self.config_file.path())
+            Loaded {
+                document: Arc::new(serde_json::json!({})),
+                generation: 0,
+            }
+        })
+    }
+
+    /// The shared secrets in force now.
+    pub fn secrets(&self) -> SharedSecrets {
+        crate::config::resolve_secrets(&self.config().document, self.config_file.path())
     }
 
     pub fn is_draining(&self) -> bool {

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use argent_planes::calls::{Call, CallError, NodeClient};
 use argent_proto::catalog::{self, Forward, Placement};
 use argent_proto::errors::RpcError;
-use argent_proto::frames::{encode_error, encode_ok, Request};
+use argent_proto::frames::{encode_error, encode_ok, encode_ok_raw, Request};
 use argent_proto::grpc::Caller;
 
 use crate::context::Ctx;
@@ -36,7 +36,8 @@ pub async fn handle(ctx: &Ctx, session: &Session, request: Request) -> String {
         .get_or_create(&vec![("method", method_label), ("outcome", outcome)])
         .inc();
     match result {
-        Ok(payload) => encode_ok(&request.id, &payload),
+        Ok(Reply::Value(payload)) => encode_ok(&request.id, &payload),
+        Ok(Reply::Json(payload)) => encode_ok_raw(&request.id, &payload),
         Err(err) => {
             tracing::debug!(method = %request.method, error = %err, "request failed");
             encode_error(&request.id, &err)
@@ -44,7 +45,13 @@ pub async fn handle(ctx: &Ctx, session: &Session, request: Request) -> String {
     }
 }
 
-async fn route(ctx: &Ctx, session: &Session, request: &Request) -> Result<Value, RpcError> {
+/// A successful result: built here, or JSON text passed through from a node-agent.
+enum Reply {
+    Value(Value),
+    Json(String),
+}
+
+async fn route(ctx: &Ctx, session: &Session, request: &Request) -> Result<Reply, RpcError> {
     catalog::authorize(session.role, &session.scopes, &request.method)?;
     if request.method == "connect" {
         return Err(RpcError::invalid_request(
@@ -56,9 +63,13 @@ async fn route(ctx: &Ctx, session: &Session, request: &Request) -> Result<Value,
     };
     let params = request.params_or_empty();
     match spec.placement {
-        Placement::Gateway => methods::call(ctx, session, spec.name, params).await,
+        Placement::Gateway => methods::call(ctx, session, spec.name, params)
+            .await
+            .map(Reply::Value),
         Placement::Node(forward) => {
-            self::forward(ctx, session, &request.id, spec.name, params, forward).await
+            self::forward(ctx, session, &request.id, spec.name, params, forward)
+                .await
+                .map(Reply::Json)
         }
         Placement::Planned => Err(RpcError::not_implemented(spec.name)),
     }
@@ -89,7 +100,7 @@ async fn forward(
     method: &'static str,
     params: Value,
     forward: Forward,
-) -> Result<Value, RpcError> {
+) -> Result<String, RpcError> {
     let key = forward
         .route_param
         .and_then(|p| params.get(p))

@@ -199,9 +199,9 @@ impl RunningGateway {
             ws_url: format!("ws://{ws_addr}"),
         }));
         if mode == Mode::Local {
-            let document = ctx.config_file.load()?;
+            let loaded = ctx.config_file.load_shared()?;
             ctx.shared_config
-                .publish_local(state.as_ref(), &document)
+                .publish_local(state.as_ref(), &loaded)
                 .await;
         }
 

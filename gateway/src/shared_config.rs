@@ -5,6 +5,7 @@
 //! reads the same document. In cluster mode the document in the state plane is the source,
 //! and a watch keeps this gateway's copy current.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,10 +15,13 @@ use serde_json::Value;
 use argent_planes::state::StateStore;
 use argent_proto::subjects::{BUCKET_CONFIG, CONFIG_KEY};
 
+use crate::config::Loaded;
 use crate::context::Mode;
 
 pub struct SharedConfigView {
     current: Arc<RwLock<Arc<Value>>>,
+    /// Generation of the config file last published (one-process default).
+    published: AtomicU64,
 }
 
 /// The config without what only the gateway may read.
@@ -53,7 +57,10 @@ impl SharedConfigView {
                 }
             });
         }
-        SharedConfigView { current }
+        SharedConfigView {
+            current,
+            published: AtomicU64::new(0),
+        }
     }
 
     /// The document as last seen.
@@ -62,8 +69,11 @@ impl SharedConfigView {
     }
 
     /// One-process default: adopt the file's content and publish it when it changed.
-    pub async fn publish_local(&self, state: &dyn StateStore, file_config: &Value) {
-        let shared = without_secrets(file_config);
+    pub async fn publish_local(&self, state: &dyn StateStore, file: &Loaded) {
+        if self.published.swap(file.generation, Ordering::Relaxed) == file.generation {
+            return;
+        }
+        let shared = without_secrets(&file.document);
         if *self.get() == shared {
             return;
         }

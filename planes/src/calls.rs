@@ -54,10 +54,11 @@ pub enum CallError {
     Timeout(Duration),
 }
 
-/// Invokes methods on nodes by their registry record.
+/// Invokes methods on nodes by their registry record. The answer is the payload as JSON
+/// text, so the gateway can pass it to the client without parsing and re-encoding it.
 #[async_trait]
 pub trait NodeClient: Send + Sync {
-    async fn invoke(&self, node: &NodeRecord, call: &Call) -> Result<Value, CallError>;
+    async fn invoke(&self, node: &NodeRecord, call: &Call) -> Result<String, CallError>;
 }
 
 /// Converts a handler result into the gRPC reply.
@@ -77,11 +78,16 @@ pub fn reply_from_result(result: Result<Value, RpcError>) -> InvokeReply {
     }
 }
 
-/// Converts a gRPC reply back into the handler result.
-pub fn result_from_reply(reply: InvokeReply) -> Result<Value, RpcError> {
+/// Converts a gRPC reply back into the handler result: the payload as (checked) JSON text.
+pub fn result_from_reply(reply: InvokeReply) -> Result<String, RpcError> {
     match reply.outcome {
-        Some(invoke_reply::Outcome::PayloadJson(json)) => serde_json::from_str(&json)
-            .map_err(|e| RpcError::unavailable(format!("node sent an unreadable payload: {e}"))),
+        Some(invoke_reply::Outcome::PayloadJson(json)) => {
+            // Checked without building a tree: a broken node must not break a client's frame.
+            serde_json::from_str::<serde::de::IgnoredAny>(&json).map_err(|e| {
+                RpcError::unavailable(format!("node sent an unreadable payload: {e}"))
+            })?;
+            Ok(json)
+        }
         Some(invoke_reply::Outcome::Error(e)) => {
             let details = serde_json::from_str::<Value>(&e.details_json)
                 .ok()
@@ -109,7 +115,8 @@ pub fn bearer(credential: &str) -> String {
 /// The gateway's way to every node: in process or gRPC.
 pub struct NodeClients {
     local: Option<Arc<dyn MethodHandler>>,
-    credential: String,
+    /// `Bearer <credential>`, encoded once.
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     channels: Mutex<HashMap<String, NodeAgentClient<Channel>>>,
 }
 
@@ -117,7 +124,7 @@ impl NodeClients {
     pub fn new(local: Option<Arc<dyn MethodHandler>>, credential: String) -> Self {
         NodeClients {
             local,
-            credential,
+            authorization: MetadataValue::try_from(bearer(&credential)).ok(),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -144,7 +151,7 @@ impl NodeClients {
         self.channels.lock().remove(address);
     }
 
-    async fn invoke_grpc(&self, node: &NodeRecord, call: &Call) -> Result<Value, CallError> {
+    async fn invoke_grpc(&self, node: &NodeRecord, call: &Call) -> Result<String, CallError> {
         let mut client = self.client(&node.address)?;
         let deadline_ms = argent_proto::now_ms() + call.timeout.as_millis() as u64;
         let mut request = tonic::Request::new(InvokeRequest {
@@ -156,8 +163,8 @@ impl NodeClients {
         });
         request.set_timeout(call.timeout);
         let metadata = request.metadata_mut();
-        if let Ok(value) = MetadataValue::try_from(bearer(&self.credential)) {
-            metadata.insert("authorization", value);
+        if let Some(value) = &self.authorization {
+            metadata.insert("authorization", value.clone());
         }
         for (key, value) in crate::trace::current_context_headers() {
             if let (Ok(k), Ok(v)) = (
@@ -197,7 +204,7 @@ fn status_to_error(status: tonic::Status, timeout: Duration) -> CallError {
 
 #[async_trait]
 impl NodeClient for NodeClients {
-    async fn invoke(&self, node: &NodeRecord, call: &Call) -> Result<Value, CallError> {
+    async fn invoke(&self, node: &NodeRecord, call: &Call) -> Result<String, CallError> {
         if node.address.starts_with(INPROC_SCHEME) {
             let Some(local) = &self.local else {
                 return Err(CallError::Unreachable(format!(
@@ -211,7 +218,7 @@ impl NodeClient for NodeClients {
             )
             .await
             {
-                Ok(result) => result.map_err(CallError::Rpc),
+                Ok(result) => result.map(|v| v.to_string()).map_err(CallError::Rpc),
                 Err(_) => Err(CallError::Timeout(call.timeout)),
             };
         }

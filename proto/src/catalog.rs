@@ -251,10 +251,19 @@ pub fn lookup(name: &str) -> Option<&'static MethodSpec> {
     METHODS.iter().find(|spec| spec.name == name)
 }
 
-/// `features.methods` of `hello-ok`: the methods this server answers (every catalog entry,
-/// including the ones that still answer `not implemented yet`).
+/// Every method of the catalog.
 pub fn method_names() -> Vec<&'static str> {
     METHODS.iter().map(|spec| spec.name).collect()
+}
+
+/// `features.methods` of `hello-ok`: the methods this server handles — the catalog minus
+/// the ones that still answer `not implemented yet`. It grows as capabilities land.
+pub fn handled_method_names() -> Vec<&'static str> {
+    METHODS
+        .iter()
+        .filter(|spec| spec.placement != Placement::Planned)
+        .map(|spec| spec.name)
+        .collect()
 }
 
 /// Connection roles (§3.1). `Device` is the seed's role [EXT].

@@ -144,6 +144,19 @@ pub fn encode_ok(id: &str, payload: &Value) -> String {
     encode_response(id, true, Some(payload), None)
 }
 
+/// `{"type":"res","id":…,"ok":true,"payload":…}` around a payload that is already JSON text
+/// (a node-agent's answer is passed through without being parsed and re-encoded).
+pub fn encode_ok_raw(id: &str, payload_json: &str) -> String {
+    let id = serde_json::to_string(id).expect("strings serialize");
+    let mut out = String::with_capacity(payload_json.len() + id.len() + 40);
+    out.push_str(r#"{"type":"res","id":"#);
+    out.push_str(&id);
+    out.push_str(r#","ok":true,"payload":"#);
+    out.push_str(payload_json);
+    out.push('}');
+    out
+}
+
 /// `{"type":"res","id":…,"ok":false,"error":{…}}`
 pub fn encode_error(id: &str, error: &RpcError) -> String {
     encode_response(id, false, None, Some(&error.to_shape()))
@@ -301,6 +314,16 @@ mod tests {
         assert_eq!(v["ok"], false);
         assert!(v.get("payload").is_none());
         assert_eq!(v["error"]["message"], "unknown method: nope");
+    }
+
+    #[test]
+    fn raw_payloads_are_embedded_verbatim() {
+        let frame = encode_ok_raw("a\"b", r#"{"x":[1,2]}"#);
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"res","id":"a\"b","ok":true,"payload":{"x":[1,2]}})
+        );
     }
 
     #[test]

@@ -39,8 +39,9 @@ use crate::ws::session::{Session, Upgrade};
 /// Upstream's canvas host path is not a gateway socket.
 const CANVAS_PATH: &str = "/__argent__/ws";
 
-static FEATURES: LazyLock<Value> =
-    LazyLock::new(|| json!({"methods": catalog::method_names(), "events": catalog::event_names()}));
+static FEATURES: LazyLock<Value> = LazyLock::new(
+    || json!({"methods": catalog::handled_method_names(), "events": catalog::event_names()}),
+);
 
 type Socket = WebSocketStream<LimitedStream>;
 
@@ -56,7 +57,7 @@ impl Drop for Counted {
 fn socket_config() -> WebSocketConfig {
     // Small buffers: most connections are idle most of the time (benchmarked).
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_PAYLOAD * 3)
         .max_message_size(Some(MAX_PAYLOAD))
@@ -71,12 +72,33 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
     let _ = tcp.set_nodelay(true);
     let conn_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("connection", conn = %conn_id, %peer);
-    run(ctx, tcp, peer, conn_id).instrument(span).await;
+    async move {
+        // The handshake's state is large and short-lived: boxed, so that an idle connection
+        // keeps only the small state of `established` (RSS per connection is benchmarked).
+        let Some(joined) = Box::pin(handshake_phase(ctx.clone(), tcp, peer, conn_id)).await else {
+            return;
+        };
+        established(ctx, joined).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// A socket whose `connect` succeeded.
+struct Joined {
+    socket: Socket,
+    accepted: Accepted,
+    upgrade: Upgrade,
 }
 
 // The upgrade callback's error type is tungstenite's, not ours.
 #[allow(clippy::result_large_err)]
-async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
+async fn handshake_phase(
+    ctx: Arc<Ctx>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    conn_id: String,
+) -> Option<Joined> {
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let gate = PreauthGate::new();
     let mut upgrade = Upgrade::default();
@@ -109,9 +131,9 @@ async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
         Ok(Ok(socket)) => socket,
         Ok(Err(err)) => {
             tracing::debug!(%err, "upgrade failed");
-            return;
+            return None;
         }
-        Err(_) => return,
+        Err(_) => return None,
     };
 
     let nonce = uuid::Uuid::new_v4().to_string();
@@ -125,7 +147,7 @@ async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
         .await
         .is_err()
     {
-        return;
+        return None;
     }
 
     let first = match tokio::time::timeout_at(deadline, first_text(&mut socket)).await {
@@ -135,7 +157,7 @@ async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
                 .get_or_create(&vec![("outcome", "timeout")])
                 .inc();
             close(&mut socket, 1000, "").await;
-            return;
+            return None;
         }
         Ok(FirstFrame::Text(text)) => text,
         Ok(FirstFrame::TooLarge) => {
@@ -144,25 +166,26 @@ async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
                 .get_or_create(&vec![("outcome", "too_large")])
                 .inc();
             close(&mut socket, 1009, "message too big").await;
-            return;
+            return None;
         }
         Ok(FirstFrame::NotText) => {
             close(&mut socket, 1000, "").await;
-            return;
+            return None;
         }
-        Ok(FirstFrame::Gone) => return,
+        Ok(FirstFrame::Gone) => return None,
     };
 
-    let secrets = ctx.secrets();
-    let config = ctx.config_file.load().unwrap_or_else(|_| json!({}));
+    // Re-read (when changed) at every handshake: a rotated token applies at once.
+    let config = ctx.config();
     if ctx.nats.is_none() {
         ctx.shared_config
             .publish_local(ctx.state.as_ref(), &config)
             .await;
     }
+    let secrets = crate::config::resolve_secrets(&config.document, ctx.config_file.path());
     let policy = Policy {
         secrets: &secrets,
-        config: &config,
+        config: &config.document,
     };
     let accepted = match handshake::evaluate(&policy, &conn_id, &upgrade, peer, &first) {
         Ok(accepted) => accepted,
@@ -176,7 +199,7 @@ async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
                 let _ = socket.send(Message::text(encode_error(id, error))).await;
             }
             close(&mut socket, rejection.close_code, &rejection.close_reason).await;
-            return;
+            return None;
         }
     };
     gate.lift();
@@ -184,7 +207,11 @@ async fn run(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, conn_id: String) {
         .handshakes
         .get_or_create(&vec![("outcome", "ok")])
         .inc();
-    established(ctx, socket, accepted, &upgrade).await;
+    Some(Joined {
+        socket,
+        accepted,
+        upgrade,
+    })
 }
 
 enum FirstFrame {
@@ -286,7 +313,12 @@ fn hello_ok(ctx: &Ctx, session: &Session) -> Value {
     })
 }
 
-async fn established(ctx: Arc<Ctx>, socket: Socket, accepted: Accepted, upgrade: &Upgrade) {
+async fn established(ctx: Arc<Ctx>, joined: Joined) {
+    let Joined {
+        socket,
+        accepted,
+        upgrade,
+    } = joined;
     let Accepted {
         request_id,
         session,
@@ -297,8 +329,8 @@ async fn established(ctx: Arc<Ctx>, socket: Socket, accepted: Accepted, upgrade:
 
     let tracked = session.client.mode != "cli";
     if tracked {
-        let (key, entry) = presence_entry(&session, upgrade);
-        ctx.presence.add(&session.conn_id, key, entry).await;
+        let (key, entry) = presence_entry(&session, &upgrade);
+        Box::pin(ctx.presence.add(&session.conn_id, key, entry)).await;
     }
     let outbox = Arc::new(Outbox::new(
         ctx.limits.max_buffered_bytes,
@@ -377,7 +409,7 @@ async fn established(ctx: Arc<Ctx>, socket: Socket, accepted: Accepted, upgrade:
 
     ctx.hub.unregister(hub_key);
     if tracked {
-        ctx.presence.remove(&session.conn_id).await;
+        Box::pin(ctx.presence.remove(&session.conn_id)).await;
     }
     if !writer_done {
         outbox.close(1000, "");

@@ -67,7 +67,9 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     assert_eq!(hello["protocol"], 3);
     assert_eq!(hello["server"]["connId"].as_str().unwrap().len(), 36);
     let methods = hello["features"]["methods"].as_array().unwrap();
-    assert!(methods.contains(&json!("chat.send")) && methods.contains(&json!("health")));
+    // The methods this release handles; catalog entries not built yet are not advertised.
+    assert!(methods.contains(&json!("health")) && methods.contains(&json!("agents.files.get")));
+    assert!(!methods.contains(&json!("chat.send")));
     let events = hello["features"]["events"].as_array().unwrap();
     assert_eq!(events.len(), 21);
     assert_eq!(

@@ -70,10 +70,18 @@ async fn a_forwarded_call_is_one_trace_across_gateway_and_node() {
         builder = builder.env(k, v);
     }
     let gw = builder.start().await.unwrap();
-    let _node = Node::start_with_env(&nats, "traced-node", &[], &otel).await.unwrap();
+    let _node = Node::start_with_env(&nats, "traced-node", &[], &otel)
+        .await
+        .unwrap();
     let client = gw.client().await.unwrap();
     eventually(Duration::from_secs(10), || async {
-        client.call("agents.files.get", json!({"agentId":"main","name":"SOUL.md"})).await.ok()
+        client
+            .call(
+                "agents.files.get",
+                json!({"agentId":"main","name":"SOUL.md"}),
+            )
+            .await
+            .ok()
     })
     .await
     .expect("forwarded call succeeds");
