@@ -1,7 +1,7 @@
 //! The health summary (PROTOCOL.md §5.10 `health`, §4.2 `health` event), aggregated across
 //! the cluster, and its `stateVersion.health`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,10 @@ use crate::context::Ctx;
 
 /// How long a computed summary is reused for snapshots (`hello-ok`).
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
-/// At most one connect-triggered `health` broadcast per this period.
-pub const BROADCAST_COALESCE: Duration = Duration::from_millis(500);
 
 pub struct HealthState {
     cached: RwLock<Option<(Instant, Arc<Value>)>>,
     version: AtomicU64,
-    broadcast_due: AtomicBool,
 }
 
 impl Default for HealthState {
@@ -36,7 +33,6 @@ impl HealthState {
         HealthState {
             cached: RwLock::new(None),
             version: AtomicU64::new(argent_proto::now_ms()),
-            broadcast_due: AtomicBool::new(false),
         }
     }
 
@@ -59,15 +55,6 @@ impl HealthState {
                 Err(seen) => current = seen,
             }
         }
-    }
-
-    /// Asks for a `health` broadcast soon (after a new connection).
-    pub fn request_broadcast(&self) {
-        self.broadcast_due.store(true, Ordering::Relaxed);
-    }
-
-    pub fn take_broadcast_request(&self) -> bool {
-        self.broadcast_due.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -211,14 +198,24 @@ pub fn refresh(ctx: &Ctx) -> Arc<Value> {
     value
 }
 
-/// Recomputes and sends `health` to this gateway's connections (each gateway ticks its own
-/// clients; the summary itself is cluster-wide).
-pub fn broadcast(ctx: &Ctx) {
-    let value = refresh(ctx);
+fn event(ctx: &Ctx, value: &Value) -> Arc<EncodedEvent> {
     let version = StateVersion {
         presence: ctx.presence.version(),
         health: ctx.health.version(),
     };
-    let event = Arc::new(EncodedEvent::from_value("health", &value, Some(version)));
-    ctx.hub.deliver(&event);
+    Arc::new(EncodedEvent::from_value("health", value, Some(version)))
+}
+
+/// Recomputes and sends `health` to this gateway's connections (each gateway refreshes for
+/// its own clients; the summary itself is cluster-wide).
+pub fn broadcast(ctx: &Ctx) {
+    let value = refresh(ctx);
+    ctx.hub.deliver(&event(ctx, &value));
+}
+
+/// The `health` event a new connection gets right after `hello-ok`. Upstream broadcasts it
+/// to everyone on every connect; only the new client needs it, and a connect storm would
+/// otherwise send every client a health event per connect.
+pub fn welcome(ctx: &Ctx) -> Arc<EncodedEvent> {
+    event(ctx, &snapshot(ctx))
 }

@@ -375,16 +375,13 @@ async fn tick_loop(ctx: Arc<Ctx>) {
     }
 }
 
-/// Periodic health refresh, plus a coalesced broadcast after new connections.
+/// Periodic health refresh and broadcast (every 60 s).
 async fn health_loop(ctx: Arc<Ctx>) {
-    let mut last_refresh = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(ctx.limits.health_refresh);
+    ticker.tick().await;
     loop {
-        tokio::time::sleep(health::BROADCAST_COALESCE).await;
-        let periodic = last_refresh.elapsed() >= ctx.limits.health_refresh;
-        if ctx.health.take_broadcast_request() || periodic {
-            health::broadcast(&ctx);
-            last_refresh = tokio::time::Instant::now();
-        }
+        ticker.tick().await;
+        health::broadcast(&ctx);
     }
 }
 

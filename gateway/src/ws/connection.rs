@@ -57,7 +57,7 @@ impl Drop for Counted {
 fn socket_config() -> WebSocketConfig {
     // Small buffers: most connections are idle most of the time (benchmarked).
     WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_PAYLOAD * 3)
         .max_message_size(Some(MAX_PAYLOAD))
@@ -71,7 +71,9 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
     let _counted = Counted(ctx.clone());
     let _ = tcp.set_nodelay(true);
     let conn_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("connection", conn = %conn_id, %peer);
+    // Debug level: an info span would keep its formatted fields in memory for the
+    // connection's whole life; info-level lines below carry the ids instead.
+    let span = tracing::debug_span!("connection", conn = %conn_id, %peer);
     async move {
         // The handshake's state is large and short-lived: boxed, so that an idle connection
         // keeps only the small state of `established` (RSS per connection is benchmarked).
@@ -98,7 +100,7 @@ async fn handshake_phase(
     tcp: TcpStream,
     peer: SocketAddr,
     conn_id: String,
-) -> Option<Joined> {
+) -> Option<Box<Joined>> {
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let gate = PreauthGate::new();
     let mut upgrade = Upgrade::default();
@@ -207,11 +209,13 @@ async fn handshake_phase(
         .handshakes
         .get_or_create(&vec![("outcome", "ok")])
         .inc();
-    Some(Joined {
+    // Boxed: the socket and the connect params must not sit inline in the connection's
+    // long-lived state.
+    Some(Box::new(Joined {
         socket,
         accepted,
         upgrade,
-    })
+    }))
 }
 
 enum FirstFrame {
@@ -313,23 +317,27 @@ fn hello_ok(ctx: &Ctx, session: &Session) -> Value {
     })
 }
 
-async fn established(ctx: Arc<Ctx>, joined: Joined) {
+async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     let Joined {
         socket,
         accepted,
         upgrade,
-    } = joined;
+    } = *joined;
     let Accepted {
         request_id,
         session,
         ..
     } = accepted;
     let session = Arc::new(session);
-    tracing::info!(role = session.role.as_str(), client = %session.client.id, mode = %session.client.mode, "connected");
+    // Split before the first await: the halves share the socket on the heap, so the
+    // socket itself is never part of this future's state.
+    let (sink, mut stream) = socket.split();
+    let presence = (session.client.mode != "cli").then(|| presence_entry(&session, &upgrade));
+    drop(upgrade);
+    tracing::info!(conn = %session.conn_id, peer = %session.peer, role = session.role.as_str(), client = %session.client.id, mode = %session.client.mode, "connected");
 
-    let tracked = session.client.mode != "cli";
-    if tracked {
-        let (key, entry) = presence_entry(&session, &upgrade);
+    let tracked = presence.is_some();
+    if let Some((key, entry)) = presence {
         Box::pin(ctx.presence.add(&session.conn_id, key, entry)).await;
     }
     let outbox = Arc::new(Outbox::new(
@@ -345,12 +353,12 @@ async fn established(ctx: Arc<Ctx>, joined: Joined) {
         outbox.clone(),
     ));
     let hub_key = ctx.hub.register(handle);
-    ctx.health.request_broadcast();
+    outbox.push_event(&health::welcome(&ctx), true);
 
-    let (sink, mut stream) = socket.split();
-    let writer_outbox = outbox.clone();
-    let mut writer =
-        tokio::spawn(async move { writer_outbox.run_writer(sink).await }.in_current_span());
+    // The writer runs in this task beside the reader (one task per connection): it is
+    // polled whenever the reader waits, and never waits for the reader.
+    let writer = outbox.run_writer(sink);
+    tokio::pin!(writer);
     let in_flight = Arc::new(Semaphore::new(ctx.limits.requests_per_connection));
     let mut writer_done = false;
 
@@ -413,12 +421,11 @@ async fn established(ctx: Arc<Ctx>, joined: Joined) {
     }
     if !writer_done {
         outbox.close(1000, "");
-        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
+        let _ = Box::pin(tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            &mut writer,
+        ))
+        .await;
     }
-    tracing::info!("disconnected");
+    tracing::info!(conn = %session.conn_id, "disconnected");
 }

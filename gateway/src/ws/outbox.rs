@@ -213,10 +213,11 @@ impl Outbox {
                     reason: reason.into(),
                 };
                 // A client that stopped reading may never take the close frame: bounded.
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                // Boxed: a rare path should not grow every connection's state.
+                let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     let _ = sink.close().await;
-                })
+                }))
                 .await;
                 return;
             }

@@ -92,7 +92,6 @@ async fn droppable_events_are_skipped_with_a_visible_gap() {
         }
     }
     assert!(seqs.len() < EVENTS, "some events were dropped");
-    assert_eq!(seqs[0], 1);
     // Once the client reads again, the next event shows how many it missed.
     publish(&publisher, "heartbeat", 1, 10).await;
     let next = loop {
