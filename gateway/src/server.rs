@@ -16,7 +16,7 @@ use argent_node_agent::agent::RunningNode;
 use argent_planes::bus::{EventBus, LocalBus, NatsBus};
 use argent_planes::calls::{MethodHandler, NodeClients};
 use argent_planes::cluster::{self, NatsOptions};
-use argent_planes::members::{spawn_heartbeat, Members, STALE_AFTER};
+use argent_planes::members::{host_name, spawn_heartbeat, Members, STALE_AFTER};
 use argent_planes::state::StateStore;
 use argent_planes::state_file::FileStore;
 use argent_planes::state_nats::NatsStore;
@@ -60,18 +60,6 @@ pub struct RunningGateway {
     heartbeat: JoinHandle<()>,
     embedded_node: Option<RunningNode>,
     background: Vec<JoinHandle<()>>,
-}
-
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// A gateway id that is a valid key segment: `[a-z0-9-]`.

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use argent_planes::calls::INPROC_SCHEME;
-use argent_planes::members::{spawn_heartbeat, NodeRecord};
+use argent_planes::members::{host_name, spawn_heartbeat, NodeRecord};
 use argent_planes::state::StateStore;
 use argent_proto::grpc::node_agent_server::NodeAgentServer;
 use argent_proto::subjects::BUCKET_NODES;
@@ -37,18 +37,6 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     heartbeat: JoinHandle<()>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-}
-
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn register(

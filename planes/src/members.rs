@@ -17,6 +17,19 @@ use tokio::sync::watch;
 
 use crate::state::StateStore;
 
+/// This host's name, as members report it (`HOSTNAME`, else `/etc/hostname`).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 /// How often members rewrite their record.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A record not rewritten for this long is dead.

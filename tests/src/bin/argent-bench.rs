@@ -110,48 +110,73 @@ async fn bench_handshake(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
     }))
 }
 
-/// Paced calls over `connections` sockets at `rate` calls/s in total; returns latencies.
-async fn paced_ws_calls(
-    url: &str,
-    token: &str,
+/// One caller of the RTT benchmark: a WebSocket client of a gateway, or a gRPC client of a
+/// node-agent (the baseline without the gateway hop).
+enum Caller {
+    Ws(Ws),
+    Grpc(NodeAgentClient<tonic::transport::Channel>),
+}
+
+impl Caller {
+    async fn call(&mut self, n: u64, method: &str, params: &Value) -> anyhow::Result<()> {
+        match self {
+            Caller::Ws(ws) => {
+                let frame =
+                    json!({"type":"req","id":format!("r{n}"),"method":method,"params":params});
+                ws.send(Message::text(frame.to_string())).await?;
+                loop {
+                    let Message::Text(text) = ws.next().await.context("closed")?? else {
+                        continue;
+                    };
+                    if text.starts_with("{\"type\":\"res\"") {
+                        anyhow::ensure!(text.contains("\"ok\":true"), "{method} failed: {text}");
+                        return Ok(());
+                    }
+                }
+            }
+            Caller::Grpc(client) => {
+                let mut request = tonic::Request::new(InvokeRequest {
+                    method: method.to_string(),
+                    params_json: params.to_string(),
+                    ..Default::default()
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {TOKEN}").parse()?);
+                client.invoke(request).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Calls `method` from every caller, paced to `rate` calls/s in total, for `duration`;
+/// returns the round-trip times in nanoseconds.
+async fn paced(
+    callers: Vec<Caller>,
     method: &str,
     params: Value,
     rate: u64,
-    connections: u64,
     duration: Duration,
 ) -> anyhow::Result<Vec<u64>> {
-    let interval = Duration::from_nanos(1_000_000_000 * connections / rate);
+    let count = callers.len() as u64;
+    let interval = Duration::from_nanos(1_000_000_000 * count / rate);
     let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mut ws = handshake(url, token).await?;
-        let method = method.to_string();
-        let params = params.clone();
+    for (c, mut caller) in callers.into_iter().enumerate() {
+        let (method, params) = (method.to_string(), params.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Spread the connections' sends over one interval.
-            tokio::time::sleep(interval * c as u32 / connections as u32).await;
+            // Spread the callers' sends over one interval.
+            tokio::time::sleep(interval * c as u32 / count as u32).await;
             let deadline = Instant::now() + duration;
-            let mut n = 0u64;
+            let mut n = 0;
             while Instant::now() < deadline {
                 ticker.tick().await;
                 n += 1;
-                let id = format!("r{n}");
-                let frame =
-                    json!({"type":"req","id":id,"method":method,"params":params}).to_string();
                 let t = Instant::now();
-                ws.send(Message::text(frame)).await?;
-                loop {
-                    let msg = ws.next().await.context("closed")??;
-                    let Message::Text(text) = msg else { continue };
-                    if text.starts_with("{\"type\":\"res\"") {
-                        if !text.contains("\"ok\":true") {
-                            anyhow::bail!("{method} failed: {text}");
-                        }
-                        break;
-                    }
-                }
+                caller.call(n, &method, &params).await?;
                 latencies.push(t.elapsed().as_nanos() as u64);
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -164,52 +189,22 @@ async fn paced_ws_calls(
     Ok(all)
 }
 
-/// The same call straight to the node-agent over gRPC, paced the same way.
-async fn paced_grpc_calls(
-    address: &str,
-    method: &str,
-    params: Value,
-    rate: u64,
-    connections: u64,
-    duration: Duration,
-) -> anyhow::Result<Vec<u64>> {
-    let interval = Duration::from_nanos(1_000_000_000 * connections / rate);
+async fn ws_callers(gw: &Gateway, count: usize) -> anyhow::Result<Vec<Caller>> {
+    let mut callers = Vec::with_capacity(count);
+    for _ in 0..count {
+        callers.push(Caller::Ws(handshake(&gw.ws, &gw.token).await?));
+    }
+    Ok(callers)
+}
+
+async fn grpc_callers(address: &str, count: usize) -> anyhow::Result<Vec<Caller>> {
     let channel = tonic::transport::Endpoint::from_shared(address.to_string())?
         .tcp_nodelay(true)
         .connect()
         .await?;
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mut client = NodeAgentClient::new(channel.clone());
-        let (method, params) = (method.to_string(), params.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tokio::time::sleep(interval * c as u32 / connections as u32).await;
-            let deadline = Instant::now() + duration;
-            while Instant::now() < deadline {
-                ticker.tick().await;
-                let mut request = tonic::Request::new(InvokeRequest {
-                    method: method.clone(),
-                    params_json: params.clone(),
-                    ..Default::default()
-                });
-                request
-                    .metadata_mut()
-                    .insert("authorization", format!("Bearer {TOKEN}").parse()?);
-                let t = Instant::now();
-                client.invoke(request).await?;
-                latencies.push(t.elapsed().as_nanos() as u64);
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok(all)
+    Ok((0..count)
+        .map(|_| Caller::Grpc(NodeAgentClient::new(channel.clone())))
+        .collect())
 }
 
 fn p(v: &Value, key: &str) -> f64 {
@@ -220,44 +215,38 @@ async fn bench_rtt(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<Va
     let rate = 5000;
     let connections = 16;
     let duration = s.secs(5);
-    let params = json!({"agentId":"main","name":"SOUL.md"});
+    let files = json!({"agentId":"main","name":"SOUL.md"});
+    let get = "agents.files.get";
     // Warm up every path once.
-    paced_ws_calls(
-        &gw.ws,
-        &gw.token,
-        "agents.files.get",
-        params.clone(),
+    paced(
+        ws_callers(gw, 4).await?,
+        get,
+        files.clone(),
         500,
-        4,
         Duration::from_millis(300),
     )
     .await?;
-    let mut local = paced_ws_calls(
-        &gw.ws,
-        &gw.token,
+    let mut local = paced(
+        ws_callers(gw, connections).await?,
         "health",
         json!({}),
         rate,
-        connections,
         duration,
     )
     .await?;
-    let mut forwarded = paced_ws_calls(
-        &gw.ws,
-        &gw.token,
-        "agents.files.get",
-        params.clone(),
+    let mut forwarded = paced(
+        ws_callers(gw, connections).await?,
+        get,
+        files.clone(),
         rate,
-        connections,
         duration,
     )
     .await?;
-    let mut direct = paced_grpc_calls(
-        &node.grpc,
-        "agents.files.get",
-        params,
+    let mut direct = paced(
+        grpc_callers(&node.grpc, connections).await?,
+        get,
+        files,
         rate,
-        connections,
         duration,
     )
     .await?;
@@ -324,6 +313,23 @@ async fn bench_idle(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
     }))
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').context("bad stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let hz: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    Ok(ticks / hz)
+}
+
 async fn metric(gw: &Gateway, name: &str) -> anyhow::Result<f64> {
     let (_, body) = gw.http_get("/metrics").await?;
     body.lines()
@@ -373,13 +379,12 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
         }
     }
     let publisher = nats.client().await?;
-    let before: Vec<f64> = {
-        let mut v = Vec::new();
-        for gw in gateways {
-            v.push(metric(gw, "argent_gateway_events_delivered_total").await?);
-        }
-        v
-    };
+    let mut before = Vec::new();
+    let mut cpu_before = Vec::new();
+    for gw in gateways {
+        before.push(metric(gw, "argent_gateway_events_delivered_total").await?);
+        cpu_before.push(cpu_seconds(gw.proc.pid())?);
+    }
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     let mut published = 0u64;
@@ -397,9 +402,12 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
     tokio::time::sleep(Duration::from_secs(1)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let mut per_gateway_rates = Vec::new();
-    for (gw, before) in gateways.iter().zip(before) {
+    let mut per_cpu_second = Vec::new();
+    for ((gw, before), cpu_before) in gateways.iter().zip(before).zip(cpu_before) {
         let after = metric(gw, "argent_gateway_events_delivered_total").await?;
+        let cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
         per_gateway_rates.push(((after - before) / publish_secs).round());
+        per_cpu_second.push(((after - before) / cpu.max(0.001)).round());
     }
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
@@ -417,6 +425,9 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
         "deliveries_received": got,
         "client_side_deliveries_per_sec": (got as f64 / elapsed).round(),
         "server_deliveries_per_sec_per_gateway": per_gateway_rates,
+        // Capacity estimate on a machine the clients share: deliveries per CPU-second the
+        // gateway process spent (including its NATS client and its writes to sockets).
+        "server_deliveries_per_cpu_second_per_gateway": per_cpu_second,
         "publish_to_receive_latency": percentiles(&mut latencies),
     }))
 }

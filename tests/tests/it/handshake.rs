@@ -230,41 +230,34 @@ async fn browser_clients_pass_the_origin_check() {
             "role":"operator","scopes":["operator.admin","operator.approvals","operator.pairing"],
             "caps":["tool-events"],"auth":{"token":token}}))
     };
-    // From a foreign origin: refused.
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://evil.example")])
-        .await
-        .unwrap();
-    ws.next(WAIT).await;
-    ws.send_json(&webchat(&gw.token)).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else {
-        panic!()
+    // Opens a socket from `origin`, sends the dashboard's connect, returns the response.
+    let attempt = |origin: &'static str, token: String| {
+        let url = gw.ws.clone();
+        async move {
+            let mut ws = RawWs::open(&url, &[("origin", origin)]).await.unwrap();
+            ws.next(WAIT).await;
+            ws.send_json(&webchat(&token)).await.unwrap();
+            let Next::Frame(res) = ws.next(WAIT).await else {
+                panic!("no response")
+            };
+            (res, ws)
+        }
     };
+    // From a foreign origin: refused.
+    let (res, mut ws) = attempt("http://evil.example", gw.token.clone()).await;
     assert!(res["error"]["message"]
         .as_str()
         .unwrap()
         .starts_with("origin not allowed"));
     assert!(matches!(ws.closed(WAIT).await, Next::Close(1008, _)));
-    // From a loopback dashboard: accepted; the wrong token gets the dashboard's hint.
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")])
-        .await
-        .unwrap();
-    ws.next(WAIT).await;
-    ws.send_json(&webchat("nope")).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else {
-        panic!()
-    };
+    // From a loopback dashboard: the wrong token gets the dashboard's hint …
+    let (res, _) = attempt("http://localhost:5173", "nope".into()).await;
     assert_eq!(
         res["error"]["message"],
         "unauthorized: gateway token mismatch (open a tokenized dashboard URL or paste token in Control UI settings)"
     );
-    let mut ws = RawWs::open(&gw.ws, &[("origin", "http://localhost:5173")])
-        .await
-        .unwrap();
-    ws.next(WAIT).await;
-    ws.send_json(&webchat(&gw.token)).await.unwrap();
-    let Next::Frame(res) = ws.next(WAIT).await else {
-        panic!()
-    };
+    // … and the right one is accepted.
+    let (res, _) = attempt("http://localhost:5173", gw.token.clone()).await;
     assert_eq!(res["payload"]["type"], "hello-ok");
 }
 

@@ -24,17 +24,24 @@ async fn publish(nats: &async_nats::Client, name: &str, count: usize, pad: usize
     nats.flush().await.unwrap();
 }
 
-#[tokio::test]
-async fn slow_clients_are_closed_and_fast_ones_get_everything() {
+/// A cluster gateway with a 1 MiB client buffer, a NATS publisher, and a client that
+/// completed its handshake and then stops reading.
+async fn setup() -> (Nats, Gateway, async_nats::Client, RawWs) {
     let nats = Nats::start().await.unwrap();
     let gw = Gateway::cluster(&nats)
         .args(&["--max-buffered-bytes", "1048576"])
         .start()
         .await
         .unwrap();
-    let mut slow = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
-    let mut fast = gw.client().await.unwrap();
+    let slow = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
     let publisher = nats.client().await.unwrap();
+    (nats, gw, publisher, slow)
+}
+
+#[tokio::test]
+async fn slow_clients_are_closed_and_fast_ones_get_everything() {
+    let (_nats, gw, publisher, mut slow) = setup().await;
+    let mut fast = gw.client().await.unwrap();
 
     // `agent` events are not droppable: the slow client must be closed. They come in
     // batches the fast client takes as they arrive; the slow one takes nothing.
@@ -68,14 +75,7 @@ async fn slow_clients_are_closed_and_fast_ones_get_everything() {
 
 #[tokio::test]
 async fn droppable_events_are_skipped_with_a_visible_gap() {
-    let nats = Nats::start().await.unwrap();
-    let gw = Gateway::cluster(&nats)
-        .args(&["--max-buffered-bytes", "1048576"])
-        .start()
-        .await
-        .unwrap();
-    let mut slow = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
-    let publisher = nats.client().await.unwrap();
+    let (_nats, _gw, publisher, mut slow) = setup().await;
     // `heartbeat` is drop-if-slow.
     publish(&publisher, "heartbeat", EVENTS, 32 * 1024).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
