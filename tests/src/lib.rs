@@ -389,9 +389,10 @@ impl GatewayBuilder {
         let log = state_dir.join(format!("gateway-{}.log", uuid::Uuid::new_v4().simple()));
         let (proc, line) = Proc::spawn("gateway", command, log)?;
         let line = line.ok_or_else(|| anyhow!("gateway printed nothing"))?;
+        // A gateway configured for password auth has no token.
         let token = match self.token {
             Some(token) => token,
-            None => read_token(&state_dir)?,
+            None => read_token(&state_dir).unwrap_or_default(),
         };
         Ok(Gateway {
             ws: line["ws"].as_str().unwrap_or_default().to_string(),

@@ -221,8 +221,12 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
     let mut c = cluster().await;
     let client = c.a.client().await.unwrap();
     let params = json!({"agentId":"main","name":"SOUL.md"});
+    // Written through the node that owns the routing key "main" …
     client
-        .call("agents.files.get", params.clone())
+        .call(
+            "agents.files.set",
+            json!({"agentId":"main","name":"SOUL.md","content":"kept in shared state"}),
+        )
         .await
         .unwrap();
 
@@ -232,10 +236,12 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
     c.nodes[index].proc.kill();
     // The gateway still believes it is alive: the call hits it, fails, and moves on.
     for _ in 0..5 {
-        client
+        let got = client
             .call("agents.files.get", params.clone())
             .await
             .expect("failover to the survivor");
+        // … read back through the other node: the file lives in the state plane.
+        assert_eq!(got["file"]["content"], "kept in shared state");
     }
     // The dead node leaves the registry within a few seconds.
     let gone = eventually(Duration::from_secs(6), || async {

@@ -222,6 +222,45 @@ async fn token_failures_use_the_exact_upstream_messages() {
 }
 
 #[tokio::test]
+async fn password_mode_failures() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("argent.json"),
+        r#"{"gateway":{"auth":{"mode":"password","password":"hunter2"}}}"#,
+    )
+    .unwrap();
+    let gw = Gateway::local()
+        .state_dir(state.path())
+        .start()
+        .await
+        .unwrap();
+    let with = |auth: Value| {
+        let mut p = cli_params(None);
+        p["auth"] = auth;
+        connect_with(p).to_string()
+    };
+    // In password mode the token is not a shared secret.
+    let (error, _) = reject(&gw, &with(json!({"token": "anything"}))).await;
+    assert_eq!(
+        error.unwrap()["message"],
+        "unauthorized: gateway password missing (set gateway.remote.password to match gateway.auth.password)"
+    );
+    let (error, _) = reject(&gw, &with(json!({"password": "wrong"}))).await;
+    assert_eq!(
+        error.unwrap()["message"],
+        "unauthorized: gateway password mismatch (set gateway.remote.password to match gateway.auth.password)"
+    );
+    let (mut ws, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    ws.send_text(&with(json!({"password": "hunter2"})))
+        .await
+        .unwrap();
+    let Next::Frame(res) = ws.next(WAIT).await else {
+        panic!("no hello")
+    };
+    assert_eq!(res["payload"]["type"], "hello-ok");
+}
+
+#[tokio::test]
 async fn browser_clients_pass_the_origin_check() {
     let gw = Gateway::local().start().await.unwrap();
     let webchat = |token: &str| {
