@@ -142,26 +142,37 @@ fn env_var(names: &[&str]) -> Option<String> {
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
 }
 
+/// Which token wins when both the config file and `ARGENT_GATEWAY_TOKEN` have one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precedence {
+    /// Upstream's order: the file, then the environment (one-process default, CLI).
+    FileFirst,
+    /// Cluster mode: the environment is how one secret reaches every member, so it wins
+    /// over a token a local run once wrote into the same state dir.
+    EnvFirst,
+}
+
 /// Resolves the secrets from a config document and the environment.
-pub fn resolve_secrets(config: &Value, config_path: &Path) -> SharedSecrets {
-    let (token, token_source) = match (
-        non_empty(config.pointer("/gateway/auth/token")),
-        non_empty(config.pointer("/gateway/token")),
-        env_var(&["ARGENT_GATEWAY_TOKEN", "CLAWDBOT_GATEWAY_TOKEN"]),
-    ) {
-        (Some(t), _, _) => (
-            Some(t),
-            format!("{} (gateway.auth.token)", config_path.display()),
-        ),
-        (None, Some(t), _) => (
-            Some(t),
-            format!("{} (gateway.token)", config_path.display()),
-        ),
-        (None, None, Some(t)) => (
-            Some(t),
-            "environment variable ARGENT_GATEWAY_TOKEN".to_string(),
-        ),
-        _ => (None, "nowhere (no token configured)".to_string()),
+pub fn resolve_secrets(
+    config: &Value,
+    config_path: &Path,
+    precedence: Precedence,
+) -> SharedSecrets {
+    let file = |pointer: &str, key: &str| {
+        non_empty(config.pointer(pointer))
+            .map(|t| (t, format!("{} ({key})", config_path.display())))
+    };
+    let from_file = file("/gateway/auth/token", "gateway.auth.token")
+        .or_else(|| file("/gateway/token", "gateway.token"));
+    let from_env = env_var(&["ARGENT_GATEWAY_TOKEN", "CLAWDBOT_GATEWAY_TOKEN"])
+        .map(|t| (t, "environment variable ARGENT_GATEWAY_TOKEN".to_string()));
+    let chosen = match precedence {
+        Precedence::FileFirst => from_file.or(from_env),
+        Precedence::EnvFirst => from_env.or(from_file),
+    };
+    let (token, token_source) = match chosen {
+        Some((token, source)) => (Some(token), source),
+        None => (None, "nowhere (no token configured)".to_string()),
     };
     let password = non_empty(config.pointer("/gateway/auth/password"))
         .or_else(|| env_var(&["ARGENT_GATEWAY_PASSWORD", "CLAWDBOT_GATEWAY_PASSWORD"]));
@@ -262,15 +273,24 @@ mod tests {
     #[test]
     fn alias_and_precedence() {
         let p = Path::new("/x/argent.json");
-        let s = resolve_secrets(&json!({"gateway":{"token":"alias"}}), p);
+        let s = resolve_secrets(
+            &json!({"gateway":{"token":"alias"}}),
+            p,
+            Precedence::FileFirst,
+        );
         assert_eq!(s.token.as_deref(), Some("alias"));
         let s = resolve_secrets(
             &json!({"gateway":{"token":"alias","auth":{"token":"real"}}}),
             p,
+            Precedence::FileFirst,
         );
         assert_eq!(s.token.as_deref(), Some("real"));
         assert_eq!(s.mode, AuthMode::Token);
-        let s = resolve_secrets(&json!({"gateway":{"auth":{"password":"pw"}}}), p);
+        let s = resolve_secrets(
+            &json!({"gateway":{"auth":{"password":"pw"}}}),
+            p,
+            Precedence::FileFirst,
+        );
         assert_eq!(s.mode, AuthMode::Password);
     }
 

@@ -10,7 +10,7 @@ use argent_planes::calls::NodeClients;
 use argent_planes::members::{GatewayRecord, Members, NodeRecord};
 use argent_planes::state::StateStore;
 
-use crate::config::{ConfigFile, Loaded, SharedSecrets};
+use crate::config::{ConfigFile, Loaded, Precedence, SharedSecrets};
 use crate::health::HealthState;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -25,6 +25,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Which token wins when the config file and the environment both have one.
+    pub fn precedence(&self) -> Precedence {
+        match self {
+            Mode::Local => Precedence::FileFirst,
+            Mode::Cluster { .. } => Precedence::EnvFirst,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Local => "local",
@@ -149,7 +157,16 @@ impl Ctx {
 
     /// The shared secrets in force now.
     pub fn secrets(&self) -> SharedSecrets {
-        crate::config::resolve_secrets(&self.config().document, self.config_file.path())
+        self.secrets_in(&self.config())
+    }
+
+    /// The shared secrets a given config snapshot yields in this mode.
+    pub fn secrets_in(&self, config: &Loaded) -> SharedSecrets {
+        crate::config::resolve_secrets(
+            &config.document,
+            self.config_file.path(),
+            self.mode.precedence(),
+        )
     }
 
     pub fn is_draining(&self) -> bool {

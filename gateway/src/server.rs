@@ -83,7 +83,7 @@ fn make_gateway_id(given: Option<&str>, host: &str) -> String {
 /// Makes sure a shared secret exists; generates one on the first local run.
 fn ensure_secret(config_file: &ConfigFile, mode: &Mode) -> anyhow::Result<()> {
     let document = config_file.load()?;
-    let secrets = config::resolve_secrets(&document, config_file.path());
+    let secrets = config::resolve_secrets(&document, config_file.path(), mode.precedence());
     if secrets.token.is_some() || secrets.password.is_some() {
         return Ok(());
     }
@@ -120,9 +120,10 @@ impl RunningGateway {
         }
         let config_file = ConfigFile::new(config::config_path(&options.state_dir));
         ensure_secret(&config_file, &mode)?;
-        let credential = config::resolve_secrets(&config_file.load()?, config_file.path())
-            .token
-            .unwrap_or_default();
+        let credential =
+            config::resolve_secrets(&config_file.load()?, config_file.path(), mode.precedence())
+                .token
+                .unwrap_or_default();
 
         let metrics = Arc::new(Metrics::new());
         let (state, bus, nats): (Arc<dyn StateStore>, Arc<dyn EventBus>, _) = match &mode {
@@ -339,11 +340,16 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
                         tracing::warn!(event = %event.name, "event payload is not JSON; dropped");
                         continue;
                     }
+                    // Part of the producer's trace (context from the NATS headers).
+                    let span = tracing::info_span!("event.deliver", event = %event.name);
+                    argent_planes::trace::set_parent_from_headers(&span, &event.trace);
+                    let _entered = span.enter();
                     let mut encoded = EncodedEvent::new(&event.name, payload, None);
                     if let Some(droppable) = event.droppable {
                         encoded = encoded.with_droppable(droppable);
                     }
-                    ctx.hub.deliver(&Arc::new(encoded));
+                    let delivered = ctx.hub.deliver(&Arc::new(encoded));
+                    tracing::debug!(delivered, "event delivered");
                 }
             }
             Err(err) => tracing::warn!(%err, "cannot subscribe to events; retrying"),

@@ -1,7 +1,7 @@
 //! Test harness: real `nats-server`, gateways and node-agents as processes on free loopback
 //! ports, each with its own temp dir, killed when dropped.
 //!
-//! ```ignore
+//! ```text
 //! let nats = Nats::start().await?;
 //! let gw = Gateway::cluster(&nats, TOKEN).start().await?;
 //! let client = gw.client().await?;

@@ -71,7 +71,11 @@ impl ConnectArgs {
         let file = crate::config::ConfigFile::new(path.clone());
         match file.load() {
             Ok(config) => {
-                let secrets = crate::config::resolve_secrets(&config, &path);
+                let secrets = crate::config::resolve_secrets(
+                    &config,
+                    &path,
+                    crate::config::Precedence::FileFirst,
+                );
                 (secrets.token, secrets.token_source)
             }
             Err(err) => (None, err.to_string()),

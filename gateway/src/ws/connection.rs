@@ -184,7 +184,7 @@ async fn handshake_phase(
             .publish_local(ctx.state.as_ref(), &config)
             .await;
     }
-    let secrets = crate::config::resolve_secrets(&config.document, ctx.config_file.path());
+    let secrets = ctx.secrets_in(&config);
     let policy = Policy {
         secrets: &secrets,
         config: &config.document,

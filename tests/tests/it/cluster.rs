@@ -313,6 +313,33 @@ async fn nats_outage_degrades_then_recovers() {
 }
 
 #[tokio::test]
+async fn in_cluster_mode_the_shared_environment_token_wins_over_a_local_file() {
+    let nats = Nats::start().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let local_token = "1".repeat(48);
+    std::fs::write(
+        state.path().join("argent.json"),
+        format!(r#"{{"gateway":{{"auth":{{"token":"{local_token}"}}}}}}"#),
+    )
+    .unwrap();
+    let gw = Gateway::cluster(&nats)
+        .state_dir(state.path())
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        gw.client().await.is_ok(),
+        "the cluster token (environment) is accepted"
+    );
+    let mut options = gw.options();
+    options.token = Some(local_token);
+    assert!(
+        Client::connect(&options).await.is_err(),
+        "the file's token is not"
+    );
+}
+
+#[tokio::test]
 async fn node_agents_refuse_calls_without_the_credential() {
     use argent_proto::grpc::node_agent_client::NodeAgentClient;
     use argent_proto::grpc::{InvokeRequest, PingRequest};

@@ -86,6 +86,36 @@ async fn a_forwarded_call_is_one_trace_across_gateway_and_node() {
     .await
     .expect("forwarded call succeeds");
 
+    // An event published on NATS with a trace context is delivered inside that trace.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").as_str(),
+    );
+    let publisher = nats.client().await.unwrap();
+    publisher
+        .publish_with_headers("argent.evt.traced", headers, r#"{"x":1}"#.into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let delivered = eventually(Duration::from_secs(15), || async {
+        let spans = spans.0.lock().unwrap();
+        spans
+            .iter()
+            .any(|(service, span)| {
+                service.contains("argent-gateway")
+                    && span.name == "event.deliver"
+                    && hex(&span.trace_id) == trace_id
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "no gateway span in the publisher's trace"
+    );
+
     let linked = eventually(Duration::from_secs(15), || async {
         let spans = spans.0.lock().unwrap();
         let node_spans: Vec<&Span> = spans
