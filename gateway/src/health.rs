@@ -75,10 +75,15 @@ pub fn self_record(ctx: &Ctx) -> GatewayRecord {
 /// `cluster: {gateways, nodes, degraded, reasons}` [EXT].
 pub fn cluster_section(ctx: &Ctx) -> Value {
     let now = argent_proto::now_ms();
-    let mut gateways = ctx.gateways.live();
-    if !gateways.iter().any(|g| g.id == ctx.gateway_id) {
-        gateways.push(self_record(ctx));
-    }
+    // This gateway as it is now; the others as of their last heartbeat.
+    let mut gateways: Vec<GatewayRecord> = ctx
+        .gateways
+        .live()
+        .into_iter()
+        .filter(|g| g.id != ctx.gateway_id)
+        .collect();
+    gateways.push(self_record(ctx));
+    gateways.sort_by(|a, b| a.id.cmp(&b.id));
     let gateways: Vec<Value> = gateways
         .iter()
         .map(|g| {
