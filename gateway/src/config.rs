@@ -105,18 +105,30 @@ impl ConfigFile {
                 return Ok(loaded.clone());
             }
         }
-        let value = match stamp {
-            None => json!({}),
-            Some(_) => {
-                let text = std::fs::read_to_string(&self.path).map_err(|e| ConfigError::Read {
+        let parsed = match stamp {
+            None => Ok(json!({})),
+            Some(_) => std::fs::read_to_string(&self.path)
+                .map_err(|e| ConfigError::Read {
                     path: self.path.display().to_string(),
                     message: e.to_string(),
-                })?;
-                serde_json::from_str(&text).map_err(|e| ConfigError::Read {
-                    path: self.path.display().to_string(),
-                    message: format!("not valid JSON: {e}"),
-                })?
+                })
+                .and_then(|text| {
+                    serde_json::from_str(&text).map_err(|e| ConfigError::Read {
+                        path: self.path.display().to_string(),
+                        message: format!("not valid JSON: {e}"),
+                    })
+                }),
+        };
+        let value = match (parsed, cache.loaded.clone()) {
+            (Ok(value), _) => value,
+            // A broken edit must not lock everyone out: keep serving the last good
+            // document until the file is fixed (said once per change of the file).
+            (Err(err), Some(previous)) => {
+                tracing::error!(%err, "config file is broken; still using its last good version");
+                cache.stamp = stamp;
+                return Ok(previous);
             }
+            (Err(err), None) => return Err(err),
         };
         let generation = cache.loaded.as_ref().map_or(1, |l| l.generation + 1);
         let loaded = Loaded {

@@ -58,8 +58,22 @@ impl ConnHandle {
     }
 }
 
+/// Set once the gateway shuts down: connections that register afterwards (their
+/// handshake was in flight) are told and closed at once.
+struct Closing {
+    event: Arc<EncodedEvent>,
+    code: u16,
+    reason: String,
+}
+
+#[derive(Default)]
+struct Conns {
+    by_key: HashMap<u64, Arc<ConnHandle>>,
+    closing: Option<Closing>,
+}
+
 pub struct Hub {
-    conns: RwLock<HashMap<u64, Arc<ConnHandle>>>,
+    conns: RwLock<Conns>,
     next_key: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -67,7 +81,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Hub {
-            conns: RwLock::new(HashMap::new()),
+            conns: RwLock::new(Conns::default()),
             next_key: AtomicU64::new(1),
             metrics,
         }
@@ -76,16 +90,20 @@ impl Hub {
     /// Adds an authenticated connection; the key removes it again.
     pub fn register(&self, handle: Arc<ConnHandle>) -> u64 {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        self.conns.write().insert(key, handle);
+        let mut conns = self.conns.write();
+        if let Some(closing) = &conns.closing {
+            Self::close_one(&handle, closing);
+        }
+        conns.by_key.insert(key, handle);
         key
     }
 
     pub fn unregister(&self, key: u64) {
-        self.conns.write().remove(&key);
+        self.conns.write().by_key.remove(&key);
     }
 
     pub fn len(&self) -> usize {
-        self.conns.read().len()
+        self.conns.read().by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,7 +114,7 @@ impl Hub {
     pub fn deliver(&self, event: &Arc<EncodedEvent>) -> usize {
         let conns = self.conns.read();
         let mut delivered = 0;
-        for conn in conns.values() {
+        for conn in conns.by_key.values() {
             if conn.may_see(event) && conn.outbox.push_event(event, true) == Pushed::Queued {
                 delivered += 1;
             }
@@ -105,10 +123,33 @@ impl Hub {
         delivered
     }
 
-    /// Closes every connection after what is queued for it (shutdown).
-    pub fn close_all(&self, code: u16, reason: &str) {
-        for conn in self.conns.read().values() {
-            conn.outbox.close(code, reason);
+    /// Events were lost before reaching this gateway: every connection's `seq` jumps by
+    /// `n`, so each client sees the gap at its next event (§1.5).
+    pub fn skip_seq(&self, n: u64) {
+        for conn in self.conns.read().by_key.values() {
+            conn.outbox.skip_seq(n);
         }
+    }
+
+    fn close_one(conn: &ConnHandle, closing: &Closing) {
+        if conn.may_see(&closing.event) {
+            conn.outbox.push_event(&closing.event, true);
+        }
+        conn.outbox.close(closing.code, &closing.reason);
+    }
+
+    /// Shutdown: sends `event` to every connection, now and any that registers later, and
+    /// closes each after what is queued for it.
+    pub fn shut_down(&self, event: Arc<EncodedEvent>, code: u16, reason: &str) {
+        let mut conns = self.conns.write();
+        let closing = Closing {
+            event,
+            code,
+            reason: reason.to_string(),
+        };
+        for conn in conns.by_key.values() {
+            Self::close_one(conn, &closing);
+        }
+        conns.closing = Some(closing);
     }
 }

@@ -7,12 +7,12 @@
 //! (never goes backwards). Records of a gateway that died are hidden as soon as it stops
 //! heartbeating and collected by the survivors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -44,7 +44,15 @@ pub struct Presence {
     version: AtomicU64,
     /// Signalled when a record disappeared (a disconnect): a `presence` event is due.
     disconnects: Notify,
+    /// This gateway's own records (re-put periodically, so the bucket's age limit only
+    /// collects what dead gateways and disconnects left behind) …
+    own: Mutex<HashMap<String, Bytes>>,
+    /// … and deletes that failed (NATS away) and are retried.
+    failed_deletes: Mutex<HashSet<String>>,
 }
+
+/// How often a gateway re-puts its own records (well within the bucket's 10-minute age).
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn storage_key(gateway_id: &str, conn_id: &str) -> String {
     format!("{gateway_id}.{conn_id}")
@@ -58,33 +66,83 @@ impl Presence {
             rows: RwLock::new(HashMap::new()),
             version: AtomicU64::new(1),
             disconnects: Notify::new(),
+            own: Mutex::new(HashMap::new()),
+            failed_deletes: Mutex::new(HashSet::new()),
         }
     }
 
-    /// Records a connection (not done for `client.mode == "cli"`).
+    fn insert_row(&self, key: String, record: Record) {
+        let gateway = key.split('.').next().unwrap_or_default().to_string();
+        let ts = record.entry.get("ts").and_then(Value::as_u64).unwrap_or(0);
+        self.rows.write().insert(
+            key,
+            Row {
+                gateway,
+                key: record.key,
+                ts,
+                entry: record.entry,
+            },
+        );
+    }
+
+    /// Records a connection (not done for `client.mode == "cli"`). The row is visible here
+    /// at once (the new client's own `hello-ok` lists it), everywhere else through the watch.
     pub async fn add(&self, conn_id: &str, key: String, entry: Value) {
         let record = Record { key, entry };
         let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
-        if let Err(err) = self
-            .state
-            .put(
-                BUCKET_PRESENCE,
-                &storage_key(&self.gateway_id, conn_id),
-                value,
-            )
-            .await
-        {
-            tracing::warn!(%err, conn = conn_id, "presence not recorded");
+        let storage = storage_key(&self.gateway_id, conn_id);
+        self.own.lock().insert(storage.clone(), value.clone());
+        match self.state.put(BUCKET_PRESENCE, &storage, value).await {
+            Ok(revision) => {
+                self.version.fetch_max(revision, Ordering::Relaxed);
+                self.insert_row(storage, record);
+            }
+            Err(err) => tracing::warn!(%err, conn = conn_id, "presence not recorded yet"),
         }
     }
 
     pub async fn remove(&self, conn_id: &str) {
-        if let Err(err) = self
-            .state
-            .delete(BUCKET_PRESENCE, &storage_key(&self.gateway_id, conn_id))
-            .await
-        {
-            tracing::warn!(%err, conn = conn_id, "presence not removed");
+        let storage = storage_key(&self.gateway_id, conn_id);
+        self.own.lock().remove(&storage);
+        if let Err(err) = self.state.delete(BUCKET_PRESENCE, &storage).await {
+            tracing::warn!(%err, conn = conn_id, "presence not removed yet; will retry");
+            self.failed_deletes.lock().insert(storage);
+        }
+    }
+
+    /// Re-puts this gateway's records and retries failed deletes (every [`REFRESH_EVERY`]).
+    pub async fn refresh(&self) {
+        let own: Vec<(String, Bytes)> = self
+            .own
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, value) in own {
+            if let Err(err) = self.state.put(BUCKET_PRESENCE, &key, value).await {
+                tracing::debug!(%key, %err, "presence refresh failed");
+            }
+        }
+        let retry: Vec<String> = self.failed_deletes.lock().drain().collect();
+        for key in retry {
+            if self.state.delete(BUCKET_PRESENCE, &key).await.is_err() {
+                self.failed_deletes.lock().insert(key);
+            }
+        }
+    }
+
+    /// Deletes records a previous run of this gateway id left behind (it crashed).
+    pub async fn purge_previous_run(&self) {
+        let prefix = format!("{}.", self.gateway_id);
+        match self.state.keys(BUCKET_PRESENCE, &prefix).await {
+            Ok(keys) => {
+                for key in keys {
+                    if let Err(err) = self.state.delete(BUCKET_PRESENCE, &key).await {
+                        tracing::debug!(%key, %err, "leftover presence record not deleted");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot list leftover presence records"),
         }
     }
 
@@ -105,21 +163,8 @@ impl Presence {
                 Ok(mut changes) => {
                     while let Some(change) = changes.recv().await {
                         self.version.fetch_max(change.revision, Ordering::Relaxed);
-                        let gateway = change.key.split('.').next().unwrap_or_default().to_string();
                         match change.value.map(|v| serde_json::from_slice::<Record>(&v)) {
-                            Some(Ok(record)) => {
-                                let ts =
-                                    record.entry.get("ts").and_then(Value::as_u64).unwrap_or(0);
-                                self.rows.write().insert(
-                                    change.key,
-                                    Row {
-                                        gateway,
-                                        key: record.key,
-                                        ts,
-                                        entry: record.entry,
-                                    },
-                                );
-                            }
+                            Some(Ok(record)) => self.insert_row(change.key, record),
                             Some(Err(err)) => {
                                 tracing::warn!(key = %change.key, %err, "bad presence record")
                             }

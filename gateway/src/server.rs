@@ -13,7 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use argent_node_agent::agent::RunningNode;
-use argent_planes::bus::{EventBus, LocalBus, NatsBus};
+use argent_planes::bus::{BusMessage, EventBus, LocalBus, NatsBus};
 use argent_planes::calls::{MethodHandler, NodeClients};
 use argent_planes::cluster::{self, NatsOptions};
 use argent_planes::members::{host_name, spawn_heartbeat, Members, STALE_AFTER};
@@ -56,6 +56,7 @@ pub struct RunningGateway {
     pub ws_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    stop_accepting: watch::Sender<bool>,
     accept: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     embedded_node: Option<RunningNode>,
@@ -133,17 +134,17 @@ impl RunningGateway {
                 None,
             ),
             Mode::Cluster { nats_url } => {
-                let client = cluster::connect(&NatsOptions {
+                let nats = cluster::connect(&NatsOptions {
                     url: nats_url.clone(),
                     name: format!("argent-gateway {gateway_id}"),
                     replicas: options.nats_replicas,
                 })
                 .await?;
-                declare_buckets(client.clone(), options.nats_replicas).await;
+                declare_buckets(nats.client.clone(), options.nats_replicas).await;
                 (
-                    Arc::new(NatsStore::new(client.clone())),
-                    Arc::new(NatsBus::new(client.clone())),
-                    Some(client),
+                    Arc::new(NatsStore::new(nats.client.clone())),
+                    Arc::new(NatsBus::new(&nats)),
+                    Some(nats.client),
                 )
             }
         };
@@ -187,6 +188,7 @@ impl RunningGateway {
             nats,
             ws_url: format!("ws://{ws_addr}"),
         }));
+        ctx.presence.purge_previous_run().await;
         if mode == Mode::Local {
             let loaded = ctx.config_file.load_shared()?;
             ctx.shared_config
@@ -205,6 +207,7 @@ impl RunningGateway {
                 async move { presence.follow().await }
             }),
             tokio::spawn(collect_orphans(ctx.clone())),
+            tokio::spawn(refresh_presence(ctx.clone())),
         ];
         if let Some(listener) = http_listener {
             background.push(tokio::spawn(crate::http::serve(
@@ -224,11 +227,12 @@ impl RunningGateway {
             },
             stop_rx.clone(),
         );
+        let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(
             ctx.clone(),
             listener,
             options.max_connections,
-            stop_rx,
+            stop_accepting_rx,
         ));
         tracing::info!(gateway = %gateway_id, ws = %ws_addr, mode = mode.name(), "gateway serving");
         Ok(RunningGateway {
@@ -236,6 +240,7 @@ impl RunningGateway {
             ws_addr,
             http_addr,
             stop,
+            stop_accepting,
             accept,
             heartbeat,
             embedded_node,
@@ -243,24 +248,25 @@ impl RunningGateway {
         })
     }
 
-    /// SIGTERM path: stop accepting, report not-ready, send `shutdown`, close every client
-    /// with 1012, wait for them (bounded), deregister.
+    /// SIGTERM path: report not-ready, stop accepting, send `shutdown` and close every
+    /// client with 1012 (also those whose handshake was still in flight), wait for them
+    /// (bounded), deregister.
     pub async fn shutdown(self) {
         let ctx = self.ctx.clone();
         ctx.start_draining();
+        let _ = self.stop_accepting.send(true);
+        let _ = self.accept.await;
         let event = EncodedEvent::from_value(
             "shutdown",
             &json!({"reason": "gateway restarting", "restartExpectedMs": RESTART_EXPECTED_MS}),
             None,
         );
-        ctx.hub.deliver(&Arc::new(event));
-        ctx.hub.close_all(1012, "service restart");
-        let _ = self.stop.send(true);
-        let _ = self.accept.await;
+        ctx.hub.shut_down(Arc::new(event), 1012, "service restart");
         let deadline = tokio::time::Instant::now() + ctx.limits.drain_grace;
         while !ctx.hub.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = self.stop.send(true);
         let _ = self.heartbeat.await;
         if let Some(node) = self.embedded_node {
             node.shutdown().await;
@@ -331,7 +337,16 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
     loop {
         match ctx.bus.subscribe().await {
             Ok(mut events) => {
-                while let Some(event) = events.recv().await {
+                while let Some(message) = events.recv().await {
+                    let event = match message {
+                        BusMessage::Event(event) => event,
+                        // Lost before reaching this gateway: every client must see the gap.
+                        BusMessage::Lost(n) => {
+                            tracing::warn!(lost = n, "events lost before delivery");
+                            ctx.hub.skip_seq(n);
+                            continue;
+                        }
+                    };
                     let Ok(payload) = std::str::from_utf8(&event.payload) else {
                         tracing::warn!(event = %event.name, "event payload is not UTF-8; dropped");
                         continue;
@@ -394,6 +409,14 @@ async fn presence_loop(ctx: Arc<Ctx>) {
             Some(version),
         );
         ctx.hub.deliver(&Arc::new(event));
+    }
+}
+
+/// Keeps this gateway's presence records fresh.
+async fn refresh_presence(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(crate::presence::REFRESH_EVERY).await;
+        ctx.presence.refresh().await;
     }
 }
 

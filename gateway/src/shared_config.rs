@@ -70,7 +70,8 @@ impl SharedConfigView {
 
     /// One-process default: adopt the file's content and publish it when it changed.
     pub async fn publish_local(&self, state: &dyn StateStore, file: &Loaded) {
-        if self.published.swap(file.generation, Ordering::Relaxed) == file.generation {
+        // Generation 0 is the empty stand-in for an unreadable file: never published.
+        if file.generation == 0 || self.published.load(Ordering::Relaxed) == file.generation {
             return;
         }
         let shared = without_secrets(&file.document);
@@ -79,8 +80,10 @@ impl SharedConfigView {
         }
         *self.current.write() = Arc::new(shared.clone());
         let bytes = Bytes::from(serde_json::to_vec(&shared).expect("JSON values serialize"));
-        if let Err(err) = state.put(BUCKET_CONFIG, CONFIG_KEY, bytes).await {
-            tracing::warn!(%err, "could not publish the shared config");
+        match state.put(BUCKET_CONFIG, CONFIG_KEY, bytes).await {
+            // Remembered only once published, so a failed put is retried next time.
+            Ok(_) => self.published.store(file.generation, Ordering::Relaxed),
+            Err(err) => tracing::warn!(%err, "could not publish the shared config"),
         }
     }
 }

@@ -118,15 +118,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("the gateway refused this node's credential")?;
     }
-    let client = cluster::connect(&NatsOptions {
+    let nats = cluster::connect(&NatsOptions {
         url: args.nats.clone(),
         name: format!("argent-node {node_id}"),
         replicas: args.nats_replicas,
     })
     .await?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = async_nats::jetstream::new(nats.client.clone());
     cluster::ensure_buckets(&js, args.nats_replicas).await?;
-    let state = Arc::new(NatsStore::new(client));
+    let state = Arc::new(NatsStore::new(nats.client));
     let node = RunningNode::start(
         NodeOptions {
             node_id: node_id.clone(),

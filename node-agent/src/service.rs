@@ -66,9 +66,10 @@ impl NodeService {
                 RpcError::invalid_params(&call.method, &format!("params are not JSON: {e}"))
             })?;
             let caller = call.caller.clone().unwrap_or_default();
-            let budget = match call.deadline_unix_ms {
-                0 => Duration::from_secs(600),
-                deadline => Duration::from_millis(deadline.saturating_sub(argent_proto::now_ms())),
+            // Relative to our own clock: the gateway's wall clock may differ from ours.
+            let budget = match call.timeout_ms {
+                0 => MAX_CALL_TIME,
+                ms => Duration::from_millis(ms).min(MAX_CALL_TIME),
             };
             match tokio::time::timeout(budget, self.worker.invoke(&call.method, params, &caller))
                 .await
@@ -85,6 +86,9 @@ impl NodeService {
         Ok(reply_from_result(result))
     }
 }
+
+/// Upper bound of one call, whatever the caller asked for.
+const MAX_CALL_TIME: Duration = Duration::from_secs(600);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<InvokeChunk, Status>> + Send + 'static>>;
 

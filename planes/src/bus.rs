@@ -5,6 +5,8 @@
 //! is JSON text, serialized once by the producer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,6 +40,14 @@ impl BusEvent {
     }
 }
 
+/// What a subscriber receives: an event, or word that `n` events were lost before it (the
+/// gateway then advances every connection's `seq` so clients see the gap).
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    Event(BusEvent),
+    Lost(u64),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("event bus unavailable: {0}")]
@@ -51,7 +61,7 @@ pub const SUBSCRIBER_CAPACITY: usize = 8192;
 #[async_trait]
 pub trait EventBus: Send + Sync {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
-    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError>;
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError>;
 }
 
 /// In-process bus for the one-process default.
@@ -80,21 +90,21 @@ impl EventBus for LocalBus {
         Ok(())
     }
 
-    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError> {
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError> {
         let mut rx = self.tx.subscribe();
         let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);
         tokio::spawn(async move {
             loop {
-                match rx.recv().await {
-                    Ok(event) => {
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
+                let message = match rx.recv().await {
+                    Ok(event) => BusMessage::Event(event),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "event subscriber lagged");
+                        BusMessage::Lost(n)
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(message).await.is_err() {
+                    return;
                 }
             }
         });
@@ -107,11 +117,16 @@ const HEADER_DROPPABLE: &str = "Argent-Droppable";
 /// Cluster bus on NATS core subjects `argent.evt.<event>`.
 pub struct NatsBus {
     client: async_nats::Client,
+    /// Messages the client dropped for slow subscriptions (counted as lost events).
+    dropped: Arc<AtomicU64>,
 }
 
 impl NatsBus {
-    pub fn new(client: async_nats::Client) -> Self {
-        NatsBus { client }
+    pub fn new(nats: &crate::cluster::Nats) -> Self {
+        NatsBus {
+            client: nats.client.clone(),
+            dropped: nats.dropped.clone(),
+        }
     }
 }
 
@@ -131,7 +146,7 @@ impl EventBus for NatsBus {
             .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
-    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError> {
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError> {
         let mut sub = self
             .client
             .subscribe(subjects::EVENT_WILDCARD)
@@ -139,8 +154,17 @@ impl EventBus for NatsBus {
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);
         let prefix = format!("{}.", subjects::EVENT_PREFIX);
+        let dropped = self.dropped.clone();
+        let mut reported = dropped.load(Ordering::Relaxed);
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
+                let now = dropped.load(Ordering::Relaxed);
+                if now > reported {
+                    if tx.send(BusMessage::Lost(now - reported)).await.is_err() {
+                        return;
+                    }
+                    reported = now;
+                }
                 let Some(name) = msg.subject.as_str().strip_prefix(&prefix) else {
                     continue;
                 };
@@ -162,7 +186,7 @@ impl EventBus for NatsBus {
                     droppable,
                     trace,
                 };
-                if tx.send(event).await.is_err() {
+                if tx.send(BusMessage::Event(event)).await.is_err() {
                     return;
                 }
             }

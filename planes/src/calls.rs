@@ -160,6 +160,7 @@ impl NodeClients {
             caller: Some(call.caller.clone()),
             deadline_unix_ms: deadline_ms,
             request_id: call.request_id.clone(),
+            timeout_ms: call.timeout.as_millis() as u64,
         });
         request.set_timeout(call.timeout);
         let metadata = request.metadata_mut();

@@ -3,6 +3,8 @@
 //! Buckets are created as their backing streams (`KV_<bucket>`) explicitly rather than with
 //! `create_key_value`, so the same code works on NATS 2.9 (Debian) and ≥ 2.11.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argent_proto::subjects;
@@ -57,10 +59,12 @@ pub const BUCKETS: &[BucketSpec] = &[
         durable: false,
         max_age: Duration::from_secs(60),
     },
+    // Gateways re-put their live records every few minutes; the age limit collects the
+    // delete markers every disconnect leaves, and records of gateways that died.
     BucketSpec {
         name: subjects::BUCKET_PRESENCE,
         durable: false,
-        max_age: Duration::ZERO,
+        max_age: Duration::from_secs(600),
     },
 ];
 
@@ -89,24 +93,42 @@ pub struct NatsOptions {
     pub replicas: usize,
 }
 
+/// A NATS connection and the count of messages it dropped for slow subscriptions.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    /// One per message the client dropped because a subscription's queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
 /// Connects to NATS. The client reconnects by itself forever; callers check
 /// [`async_nats::Client::connection_state`] to fail fast while it is away.
-pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, ClusterError> {
-    async_nats::ConnectOptions::new()
+pub async fn connect(options: &NatsOptions) -> Result<Nats, ClusterError> {
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counter = dropped.clone();
+    let client = async_nats::ConnectOptions::new()
         .name(&options.name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(3)))
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            tracing::info!(%event, "nats connection event");
+        .event_callback(move |event| {
+            let counter = counter.clone();
+            async move {
+                if let async_nats::Event::SlowConsumer(_) = event {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tracing::info!(%event, "nats connection event");
+                }
+            }
         })
         .connect(&options.url)
         .await
         .map_err(|source| ClusterError::Connect {
             url: options.url.clone(),
             source,
-        })
+        })?;
+    Ok(Nats { client, dropped })
 }
 
 /// Declares every bucket of [`BUCKETS`] (idempotent; safe from every process at once).

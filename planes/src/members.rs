@@ -34,6 +34,8 @@ pub fn host_name() -> String {
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A record not rewritten for this long is dead.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// A dead record is forgotten after this long (it stays listed as stale until then).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// A node-agent's registration in the node registry bucket.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -95,10 +97,20 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Members<T> {
         };
         let seen = members.seen.clone();
         tokio::spawn(async move {
+            // Records the server expired produce no watch event: forget them here.
+            let mut sweep = tokio::time::interval(FORGET_AFTER);
             loop {
                 match store.watch(bucket).await {
-                    Ok(mut changes) => {
-                        while let Some(change) = changes.recv().await {
+                    Ok(mut changes) => loop {
+                        let change = tokio::select! {
+                            change = changes.recv() => change,
+                            _ = sweep.tick() => {
+                                seen.write().retain(|_, s| s.at.elapsed() < FORGET_AFTER);
+                                continue;
+                            }
+                        };
+                        let Some(change) = change else { break };
+                        {
                             let mut seen = seen.write();
                             match change.value.map(|v| serde_json::from_slice::<T>(&v)) {
                                 Some(Ok(record)) => {
@@ -118,7 +130,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Members<T> {
                                 }
                             }
                         }
-                    }
+                    },
                     Err(err) => tracing::debug!(%bucket, %err, "member watch failed; retrying"),
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

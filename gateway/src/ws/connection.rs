@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use argent_node_agent::shared_config::AgentsConfig;
-use argent_proto::catalog;
+use argent_proto::catalog::{self, Role};
 use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
 use argent_proto::limits::{MAX_PAYLOAD, PROTOCOL_VERSION};
 
@@ -353,24 +353,35 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
         outbox.clone(),
     ));
     let hub_key = ctx.hub.register(handle);
-    outbox.push_event(&health::welcome(&ctx), true);
+    // Nodes get only targeted events, `tick` and `shutdown` (§3.5).
+    if session.role != Role::Node {
+        outbox.push_event(&health::welcome(&ctx), true);
+    }
 
-    // The writer runs in this task beside the reader (one task per connection): it is
-    // polled whenever the reader waits, and never waits for the reader.
+    // The writer runs in this task beside the reader (one task per connection): every wait
+    // of this loop is a `select!` that also drives the writer, so it never waits for the
+    // reader.
     let writer = outbox.run_writer(sink);
     tokio::pin!(writer);
     let in_flight = Arc::new(Semaphore::new(ctx.limits.requests_per_connection));
     let mut writer_done = false;
 
     loop {
+        // Backpressure: past the in-flight bound this socket is not read until a request
+        // finishes (the writer keeps writing meanwhile).
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit.expect("never closed"),
+            _ = &mut writer => { writer_done = true; break; }
+        };
         let message = tokio::select! {
             message = stream.next() => message,
             _ = &mut writer => { writer_done = true; break; }
         };
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text.to_string(),
-            Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                Ok(text) => text,
+        let parsed = match &message {
+            Some(Ok(Message::Text(text))) => parse_request(text.as_str()),
+            // Upstream decodes binary frames as UTF-8 text.
+            Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(bytes) {
+                Ok(text) => parse_request(text),
                 Err(_) => {
                     let err = argent_proto::errors::RpcError::invalid_frame(
                         "binary frame is not UTF-8 text",
@@ -391,16 +402,13 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
                 break;
             }
         };
-        let request = match parse_request(&text) {
+        drop(message);
+        let request = match parsed {
             Ok(request) => request,
             Err(err) => {
                 outbox.push_text(encode_error(err.reply_id(), &err.to_error()));
                 continue;
             }
-        };
-        // Backpressure: past the in-flight bound we stop reading this socket.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
         };
         let ctx = ctx.clone();
         let session = session.clone();

@@ -146,6 +146,11 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Consumes `n` sequence numbers for events this connection will never get.
+    pub fn skip_seq(&self, n: u64) {
+        self.state.lock().seq += n;
+    }
+
     fn enqueue(&self, state: &mut State, item: Outgoing) {
         let len = item.len();
         state.bytes += len;

@@ -93,7 +93,12 @@ async fn presence_is_cluster_wide() {
 
     // A new client of B sees it in its hello-ok snapshot too.
     let late = tracked_client(&c.b, "late").await;
-    assert!(instances(&late.hello()["snapshot"]["presence"]).contains(&"visitor".to_string()));
+    let snapshot = instances(&late.hello()["snapshot"]["presence"]);
+    assert!(snapshot.contains(&"visitor".to_string()), "{snapshot:?}");
+    assert!(
+        snapshot.contains(&"late".to_string()),
+        "a client is listed in its own hello-ok"
+    );
     let version_before = late.hello()["snapshot"]["stateVersion"]["presence"]
         .as_u64()
         .unwrap();

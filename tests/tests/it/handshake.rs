@@ -349,6 +349,40 @@ async fn token_is_re_read_at_every_handshake() {
         before.call("health", json!({})).await.is_ok(),
         "established connections stay"
     );
+    // A broken edit does not lock anyone out: the last good version stays in force.
+    std::fs::write(&path, "{ \"gateway\": { oops").unwrap();
+    assert!(argent_client::Client::connect(&options).await.is_ok());
+}
+
+#[tokio::test]
+async fn nodes_get_no_health_events() {
+    let gw = Gateway::local()
+        .args(&["--tick-interval-ms", "200"])
+        .start()
+        .await
+        .unwrap();
+    let mut node = gw
+        .client_with(|o| {
+            o.role = Some("node".into());
+            o.scopes = Some(vec![]);
+            o.client_id = "node-host".into();
+            o.client_mode = "node".into();
+        })
+        .await
+        .unwrap();
+    // The first event a node sees is a tick, not the welcome health an operator gets.
+    let first = tokio::time::timeout(Duration::from_secs(3), node.next_event())
+        .await
+        .expect("an event")
+        .expect("open");
+    assert_eq!(first.name, "tick");
+    let mut operator = gw.client().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(3), operator.next_event())
+        .await
+        .expect("an event")
+        .expect("open");
+    assert_eq!(first.name, "health");
+    assert_eq!(first.seq, Some(1));
 }
 
 #[tokio::test]
