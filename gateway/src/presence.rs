@@ -161,6 +161,12 @@ impl Presence {
         loop {
             match self.state.watch(BUCKET_PRESENCE).await {
                 Ok(mut changes) => {
+                    // A new watch (first, or after one broke): forget rows whose records
+                    // are gone, whatever this gateway missed in between.
+                    if let Ok(keys) = self.state.keys(BUCKET_PRESENCE, "").await {
+                        let keys: HashSet<String> = keys.into_iter().collect();
+                        self.rows.write().retain(|key, _| keys.contains(key));
+                    }
                     while let Some(change) = changes.recv().await {
                         self.version.fetch_max(change.revision, Ordering::Relaxed);
                         match change.value.map(|v| serde_json::from_slice::<Record>(&v)) {

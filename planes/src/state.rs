@@ -45,7 +45,8 @@ impl StateError {
     }
 }
 
-/// Watcher channel capacity: a watcher that falls this far behind is resynchronised.
+/// Watcher channel capacity. A watch that cannot keep up ends; the watcher watches again
+/// and starts from a fresh snapshot.
 pub const WATCH_CAPACITY: usize = 1024;
 
 /// Per-bucket key-value state. Keys use `[A-Za-z0-9_=./-]`.
@@ -67,7 +68,8 @@ pub trait StateStore: Send + Sync {
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StateError>;
     /// Keys starting with `prefix`, sorted.
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError>;
-    /// The current value of every key (as puts), then every later change.
+    /// The current value of every key (as puts), then every later change. The channel
+    /// closes when the watch broke or fell behind: watch again for a fresh snapshot.
     async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError>;
     /// False while the backing service is unreachable.
     fn is_healthy(&self) -> bool;

@@ -1,8 +1,11 @@
 //! The embedded state store: in memory, with durable buckets persisted as one JSON file per
-//! bucket under the state dir (written atomically: temp file + rename).
+//! bucket under the state dir (written atomically: temp file, fsync, rename). Each bucket has
+//! its own lock, and writes to durable buckets run on the blocking pool, so file I/O never
+//! holds up the async workers or another bucket.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -56,12 +59,20 @@ impl Bucket {
         };
         let text = serde_json::to_string(&self.data).expect("bucket files serialize");
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| StateError::Failed(format!("write {}: {e}", path.display())))
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| StateError::Failed(format!("write {}: {e}", path.display())))
     }
 
+    /// Applies one change; if it cannot be persisted, it is undone and nobody hears of it.
     fn write(&mut self, key: &str, value: Option<Bytes>) -> Result<u64, StateError> {
+        let previous = self.data.entries.get(key).cloned();
+        let previous_revision = self.data.revision;
         self.data.revision += 1;
         let revision = self.data.revision;
         match &value {
@@ -80,7 +91,14 @@ impl Bucket {
                 self.data.entries.remove(key);
             }
         }
-        self.persist()?;
+        if let Err(err) = self.persist() {
+            self.data.revision = previous_revision;
+            match previous {
+                Some(v) => self.data.entries.insert(key.to_string(), v),
+                None => self.data.entries.remove(key),
+            };
+            return Err(err);
+        }
         // No receiver is fine: nobody is watching.
         let _ = self.changes.send(Change {
             key: key.to_string(),
@@ -91,10 +109,12 @@ impl Bucket {
     }
 }
 
+type SharedBucket = Arc<Mutex<Bucket>>;
+
 /// In-process state store for the one-process default.
 pub struct FileStore {
     dir: Option<PathBuf>,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<HashMap<String, SharedBucket>>,
 }
 
 impl FileStore {
@@ -111,21 +131,40 @@ impl FileStore {
         })
     }
 
-    fn with_bucket<T>(
+    /// The bucket, loaded from its file on first use.
+    fn bucket(&self, bucket: &str) -> Result<SharedBucket, StateError> {
+        let mut buckets = self.buckets.lock();
+        if let Some(b) = buckets.get(bucket) {
+            return Ok(b.clone());
+        }
+        let durable = bucket_spec(bucket).is_some_and(|spec| spec.durable);
+        let file = match (&self.dir, durable) {
+            (Some(dir), true) => Some(dir.join(format!("{bucket}.json"))),
+            _ => None,
+        };
+        let b = Arc::new(Mutex::new(Bucket::load(file)?));
+        buckets.insert(bucket.to_string(), b.clone());
+        Ok(b)
+    }
+
+    /// Reads under the bucket's lock (memory only).
+    fn read<T>(&self, bucket: &str, f: impl FnOnce(&Bucket) -> T) -> Result<T, StateError> {
+        Ok(f(&self.bucket(bucket)?.lock()))
+    }
+
+    /// Changes a bucket: on the blocking pool when it is written to disk.
+    async fn mutate<T: Send + 'static>(
         &self,
         bucket: &str,
-        f: impl FnOnce(&mut Bucket) -> Result<T, StateError>,
+        f: impl FnOnce(&mut Bucket) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
-        let mut buckets = self.buckets.lock();
-        if !buckets.contains_key(bucket) {
-            let durable = bucket_spec(bucket).is_some_and(|spec| spec.durable);
-            let file = match (&self.dir, durable) {
-                (Some(dir), true) => Some(dir.join(format!("{bucket}.json"))),
-                _ => None,
-            };
-            buckets.insert(bucket.to_string(), Bucket::load(file)?);
+        let b = self.bucket(bucket)?;
+        if b.lock().file.is_none() {
+            return f(&mut b.lock());
         }
-        f(buckets.get_mut(bucket).expect("inserted above"))
+        tokio::task::spawn_blocking(move || f(&mut b.lock()))
+            .await
+            .map_err(|e| StateError::Failed(format!("state write task failed: {e}")))?
     }
 }
 
@@ -133,27 +172,31 @@ impl FileStore {
 impl StateStore for FileStore {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StateError> {
         validate_key(key)?;
-        self.with_bucket(bucket, |b| {
-            Ok(b.data.entries.get(key).map(|v| Entry {
+        self.read(bucket, |b| {
+            b.data.entries.get(key).map(|v| Entry {
                 value: Bytes::from(v.value.clone()),
                 revision: v.revision,
-            }))
+            })
         })
     }
 
     async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
         validate_key(key)?;
-        self.with_bucket(bucket, |b| b.write(key, Some(value)))
+        let key = key.to_string();
+        self.mutate(bucket, move |b| b.write(&key, Some(value)))
+            .await
     }
 
     async fn create(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
         validate_key(key)?;
-        self.with_bucket(bucket, |b| {
-            if b.data.entries.contains_key(key) {
+        let key = key.to_string();
+        self.mutate(bucket, move |b| {
+            if b.data.entries.contains_key(&key) {
                 return Err(StateError::Exists);
             }
-            b.write(key, Some(value))
+            b.write(&key, Some(value))
         })
+        .await
     }
 
     async fn update(
@@ -164,39 +207,43 @@ impl StateStore for FileStore {
         revision: u64,
     ) -> Result<u64, StateError> {
         validate_key(key)?;
-        self.with_bucket(bucket, |b| {
-            let current = b.data.entries.get(key).map(|v| v.revision).unwrap_or(0);
+        let key = key.to_string();
+        self.mutate(bucket, move |b| {
+            let current = b.data.entries.get(&key).map(|v| v.revision).unwrap_or(0);
             if current != revision {
                 return Err(StateError::WrongRevision);
             }
-            b.write(key, Some(value))
+            b.write(&key, Some(value))
         })
+        .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StateError> {
         validate_key(key)?;
-        self.with_bucket(bucket, |b| {
-            if b.data.entries.contains_key(key) {
-                b.write(key, None)?;
+        let key = key.to_string();
+        self.mutate(bucket, move |b| {
+            if b.data.entries.contains_key(&key) {
+                b.write(&key, None)?;
             }
             Ok(())
         })
+        .await
     }
 
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError> {
-        self.with_bucket(bucket, |b| {
-            Ok(b.data
+        self.read(bucket, |b| {
+            b.data
                 .entries
                 .keys()
                 .filter(|k| k.starts_with(prefix))
                 .cloned()
-                .collect())
+                .collect()
         })
     }
 
     async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError> {
         // Snapshot and subscription under one lock, so no change falls between them.
-        let (snapshot, mut changes) = self.with_bucket(bucket, |b| {
+        let (snapshot, mut changes) = self.read(bucket, |b| {
             let snapshot: Vec<Change> = b
                 .data
                 .entries
@@ -207,7 +254,7 @@ impl StateStore for FileStore {
                     revision: v.revision,
                 })
                 .collect();
-            Ok((snapshot, b.changes.subscribe()))
+            (snapshot, b.changes.subscribe())
         })?;
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let bucket = bucket.to_string();
@@ -224,8 +271,11 @@ impl StateStore for FileStore {
                             return;
                         }
                     }
+                    // Changes were missed: end this watch; the watcher re-watches and gets
+                    // a fresh snapshot.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(%bucket, missed = n, "state watcher lagged");
+                        tracing::warn!(%bucket, missed = n, "state watcher lagged; ending the watch");
+                        return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
@@ -285,6 +335,35 @@ mod tests {
             reopened.get(BUCKET_PRESENCE, "gw.x").await.unwrap(),
             None,
             "not durable"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_cannot_be_persisted_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(Some(dir.path())).unwrap();
+        store
+            .put(BUCKET_AGENTS, "a", Bytes::from("1"))
+            .await
+            .unwrap();
+        // The temp file cannot be created: a directory has its name.
+        std::fs::create_dir(dir.path().join("state").join("argent_agents.json.tmp")).unwrap();
+        let mut watch = store.watch(BUCKET_AGENTS).await.unwrap();
+        assert_eq!(watch.recv().await.unwrap().value, Some(Bytes::from("1")));
+        assert!(store
+            .put(BUCKET_AGENTS, "a", Bytes::from("2"))
+            .await
+            .is_err());
+        assert!(store
+            .put(BUCKET_AGENTS, "b", Bytes::from("3"))
+            .await
+            .is_err());
+        let a = store.get(BUCKET_AGENTS, "a").await.unwrap().unwrap();
+        assert_eq!((a.value, a.revision), (Bytes::from("1"), 1));
+        assert_eq!(store.get(BUCKET_AGENTS, "b").await.unwrap(), None);
+        assert!(
+            watch.try_recv().is_err(),
+            "watchers hear nothing of undone writes"
         );
     }
 
