@@ -1,5 +1,8 @@
-//! Shared-secret authentication at connect (PROTOCOL.md §2.5, §2.12): constant-time
-//! comparison and the exact failure messages the real clients match on.
+//! Authentication at connect: the shared secret (PROTOCOL.md §2.5, §2.12) — constant-time
+//! comparison and the exact failure messages the real clients match on — and, in
+//! [`device`], the device identity proof (§2.8).
+
+pub mod device;
 
 use subtle::ConstantTimeEq;
 

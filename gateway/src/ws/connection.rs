@@ -189,7 +189,7 @@ async fn handshake_phase(
         secrets: &secrets,
         config: &config.document,
     };
-    let accepted = match handshake::evaluate(&policy, &conn_id, &upgrade, peer, &first) {
+    let accepted = match handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first) {
         Ok(accepted) => accepted,
         Err(rejection) => {
             ctx.metrics

@@ -1,10 +1,9 @@
 //! The server-side processing order of the first frame (PROTOCOL.md §2.4), for shared-secret
 //! authentication. The first failing step decides the response and the close code.
 //!
-//! Device signatures, device tokens and pairing (steps 9–18) arrive with the pairing
-//! release; until then a `device` block is not trusted (the connection is authenticated by
-//! the shared secret alone, and gets no device token), and without a valid shared secret the
-//! handshake fails with the exact upstream `unauthorized: …` message of step 16.
+//! Device proofs (steps 9–14) are verified; device tokens and pairing (steps 15, 17, 18)
+//! arrive with the pairing release. Until then a proven device still needs the shared secret
+//! (step 16, with the exact upstream `unauthorized: …` message) and gets no device token.
 
 use std::net::SocketAddr;
 
@@ -16,7 +15,11 @@ use argent_proto::errors::RpcError;
 use argent_proto::frames::{request_from_value, FrameError};
 use argent_proto::limits::PROTOCOL_VERSION;
 
-use crate::auth::check_shared_secret;
+fn now_ms() -> i64 {
+    argent_proto::now_ms() as i64
+}
+
+use crate::auth::{check_shared_secret, device};
 use crate::config::SharedSecrets;
 use crate::ws::outbox::truncate_reason;
 use crate::ws::session::{Session, Upgrade};
@@ -86,12 +89,13 @@ impl Policy<'_> {
     }
 }
 
-/// Runs steps 1–20 on the first frame's text.
+/// Runs steps 1–20 on the first frame's text; `nonce` is this socket's challenge.
 pub fn evaluate(
     policy: &Policy<'_>,
     conn_id: &str,
     upgrade: &Upgrade,
     peer: SocketAddr,
+    nonce: &str,
     text: &str,
 ) -> Result<Accepted, Box<Rejection>> {
     // 1. JSON at all? If not: no response, close 1000.
@@ -169,6 +173,8 @@ pub fn evaluate(
             .as_deref()
             .is_some_and(|p| !p.is_empty());
     let client = &params.client;
+    let local = upgrade.is_local(&peer);
+    let mut device_id = None;
     match (&params.device, shared) {
         // 8. No device.
         (None, _)
@@ -193,10 +199,14 @@ pub fn evaluate(
                 1008,
             ));
         }
-        // 9–16 with a device, until device verification exists: the shared secret decides.
-        (Some(_), Ok(())) => {}
-        (Some(_), Err(failure)) => {
-            return Err(Rejection::respond(id, failure.to_error(client), 1008));
+        // 9–14. The device proof; then 16: authenticated by the shared secret.
+        (Some(device), shared) => {
+            let proven = device::verify(&params, device, nonce, local, now_ms())
+                .map_err(|failure| Rejection::respond(id, failure.to_error(), 1008))?;
+            if let Err(failure) = shared {
+                return Err(Rejection::respond(id, failure.to_error(client), 1008));
+            }
+            device_id = Some(proven.id);
         }
     }
     // [EXT] The seed's `device` role needs a proven, paired device identity.
@@ -209,7 +219,6 @@ pub fn evaluate(
             1008,
         ));
     }
-    let local = upgrade.is_local(&peer);
     Ok(Accepted {
         request_id: request.id.clone(),
         session: Session {
@@ -219,7 +228,7 @@ pub fn evaluate(
             client: params.client.clone(),
             caps: params.caps.clone(),
             commands: params.commands.clone(),
-            device_id: None,
+            device_id,
             peer,
             local,
         },
@@ -260,6 +269,7 @@ mod tests {
             "c1",
             &upgrade,
             "127.0.0.1:9".parse().unwrap(),
+            "nonce",
             &frame.to_string(),
         )
     }

@@ -188,14 +188,11 @@ async fn token_failures_use_the_exact_upstream_messages() {
         "unauthorized: gateway token mismatch (provide gateway auth token)"
     );
 
-    // 16: a device block without a valid shared token.
+    // 9: a device block that does not prove anything.
     let mut params = cli_params(None);
     params["device"] = json!({"id":"ab","publicKey":"cd","signature":"ef","signedAt":1});
     let (error, _) = reject(&gw, &connect_with(params).to_string()).await;
-    assert_eq!(
-        error.unwrap()["message"],
-        "unauthorized: gateway token missing (set gateway.remote.token to match gateway.auth.token)"
-    );
+    assert_eq!(error.unwrap()["message"], "device identity mismatch");
 
     // 8a: the Control UI without a device.
     let params = json!({"minProtocol":3,"maxProtocol":3,

@@ -3,6 +3,7 @@
 
 mod authz;
 mod cluster;
+mod device;
 mod frames;
 mod handshake;
 mod local;
