@@ -3,6 +3,7 @@
 //! [`device`], the device identity proof (§2.8).
 
 pub mod device;
+pub mod limiter;
 
 use subtle::ConstantTimeEq;
 

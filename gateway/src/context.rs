@@ -10,6 +10,7 @@ use argent_planes::calls::NodeClients;
 use argent_planes::members::{GatewayRecord, Members, NodeRecord};
 use argent_planes::state::StateStore;
 
+use crate::auth::limiter::AuthLimiter;
 use crate::config::{ConfigFile, Loaded, Precedence, SharedSecrets};
 use crate::health::HealthState;
 use crate::hub::Hub;
@@ -54,6 +55,11 @@ pub struct Limits {
     pub requests_per_connection: usize,
     /// How long shutdown waits for connections to close.
     pub drain_grace: Duration,
+    /// Failed handshakes per address per minute before it is refused for the rest of the
+    /// minute (0: unlimited).
+    pub auth_failures_per_minute: u32,
+    /// Sockets one address may hold before their handshake completes.
+    pub pending_handshakes_per_address: u32,
 }
 
 impl Default for Limits {
@@ -67,6 +73,8 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(30),
             requests_per_connection: 64,
             drain_grace: Duration::from_secs(5),
+            auth_failures_per_minute: 30,
+            pending_handshakes_per_address: 1024,
         }
     }
 }
@@ -94,6 +102,7 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub nats: Option<async_nats::Client>,
     pub ws_url: String,
+    pub auth_limiter: AuthLimiter,
     draining: AtomicBool,
 }
 
@@ -118,6 +127,10 @@ impl Ctx {
     pub fn new(parts: CtxParts) -> Self {
         let presence = Arc::new(Presence::new(parts.gateway_id.clone(), parts.state.clone()));
         let shared_config = SharedConfigView::new(parts.mode.clone(), parts.state.clone());
+        let auth_limiter = AuthLimiter::new(
+            parts.limits.auth_failures_per_minute,
+            parts.limits.pending_handshakes_per_address,
+        );
         Ctx {
             hub: Hub::new(parts.metrics.clone()),
             presence,
@@ -140,6 +153,7 @@ impl Ctx {
             metrics: parts.metrics,
             nats: parts.nats,
             ws_url: parts.ws_url,
+            auth_limiter,
             draining: AtomicBool::new(false),
         }
     }

@@ -52,6 +52,17 @@ pub struct RunArgs {
     /// Time a new socket has to complete the handshake, in milliseconds.
     #[arg(long, env = "ARGENT_HANDSHAKE_TIMEOUT_MS", default_value_t = argent_proto::limits::HANDSHAKE_TIMEOUT_MS)]
     pub handshake_timeout_ms: u64,
+    /// Failed handshakes one address may make per minute before it is refused for the rest
+    /// of the minute (0: unlimited).
+    #[arg(long, env = "ARGENT_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
+    /// Sockets one address may hold before their handshake completes.
+    #[arg(
+        long,
+        env = "ARGENT_PENDING_HANDSHAKES_PER_ADDRESS",
+        default_value_t = 1024
+    )]
+    pub pending_handshakes_per_address: u32,
     /// Deadline of calls forwarded to node-agents, in milliseconds.
     #[arg(long, env = "ARGENT_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub call_timeout_ms: u64,
@@ -92,6 +103,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_buffered_bytes: args.max_buffered_bytes,
             call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
             handshake_timeout: Duration::from_millis(args.handshake_timeout_ms.max(1)),
+            auth_failures_per_minute: args.auth_failures_per_minute,
+            pending_handshakes_per_address: args.pending_handshakes_per_address.max(1),
             ..Limits::default()
         },
     };

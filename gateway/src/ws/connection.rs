@@ -102,6 +102,15 @@ async fn handshake_phase(
     conn_id: String,
 ) -> Option<Box<Joined>> {
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
+    // One address may hold only so many sockets that have not authenticated yet.
+    let Some(_pending_slot) = ctx.auth_limiter.pending_slot(peer.ip()) else {
+        ctx.metrics
+            .handshakes
+            .get_or_create(&vec![("outcome", "too_many_pending")])
+            .inc();
+        tracing::warn!(%peer, "too many pending handshakes from this address; dropped");
+        return None;
+    };
     let gate = PreauthGate::new();
     let mut upgrade = Upgrade::default();
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -189,9 +198,16 @@ async fn handshake_phase(
         secrets: &secrets,
         config: &config.document,
     };
-    let accepted = match handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first) {
+    let verdict = match ctx.auth_limiter.check(peer.ip()) {
+        Err(refusal) => Err(Box::new(handshake::Rejection::refuse(&first, refusal))),
+        Ok(()) => handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first),
+    };
+    let accepted = match verdict {
         Ok(accepted) => accepted,
         Err(rejection) => {
+            if rejection.is_auth_failure() {
+                ctx.auth_limiter.record_failure(peer.ip());
+            }
             ctx.metrics
                 .handshakes
                 .get_or_create(&vec![("outcome", "rejected")])

@@ -47,6 +47,24 @@ impl Rejection {
         })
     }
 
+    /// Refuses the handshake with `error` (answering the frame's id when it has one).
+    pub fn refuse(first_frame: &str, error: RpcError) -> Self {
+        let id = serde_json::from_str::<Value>(first_frame)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| "invalid".to_string());
+        *Self::respond(&id, error, 1008)
+    }
+
+    /// Whether this was an authentication failure (counted per address).
+    pub fn is_auth_failure(&self) -> bool {
+        self.response.as_ref().is_some_and(|(_, e)| {
+            e.jsonrpc_code() == argent_proto::errors::jsonrpc::AUTH_FAILED
+                && e.details.get("reason").and_then(Value::as_str) != Some("rate_limited")
+        })
+    }
+
     /// A short label for metrics and logs.
     pub fn label(&self) -> &str {
         self.response

@@ -414,3 +414,35 @@ async fn ticks_are_sequenced_per_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn failed_handshakes_are_rate_limited_per_address() {
+    let gw = Gateway::local()
+        .args(&["--auth-failures-per-minute", "3"])
+        .start()
+        .await
+        .unwrap();
+    let wrong = connect_with(cli_params(Some("wrong"))).to_string();
+    for _ in 0..3 {
+        let (error, _) = reject(&gw, &wrong).await;
+        assert!(error.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unauthorized: gateway token mismatch"));
+    }
+    // Over the budget: refused for the rest of the minute, even with the right token.
+    let right = connect_with(cli_params(Some(&gw.token))).to_string();
+    let (error, next) = reject(&gw, &right).await;
+    let error = error.unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unauthorized: too many failed handshakes from this address; retry in"),
+        "{error}"
+    );
+    assert_eq!(error["retryable"], true);
+    assert!(error["retryAfterMs"].as_u64().unwrap() > 0);
+    assert_eq!(error["details"]["reason"], "rate_limited");
+    assert!(matches!(next, Next::Close(1008, _)));
+}
