@@ -3,6 +3,7 @@
 //! [`device`], the device identity proof (§2.8).
 
 pub mod device;
+pub mod devices;
 pub mod limiter;
 
 use subtle::ConstantTimeEq;
@@ -51,16 +52,7 @@ impl AuthFailure {
                 | AuthFailure::PasswordMismatch
                 | AuthFailure::PasswordNotConfigured
         );
-        let hint = match (client.mode == "cli", client.is_browser(), password) {
-            (true, _, false) => "set gateway.remote.token to match gateway.auth.token",
-            (true, _, true) => "set gateway.remote.password to match gateway.auth.password",
-            (false, true, false) => {
-                "open a tokenized dashboard URL or paste token in Control UI settings"
-            }
-            (false, true, true) => "enter the password in Control UI settings",
-            (false, false, false) => "provide gateway auth token",
-            (false, false, true) => "provide gateway auth password",
-        };
+        let hint = hint(client, password);
         let message = match self {
             AuthFailure::TokenMissing => format!("unauthorized: gateway token missing ({hint})"),
             AuthFailure::TokenMismatch => format!("unauthorized: gateway token mismatch ({hint})"),
@@ -81,6 +73,32 @@ impl AuthFailure {
         };
         RpcError::unauthorized(message).with_detail("reason", self.reason())
     }
+}
+
+/// The hint in parentheses of an `unauthorized: …` message, by kind of client (§2.12).
+fn hint(client: &ClientInfo, password: bool) -> &'static str {
+    match (client.mode == "cli", client.is_browser(), password) {
+        (true, _, false) => "set gateway.remote.token to match gateway.auth.token",
+        (true, _, true) => "set gateway.remote.password to match gateway.auth.password",
+        (false, true, false) => {
+            "open a tokenized dashboard URL or paste token in Control UI settings"
+        }
+        (false, true, true) => "enter the password in Control UI settings",
+        (false, false, false) => "provide gateway auth token",
+        (false, false, true) => "provide gateway auth password",
+    }
+}
+
+/// `unauthorized: device token mismatch (…)` / `… scope mismatch (…)` (§2.12).
+pub fn device_token_error(failure: devices::TokenFailure, client: &ClientInfo) -> RpcError {
+    let (what, reason) = match failure {
+        devices::TokenFailure::Mismatch => ("device token mismatch", "device_token_invalid"),
+        devices::TokenFailure::ScopeMismatch => {
+            ("device token scope mismatch", "device_token_scope")
+        }
+    };
+    RpcError::unauthorized(format!("unauthorized: {what} ({})", hint(client, false)))
+        .with_detail("reason", reason)
 }
 
 /// Constant-time equality; a length mismatch fails fast (as upstream).

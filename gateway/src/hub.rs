@@ -22,6 +22,8 @@ use crate::ws::outbox::{Outbox, Pushed};
 pub struct ConnHandle {
     pub conn_id: String,
     pub role: Role,
+    /// The proven device behind the connection, if any (revocation closes it).
+    pub device_id: Option<String>,
     admin: bool,
     approvals: bool,
     pairing: bool,
@@ -30,11 +32,18 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(conn_id: String, role: Role, scopes: &[String], outbox: Arc<Outbox>) -> Self {
+    pub fn new(
+        conn_id: String,
+        role: Role,
+        scopes: &[String],
+        device_id: Option<String>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         let has = |s: &str| scopes.iter().any(|x| x == s);
         ConnHandle {
             conn_id,
             role,
+            device_id,
             admin: has(SCOPE_ADMIN),
             approvals: has(SCOPE_APPROVALS),
             pairing: has(SCOPE_PAIRING),
@@ -121,6 +130,27 @@ impl Hub {
         }
         self.metrics.events_delivered.inc_by(delivered as u64);
         delivered
+    }
+
+    /// Closes the connections of a device (all roles, or one), e.g. after its token was
+    /// revoked or rotated away or its pairing rejected; returns how many.
+    pub fn close_device(
+        &self,
+        device_id: &str,
+        role: Option<&str>,
+        code: u16,
+        reason: &str,
+    ) -> usize {
+        let mut closed = 0;
+        for conn in self.conns.read().by_key.values() {
+            let same_device = conn.device_id.as_deref() == Some(device_id);
+            let same_role = role.is_none_or(|r| r == conn.role.as_str());
+            if same_device && same_role {
+                conn.outbox.close(code, reason);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Events were lost before reaching this gateway: every connection's `seq` jumps by

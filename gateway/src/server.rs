@@ -22,7 +22,7 @@ use argent_planes::state_file::FileStore;
 use argent_planes::state_nats::NatsStore;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 use argent_proto::limits::RESTART_EXPECTED_MS;
-use argent_proto::subjects::{BUCKET_GATEWAYS, BUCKET_NODES};
+use argent_proto::subjects::{self, BUCKET_GATEWAYS, BUCKET_NODES};
 
 use crate::config::{self, ConfigFile};
 use crate::context::{Ctx, CtxParts, Limits, Mode};
@@ -347,6 +347,10 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
                             continue;
                         }
                     };
+                    if event.name.starts_with(subjects::CONTROL_PREFIX) {
+                        control(&ctx, &event.name, &event.payload);
+                        continue;
+                    }
                     let Ok(payload) = std::str::from_utf8(&event.payload) else {
                         tracing::warn!(event = %event.name, "event payload is not UTF-8; dropped");
                         continue;
@@ -370,6 +374,27 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
             Err(err) => tracing::warn!(%err, "cannot subscribe to events; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// An internal control message from another gateway (or this one).
+fn control(ctx: &Ctx, name: &str, payload: &[u8]) {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        tracing::warn!(name, "unreadable control message");
+        return;
+    };
+    match name {
+        subjects::CONTROL_DEVICE_REMOVED => {
+            let Some(device_id) = body["deviceId"].as_str() else {
+                return;
+            };
+            let role = body["role"].as_str();
+            let closed = ctx
+                .hub
+                .close_device(device_id, role, 4001, "device removed");
+            tracing::info!(device = device_id, closed, "device connections closed");
+        }
+        other => tracing::warn!(name = other, "unknown control message"),
     }
 }
 

@@ -65,6 +65,28 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// An optional array of non-empty strings.
+    pub fn optional_str_list(&self, key: &str) -> Result<Option<Vec<String>>, RpcError> {
+        let Some(value) = self.obj.get(key) else {
+            return Ok(None);
+        };
+        let Some(items) = value.as_array() else {
+            return Err(self.invalid(format!("at /{key}: must be array")));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item.as_str() {
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                Some(_) => Err(self.invalid(format!(
+                    "at /{key}/{i}: must NOT have fewer than 1 characters"
+                ))),
+                None => Err(self.invalid(format!("at /{key}/{i}: must be string"))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     pub fn optional_bool(&self, key: &str) -> Result<Option<bool>, RpcError> {
         match self.obj.get(key) {
             None => Ok(None),

@@ -10,6 +10,13 @@ pub fn event_subject(event: &str) -> String {
     format!("{EVENT_PREFIX}.{event}")
 }
 
+/// Names of internal control messages that travel on the event bus between gateways and
+/// are never delivered to clients.
+pub const CONTROL_PREFIX: &str = "_ctl.";
+/// `{deviceId, role?}`: close that device's connections (token revoked or rotated away,
+/// pairing rejected) on every gateway.
+pub const CONTROL_DEVICE_REMOVED: &str = "_ctl.device.removed";
+
 /// Run abort requests: `argent.ctl.abort.<runId>`.
 pub fn abort_subject(run_id: &str) -> String {
     format!("argent.ctl.abort.{run_id}")

@@ -1,5 +1,6 @@
 //! Methods answered by the gateway itself, one module per family.
 
+pub mod devices;
 pub mod health;
 pub mod presence;
 
@@ -21,6 +22,11 @@ pub async fn call(
         "health" => health::health(ctx, params),
         "status" => health::status(ctx, params),
         "system-presence" => presence::system_presence(ctx, session, params),
+        "device.pair.list" => devices::pair_list(ctx, params).await,
+        "device.pair.approve" => devices::pair_approve(ctx, params).await,
+        "device.pair.reject" => devices::pair_reject(ctx, params).await,
+        "device.token.rotate" => devices::token_rotate(ctx, params).await,
+        "device.token.revoke" => devices::token_revoke(ctx, params).await,
         other => Err(RpcError::unavailable(format!(
             "the gateway has no handler for {other}"
         ))),

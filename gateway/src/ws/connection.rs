@@ -34,6 +34,7 @@ use crate::router;
 use crate::ws::handshake::{self, Accepted, Policy};
 use crate::ws::limit::{LimitedStream, PreauthGate};
 use crate::ws::outbox::Outbox;
+use crate::ws::pairing;
 use crate::ws::session::{Session, Upgrade};
 
 /// Upstream's canvas host path is not a gateway socket.
@@ -91,6 +92,8 @@ struct Joined {
     socket: Socket,
     accepted: Accepted,
     upgrade: Upgrade,
+    /// `hello-ok.auth`, when a device token was issued or confirmed.
+    auth: Option<Value>,
 }
 
 // The upgrade callback's error type is tungstenite's, not ours.
@@ -202,8 +205,15 @@ async fn handshake_phase(
         Err(refusal) => Err(Box::new(handshake::Rejection::refuse(&first, refusal))),
         Ok(()) => handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first),
     };
-    let accepted = match verdict {
-        Ok(accepted) => accepted,
+    let verdict = match verdict {
+        Ok(accepted) => match pairing::complete(&ctx, &accepted).await {
+            Ok(auth) => Ok((accepted, auth)),
+            Err(rejection) => Err(rejection),
+        },
+        Err(rejection) => Err(rejection),
+    };
+    let (accepted, auth) = match verdict {
+        Ok(done) => done,
         Err(rejection) => {
             if rejection.is_auth_failure() {
                 ctx.auth_limiter.record_failure(peer.ip());
@@ -231,6 +241,7 @@ async fn handshake_phase(
         socket,
         accepted,
         upgrade,
+        auth,
     }))
 }
 
@@ -304,9 +315,9 @@ fn presence_entry(session: &Session, upgrade: &Upgrade) -> (String, Value) {
     (key, entry)
 }
 
-fn hello_ok(ctx: &Ctx, session: &Session) -> Value {
+fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
     let agents = AgentsConfig::from_config(&ctx.shared_config.get());
-    json!({
+    let mut hello = json!({
         "type": "hello-ok",
         "protocol": PROTOCOL_VERSION,
         "server": {"version": ctx.version, "host": ctx.host, "connId": session.conn_id},
@@ -330,7 +341,11 @@ fn hello_ok(ctx: &Ctx, session: &Session) -> Value {
             "maxBufferedBytes": ctx.limits.max_buffered_bytes,
             "tickIntervalMs": ctx.limits.tick_interval.as_millis() as u64,
         },
-    })
+    });
+    if let Some(auth) = auth {
+        hello["auth"] = auth;
+    }
+    hello
 }
 
 async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
@@ -338,6 +353,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
         socket,
         accepted,
         upgrade,
+        auth,
     } = *joined;
     let Accepted {
         request_id,
@@ -361,11 +377,12 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
         ctx.metrics.clone(),
     ));
     // hello-ok is the first frame after the challenge; events may follow it.
-    outbox.push_text(encode_ok(&request_id, &hello_ok(&ctx, &session)));
+    outbox.push_text(encode_ok(&request_id, &hello_ok(&ctx, &session, auth)));
     let handle = Arc::new(ConnHandle::new(
         session.conn_id.clone(),
         session.role,
         &session.scopes,
+        session.device_id.clone(),
         outbox.clone(),
     ));
     let hub_key = ctx.hub.register(handle);

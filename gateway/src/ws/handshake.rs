@@ -1,9 +1,8 @@
 //! The server-side processing order of the first frame (PROTOCOL.md §2.4), for shared-secret
 //! authentication. The first failing step decides the response and the close code.
 //!
-//! Device proofs (steps 9–14) are verified; device tokens and pairing (steps 15, 17, 18)
-//! arrive with the pairing release. Until then a proven device still needs the shared secret
-//! (step 16, with the exact upstream `unauthorized: …` message) and gets no device token.
+//! Steps 1–14 run here, synchronously. For a proven device, steps 15–18 (device token,
+//! pairing, token issuance) need the shared state and run in [`crate::ws::pairing`].
 
 use std::net::SocketAddr;
 
@@ -19,7 +18,7 @@ fn now_ms() -> i64 {
     argent_proto::now_ms() as i64
 }
 
-use crate::auth::{check_shared_secret, device};
+use crate::auth::{check_shared_secret, device, AuthFailure};
 use crate::config::SharedSecrets;
 use crate::ws::outbox::truncate_reason;
 use crate::ws::session::{Session, Upgrade};
@@ -34,7 +33,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn respond(id: &str, error: RpcError, close_code: u16) -> Box<Self> {
+    pub fn respond(id: &str, error: RpcError, close_code: u16) -> Box<Self> {
         let close_reason = if close_code == 1002 {
             "protocol mismatch".to_string()
         } else {
@@ -74,12 +73,16 @@ impl Rejection {
     }
 }
 
-/// A successful `connect`.
+/// A `connect` that passed steps 1–14.
 #[derive(Debug)]
 pub struct Accepted {
     pub request_id: String,
     pub session: Session,
     pub params: ConnectParams,
+    /// The proven device, when the client sent one (steps 15–18 follow).
+    pub device: Option<device::ProvenDevice>,
+    /// Step 7's outcome: whether the shared secret authenticated the connection.
+    pub shared: Result<(), AuthFailure>,
 }
 
 /// What the handshake needs from the gateway's configuration.
@@ -217,23 +220,18 @@ pub fn evaluate(
                 1008,
             ));
         }
-        // 9–14. The device proof; then 16: authenticated by the shared secret.
-        (Some(device), shared) => {
+        // 9–14. The device proof (15–18 follow in `pairing`).
+        (Some(device), _) => {
             let proven = device::verify(&params, device, nonce, local, now_ms())
                 .map_err(|failure| Rejection::respond(id, failure.to_error(), 1008))?;
-            if let Err(failure) = shared {
-                return Err(Rejection::respond(id, failure.to_error(client), 1008));
-            }
-            device_id = Some(proven.id);
+            device_id = Some(proven.clone());
         }
     }
-    // [EXT] The seed's `device` role needs a proven, paired device identity.
-    if role == Role::Device {
+    // [EXT] The seed's `device` role needs a proven (and then paired) device identity.
+    if role == Role::Device && device_id.is_none() {
         return Err(Rejection::respond(
             id,
-            RpcError::not_paired(
-                "device role requires a paired device identity (device pairing is not available in this release)",
-            ),
+            RpcError::not_paired("device identity required"),
             1008,
         ));
     }
@@ -246,11 +244,13 @@ pub fn evaluate(
             client: params.client.clone(),
             caps: params.caps.clone(),
             commands: params.commands.clone(),
-            device_id,
+            device_id: device_id.as_ref().map(|d| d.id.clone()),
             peer,
             local,
         },
         params,
+        device: device_id,
+        shared,
     })
 }
 

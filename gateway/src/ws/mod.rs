@@ -2,6 +2,7 @@
 //!
 //! * [`connection`] — accept, challenge, handshake, the request loop, teardown.
 //! * [`handshake`] — the server-side processing order of `connect` (PROTOCOL.md §2.4).
+//! * [`pairing`] — steps 15–18 for a proven device: device token, pairing, token issue.
 //! * [`session`] — who is connected: role, scopes, client, and the upgrade request's headers.
 //! * [`outbox`] — the bounded outbound queue, `seq`, and the slow-consumer rule.
 //! * [`limit`] — the pre-handshake input cap on the raw socket.
@@ -10,4 +11,5 @@ pub mod connection;
 pub mod handshake;
 pub mod limit;
 pub mod outbox;
+pub mod pairing;
 pub mod session;

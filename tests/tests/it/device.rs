@@ -1,7 +1,6 @@
-//! Device identity at connect (PROTOCOL.md §2.8, steps 9–16 of §2.4) against a real
-//! gateway: the client signs the documented payload with Ed25519, exactly as the upstream
-//! clients do; every way of getting it wrong has its own message. (Pairing and device
-//! tokens, steps 15/17/18, come with the pairing release.)
+//! Device identity, device tokens and pairing (PROTOCOL.md §2.8–§2.10, §5.13, §6.1) against
+//! real gateways: clients sign the documented payload with Ed25519, exactly as the upstream
+//! clients do.
 
 use std::time::Duration;
 
@@ -12,9 +11,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use argent_tests::raw::{Next, RawWs};
-use argent_tests::Gateway;
+use argent_tests::{Gateway, Nats};
 
 const WAIT: Duration = Duration::from_secs(5);
+const SCOPES: [&str; 3] = ["operator.admin", "operator.approvals", "operator.pairing"];
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -29,6 +29,32 @@ struct Device {
     public_key: String,
 }
 
+/// How one connect attempt goes.
+struct Attempt<'a> {
+    token: Option<&'a str>,
+    role: &'a str,
+    scopes: Vec<&'a str>,
+    /// Host header: anything but localhost makes the connection remote (§2.6).
+    host: Option<&'a str>,
+    /// Changes the nonce / signedAt before signing.
+    clock: fn(&str, &mut i64) -> String,
+    /// Changes the params after signing (to break the proof on purpose).
+    tamper: fn(&mut Value),
+}
+
+impl Default for Attempt<'_> {
+    fn default() -> Self {
+        Attempt {
+            token: None,
+            role: "operator",
+            scopes: SCOPES.to_vec(),
+            host: None,
+            clock: |nonce, _| nonce.to_string(),
+            tamper: |_| {},
+        }
+    }
+}
+
 impl Device {
     fn new(seed: u8) -> Device {
         let key = SigningKey::from_bytes(&[seed; 32]);
@@ -40,48 +66,42 @@ impl Device {
         }
     }
 
-    /// A `connect` frame signed the way upstream clients sign (v2 with the nonce).
-    fn connect(
-        &self,
-        token: &str,
-        nonce: &str,
-        signed_at: i64,
-        edit: impl FnOnce(&mut Value),
-    ) -> Value {
-        let scopes = ["operator.admin", "operator.approvals", "operator.pairing"];
+    /// Opens a socket, signs a v2 `connect` over its challenge, returns (response, socket).
+    async fn connect(&self, gw: &Gateway, a: Attempt<'_>) -> (Value, RawWs) {
+        let headers: Vec<(&str, &str)> = a.host.map(|h| vec![("host", h)]).unwrap_or_default();
+        let mut ws = RawWs::open(&gw.ws, &headers).await.unwrap();
+        let Next::Frame(challenge) = ws.next(WAIT).await else {
+            panic!("no challenge")
+        };
+        let mut signed_at = now_ms();
+        let nonce = (a.clock)(
+            challenge["payload"]["nonce"].as_str().unwrap(),
+            &mut signed_at,
+        );
+        let token = a.token.unwrap_or("");
         let payload = format!(
-            "v2|{}|test|test|operator|{}|{signed_at}|{token}|{nonce}",
+            "v2|{}|test|test|{}|{}|{signed_at}|{token}|{nonce}",
             self.id,
-            scopes.join(",")
+            a.role,
+            a.scopes.join(",")
         );
         let signature = URL_SAFE_NO_PAD.encode(self.key.sign(payload.as_bytes()).to_bytes());
         let mut params = json!({"minProtocol":3,"maxProtocol":3,
             "client":{"id":"test","version":"1","platform":"linux","mode":"test","instanceId":"dev-1"},
-            "role":"operator","scopes":scopes,"auth":{"token":token},
+            "role":a.role,"scopes":a.scopes,
             "device":{"id":self.id,"publicKey":self.public_key,"signature":signature,
                       "signedAt":signed_at,"nonce":nonce}});
-        edit(&mut params);
-        json!({"type":"req","id":"c1","method":"connect","params":params})
-    }
-}
-
-/// Opens a socket, signs over its challenge (after `tweak`), returns the response.
-async fn attempt(
-    gw: &Gateway,
-    token: &str,
-    tweak: impl FnOnce(&str, &mut i64) -> String,
-    edit: impl FnOnce(&mut Value),
-) -> Value {
-    let device = Device::new(9);
-    let (mut ws, challenge) = RawWs::open_challenged(&gw.ws).await.unwrap();
-    let mut signed_at = now_ms();
-    let nonce = tweak(challenge["nonce"].as_str().unwrap(), &mut signed_at);
-    ws.send_json(&device.connect(token, &nonce, signed_at, edit))
-        .await
-        .unwrap();
-    match ws.next(WAIT).await {
-        Next::Frame(frame) => frame,
-        other => panic!("no response: {other:?}"),
+        if let Some(token) = a.token {
+            params["auth"] = json!({"token": token});
+        }
+        (a.tamper)(&mut params);
+        ws.send_json(&json!({"type":"req","id":"c1","method":"connect","params":params}))
+            .await
+            .unwrap();
+        match ws.next(WAIT).await {
+            Next::Frame(frame) => (frame, ws),
+            other => panic!("no response: {other:?}"),
+        }
     }
 }
 
@@ -90,69 +110,358 @@ fn message(frame: &Value) -> &str {
 }
 
 #[tokio::test]
-async fn a_signed_device_connects_and_is_known_by_its_id() {
+async fn every_bad_proof_has_its_message() {
     let gw = Gateway::local().start().await.unwrap();
-    let frame = attempt(&gw, &gw.token, |nonce, _| nonce.to_string(), |_| {}).await;
-    assert_eq!(frame["payload"]["type"], "hello-ok", "{frame}");
-    let presence = &frame["payload"]["snapshot"]["presence"];
-    let me = presence
+    let d = Device::new(9);
+    let t = Some(gw.token.as_str());
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: t,
+                clock: |_, _| "00000000-0000-4000-8000-000000000000".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(message(&f), "device nonce mismatch", "a replayed signature");
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: t,
+                clock: |n, at| {
+                    *at -= 660_000;
+                    n.into()
+                },
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(message(&f), "device signature expired");
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: t,
+                tamper: |p| p["device"]["id"] = json!("ab".repeat(32)),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(message(&f), "device identity mismatch");
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: t,
+                tamper: |p| p["scopes"] = json!(["operator.admin"]),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(message(&f), "device signature invalid");
+    assert_eq!(f["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(f["error"]["details"]["jsonrpcCode"], -32002);
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some("wrong"),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        message(&f),
+        "unauthorized: device token mismatch (provide gateway auth token)"
+    );
+}
+
+#[tokio::test]
+async fn local_devices_pair_silently_and_then_use_their_device_token() {
+    let gw = Gateway::local().start().await.unwrap();
+    let d = Device::new(11);
+    let mut watcher = gw.client().await.unwrap();
+
+    // First connect with the shared token: paired silently (local), a device token issued.
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&gw.token),
+                ..Default::default()
+            },
+        )
+        .await;
+    let hello = &f["payload"];
+    assert_eq!(hello["type"], "hello-ok", "{f}");
+    let auth = &hello["auth"];
+    let token = auth["deviceToken"].as_str().unwrap().to_string();
+    assert_eq!(auth["role"], "operator");
+    let mut granted: Vec<&str> = SCOPES.to_vec();
+    granted.sort();
+    assert_eq!(auth["scopes"], json!(granted));
+    let me = hello["snapshot"]["presence"]
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["instanceId"] == "dev-1")
-        .expect("listed");
-    assert_eq!(me["deviceId"], Device::new(9).id);
+        .unwrap();
+    assert_eq!(me["deviceId"], d.id);
+    let resolved = watcher
+        .wait_event("device.pair.resolved", WAIT)
+        .await
+        .expect("resolved event");
+    assert_eq!(resolved.payload["decision"], "approved");
+    assert_eq!(resolved.payload["deviceId"], d.id);
+
+    // Next time: the device token instead of the shared token; the same token comes back.
+    let (f, mut live) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&token),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["payload"]["auth"]["deviceToken"], token.as_str(), "{f}");
+    // Asking for less is fine; asking for more than the token grants is not.
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&token),
+                scopes: vec!["operator.read"],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        message(&f),
+        "unauthorized: device token scope mismatch (provide gateway auth token)"
+    );
+
+    // The list shows the device with token summaries, never the token.
+    let list = watcher.call("device.pair.list", json!({})).await.unwrap();
+    let paired = list["paired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["deviceId"] == d.id.as_str())
+        .unwrap();
+    assert_eq!(paired["tokens"][0]["role"], "operator");
+    assert!(
+        !list.to_string().contains(&token),
+        "tokens are never listed"
+    );
+
+    // Revoked: the live connection is closed with 4001, the token stops working.
+    let revoked = watcher
+        .call(
+            "device.token.revoke",
+            json!({"deviceId": d.id, "role": "operator"}),
+        )
+        .await
+        .unwrap();
+    assert!(revoked["revokedAtMs"].as_u64().unwrap() > 0);
+    assert_eq!(
+        live.closed(Duration::from_secs(2)).await,
+        Next::Close(4001, "device removed".into())
+    );
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&token),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        message(&f),
+        "unauthorized: device token mismatch (provide gateway auth token)"
+    );
+
+    // Rotation mints a new token (shown once) and the old one is gone.
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&gw.token),
+                ..Default::default()
+            },
+        )
+        .await;
+    let fresh = f["payload"]["auth"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rotated = watcher
+        .call(
+            "device.token.rotate",
+            json!({"deviceId": d.id, "role": "operator"}),
+        )
+        .await
+        .unwrap();
+    let newest = rotated["token"].as_str().unwrap().to_string();
+    assert_ne!(newest, fresh);
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&fresh),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        message(&f),
+        "unauthorized: device token mismatch (provide gateway auth token)"
+    );
+    let (f, _) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&newest),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["payload"]["type"], "hello-ok");
 }
 
 #[tokio::test]
-async fn every_bad_proof_has_its_message() {
-    let gw = Gateway::local().start().await.unwrap();
-    let token = gw.token.clone();
-    // The nonce of another socket (a replay).
-    let f = attempt(
-        &gw,
-        &token,
-        |_, _| "00000000-0000-4000-8000-000000000000".into(),
-        |_| {},
-    )
-    .await;
-    assert_eq!(message(&f), "device nonce mismatch");
-    // Signed eleven minutes ago.
-    let f = attempt(
-        &gw,
-        &token,
-        |n, at| {
-            *at -= 660_000;
-            n.to_string()
-        },
-        |_| {},
-    )
-    .await;
-    assert_eq!(message(&f), "device signature expired");
-    // Someone else's id.
-    let f = attempt(
-        &gw,
-        &token,
-        |n, _| n.to_string(),
-        |p| p["device"]["id"] = json!(Device::new(3).id),
-    )
-    .await;
-    assert_eq!(message(&f), "device identity mismatch");
-    // The signature does not cover what is sent (scopes changed after signing).
-    let f = attempt(
-        &gw,
-        &token,
-        |n, _| n.to_string(),
-        |p| p["scopes"] = json!(["operator.admin"]),
-    )
-    .await;
-    assert_eq!(message(&f), "device signature invalid");
-    assert_eq!(f["error"]["code"], "INVALID_REQUEST");
-    assert_eq!(f["error"]["details"]["jsonrpcCode"], -32002);
-    // A good proof with a wrong shared token: step 16.
-    let f = attempt(&gw, "wrong", |n, _| n.to_string(), |_| {}).await;
+async fn a_remote_device_is_approved_on_another_gateway() {
+    let nats = Nats::start().await.unwrap();
+    let a = Gateway::cluster(&nats).start().await.unwrap();
+    let b = Gateway::cluster(&nats).start().await.unwrap();
+    let mut operator = b.client().await.unwrap();
+    let d = Device::new(21);
+    let remote = Some("gw.example.com:18789");
+
+    let (f, mut ws) = d
+        .connect(
+            &a,
+            Attempt {
+                token: Some(&a.token),
+                host: remote,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["error"]["code"], "NOT_PAIRED", "{f}");
+    assert_eq!(message(&f), "pairing required");
+    let request_id = f["error"]["details"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
-        message(&f),
-        "unauthorized: gateway token mismatch (provide gateway auth token)"
+        ws.closed(WAIT).await,
+        Next::Close(1008, "pairing required".into())
     );
+
+    // The operator on gateway B hears of it and approves it there.
+    let requested = operator
+        .wait_event("device.pair.requested", WAIT)
+        .await
+        .expect("requested on B");
+    assert_eq!(requested.payload["requestId"], request_id.as_str());
+    assert_eq!(requested.payload["deviceId"], d.id.as_str());
+    let list = operator.call("device.pair.list", json!({})).await.unwrap();
+    assert_eq!(list["pending"][0]["requestId"], request_id.as_str());
+    // Asking again while pending reuses the request (one per device).
+    let (f, _) = d
+        .connect(
+            &a,
+            Attempt {
+                token: Some(&a.token),
+                host: remote,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["error"]["details"]["requestId"], request_id.as_str());
+    let approved = operator
+        .call("device.pair.approve", json!({"requestId": request_id}))
+        .await
+        .unwrap();
+    assert_eq!(approved["device"]["deviceId"], d.id.as_str());
+    let resolved = operator
+        .wait_event("device.pair.resolved", WAIT)
+        .await
+        .expect("resolved");
+    assert_eq!(resolved.payload["decision"], "approved");
+
+    // The device reconnects (to gateway A) and is in.
+    let (f, _) = d
+        .connect(
+            &a,
+            Attempt {
+                token: Some(&a.token),
+                host: remote,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["payload"]["type"], "hello-ok", "{f}");
+    assert!(f["payload"]["auth"]["deviceToken"].is_string());
+    match operator
+        .call("device.pair.approve", json!({"requestId": request_id}))
+        .await
+    {
+        Err(argent_client::ClientError::Call(e)) => assert_eq!(e.message, "unknown requestId"),
+        other => panic!("{other:?}"),
+    }
+
+    // A role upgrade (node) is a new request; rejecting it ends it.
+    let (f, _) = d
+        .connect(
+            &a,
+            Attempt {
+                token: Some(&a.token),
+                host: remote,
+                role: "node",
+                scopes: vec![],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(message(&f), "pairing required");
+    let upgrade = f["error"]["details"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rejected = operator
+        .call("device.pair.reject", json!({"requestId": upgrade}))
+        .await
+        .unwrap();
+    assert_eq!(rejected["deviceId"], d.id.as_str());
+}
+
+#[tokio::test]
+async fn the_device_role_is_narrow() {
+    let gw = Gateway::local().start().await.unwrap();
+    let d = Device::new(31);
+    let (f, mut ws) = d
+        .connect(
+            &gw,
+            Attempt {
+                token: Some(&gw.token),
+                role: "device",
+                scopes: vec![],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["payload"]["auth"]["role"], "device", "{f}");
+    match ws.call("h", "health", json!({})).await {
+        Next::Frame(r) => assert_eq!(r["ok"], true),
+        other => panic!("{other:?}"),
+    }
+    match ws.call("c", "config.get", json!({})).await {
+        Next::Frame(r) => assert_eq!(r["error"]["message"], "unauthorized role: device"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,0 +1,378 @@
+//! Paired devices, their tokens and pending pairing requests (PROTOCOL.md §2.9, §2.10,
+//! §5.13), kept in the state plane (`argent_auth`) so every gateway sees the same records.
+//! Tokens are stored only as SHA-256 hashes; a token is shown once, when it is issued.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use argent_planes::state::{StateError, StateStore};
+use argent_proto::errors::RpcError;
+use argent_proto::subjects::BUCKET_AUTH;
+
+/// Pending requests expire after five minutes (§1.8).
+pub const PENDING_TTL_MS: u64 = 300_000;
+/// Optimistic-concurrency retries before giving up.
+const ATTEMPTS: usize = 5;
+
+/// One token of a device, for one role: only its hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub hash: String,
+    pub scopes: Vec<String>,
+    pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairedDevice {
+    pub device_id: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    pub created_at_ms: u64,
+    pub approved_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRequest {
+    pub request_id: String,
+    pub device_id: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_mode: Option<String>,
+    pub role: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
+    pub silent: bool,
+    pub is_repair: bool,
+    pub ts: u64,
+}
+
+impl PendingRequest {
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.ts) > PENDING_TTL_MS
+    }
+}
+
+/// Why a device token was refused (§2.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// Unknown, revoked or rotated away, or for another device or role.
+    Mismatch,
+    /// Valid, but the requested scopes exceed its grant.
+    ScopeMismatch,
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// 32 random bytes as 64 hex characters.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Scopes sorted and de-duplicated (how tokens record them).
+pub fn normalized(scopes: &[String]) -> Vec<String> {
+    let mut out = scopes.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn union(into: &mut Vec<String>, more: &[String]) {
+    for item in more {
+        if !into.contains(item) {
+            into.push(item.clone());
+        }
+    }
+    into.sort();
+}
+
+/// The device, pending-request and token records of the cluster.
+#[derive(Clone)]
+pub struct DeviceStore {
+    state: Arc<dyn StateStore>,
+}
+
+fn device_key(device_id: &str) -> String {
+    format!("device.{device_id}")
+}
+
+fn pending_key(request_id: &str) -> String {
+    format!("pending.{request_id}")
+}
+
+fn unreadable(what: &str, err: serde_json::Error) -> RpcError {
+    RpcError::unavailable(format!("stored {what} is unreadable: {err}"))
+}
+
+impl DeviceStore {
+    pub fn new(state: Arc<dyn StateStore>) -> Self {
+        DeviceStore { state }
+    }
+
+    async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, RpcError> {
+        let entry = self
+            .state
+            .get(BUCKET_AUTH, key)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        entry
+            .map(|e| {
+                serde_json::from_slice(&e.value)
+                    .map(|v| (v, e.revision))
+                    .map_err(|err| unreadable(key, err))
+            })
+            .transpose()
+    }
+
+    pub async fn device(&self, device_id: &str) -> Result<Option<PairedDevice>, RpcError> {
+        Ok(self.read(&device_key(device_id)).await?.map(|(d, _)| d))
+    }
+
+    /// Changes a device record with optimistic concurrency; `change` may refuse.
+    pub async fn update_device<T>(
+        &self,
+        device_id: &str,
+        mut change: impl FnMut(Option<PairedDevice>) -> Result<(PairedDevice, T), RpcError>,
+    ) -> Result<T, RpcError> {
+        let key = device_key(device_id);
+        for _ in 0..ATTEMPTS {
+            let current = self.read::<PairedDevice>(&key).await?;
+            let revision = current.as_ref().map_or(0, |(_, r)| *r);
+            let (next, out) = change(current.map(|(d, _)| d))?;
+            let bytes = Bytes::from(serde_json::to_vec(&next).expect("records serialize"));
+            let written = if revision == 0 {
+                self.state.create(BUCKET_AUTH, &key, bytes).await
+            } else {
+                self.state.update(BUCKET_AUTH, &key, bytes, revision).await
+            };
+            match written {
+                Ok(_) => return Ok(out),
+                Err(StateError::WrongRevision | StateError::Exists) => continue,
+                Err(err) => return Err(err.to_rpc()),
+            }
+        }
+        Err(RpcError::unavailable("device record is busy; retry").retryable(Some(200)))
+    }
+
+    pub async fn devices(&self) -> Result<Vec<PairedDevice>, RpcError> {
+        let keys = self
+            .state
+            .keys(BUCKET_AUTH, "device.")
+            .await
+            .map_err(|e| e.to_rpc())?;
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some((device, _)) = self.read::<PairedDevice>(&key).await? {
+                out.push(device);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live pending requests (expired ones are deleted on the way).
+    pub async fn pending(&self) -> Result<Vec<PendingRequest>, RpcError> {
+        let now = argent_proto::now_ms();
+        let keys = self
+            .state
+            .keys(BUCKET_AUTH, "pending.")
+            .await
+            .map_err(|e| e.to_rpc())?;
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some((request, _)) = self.read::<PendingRequest>(&key).await? {
+                if request.expired(now) {
+                    let _ = self.state.delete(BUCKET_AUTH, &key).await;
+                } else {
+                    out.push(request);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.ts);
+        Ok(out)
+    }
+
+    pub async fn pending_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<PendingRequest>, RpcError> {
+        let now = argent_proto::now_ms();
+        Ok(self
+            .read::<PendingRequest>(&pending_key(request_id))
+            .await?
+            .map(|(r, _)| r)
+            .filter(|r| !r.expired(now)))
+    }
+
+    /// The device's pending request, or this one stored as new (`true`).
+    pub async fn open_request(
+        &self,
+        request: PendingRequest,
+    ) -> Result<(PendingRequest, bool), RpcError> {
+        if let Some(existing) = self
+            .pending()
+            .await?
+            .into_iter()
+            .find(|r| r.device_id == request.device_id)
+        {
+            return Ok((existing, false));
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&request).expect("records serialize"));
+        self.state
+            .put(BUCKET_AUTH, &pending_key(&request.request_id), bytes)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        Ok((request, true))
+    }
+
+    pub async fn close_request(&self, request_id: &str) -> Result<(), RpcError> {
+        self.state
+            .delete(BUCKET_AUTH, &pending_key(request_id))
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    /// Approval: the device is paired with the request's role and scopes merged into what it
+    /// had (§2.10).
+    pub async fn approve(&self, request: &PendingRequest) -> Result<PairedDevice, RpcError> {
+        let now = argent_proto::now_ms();
+        let device = self
+            .update_device(&request.device_id, |current| {
+                let mut device = current.unwrap_or_else(|| PairedDevice {
+                    device_id: request.device_id.clone(),
+                    public_key: request.public_key.clone(),
+                    display_name: None,
+                    platform: None,
+                    client_id: None,
+                    client_mode: None,
+                    role: None,
+                    roles: Vec::new(),
+                    scopes: Vec::new(),
+                    remote_ip: None,
+                    tokens: BTreeMap::new(),
+                    created_at_ms: now,
+                    approved_at_ms: now,
+                });
+                if device.public_key != request.public_key {
+                    // Re-paired with a new key: the old tokens belong to the old key.
+                    device.public_key = request.public_key.clone();
+                    device.tokens.clear();
+                }
+                union(&mut device.roles, &request.roles);
+                union(&mut device.scopes, &request.scopes);
+                device.role = Some(request.role.clone());
+                device.display_name = request.display_name.clone().or(device.display_name);
+                device.platform = request.platform.clone().or(device.platform);
+                device.client_id = request.client_id.clone().or(device.client_id);
+                device.client_mode = request.client_mode.clone().or(device.client_mode);
+                device.remote_ip = request.remote_ip.clone().or(device.remote_ip);
+                device.approved_at_ms = now;
+                Ok((device.clone(), device))
+            })
+            .await?;
+        self.close_request(&request.request_id).await?;
+        Ok(device)
+    }
+
+    /// Checks `token` as the device token of (device, role) for `scopes` (§2.9).
+    pub async fn check_token(
+        &self,
+        device_id: &str,
+        role: &str,
+        token: &str,
+        scopes: &[String],
+    ) -> Result<Result<(), TokenFailure>, RpcError> {
+        let key = device_key(device_id);
+        let Some((mut device, revision)) = self.read::<PairedDevice>(&key).await? else {
+            return Ok(Err(TokenFailure::Mismatch));
+        };
+        let Some(record) = device.tokens.get_mut(role) else {
+            return Ok(Err(TokenFailure::Mismatch));
+        };
+        if record.revoked_at_ms.is_some()
+            || !crate::auth::secrets_equal(&record.hash, &hash_token(token))
+        {
+            return Ok(Err(TokenFailure::Mismatch));
+        }
+        if !scopes.iter().all(|s| record.scopes.contains(s)) {
+            return Ok(Err(TokenFailure::ScopeMismatch));
+        }
+        record.last_used_at_ms = Some(argent_proto::now_ms());
+        // Best effort: the timestamp is informational, a concurrent change wins.
+        let bytes = Bytes::from(serde_json::to_vec(&device).expect("records serialize"));
+        let _ = self.state.update(BUCKET_AUTH, &key, bytes, revision).await;
+        Ok(Ok(()))
+    }
+
+    /// Mints a token for (device, role) with `scopes`, replacing the previous one; the token
+    /// itself is returned once and never stored.
+    pub async fn issue_token(
+        &self,
+        device_id: &str,
+        role: &str,
+        scopes: &[String],
+    ) -> Result<(String, TokenRecord), RpcError> {
+        let token = new_token();
+        let now = argent_proto::now_ms();
+        let record = TokenRecord {
+            hash: hash_token(&token),
+            scopes: normalized(scopes),
+            created_at_ms: now,
+            rotated_at_ms: None,
+            revoked_at_ms: None,
+            last_used_at_ms: Some(now),
+        };
+        let stored = record.clone();
+        self.update_device(device_id, |current| {
+            let mut device =
+                current.ok_or_else(|| RpcError::bad_params("unknown deviceId/role"))?;
+            let previous = device.tokens.get(role).map(|t| t.created_at_ms);
+            let mut record = stored.clone();
+            if previous.is_some() {
+                record.rotated_at_ms = Some(now);
+            }
+            device.tokens.insert(role.to_string(), record);
+            Ok((device, ()))
+        })
+        .await?;
+        Ok((token, record))
+    }
+}

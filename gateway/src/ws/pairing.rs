@@ -1,0 +1,158 @@
+//! Steps 15–18 of the handshake for a proven device (PROTOCOL.md §2.4, §2.9, §2.10): the
+//! device token, device pairing (silent for local operator devices, a pending request and
+//! `pairing required` otherwise), and the device token handed back in `hello-ok.auth`.
+
+use serde_json::{json, Value};
+
+use argent_planes::bus::BusEvent;
+use argent_proto::catalog::Role;
+use argent_proto::errors::RpcError;
+
+use crate::auth::device_token_error;
+use crate::auth::devices::{normalized, DeviceStore, PendingRequest};
+use crate::context::Ctx;
+use crate::ws::handshake::{Accepted, Rejection};
+
+/// Pending requests cluster-wide, and per peer address, before new ones are refused.
+const MAX_PENDING: usize = 100;
+const MAX_PENDING_PER_ADDRESS: usize = 5;
+
+/// Publishes a pairing event to every gateway (pairing-scoped operators receive it).
+pub async fn announce(ctx: &Ctx, name: &str, payload: &Value) {
+    if let Err(err) = ctx.bus.publish(BusEvent::new(name, payload)).await {
+        tracing::warn!(event = name, %err, "pairing event not published");
+    }
+}
+
+/// `device.pair.resolved` for a request.
+pub async fn announce_resolved(ctx: &Ctx, request: &PendingRequest, decision: &str) {
+    let payload = json!({
+        "requestId": request.request_id, "deviceId": request.device_id,
+        "decision": decision, "ts": argent_proto::now_ms(),
+    });
+    announce(ctx, "device.pair.resolved", &payload).await;
+}
+
+/// Runs steps 15–18; `Ok` holds `hello-ok.auth` when the connection proved a device.
+pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, Box<Rejection>> {
+    let Some(device) = &accepted.device else {
+        return Ok(None);
+    };
+    let id = accepted.request_id.as_str();
+    let session = &accepted.session;
+    let params = &accepted.params;
+    let role = session.role.as_str();
+    let store = DeviceStore::new(ctx.state.clone());
+    // The state plane is away: a retryable refusal, close 1013 (try again later).
+    let unavailable = |err: RpcError| Rejection::respond(id, err.retryable(Some(1000)), 1013);
+    let token = params.auth.token.as_deref().filter(|t| !t.is_empty());
+
+    // 15–16. Not authenticated by the shared secret: the token may be this device's.
+    let mut device_token = None;
+    if let Err(failure) = accepted.shared {
+        match token {
+            Some(token) => {
+                match store
+                    .check_token(&device.id, role, token, &session.scopes)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Ok(()) => device_token = Some(token.to_string()),
+                    Err(kind) => {
+                        let error = device_token_error(kind, &params.client);
+                        return Err(Rejection::respond(id, error, 1008));
+                    }
+                }
+            }
+            // [EXT] A node may ask to be paired with its device identity alone (§2.10).
+            None if session.role == Role::Node => {}
+            None => {
+                return Err(Rejection::respond(
+                    id,
+                    failure.to_error(&params.client),
+                    1008,
+                ))
+            }
+        }
+    }
+
+    // 17. Paired for this key, role and scopes?
+    let paired = store.device(&device.id).await.map_err(unavailable)?;
+    let covered = paired.as_ref().is_some_and(|d| {
+        d.public_key == device.public_key
+            && d.roles.iter().any(|r| r == role)
+            && session.scopes.iter().all(|s| d.scopes.contains(s))
+    });
+    if !covered {
+        let config = ctx.config();
+        let auto_approve_nodes = config
+            .document
+            .pointer("/gateway/nodes/pairing/autoApproveLocal")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let silent = session.local && (session.role != Role::Node || auto_approve_nodes);
+        if !silent {
+            let pending = store.pending().await.map_err(unavailable)?;
+            let ip = session.peer.ip().to_string();
+            let mine = pending.iter().any(|r| r.device_id == device.id);
+            let from_here = pending
+                .iter()
+                .filter(|r| r.remote_ip.as_deref() == Some(&ip))
+                .count();
+            if !mine && (pending.len() >= MAX_PENDING || from_here >= MAX_PENDING_PER_ADDRESS) {
+                let error = RpcError::unavailable("too many pending pairing requests")
+                    .retryable(Some(60_000));
+                return Err(Rejection::respond(id, error, 1008));
+            }
+        }
+        let mut roles = paired.as_ref().map(|d| d.roles.clone()).unwrap_or_default();
+        if !roles.iter().any(|r| r == role) {
+            roles.push(role.to_string());
+        }
+        let request = PendingRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            device_id: device.id.clone(),
+            public_key: device.public_key.clone(),
+            display_name: params.client.display_name.clone(),
+            platform: Some(params.client.platform.clone()),
+            client_id: Some(params.client.id.clone()),
+            client_mode: Some(params.client.mode.clone()),
+            role: role.to_string(),
+            roles,
+            scopes: normalized(&session.scopes),
+            remote_ip: Some(session.peer.ip().to_string()),
+            silent,
+            is_repair: paired.is_some(),
+            ts: argent_proto::now_ms(),
+        };
+        let (request, created) = store.open_request(request).await.map_err(unavailable)?;
+        if silent {
+            store.approve(&request).await.map_err(unavailable)?;
+            announce_resolved(ctx, &request, "approved").await;
+        } else {
+            if created {
+                let payload = serde_json::to_value(&request).expect("requests serialize");
+                announce(ctx, "device.pair.requested", &payload).await;
+            }
+            let error = RpcError::not_paired("pairing required")
+                .with_detail("requestId", request.request_id.clone());
+            return Err(Rejection::respond(id, error, 1008));
+        }
+    }
+
+    // 18. The device token: the one it logged in with, else a fresh one for (device, role).
+    let auth = match device_token {
+        Some(token) => {
+            json!({"deviceToken": token, "role": role, "scopes": normalized(&session.scopes)})
+        }
+        None => {
+            let (token, record) = store
+                .issue_token(&device.id, role, &session.scopes)
+                .await
+                .map_err(unavailable)?;
+            json!({"deviceToken": token, "role": role, "scopes": record.scopes,
+                   "issuedAtMs": record.created_at_ms})
+        }
+    };
+    Ok(Some(auth))
+}
