@@ -148,7 +148,11 @@ impl DeviceStore {
         DeviceStore { state }
     }
 
-    async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, RpcError> {
+    /// A record and its revision.
+    pub(crate) async fn read<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, u64)>, RpcError> {
         let entry = self
             .state
             .get(BUCKET_AUTH, key)
@@ -193,19 +197,41 @@ impl DeviceStore {
         Err(RpcError::unavailable("device record is busy; retry").retryable(Some(200)))
     }
 
-    pub async fn devices(&self) -> Result<Vec<PairedDevice>, RpcError> {
+    /// Every record under `prefix`.
+    pub(crate) async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, RpcError> {
         let keys = self
             .state
-            .keys(BUCKET_AUTH, "device.")
+            .keys(BUCKET_AUTH, prefix)
             .await
             .map_err(|e| e.to_rpc())?;
         let mut out = Vec::new();
         for key in keys {
-            if let Some((device, _)) = self.read::<PairedDevice>(&key).await? {
-                out.push(device);
+            if let Some((record, _)) = self.read::<T>(&key).await? {
+                out.push(record);
             }
         }
         Ok(out)
+    }
+
+    /// Writes a record unconditionally.
+    pub(crate) async fn put<T: Serialize>(&self, key: &str, record: &T) -> Result<(), RpcError> {
+        let bytes = Bytes::from(serde_json::to_vec(record).expect("records serialize"));
+        self.state
+            .put(BUCKET_AUTH, key, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_rpc())
+    }
+
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), RpcError> {
+        self.state
+            .delete(BUCKET_AUTH, key)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    pub async fn devices(&self) -> Result<Vec<PairedDevice>, RpcError> {
+        self.list("device.").await
     }
 
     /// Live pending requests (expired ones are deleted on the way).
@@ -255,19 +281,13 @@ impl DeviceStore {
         {
             return Ok((existing, false));
         }
-        let bytes = Bytes::from(serde_json::to_vec(&request).expect("records serialize"));
-        self.state
-            .put(BUCKET_AUTH, &pending_key(&request.request_id), bytes)
-            .await
-            .map_err(|e| e.to_rpc())?;
+        self.put(&pending_key(&request.request_id), &request)
+            .await?;
         Ok((request, true))
     }
 
     pub async fn close_request(&self, request_id: &str) -> Result<(), RpcError> {
-        self.state
-            .delete(BUCKET_AUTH, &pending_key(request_id))
-            .await
-            .map_err(|e| e.to_rpc())
+        self.remove(&pending_key(request_id)).await
     }
 
     /// Approval: the device is paired with the request's role and scopes merged into what it

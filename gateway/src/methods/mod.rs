@@ -2,6 +2,7 @@
 
 pub mod devices;
 pub mod health;
+pub mod nodes;
 pub mod presence;
 
 use serde_json::Value;
@@ -27,6 +28,12 @@ pub async fn call(
         "device.pair.reject" => devices::pair_reject(ctx, params).await,
         "device.token.rotate" => devices::token_rotate(ctx, params).await,
         "device.token.revoke" => devices::token_revoke(ctx, params).await,
+        "node.pair.request" => nodes::pair_request(ctx, params).await,
+        "node.pair.list" => nodes::pair_list(ctx, params).await,
+        "node.pair.approve" => nodes::pair_approve(ctx, params).await,
+        "node.pair.reject" => nodes::pair_reject(ctx, params).await,
+        "node.pair.verify" => nodes::pair_verify(ctx, params).await,
+        "node.rename" => nodes::rename(ctx, params).await,
         other => Err(RpcError::unavailable(format!(
             "the gateway has no handler for {other}"
         ))),

@@ -7,5 +7,6 @@ mod device;
 mod frames;
 mod handshake;
 mod local;
+mod node_pairing;
 mod slow_consumer;
 mod tracing;
