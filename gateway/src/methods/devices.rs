@@ -11,7 +11,7 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 use argent_proto::subjects::CONTROL_DEVICE_REMOVED;
 
-use crate::auth::devices::{normalized, DeviceStore, PairedDevice};
+use crate::auth::devices::{normalized, DeviceStore, PairedDevice, PendingRequest};
 use crate::context::Ctx;
 use crate::ws::pairing::announce_resolved;
 
@@ -67,27 +67,33 @@ pub async fn pair_list(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Ok(json!({"pending": pending, "paired": paired}))
 }
 
-pub async fn pair_approve(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
-    let params = Params::new("device.pair.approve", params)?.only(&["requestId"])?;
+/// The live pending request named by `params.requestId` (`unknown requestId` otherwise).
+async fn pending(
+    ctx: &Ctx,
+    method: &str,
+    params: Value,
+) -> Result<(DeviceStore, PendingRequest), RpcError> {
+    let params = Params::new(method, params)?.only(&["requestId"])?;
     let request_id = params.required_str("requestId")?;
     let store = store(ctx);
     let request = store
         .pending_request(&request_id)
         .await?
         .ok_or_else(|| RpcError::bad_params("unknown requestId"))?;
+    Ok((store, request))
+}
+
+pub async fn pair_approve(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+    let (store, request) = pending(ctx, "device.pair.approve", params).await?;
+    let request_id = request.request_id.clone();
     let device = store.approve(&request).await?;
     announce_resolved(ctx, &request, "approved").await;
     Ok(json!({"requestId": request_id, "device": redacted(&device)}))
 }
 
 pub async fn pair_reject(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
-    let params = Params::new("device.pair.reject", params)?.only(&["requestId"])?;
-    let request_id = params.required_str("requestId")?;
-    let store = store(ctx);
-    let request = store
-        .pending_request(&request_id)
-        .await?
-        .ok_or_else(|| RpcError::bad_params("unknown requestId"))?;
+    let (store, request) = pending(ctx, "device.pair.reject", params).await?;
+    let request_id = request.request_id.clone();
     store.close_request(&request_id).await?;
     announce_resolved(ctx, &request, "rejected").await;
     disconnect(ctx, &request.device_id, Some(&request.role)).await;

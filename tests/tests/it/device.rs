@@ -14,6 +14,7 @@ use argent_tests::raw::{Next, RawWs};
 use argent_tests::{Gateway, Nats};
 
 const WAIT: Duration = Duration::from_secs(5);
+const TOKEN_MISMATCH: &str = "unauthorized: device token mismatch (provide gateway auth token)";
 const SCOPES: [&str; 3] = ["operator.admin", "operator.approvals", "operator.pairing"];
 
 fn now_ms() -> i64 {
@@ -64,6 +65,18 @@ impl Device {
             public_key: URL_SAFE_NO_PAD.encode(raw),
             key,
         }
+    }
+
+    /// The plain attempt: this token, everything else as real clients send it.
+    async fn with_token(&self, gw: &Gateway, token: &str) -> (Value, RawWs) {
+        self.connect(
+            gw,
+            Attempt {
+                token: Some(token),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// Opens a socket, signs a v2 `connect` over its challenge, returns (response, socket).
@@ -163,19 +176,8 @@ async fn every_bad_proof_has_its_message() {
     assert_eq!(message(&f), "device signature invalid");
     assert_eq!(f["error"]["code"], "INVALID_REQUEST");
     assert_eq!(f["error"]["details"]["jsonrpcCode"], -32002);
-    let (f, _) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some("wrong"),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!(
-        message(&f),
-        "unauthorized: device token mismatch (provide gateway auth token)"
-    );
+    let (f, _) = d.with_token(&gw, "wrong").await;
+    assert_eq!(message(&f), TOKEN_MISMATCH);
 }
 
 #[tokio::test]
@@ -185,15 +187,7 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
     let mut watcher = gw.client().await.unwrap();
 
     // First connect with the shared token: paired silently (local), a device token issued.
-    let (f, _) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some(&gw.token),
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, _) = d.with_token(&gw, &gw.token).await;
     let hello = &f["payload"];
     assert_eq!(hello["type"], "hello-ok", "{f}");
     let auth = &hello["auth"];
@@ -217,15 +211,7 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
     assert_eq!(resolved.payload["deviceId"], d.id);
 
     // Next time: the device token instead of the shared token; the same token comes back.
-    let (f, mut live) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some(&token),
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, mut live) = d.with_token(&gw, &token).await;
     assert_eq!(f["payload"]["auth"]["deviceToken"], token.as_str(), "{f}");
     // Asking for less is fine; asking for more than the token grants is not.
     let (f, _) = d
@@ -270,30 +256,11 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
         live.closed(Duration::from_secs(2)).await,
         Next::Close(4001, "device removed".into())
     );
-    let (f, _) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some(&token),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!(
-        message(&f),
-        "unauthorized: device token mismatch (provide gateway auth token)"
-    );
+    let (f, _) = d.with_token(&gw, &token).await;
+    assert_eq!(message(&f), TOKEN_MISMATCH);
 
     // Rotation mints a new token (shown once) and the old one is gone.
-    let (f, _) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some(&gw.token),
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, _) = d.with_token(&gw, &gw.token).await;
     let fresh = f["payload"]["auth"]["deviceToken"]
         .as_str()
         .unwrap()
@@ -307,28 +274,9 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
         .unwrap();
     let newest = rotated["token"].as_str().unwrap().to_string();
     assert_ne!(newest, fresh);
-    let (f, _) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some(&fresh),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!(
-        message(&f),
-        "unauthorized: device token mismatch (provide gateway auth token)"
-    );
-    let (f, _) = d
-        .connect(
-            &gw,
-            Attempt {
-                token: Some(&newest),
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, _) = d.with_token(&gw, &fresh).await;
+    assert_eq!(message(&f), TOKEN_MISMATCH);
+    let (f, _) = d.with_token(&gw, &newest).await;
     assert_eq!(f["payload"]["type"], "hello-ok");
 }
 
