@@ -10,7 +10,7 @@ use serde_json::json;
 use argent_tests::raw::{Next, RawWs};
 use argent_tests::{Gateway, Nats};
 
-const EVENTS: usize = 300;
+const EVENTS: usize = 600;
 const BATCH: usize = 10;
 
 async fn publish(nats: &async_nats::Client, name: &str, count: usize, pad: usize) {
@@ -76,39 +76,48 @@ async fn slow_clients_are_closed_and_fast_ones_get_everything() {
 #[tokio::test]
 async fn droppable_events_are_skipped_with_a_visible_gap() {
     let (_nats, _gw, publisher, mut slow) = setup().await;
-    // `heartbeat` is drop-if-slow.
-    publish(&publisher, "heartbeat", EVENTS, 32 * 1024).await;
+    // `heartbeat` is drop-if-slow. More than the kernel's socket buffers and the 1 MiB
+    // outbox hold together, so some must be dropped while the client does not read.
+    const MANY: usize = 2 * EVENTS;
+    publish(&publisher, "heartbeat", MANY, 32 * 1024).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-
+    // Then one small marker event; the client reads everything up to it.
+    publisher
+        .publish(
+            "argent.evt.heartbeat",
+            bytes::Bytes::from(r#"{"marker":true}"#),
+        )
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
     let mut seqs = Vec::new();
-    loop {
-        match slow.next(Duration::from_millis(1500)).await {
+    let marker = loop {
+        match slow.next(Duration::from_secs(20)).await {
+            Next::Frame(frame) if frame["payload"]["marker"] == true => {
+                break frame["seq"].as_u64().unwrap()
+            }
             Next::Frame(frame) if frame["event"] == "heartbeat" => {
                 seqs.push(frame["seq"].as_u64().unwrap())
             }
             Next::Frame(_) => {}
-            Next::Silent => break,
             other => panic!("the slow client must stay open: {other:?}"),
         }
-    }
-    assert!(seqs.len() < EVENTS, "some events were dropped");
-    // Once the client reads again, the next event shows how many it missed.
-    publish(&publisher, "heartbeat", 1, 10).await;
-    let next = loop {
-        match slow.next(Duration::from_secs(5)).await {
-            Next::Frame(frame) if frame["event"] == "heartbeat" => {
-                break frame["seq"].as_u64().unwrap()
-            }
-            Next::Frame(_) => {}
-            other => panic!("expected the last heartbeat: {other:?}"),
-        }
     };
-    let last = *seqs.last().unwrap();
-    // Every dropped event consumed a seq (one more may be the `health` after connect).
-    assert!(next > last + 1, "gap visible: {last} then {next}");
     assert!(
-        next > EVENTS as u64,
-        "all {EVENTS} heartbeats were numbered: next is {next}"
+        seqs.len() < MANY,
+        "some events were dropped ({} of {MANY} arrived)",
+        seqs.len()
+    );
+    // Every dropped event consumed a seq, so the client sees each gap where it happened.
+    let gaps: u64 = seqs
+        .windows(2)
+        .map(|w| w[1] - w[0] - 1)
+        .chain([marker - seqs.last().unwrap() - 1])
+        .sum();
+    assert!(gaps > 0, "the client sees the gap");
+    assert!(
+        marker > MANY as u64,
+        "all {MANY} heartbeats were numbered: the marker is {marker}"
     );
     match slow.call("h", "health", json!({})).await {
         Next::Frame(frame) => assert_eq!(frame["ok"], true),
