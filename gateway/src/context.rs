@@ -15,6 +15,7 @@ use crate::config::{ConfigFile, Loaded, Precedence, SharedSecrets};
 use crate::health::HealthState;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::node_invoke::{NodeInvokes, NodeSubscriptions};
 use crate::presence::Presence;
 use crate::shared_config::SharedConfigView;
 
@@ -103,6 +104,8 @@ pub struct Ctx {
     pub nats: Option<async_nats::Client>,
     pub ws_url: String,
     pub auth_limiter: AuthLimiter,
+    pub node_invokes: NodeInvokes,
+    pub node_subscriptions: NodeSubscriptions,
     draining: AtomicBool,
 }
 
@@ -154,6 +157,8 @@ impl Ctx {
             nats: parts.nats,
             ws_url: parts.ws_url,
             auth_limiter,
+            node_invokes: NodeInvokes::default(),
+            node_subscriptions: NodeSubscriptions::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -132,6 +132,15 @@ impl Hub {
         delivered
     }
 
+    /// Sends a targeted event (no `seq`) to one connection; `false` if it is not here.
+    pub fn send_to(&self, conn_id: &str, event: &Arc<EncodedEvent>) -> bool {
+        let conns = self.conns.read();
+        match conns.by_key.values().find(|c| c.conn_id == conn_id) {
+            Some(conn) => conn.outbox.push_event(event, false) == Pushed::Queued,
+            None => false,
+        }
+    }
+
     /// Closes the connections of a device (all roles, or one), e.g. after its token was
     /// revoked or rotated away or its pairing rejected; returns how many.
     pub fn close_device(

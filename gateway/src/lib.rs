@@ -23,6 +23,8 @@ pub mod http;
 pub mod hub;
 pub mod methods;
 pub mod metrics;
+pub mod node_commands;
+pub mod node_invoke;
 pub mod presence;
 pub mod router;
 pub mod select;

@@ -28,6 +28,9 @@ struct Record {
     /// Presence key: device id, else instance id, else connection id.
     key: String,
     entry: Value,
+    /// For `role:"node"` connections: the node session (id, commands, where it is connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<Value>,
 }
 
 struct Row {
@@ -35,6 +38,7 @@ struct Row {
     key: String,
     ts: u64,
     entry: Value,
+    node: Option<Value>,
 }
 
 pub struct Presence {
@@ -81,14 +85,15 @@ impl Presence {
                 key: record.key,
                 ts,
                 entry: record.entry,
+                node: record.node,
             },
         );
     }
 
     /// Records a connection (not done for `client.mode == "cli"`). The row is visible here
     /// at once (the new client's own `hello-ok` lists it), everywhere else through the watch.
-    pub async fn add(&self, conn_id: &str, key: String, entry: Value) {
-        let record = Record { key, entry };
+    pub async fn add(&self, conn_id: &str, key: String, entry: Value, node: Option<Value>) {
+        let record = Record { key, entry, node };
         let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
         let storage = storage_key(&self.gateway_id, conn_id);
         self.own.lock().insert(storage.clone(), value.clone());
@@ -220,6 +225,16 @@ impl Presence {
         out.extend(clients.into_iter().map(|r| r.entry.clone()));
         out.truncate(PRESENCE_MAX_ENTRIES);
         out
+    }
+
+    /// Node sessions connected to live gateways, anywhere in the cluster.
+    pub fn nodes(&self, is_live: impl Fn(&str) -> bool) -> Vec<Value> {
+        self.rows
+            .read()
+            .values()
+            .filter(|row| row.gateway == self.gateway_id || is_live(&row.gateway))
+            .filter_map(|row| row.node.clone())
+            .collect()
     }
 
     /// Deletes the records of gateways that are not alive (they died without cleaning up).

@@ -378,7 +378,7 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
 }
 
 /// An internal control message from another gateway (or this one).
-fn control(ctx: &Ctx, name: &str, payload: &[u8]) {
+fn control(ctx: &Arc<Ctx>, name: &str, payload: &[u8]) {
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(payload) else {
         tracing::warn!(name, "unreadable control message");
         return;
@@ -394,6 +394,14 @@ fn control(ctx: &Ctx, name: &str, payload: &[u8]) {
                 .close_device(device_id, role, 4001, "device removed");
             tracing::info!(device = device_id, closed, "device connections closed");
         }
+        subjects::CONTROL_NODE_INVOKE if body["gatewayId"] == ctx.gateway_id.as_str() => {
+            ctx.node_invokes.deliver_request(ctx, &body);
+        }
+        subjects::CONTROL_NODE_RESULT if body["replyTo"] == ctx.gateway_id.as_str() => {
+            ctx.node_invokes.deliver_result(&body);
+        }
+        // Addressed to another gateway.
+        subjects::CONTROL_NODE_INVOKE | subjects::CONTROL_NODE_RESULT => {}
         other => tracing::warn!(name = other, "unknown control message"),
     }
 }

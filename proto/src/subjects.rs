@@ -17,6 +17,11 @@ pub const CONTROL_PREFIX: &str = "_ctl.";
 /// pairing rejected) on every gateway.
 pub const CONTROL_DEVICE_REMOVED: &str = "_ctl.device.removed";
 
+/// `node.invoke` on its way to the gateway holding the node's socket.
+pub const CONTROL_NODE_INVOKE: &str = "_ctl.node.invoke";
+/// A node's answer on its way back to the gateway of the caller.
+pub const CONTROL_NODE_RESULT: &str = "_ctl.node.result";
+
 /// Run abort requests: `argent.ctl.abort.<runId>`.
 pub fn abort_subject(run_id: &str) -> String {
     format!("argent.ctl.abort.{run_id}")

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod device;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,7 @@
 
 pub mod devices;
 pub mod health;
+pub mod live_nodes;
 pub mod nodes;
 pub mod presence;
 
@@ -34,6 +35,12 @@ pub async fn call(
         "node.pair.reject" => nodes::pair_reject(ctx, params).await,
         "node.pair.verify" => nodes::pair_verify(ctx, params).await,
         "node.rename" => nodes::rename(ctx, params).await,
+        "node.list" => live_nodes::list(ctx, params).await,
+        "node.describe" => live_nodes::describe(ctx, params).await,
+        "node.invoke" => live_nodes::invoke(ctx, params).await,
+        "node.invoke.result" => live_nodes::invoke_result(ctx, session, params).await,
+        "node.event" => live_nodes::node_event(ctx, session, params),
+        "skills.bins" => live_nodes::skills_bins(params),
         other => Err(RpcError::unavailable(format!(
             "the gateway has no handler for {other}"
         ))),

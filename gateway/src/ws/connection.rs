@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use argent_node_agent::shared_config::AgentsConfig;
 use argent_proto::catalog::{self, Role};
+use argent_proto::connect::ConnectParams;
 use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
 use argent_proto::limits::{MAX_PAYLOAD, PROTOCOL_VERSION};
 
@@ -30,6 +31,7 @@ use crate::context::Ctx;
 use crate::health;
 use crate::hub::ConnHandle;
 use crate::methods::presence::presence_list;
+use crate::node_commands;
 use crate::router;
 use crate::ws::handshake::{self, Accepted, Policy};
 use crate::ws::limit::{LimitedStream, PreauthGate};
@@ -315,6 +317,33 @@ fn presence_entry(session: &Session, upgrade: &Upgrade) -> (String, Value) {
     (key, entry)
 }
 
+/// The node session other gateways see (`node.list`, routing of `node.invoke`). The node
+/// id is the proven device id, else `client.id` (§3.5).
+fn node_session(ctx: &Ctx, session: &Session, params: &ConnectParams) -> Value {
+    let client = &session.client;
+    let mut node = json!({
+        "nodeId": session.device_id.clone().unwrap_or_else(|| client.id.clone()),
+        "gatewayId": ctx.gateway_id, "connId": session.conn_id,
+        "platform": client.platform, "version": client.version,
+        "remoteIp": session.peer.ip().to_string(),
+        "caps": session.caps, "commands": session.commands,
+        "permissions": params.permissions,
+        "connectedAtMs": argent_proto::now_ms(),
+    });
+    let optional = [
+        ("displayName", client.display_name.clone()),
+        ("deviceFamily", client.device_family.clone()),
+        ("modelIdentifier", client.model_identifier.clone()),
+        ("pathEnv", params.path_env.clone()),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            node[k] = json!(v);
+        }
+    }
+    node
+}
+
 fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
     let agents = AgentsConfig::from_config(&ctx.shared_config.get());
     let mut hello = json!({
@@ -357,20 +386,33 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     } = *joined;
     let Accepted {
         request_id,
-        session,
+        mut session,
+        params,
         ..
     } = accepted;
+    // §3.5: a node keeps only the declared commands its platform's allowlist permits.
+    if session.role == Role::Node {
+        let platform = if session.client.platform.is_empty() {
+            session.client.device_family.clone().unwrap_or_default()
+        } else {
+            session.client.platform.clone()
+        };
+        session.commands =
+            node_commands::allowed(&session.commands, &platform, &ctx.config().document);
+    }
     let session = Arc::new(session);
     // Split before the first await: the halves share the socket on the heap, so the
     // socket itself is never part of this future's state.
     let (sink, mut stream) = socket.split();
+    let node = (session.role == Role::Node).then(|| node_session(&ctx, &session, &params));
+    drop(params);
     let presence = (session.client.mode != "cli").then(|| presence_entry(&session, &upgrade));
     drop(upgrade);
     tracing::info!(conn = %session.conn_id, peer = %session.peer, role = session.role.as_str(), client = %session.client.id, mode = %session.client.mode, "connected");
 
     let tracked = presence.is_some();
     if let Some((key, entry)) = presence {
-        Box::pin(ctx.presence.add(&session.conn_id, key, entry)).await;
+        Box::pin(ctx.presence.add(&session.conn_id, key, entry, node)).await;
     }
     let outbox = Arc::new(Outbox::new(
         ctx.limits.max_buffered_bytes,
@@ -457,6 +499,10 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     }
 
     ctx.hub.unregister(hub_key);
+    if session.role == Role::Node {
+        ctx.node_invokes.node_disconnected(&ctx, &session.conn_id);
+        ctx.node_subscriptions.forget(&session.conn_id);
+    }
     if tracked {
         Box::pin(ctx.presence.remove(&session.conn_id)).await;
     }

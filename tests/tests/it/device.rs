@@ -4,119 +4,14 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use argent_tests::raw::{Next, RawWs};
+use argent_tests::device::{Attempt, Device, SCOPES};
+use argent_tests::raw::Next;
 use argent_tests::{Gateway, Nats};
 
 const WAIT: Duration = Duration::from_secs(5);
 const TOKEN_MISMATCH: &str = "unauthorized: device token mismatch (provide gateway auth token)";
-const SCOPES: [&str; 3] = ["operator.admin", "operator.approvals", "operator.pairing"];
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-struct Device {
-    key: SigningKey,
-    id: String,
-    public_key: String,
-}
-
-/// How one connect attempt goes.
-struct Attempt<'a> {
-    token: Option<&'a str>,
-    role: &'a str,
-    scopes: Vec<&'a str>,
-    /// Host header: anything but localhost makes the connection remote (§2.6).
-    host: Option<&'a str>,
-    /// Changes the nonce / signedAt before signing.
-    clock: fn(&str, &mut i64) -> String,
-    /// Changes the params after signing (to break the proof on purpose).
-    tamper: fn(&mut Value),
-}
-
-impl Default for Attempt<'_> {
-    fn default() -> Self {
-        Attempt {
-            token: None,
-            role: "operator",
-            scopes: SCOPES.to_vec(),
-            host: None,
-            clock: |nonce, _| nonce.to_string(),
-            tamper: |_| {},
-        }
-    }
-}
-
-impl Device {
-    fn new(seed: u8) -> Device {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let raw = key.verifying_key().to_bytes();
-        Device {
-            id: hex::encode(Sha256::digest(raw)),
-            public_key: URL_SAFE_NO_PAD.encode(raw),
-            key,
-        }
-    }
-
-    /// The plain attempt: this token, everything else as real clients send it.
-    async fn with_token(&self, gw: &Gateway, token: &str) -> (Value, RawWs) {
-        self.connect(
-            gw,
-            Attempt {
-                token: Some(token),
-                ..Default::default()
-            },
-        )
-        .await
-    }
-
-    /// Opens a socket, signs a v2 `connect` over its challenge, returns (response, socket).
-    async fn connect(&self, gw: &Gateway, a: Attempt<'_>) -> (Value, RawWs) {
-        let headers: Vec<(&str, &str)> = a.host.map(|h| vec![("host", h)]).unwrap_or_default();
-        let mut ws = RawWs::open(&gw.ws, &headers).await.unwrap();
-        let Next::Frame(challenge) = ws.next(WAIT).await else {
-            panic!("no challenge")
-        };
-        let mut signed_at = now_ms();
-        let nonce = (a.clock)(
-            challenge["payload"]["nonce"].as_str().unwrap(),
-            &mut signed_at,
-        );
-        let token = a.token.unwrap_or("");
-        let payload = format!(
-            "v2|{}|test|test|{}|{}|{signed_at}|{token}|{nonce}",
-            self.id,
-            a.role,
-            a.scopes.join(",")
-        );
-        let signature = URL_SAFE_NO_PAD.encode(self.key.sign(payload.as_bytes()).to_bytes());
-        let mut params = json!({"minProtocol":3,"maxProtocol":3,
-            "client":{"id":"test","version":"1","platform":"linux","mode":"test","instanceId":"dev-1"},
-            "role":a.role,"scopes":a.scopes,
-            "device":{"id":self.id,"publicKey":self.public_key,"signature":signature,
-                      "signedAt":signed_at,"nonce":nonce}});
-        if let Some(token) = a.token {
-            params["auth"] = json!({"token": token});
-        }
-        (a.tamper)(&mut params);
-        ws.send_json(&json!({"type":"req","id":"c1","method":"connect","params":params}))
-            .await
-            .unwrap();
-        match ws.next(WAIT).await {
-            Next::Frame(frame) => (frame, ws),
-            other => panic!("no response: {other:?}"),
-        }
-    }
-}
 
 fn message(frame: &Value) -> &str {
     frame["error"]["message"].as_str().unwrap_or("")

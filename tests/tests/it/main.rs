@@ -8,5 +8,6 @@ mod frames;
 mod handshake;
 mod local;
 mod node_pairing;
+mod node_role;
 mod slow_consumer;
 mod tracing;

@@ -1,0 +1,216 @@
+//! `node.invoke` across gateways (PROTOCOL.md §6.3). The operator's gateway (the requester)
+//! keeps the pending call; the gateway holding the node's socket (the owner) sends it
+//! `node.invoke.request` and relays its `node.invoke.result`. Both hops are control
+//! messages on the event bus, addressed by gateway id and routed by invoke id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use argent_planes::bus::BusEvent;
+use argent_proto::errors::RpcError;
+use argent_proto::frames::EncodedEvent;
+use argent_proto::subjects::{CONTROL_NODE_INVOKE, CONTROL_NODE_RESULT};
+
+use crate::context::Ctx;
+
+/// What the owner remembers of an invoke it handed to a node.
+struct Owned {
+    reply_to: String,
+    conn_id: String,
+    node_id: String,
+    command: String,
+}
+
+/// The chat sessions each node connection subscribed to (`node.event chat.subscribe`).
+#[derive(Default)]
+pub struct NodeSubscriptions {
+    by_conn: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+}
+
+impl NodeSubscriptions {
+    pub fn subscribe(&self, conn_id: &str, session_key: &str) {
+        self.by_conn
+            .lock()
+            .entry(conn_id.to_string())
+            .or_default()
+            .insert(session_key.to_string());
+    }
+
+    pub fn unsubscribe(&self, conn_id: &str, session_key: &str) {
+        if let Some(keys) = self.by_conn.lock().get_mut(conn_id) {
+            keys.remove(session_key);
+        }
+    }
+
+    /// The node connections subscribed to a session.
+    pub fn subscribers(&self, session_key: &str) -> Vec<String> {
+        self.by_conn
+            .lock()
+            .iter()
+            .filter(|(_, keys)| keys.contains(session_key))
+            .map(|(conn, _)| conn.clone())
+            .collect()
+    }
+
+    pub fn forget(&self, conn_id: &str) {
+        self.by_conn.lock().remove(conn_id);
+    }
+}
+
+#[derive(Default)]
+pub struct NodeInvokes {
+    /// Requester side: invoke id → the waiting `node.invoke`.
+    waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Owner side: invoke id → where the result goes.
+    owned: Mutex<HashMap<String, Owned>>,
+}
+
+async fn publish(ctx: &Ctx, name: &str, payload: &Value) {
+    if let Err(err) = ctx.bus.publish(BusEvent::new(name, payload)).await {
+        tracing::warn!(control = name, %err, "control message not published");
+    }
+}
+
+impl NodeInvokes {
+    /// Requester: sends the invoke towards the node's gateway and waits for the outcome.
+    pub async fn invoke(
+        &self,
+        ctx: &Ctx,
+        session: &Value,
+        command: &str,
+        params_json: Option<String>,
+        timeout_ms: u64,
+        idempotency_key: &str,
+    ) -> Result<Value, RpcError> {
+        let invoke_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(invoke_id.clone(), tx);
+        let node_id = session["nodeId"].as_str().unwrap_or_default();
+        let request = json!({
+            "invokeId": invoke_id, "replyTo": ctx.gateway_id,
+            "gatewayId": session["gatewayId"], "connId": session["connId"],
+            "nodeId": node_id, "command": command, "paramsJSON": params_json,
+            "timeoutMs": timeout_ms, "idempotencyKey": idempotency_key,
+        });
+        publish(ctx, CONTROL_NODE_INVOKE, &request).await;
+        let outcome = tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), rx).await;
+        self.waiting.lock().remove(&invoke_id);
+        let result = match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => {
+                json!({"ok": false, "error": {"code": "TIMEOUT", "message": "node invoke timed out"}})
+            }
+        };
+        if result["ok"] == true {
+            let payload_json = result["payloadJSON"].as_str().map(str::to_string);
+            let payload = match (&result["payload"], &payload_json) {
+                (Value::Null, Some(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+                (payload, _) => payload.clone(),
+            };
+            return Ok(json!({"ok": true, "nodeId": node_id, "command": command,
+                             "payload": payload, "payloadJSON": payload_json}));
+        }
+        let error = &result["error"];
+        let message = error["message"].as_str().unwrap_or("node invoke failed");
+        Err(RpcError::unavailable(message.to_string()).with_detail(
+            "nodeError",
+            json!({"code": error["code"].as_str().unwrap_or("UNAVAILABLE"), "message": message}),
+        ))
+    }
+
+    /// Owner: a control message asked this gateway to hand an invoke to one of its nodes.
+    pub fn deliver_request(&self, ctx: &Arc<Ctx>, request: &Value) {
+        let conn_id = request["connId"].as_str().unwrap_or_default();
+        let invoke_id = request["invokeId"].as_str().unwrap_or_default().to_string();
+        let event = Arc::new(EncodedEvent::from_value(
+            "node.invoke.request",
+            &json!({"id": invoke_id, "nodeId": request["nodeId"], "command": request["command"],
+                    "paramsJSON": request["paramsJSON"], "timeoutMs": request["timeoutMs"],
+                    "idempotencyKey": request["idempotencyKey"]}),
+            None,
+        ));
+        self.owned.lock().insert(
+            invoke_id.clone(),
+            Owned {
+                reply_to: request["replyTo"].as_str().unwrap_or_default().to_string(),
+                conn_id: conn_id.to_string(),
+                node_id: request["nodeId"].as_str().unwrap_or_default().to_string(),
+                command: request["command"].as_str().unwrap_or_default().to_string(),
+            },
+        );
+        if !ctx.hub.send_to(conn_id, &event) {
+            self.fail(
+                ctx.clone(),
+                &invoke_id,
+                "NOT_CONNECTED",
+                "node not connected",
+            );
+        }
+    }
+
+    /// Owner: the node answered (`node.invoke.result`). `false` for unknown or late ids.
+    pub async fn complete(
+        &self,
+        ctx: &Ctx,
+        caller_node: &str,
+        result: &Value,
+    ) -> Result<bool, RpcError> {
+        let invoke_id = result["id"].as_str().unwrap_or_default();
+        if result["nodeId"].as_str() != Some(caller_node) {
+            return Err(RpcError::bad_params("nodeId mismatch"));
+        }
+        let Some(owned) = self.owned.lock().remove(invoke_id) else {
+            return Ok(false);
+        };
+        let mut relay = json!({"invokeId": invoke_id, "replyTo": owned.reply_to,
+                               "ok": result["ok"] == true, "nodeId": owned.node_id});
+        for key in ["payload", "payloadJSON", "error"] {
+            if let Some(v) = result.get(key) {
+                relay[key] = v.clone();
+            }
+        }
+        publish(ctx, CONTROL_NODE_RESULT, &relay).await;
+        Ok(true)
+    }
+
+    /// Requester: a result for one of our waiting invokes arrived.
+    pub fn deliver_result(&self, result: &Value) {
+        let invoke_id = result["invokeId"].as_str().unwrap_or_default();
+        if let Some(tx) = self.waiting.lock().remove(invoke_id) {
+            let _ = tx.send(result.clone());
+        }
+    }
+
+    /// Owner: fails one owned invoke (node gone).
+    fn fail(&self, ctx: Arc<Ctx>, invoke_id: &str, code: &str, message: &str) {
+        let Some(owned) = self.owned.lock().remove(invoke_id) else {
+            return;
+        };
+        let relay = json!({"invokeId": invoke_id, "replyTo": owned.reply_to, "ok": false,
+                           "nodeId": owned.node_id, "error": {"code": code, "message": message}});
+        tokio::spawn(async move { publish(&ctx, CONTROL_NODE_RESULT, &relay).await });
+    }
+
+    /// Owner: a node connection closed; its pending invokes fail at once.
+    pub fn node_disconnected(&self, ctx: &Arc<Ctx>, conn_id: &str) {
+        let ids: Vec<(String, String)> = self
+            .owned
+            .lock()
+            .iter()
+            .filter(|(_, o)| o.conn_id == conn_id)
+            .map(|(id, o)| (id.clone(), o.command.clone()))
+            .collect();
+        for (id, command) in ids {
+            self.fail(
+                ctx.clone(),
+                &id,
+                "NOT_CONNECTED",
+                &format!("node disconnected ({command})"),
+            );
+        }
+    }
+}
