@@ -27,14 +27,19 @@ pub async fn run(args: CallArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match Client::connect(&args.connect.options()).await {
+    call_and_print(&args.connect, &args.method, params).await
+}
+
+/// Connects, calls `method`, prints the payload as JSON (or the error on stderr, exit 1).
+pub async fn call_and_print(connect: &ConnectArgs, method: &str, params: Value) -> ExitCode {
+    let client = match Client::connect(&connect.options()).await {
         Ok(client) => client,
         Err(err) => {
             report(&err);
             return ExitCode::from(1);
         }
     };
-    let result = client.call(&args.method, params).await;
+    let result = client.call(method, params).await;
     client.close().await;
     match result {
         Ok(payload) => {

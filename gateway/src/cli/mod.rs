@@ -1,6 +1,7 @@
-//! The `argent` command line: `gateway run`, `gateway status`, `call`.
+//! The `argent` command line: `gateway run|status`, `call`, `devices …`, `nodes …`.
 
 pub mod call;
+pub mod pairing;
 pub mod run;
 pub mod status;
 
@@ -26,6 +27,10 @@ pub enum Command {
     },
     /// Call one protocol method and print its JSON result.
     Call(call::CallArgs),
+    /// Device pairing and device tokens.
+    Devices(pairing::DevicesArgs),
+    /// Nodes: pairing, listing, invoking commands.
+    Nodes(pairing::NodesArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,18 +47,24 @@ pub struct ConnectArgs {
     /// Gateway WebSocket URL.
     #[arg(
         long,
+        global = true,
         env = "ARGENT_GATEWAY_URL",
         default_value = "ws://127.0.0.1:18789"
     )]
     pub url: String,
     /// Gateway token (default: read from the state dir's argent.json).
-    #[arg(long, env = "ARGENT_GATEWAY_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ARGENT_GATEWAY_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// State dir whose argent.json holds the token.
-    #[arg(long, env = "ARGENT_STATE_DIR")]
+    #[arg(long, global = true, env = "ARGENT_STATE_DIR")]
     pub state_dir: Option<std::path::PathBuf>,
     /// How long to wait for an answer, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, global = true, default_value_t = 10_000)]
     pub timeout_ms: u64,
 }
 

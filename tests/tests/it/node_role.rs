@@ -27,6 +27,21 @@ fn as_node<'a>() -> Attempt<'a> {
     }
 }
 
+/// Runs the `argent` CLI against `gw`; returns its stdout (and asserts success).
+fn argent(gw: &Gateway, args: &[&str]) -> String {
+    let out = std::process::Command::new(argent_tests::bin_dir().join("argent"))
+        .args(args)
+        .args(["--url", &gw.ws, "--token", &gw.token])
+        .output()
+        .expect("argent runs");
+    assert!(
+        out.status.success(),
+        "argent {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn call_error(result: Result<Value, ClientError>) -> argent_proto::errors::ErrorShape {
     match result {
         Err(ClientError::Call(e)) => e,
@@ -63,10 +78,11 @@ async fn a_node_pairs_is_listed_and_answers_invokes_across_gateways() {
         .as_str()
         .unwrap()
         .to_string();
-    operator
-        .call("device.pair.approve", json!({"requestId": request_id}))
-        .await
-        .unwrap();
+    // The operator approves it from the command line, against gateway B.
+    let pending = argent(&b, &["nodes", "pending"]);
+    assert!(pending.contains(&request_id), "{pending}");
+    let approved = argent(&b, &["nodes", "approve", &request_id]);
+    assert!(approved.contains(&node.id), "{approved}");
     let (f, mut ws) = node.connect(&a, as_node()).await;
     assert_eq!(f["payload"]["auth"]["role"], "node", "{f}");
     assert!(f["payload"]["auth"]["deviceToken"].is_string());
@@ -85,6 +101,8 @@ async fn a_node_pairs_is_listed_and_answers_invokes_across_gateways() {
     assert_eq!(listed["paired"], true);
     assert_eq!(listed["commands"], json!(["system.which"]));
     assert_eq!(listed["displayName"], "build box");
+    assert!(argent(&b, &["nodes", "list"]).contains("build box"));
+    assert!(argent(&b, &["devices", "list"]).contains(&node.id));
     let described = operator
         .call("node.describe", json!({"nodeId": node.id}))
         .await
