@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod device;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// Events queued for the owner before new ones are dropped (counted in `dropped_events`).
     pub event_capacity: usize,
+    /// Proves this device identity at connect (signs over the challenge nonce).
+    pub device: Option<device::DeviceKey>,
 }
 
 impl ConnectOptions {
@@ -67,6 +71,7 @@ impl ConnectOptions {
             origin: None,
             timeout: Duration::from_secs(10),
             event_capacity: 10_000,
+            device: None,
         }
     }
 
@@ -218,13 +223,16 @@ impl Client {
         let (mut sink, mut stream) = socket.split();
 
         // Wait for the challenge (real clients fall back after 750 ms; we are patient).
-        loop {
+        let nonce = loop {
             match stream.next().await {
                 Some(Ok(Message::Text(text))) => {
                     let v: Value = serde_json::from_str(&text)
                         .map_err(|e| ClientError::Protocol(format!("bad challenge frame: {e}")))?;
                     if v["event"] == "connect.challenge" {
-                        break;
+                        break v["payload"]["nonce"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
                     }
                 }
                 Some(Ok(msg @ Message::Close(_))) => {
@@ -234,9 +242,17 @@ impl Client {
                 Some(Err(e)) => return Err(connect_err(e.to_string())),
                 None => return Err(ClientError::Closed(None)),
             }
-        }
+        };
         let connect_id = format!("connect-{}", uuid::Uuid::new_v4());
-        let frame = json!({"type":"req","id":connect_id,"method":"connect","params":options.connect_params()});
+        let mut params = options.connect_params();
+        if let Some(device) = &options.device {
+            let signed_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            params["device"] = device.prove(&params, &nonce, signed_at);
+        }
+        let frame = json!({"type":"req","id":connect_id,"method":"connect","params":params});
         sink.send(Message::text(frame.to_string()))
             .await
             .map_err(|e| connect_err(e.to_string()))?;

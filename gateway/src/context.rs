@@ -106,6 +106,8 @@ pub struct Ctx {
     pub auth_limiter: AuthLimiter,
     pub node_invokes: NodeInvokes,
     pub node_subscriptions: NodeSubscriptions,
+    /// Node-agents that joined by pairing and whose pairing is valid (refreshed every second).
+    pub paired_nodes: parking_lot::RwLock<std::collections::HashSet<String>>,
     draining: AtomicBool,
 }
 
@@ -159,6 +161,7 @@ impl Ctx {
             auth_limiter,
             node_invokes: NodeInvokes::default(),
             node_subscriptions: NodeSubscriptions::default(),
+            paired_nodes: Default::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -107,7 +107,12 @@ async fn forward(
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| request_id.to_string());
-    let nodes = ctx.nodes.live();
+    // Nodes that joined by pairing take calls only while their pairing is valid.
+    let mut nodes = ctx.nodes.live();
+    {
+        let valid = ctx.paired_nodes.read();
+        nodes.retain(|n| !n.paired || valid.contains(&n.id));
+    }
     let ranked = select::rank(&nodes, forward.capability, &key);
     if ranked.is_empty() {
         return Err(RpcError::unavailable(format!(

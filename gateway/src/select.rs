@@ -43,6 +43,7 @@ mod tests {
             version: "t".into(),
             host: "h".into(),
             in_flight: 0,
+            paired: false,
             started_at_ms: 0,
             heartbeat_at_ms: 0,
         }

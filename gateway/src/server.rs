@@ -208,6 +208,7 @@ impl RunningGateway {
             }),
             tokio::spawn(collect_orphans(ctx.clone())),
             tokio::spawn(refresh_presence(ctx.clone())),
+            tokio::spawn(refresh_paired_nodes(ctx.clone())),
         ];
         if let Some(listener) = http_listener {
             background.push(tokio::spawn(crate::http::serve(
@@ -442,6 +443,19 @@ async fn presence_loop(ctx: Arc<Ctx>) {
             Some(version),
         );
         ctx.hub.deliver(&Arc::new(event));
+    }
+}
+
+/// Which paired node-agents may receive calls: revoking a node's token takes it out of
+/// routing within a second or two.
+async fn refresh_paired_nodes(ctx: Arc<Ctx>) {
+    let store = crate::auth::devices::DeviceStore::new(ctx.state.clone());
+    loop {
+        match store.valid_nodes().await {
+            Ok(valid) => *ctx.paired_nodes.write() = valid,
+            Err(err) => tracing::debug!(%err, "paired nodes not refreshed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -17,6 +17,9 @@ use argent_proto::subjects::BUCKET_NODES;
 use crate::service::NodeService;
 use crate::worker::{Worker, CAPABILITIES};
 
+/// How long a stopping node-agent lets calls in flight finish.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How a standalone node-agent runs.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -27,6 +30,8 @@ pub struct NodeOptions {
     pub advertise: Option<String>,
     /// Gateways must present this credential on every gRPC call.
     pub credential: String,
+    /// Joined by pairing (the credential is its derived call secret, not the cluster's).
+    pub paired: bool,
 }
 
 /// A node-agent that is serving and registered.
@@ -43,6 +48,7 @@ fn register(
     state: Arc<dyn StateStore>,
     worker: Arc<Worker>,
     address: String,
+    paired: bool,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let started_at_ms = argent_proto::now_ms();
@@ -56,6 +62,7 @@ fn register(
             version: crate::VERSION.to_string(),
             host: host.clone(),
             in_flight: worker.in_flight(),
+            paired,
             started_at_ms,
             heartbeat_at_ms: argent_proto::now_ms(),
         };
@@ -93,7 +100,13 @@ impl RunningNode {
                     let _ = server_stop.wait_for(|stopped| *stopped).await;
                 }),
         );
-        let heartbeat = register(state, worker.clone(), address.clone(), stop_rx);
+        let heartbeat = register(
+            state,
+            worker.clone(),
+            address.clone(),
+            options.paired,
+            stop_rx,
+        );
         tracing::info!(node = %options.node_id, %address, "node-agent serving");
         Ok(RunningNode {
             worker,
@@ -109,7 +122,7 @@ impl RunningNode {
         let address = format!("{INPROC_SCHEME}{node_id}");
         let worker = Arc::new(Worker::new(node_id, state.clone()));
         let (stop, stop_rx) = watch::channel(false);
-        let heartbeat = register(state, worker.clone(), address.clone(), stop_rx);
+        let heartbeat = register(state, worker.clone(), address.clone(), false, stop_rx);
         RunningNode {
             worker,
             address,
@@ -124,11 +137,17 @@ impl RunningNode {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.heartbeat.await;
-        if let Some(server) = self.server {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::warn!(%err, "gRPC server ended with an error"),
-                Err(err) => tracing::warn!(%err, "gRPC server task failed"),
+        if let Some(mut server) = self.server {
+            // Calls in flight get a grace period; connections gateways keep open do not
+            // hold the exit beyond it.
+            match tokio::time::timeout(DRAIN_GRACE, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(err))) => tracing::warn!(%err, "gRPC server ended with an error"),
+                Ok(Err(err)) => tracing::warn!(%err, "gRPC server task failed"),
+                Err(_) => {
+                    tracing::warn!("calls still open after the drain grace; stopping anyway");
+                    server.abort();
+                }
             }
         }
     }

@@ -7,12 +7,14 @@
 //! * [`shared_config`] — the parts of the cluster-shared configuration the node reads.
 //! * [`service`] — the tonic gRPC service: credential check, deadline, trace context.
 //! * [`agent`] — starting a node: gRPC listener, registry heartbeat, clean shutdown.
+//! * [`join`] — joining a cluster by pairing: identity, waiting for approval, credentials.
 //!
 //! The gateway embeds a [`worker::Worker`] directly in its one-process default mode.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod join;
 pub mod methods;
 pub mod service;
 pub mod shared_config;

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use argent_client::{Client, ClientError, ConnectOptions};
 use argent_node_agent::agent::{NodeOptions, RunningNode};
+use argent_node_agent::join;
 use argent_planes::cluster::{self, NatsOptions};
 use argent_planes::state_nats::NatsStore;
 
@@ -45,13 +46,14 @@ struct RunArgs {
     /// `host:port` gateways dial to reach this node (default: the bound address).
     #[arg(long, env = "ARGENT_NODE_ADVERTISE")]
     advertise: Option<String>,
-    /// State dir (keeps the node id across restarts).
+    /// State dir: the node's identity and credentials (default `~/.argentos/node`).
     #[arg(long, env = "ARGENT_NODE_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Cluster credential (the gateway token) gateways present on every call.
+    /// The cluster secret, for trusted in-cluster nodes. Without it the node joins by
+    /// pairing: it asks a gateway (`--gateway`) and waits for an operator's approval.
     #[arg(long, env = "ARGENT_GATEWAY_TOKEN", hide_env_values = true)]
-    token: String,
-    /// Node id (default: persisted in the state dir, else random).
+    token: Option<String>,
+    /// Node id of a node given the cluster secret (a paired node's id is its device id).
     #[arg(long, env = "ARGENT_NODE_ID")]
     node_id: Option<String>,
     /// JetStream replicas for buckets this node declares.
@@ -111,13 +113,37 @@ async fn terminated() {
     }
 }
 
+fn default_state_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".argentos").join("node")
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let node_id = node_id(args.node_id, args.state_dir.as_deref())?;
-    if let Some(url) = &args.gateway {
-        check_credential(url, &args.token, &node_id)
-            .await
-            .context("the gateway refused this node's credential")?;
-    }
+    // Trusted in-cluster node with the cluster secret, or a node that joins by pairing.
+    let (node_id, credential, paired) = match &args.token {
+        Some(token) => {
+            let node_id = node_id(args.node_id.clone(), args.state_dir.as_deref())?;
+            if let Some(url) = &args.gateway {
+                check_credential(url, token, &node_id)
+                    .await
+                    .context("the gateway refused this node's credential")?;
+            }
+            (node_id, token.clone(), false)
+        }
+        None => {
+            let gateway = args
+                .gateway
+                .as_deref()
+                .context("without --token a node joins by pairing: give it --gateway URL")?;
+            let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+            let key = join::identity(&state_dir)?;
+            let name = std::env::var("HOSTNAME").unwrap_or_else(|_| key.id()[..12].to_string());
+            let credentials = join::join(gateway, &key, &state_dir, &name).await?;
+            (key.id(), credentials.call_secret, true)
+        }
+    };
     let nats = cluster::connect(&NatsOptions {
         url: args.nats.clone(),
         name: format!("argent-node {node_id}"),
@@ -132,7 +158,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             node_id: node_id.clone(),
             grpc_listen: args.grpc_listen,
             advertise: args.advertise,
-            credential: args.token,
+            credential,
+            paired,
         },
         state,
     )

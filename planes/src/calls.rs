@@ -112,20 +112,47 @@ pub fn bearer(credential: &str) -> String {
     format!("Bearer {credential}")
 }
 
+/// The credential gateways present to a node-agent that joined by pairing:
+/// HMAC-SHA256(cluster secret, node id), hex. Gateways (which hold the cluster secret) can
+/// compute it for any node; the node receives its own once it is paired, and learns nothing
+/// about the cluster secret or other nodes' credentials from it.
+pub fn node_call_secret(cluster_secret: &str, node_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(cluster_secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"argent-node-call:");
+    mac.update(node_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// The gateway's way to every node: in process or gRPC.
 pub struct NodeClients {
     local: Option<Arc<dyn MethodHandler>>,
-    /// `Bearer <credential>`, encoded once.
+    cluster_secret: String,
+    /// `Bearer <cluster secret>`, encoded once (nodes given the cluster secret).
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     channels: Mutex<HashMap<String, NodeAgentClient<Channel>>>,
 }
 
 impl NodeClients {
-    pub fn new(local: Option<Arc<dyn MethodHandler>>, credential: String) -> Self {
+    pub fn new(local: Option<Arc<dyn MethodHandler>>, cluster_secret: String) -> Self {
         NodeClients {
             local,
-            authorization: MetadataValue::try_from(bearer(&credential)).ok(),
+            authorization: MetadataValue::try_from(bearer(&cluster_secret)).ok(),
+            cluster_secret,
             channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What this gateway presents to `node`.
+    fn authorization_for(
+        &self,
+        node: &NodeRecord,
+    ) -> Option<MetadataValue<tonic::metadata::Ascii>> {
+        if node.paired {
+            MetadataValue::try_from(bearer(&node_call_secret(&self.cluster_secret, &node.id))).ok()
+        } else {
+            self.authorization.clone()
         }
     }
 
@@ -164,8 +191,8 @@ impl NodeClients {
         });
         request.set_timeout(call.timeout);
         let metadata = request.metadata_mut();
-        if let Some(value) = &self.authorization {
-            metadata.insert("authorization", value.clone());
+        if let Some(value) = self.authorization_for(node) {
+            metadata.insert("authorization", value);
         }
         for (key, value) in crate::trace::current_context_headers() {
             if let (Ok(k), Ok(v)) = (

@@ -60,6 +60,8 @@ pub struct Proc {
     pub name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// Lines the process printed on stdout after the first one.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Proc {
@@ -77,21 +79,24 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let stdout = child.stdout.take().expect("piped");
+        // The first stdout line announces where it listens (gateways and node-agents), or
+        // that a node waits for approval; later lines stay readable with `next_line`.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30));
         let mut proc = Proc {
             name: name.to_string(),
             child: Some(child),
             log,
+            lines: Some(rx),
         };
-        // The first stdout line announces where it listens (gateways and node-agents).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        match first {
             Ok(line) => {
                 let value = serde_json::from_str(&line)
                     .with_context(|| format!("{name} printed {line:?}"))?;
@@ -102,6 +107,12 @@ impl Proc {
                 bail!("{name} did not start ({status:?}):\n{}", proc.log_tail())
             }
         }
+    }
+
+    /// The next JSON line the process prints on stdout, within `within`.
+    pub fn next_line(&self, within: Duration) -> Option<Value> {
+        let line = self.lines.as_ref()?.recv_timeout(within).ok()?;
+        serde_json::from_str(&line).ok()
     }
 
     pub fn pid(&self) -> u32 {
@@ -202,6 +213,7 @@ impl Nats {
             name: "nats-server".into(),
             child: Some(child),
             log,
+            lines: None,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let url = loop {
@@ -460,6 +472,35 @@ impl Node {
             grpc: line["grpc"].as_str().unwrap_or_default().to_string(),
             proc,
             _dir: dir,
+        })
+    }
+}
+
+/// A node-agent that joins by pairing (no cluster secret): `first` is its first line,
+/// `{"event":"pairing",…}` while it waits for approval or `{"event":"listening",…}`.
+pub struct JoiningNode {
+    pub proc: Proc,
+    pub first: Value,
+}
+
+impl JoiningNode {
+    pub async fn start(nats: &Nats, gateway_ws: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        let mut command = Command::new(binary("argent-node"));
+        command
+            .args(["run", "--grpc-listen", "127.0.0.1:0"])
+            .arg("--nats")
+            .arg(&nats.url)
+            .arg("--gateway")
+            .arg(gateway_ws)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env_remove("ARGENT_GATEWAY_TOKEN")
+            .env("ARGENT_LOG", "info");
+        let log = state_dir.join(format!("node-{}.log", uuid::Uuid::new_v4().simple()));
+        let (proc, first) = Proc::spawn("joining node", command, log)?;
+        Ok(JoiningNode {
+            proc,
+            first: first.unwrap_or(Value::Null),
         })
     }
 }

@@ -234,6 +234,22 @@ impl DeviceStore {
         self.list("device.").await
     }
 
+    /// Ids of devices paired as `node` whose node token is not revoked.
+    pub async fn valid_nodes(&self) -> Result<std::collections::HashSet<String>, RpcError> {
+        Ok(self
+            .devices()
+            .await?
+            .into_iter()
+            .filter(|d| d.roles.iter().any(|r| r == "node"))
+            .filter(|d| {
+                d.tokens
+                    .get("node")
+                    .is_some_and(|t| t.revoked_at_ms.is_none())
+            })
+            .map(|d| d.device_id)
+            .collect())
+    }
+
     /// Live pending requests (expired ones are deleted on the way).
     pub async fn pending(&self) -> Result<Vec<PendingRequest>, RpcError> {
         let now = argent_proto::now_ms();
@@ -315,6 +331,14 @@ impl DeviceStore {
                     // Re-paired with a new key: the old tokens belong to the old key.
                     device.public_key = request.public_key.clone();
                     device.tokens.clear();
+                }
+                // Approval after a revocation starts that role over: a fresh token follows.
+                if device
+                    .tokens
+                    .get(&request.role)
+                    .is_some_and(|t| t.revoked_at_ms.is_some())
+                {
+                    device.tokens.remove(&request.role);
                 }
                 union(&mut device.roles, &request.roles);
                 union(&mut device.scopes, &request.scopes);

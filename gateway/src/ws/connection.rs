@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use argent_node_agent::shared_config::AgentsConfig;
+use argent_planes::calls::node_call_secret;
 use argent_proto::catalog::{self, Role};
 use argent_proto::connect::ConnectParams;
 use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
@@ -372,6 +373,13 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
         },
     });
     if let Some(auth) = auth {
+        // [EXT] A paired node also learns the credential gateways will present to its gRPC
+        // endpoint (derived from the cluster secret for its id alone; ADR 6).
+        if let (Role::Node, Some(node_id), Some(secret)) =
+            (session.role, &session.device_id, ctx.secrets().token)
+        {
+            hello["cluster"] = json!({"nodeCallSecret": node_call_secret(&secret, node_id)});
+        }
         hello["auth"] = auth;
     }
     hello

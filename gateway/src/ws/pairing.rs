@@ -78,10 +78,13 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
 
     // 17. Paired for this key, role and scopes?
     let paired = store.device(&device.id).await.map_err(unavailable)?;
+    // A revoked token ends the pairing of that role: without it a node could drop its
+    // token and be handed a fresh one (§2.10, revocation must stick).
     let covered = paired.as_ref().is_some_and(|d| {
         d.public_key == device.public_key
             && d.roles.iter().any(|r| r == role)
             && session.scopes.iter().all(|s| d.scopes.contains(s))
+            && d.tokens.get(role).is_none_or(|t| t.revoked_at_ms.is_none())
     });
     if !covered {
         let config = ctx.config();

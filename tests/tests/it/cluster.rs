@@ -212,6 +212,7 @@ fn owner_of(key: &str, ids: &[&str]) -> String {
             version: String::new(),
             host: String::new(),
             in_flight: 0,
+            paired: false,
             started_at_ms: 0,
             heartbeat_at_ms: 0,
         })

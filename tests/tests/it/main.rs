@@ -7,6 +7,7 @@ mod device;
 mod frames;
 mod handshake;
 mod local;
+mod node_join;
 mod node_pairing;
 mod node_role;
 mod slow_consumer;
