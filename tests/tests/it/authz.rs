@@ -284,3 +284,68 @@ async fn the_table_covers_the_whole_catalog() {
         );
     }
 }
+
+/// The seed's `device` role [EXT]: the read methods plus this list, nothing else.
+const DEVICE_GRANT: [&str; 7] = [
+    "chat.send",
+    "chat.history",
+    "chat.abort",
+    "agent",
+    "agent.wait",
+    "tts.convert",
+    "talk.mode",
+];
+
+#[tokio::test]
+async fn every_method_for_the_device_role() {
+    let gw = Gateway::local().start().await.unwrap();
+    let client = gw
+        .client_with(|o| {
+            o.role = Some("device".into());
+            o.scopes = Some(vec![]);
+            o.device = Some(argent_client::device::DeviceKey::from_seed([5; 32]));
+        })
+        .await
+        .expect("a proven device pairs (locally, silently) for the device role");
+    assert_eq!(client.hello()["auth"]["role"], "device");
+    let mut failures = BTreeMap::new();
+    for (method, class) in METHODS {
+        let allowed = *class == 'R' || DEVICE_GRANT.contains(method);
+        let response = client.request(method, json!({})).await.unwrap();
+        let got = response
+            .error
+            .as_ref()
+            .map(|e| e.message.as_str())
+            .unwrap_or("");
+        let ok = if allowed {
+            !is_authorization_failure(got)
+        } else {
+            got == "unauthorized role: device"
+        };
+        if !ok {
+            failures.insert(
+                method.to_string(),
+                format!("allowed={allowed}, got {got:?}"),
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn the_device_role_needs_a_device() {
+    let gw = Gateway::local().start().await.unwrap();
+    let refused = gw
+        .client_with(|o| {
+            o.role = Some("device".into());
+            o.scopes = Some(vec![]);
+        })
+        .await;
+    let Err(err) = refused else {
+        panic!("the shared token alone must not give the device role")
+    };
+    assert!(
+        err.to_string().contains("device identity required"),
+        "{err}"
+    );
+}

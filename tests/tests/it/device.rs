@@ -238,6 +238,51 @@ async fn a_remote_device_is_approved_on_another_gateway() {
     assert_eq!(resolved.payload["decision"], "approved");
 
     // The device reconnects (to gateway A) and is in.
+    let (f, mut live) = d
+        .connect(
+            &a,
+            Attempt {
+                token: Some(&a.token),
+                host: remote,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(f["payload"]["type"], "hello-ok", "{f}");
+    // More scopes than it was paired with: a scope upgrade needs a new approval.
+    let (f, _) = d
+        .connect(
+            &a,
+            Attempt {
+                token: Some(&a.token),
+                host: remote,
+                scopes: vec!["operator.admin", "operator.read"],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(message(&f), "pairing required");
+    // Revoked on gateway B: its connection on gateway A is closed within 2 s.
+    operator
+        .call(
+            "device.token.revoke",
+            json!({"deviceId": d.id, "role": "operator"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        live.closed(Duration::from_secs(2)).await,
+        Next::Close(4001, "device removed".into())
+    );
+    let pending = operator.call("device.pair.list", json!({})).await.unwrap();
+    let upgrade_id = pending["pending"][0]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    operator
+        .call("device.pair.approve", json!({"requestId": upgrade_id}))
+        .await
+        .unwrap();
     let (f, _) = d
         .connect(
             &a,
