@@ -39,6 +39,16 @@ async fn all_nodes(ctx: &Ctx) -> Result<Vec<Value>, RpcError> {
             nodes.insert(device.device_id.clone(), row);
         }
     }
+    // Node-agents that joined by pairing serve over gRPC: live in the registry = connected.
+    for agent in ctx.nodes.live().into_iter().filter(|n| n.paired) {
+        if let Some(row) = nodes.get_mut(&agent.id) {
+            row["connected"] = json!(true);
+            row["caps"] = json!(agent.capabilities);
+            row["address"] = json!(agent.address);
+            row["version"] = json!(agent.version);
+            row["connectedAtMs"] = json!(agent.started_at_ms);
+        }
+    }
     for session in connected(ctx) {
         let id = session["nodeId"].as_str().unwrap_or_default().to_string();
         let paired = nodes.contains_key(&id);

@@ -50,6 +50,17 @@ async fn a_node_agent_joins_by_pairing_and_leaves_by_revocation() {
     })
     .await;
     assert!(served.is_some(), "the paired node takes forwarded calls");
+    let list = operator.call("node.list", json!({})).await.unwrap();
+    let listed = list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["nodeId"] == node_id.as_str())
+        .expect("listed");
+    assert_eq!(
+        (listed["paired"].clone(), listed["connected"].clone()),
+        (json!(true), json!(true))
+    );
 
     // The cluster secret is not its credential: only gateways, with its derived one, get in.
     {
