@@ -141,6 +141,20 @@ impl ConfigFile {
     }
 }
 
+/// The strings of the array at `pointer` (`[]` when absent or not an array).
+pub fn string_list(config: &Value, pointer: &str) -> Vec<String> {
+    config
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn non_empty(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str)
         .map(str::trim)

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::config::string_list;
+
 const CANVAS: [&str; 8] = [
     "canvas.present",
     "canvas.hide",
@@ -58,8 +60,8 @@ fn list(config: &Value, pointer: &str) -> Vec<String> {
 /// The declared commands this node may run.
 pub fn allowed(declared: &[String], platform: &str, config: &Value) -> Vec<String> {
     let defaults = platform_allowlist(platform);
-    let extra = list(config, "/gateway/nodes/allowCommands");
-    let deny = list(config, "/gateway/nodes/denyCommands");
+    let extra = string_list(config, "/gateway/nodes/allowCommands");
+    let deny = string_list(config, "/gateway/nodes/denyCommands");
     declared
         .iter()
         .filter(|c| defaults.contains(&c.as_str()) || extra.contains(c))

@@ -97,16 +97,7 @@ impl Policy<'_> {
     }
 
     fn allowed_origins(&self) -> Vec<String> {
-        self.config
-            .pointer("/gateway/controlUi/allowedOrigins")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::config::string_list(self.config, "/gateway/controlUi/allowedOrigins")
     }
 }
 
