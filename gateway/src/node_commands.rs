@@ -44,19 +44,6 @@ pub fn platform_allowlist(platform: &str) -> Vec<&'static str> {
     }
 }
 
-fn list(config: &Value, pointer: &str) -> Vec<String> {
-    config
-        .pointer(pointer)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The declared commands this node may run.
 pub fn allowed(declared: &[String], platform: &str, config: &Value) -> Vec<String> {
     let defaults = platform_allowlist(platform);
