@@ -152,18 +152,28 @@ impl NodeInvokes {
         }
     }
 
-    /// Owner: the node answered (`node.invoke.result`). `false` for unknown or late ids.
+    /// Owner: the node answered (`node.invoke.result`). `false` for unknown or late ids —
+    /// and for ids handed to another connection: only the socket that got the request may
+    /// answer it.
     pub async fn complete(
         &self,
         ctx: &Ctx,
         caller_node: &str,
+        caller_conn: &str,
         result: &Value,
     ) -> Result<bool, RpcError> {
         let invoke_id = result["id"].as_str().unwrap_or_default();
         if result["nodeId"].as_str() != Some(caller_node) {
             return Err(RpcError::bad_params("nodeId mismatch"));
         }
-        let Some(owned) = self.owned.lock().remove(invoke_id) else {
+        let owned = {
+            let mut owned = self.owned.lock();
+            match owned.get(invoke_id) {
+                Some(o) if o.conn_id == caller_conn => owned.remove(invoke_id),
+                _ => None,
+            }
+        };
+        let Some(owned) = owned else {
             return Ok(false);
         };
         let mut relay = json!({"invokeId": invoke_id, "replyTo": owned.reply_to,

@@ -161,7 +161,11 @@ pub async fn invoke_result(ctx: &Ctx, session: &Session, params: Value) -> Resul
         .device_id
         .clone()
         .unwrap_or_else(|| session.client.id.clone());
-    if ctx.node_invokes.complete(ctx, &caller, &result).await? {
+    if ctx
+        .node_invokes
+        .complete(ctx, &caller, &session.conn_id, &result)
+        .await?
+    {
         Ok(json!({"ok": true}))
     } else {
         Ok(json!({"ok": true, "ignored": true}))
