@@ -162,6 +162,25 @@ impl Hub {
         closed
     }
 
+    /// Closes device connections whose (device, role) has no live token any more; the
+    /// backstop for a revocation whose control message this gateway missed.
+    pub fn close_revoked(&self, live_roles: &HashMap<String, Vec<String>>) -> usize {
+        let mut closed = 0;
+        for conn in self.conns.read().by_key.values() {
+            let Some(device_id) = &conn.device_id else {
+                continue;
+            };
+            let live = live_roles
+                .get(device_id)
+                .is_some_and(|roles| roles.iter().any(|r| r == conn.role.as_str()));
+            if !live {
+                conn.outbox.close(4001, "device removed");
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Events were lost before reaching this gateway: every connection's `seq` jumps by
     /// `n`, so each client sees the gap at its next event (§1.5).
     pub fn skip_seq(&self, n: u64) {

@@ -31,13 +31,20 @@ pub struct NodeSubscriptions {
     by_conn: Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
+/// Sessions one node connection may follow, and the longest session key accepted.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+pub const MAX_SESSION_KEY: usize = 512;
+
 impl NodeSubscriptions {
-    pub fn subscribe(&self, conn_id: &str, session_key: &str) {
-        self.by_conn
-            .lock()
-            .entry(conn_id.to_string())
-            .or_default()
-            .insert(session_key.to_string());
+    /// `false` when the connection already follows [`MAX_SUBSCRIPTIONS`] sessions.
+    pub fn subscribe(&self, conn_id: &str, session_key: &str) -> bool {
+        let mut by_conn = self.by_conn.lock();
+        let keys = by_conn.entry(conn_id.to_string()).or_default();
+        if keys.len() >= MAX_SUBSCRIPTIONS && !keys.contains(session_key) {
+            return false;
+        }
+        keys.insert(session_key.to_string());
+        true
     }
 
     pub fn unsubscribe(&self, conn_id: &str, session_key: &str) {
@@ -149,7 +156,16 @@ impl NodeInvokes {
                 "NOT_CONNECTED",
                 "node not connected",
             );
+            return;
         }
+        // The caller stops waiting after its timeout; the entry goes a little later, so a
+        // node that never answers does not hold memory for the life of its connection.
+        let timeout_ms = request["timeoutMs"].as_u64().unwrap_or(30_000);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(timeout_ms + 5_000)).await;
+            ctx.node_invokes.owned.lock().remove(&invoke_id);
+        });
     }
 
     /// Owner: the node answered (`node.invoke.result`). `false` for unknown or late ids —

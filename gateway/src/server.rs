@@ -446,14 +446,25 @@ async fn presence_loop(ctx: Arc<Ctx>) {
     }
 }
 
-/// Which paired node-agents may receive calls: revoking a node's token takes it out of
-/// routing within a second or two.
+/// Every second: which paired node-agents may receive calls (revoking a node's token takes
+/// it out of routing within a second or two), and a sweep that closes device connections
+/// whose token is gone (the backstop for a missed revocation message, or a revocation that
+/// raced a handshake).
 async fn refresh_paired_nodes(ctx: Arc<Ctx>) {
     let store = crate::auth::devices::DeviceStore::new(ctx.state.clone());
     loop {
         match store.valid_nodes().await {
             Ok(valid) => *ctx.paired_nodes.write() = valid,
             Err(err) => tracing::debug!(%err, "paired nodes not refreshed"),
+        }
+        match store.live_roles().await {
+            Ok(live) => {
+                let closed = ctx.hub.close_revoked(&live);
+                if closed > 0 {
+                    tracing::info!(closed, "closed connections of revoked devices");
+                }
+            }
+            Err(err) => tracing::debug!(%err, "revoked devices not swept"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

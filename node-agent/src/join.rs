@@ -153,6 +153,12 @@ pub async fn join(
                 let _ = std::fs::remove_file(credentials_path(state_dir));
                 continue;
             }
+            // Busy, rate-limited or the state plane away: ask again later.
+            Err(ClientError::Rejected { error, .. })
+                if error.retryable == Some(true) || error.code == "UNAVAILABLE" =>
+            {
+                tracing::warn!(message = %error.message, "gateway cannot take the request now; retrying");
+            }
             Err(ClientError::Rejected { error, .. }) => {
                 bail!(
                     "the gateway refused this node: {} ({})",

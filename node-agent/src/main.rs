@@ -130,7 +130,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .await
                     .context("the gateway refused this node's credential")?;
             }
-            (node_id, token.clone(), false)
+            // Gateways present the credential derived for this id, never the secret itself.
+            let credential = argent_planes::calls::node_call_secret(token, &node_id);
+            (node_id, credential, false)
         }
         None => {
             let gateway = args

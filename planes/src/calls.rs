@@ -129,8 +129,6 @@ pub fn node_call_secret(cluster_secret: &str, node_id: &str) -> String {
 pub struct NodeClients {
     local: Option<Arc<dyn MethodHandler>>,
     cluster_secret: String,
-    /// `Bearer <cluster secret>`, encoded once (nodes given the cluster secret).
-    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     channels: Mutex<HashMap<String, NodeAgentClient<Channel>>>,
 }
 
@@ -138,22 +136,18 @@ impl NodeClients {
     pub fn new(local: Option<Arc<dyn MethodHandler>>, cluster_secret: String) -> Self {
         NodeClients {
             local,
-            authorization: MetadataValue::try_from(bearer(&cluster_secret)).ok(),
             cluster_secret,
             channels: Mutex::new(HashMap::new()),
         }
     }
 
-    /// What this gateway presents to `node`.
+    /// What this gateway presents to `node`: its derived credential, never the cluster
+    /// secret itself (a registry record is no proof that the address is a trusted node).
     fn authorization_for(
         &self,
         node: &NodeRecord,
     ) -> Option<MetadataValue<tonic::metadata::Ascii>> {
-        if node.paired {
-            MetadataValue::try_from(bearer(&node_call_secret(&self.cluster_secret, &node.id))).ok()
-        } else {
-            self.authorization.clone()
-        }
+        MetadataValue::try_from(bearer(&node_call_secret(&self.cluster_secret, &node.id))).ok()
     }
 
     fn client(&self, address: &str) -> Result<NodeAgentClient<Channel>, CallError> {

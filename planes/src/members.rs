@@ -49,8 +49,8 @@ pub struct NodeRecord {
     pub host: String,
     /// Calls being executed right now.
     pub in_flight: u64,
-    /// Joined by pairing: gateways call it with its own derived credential and route to it
-    /// only while its pairing is valid. `false`: it was given the cluster secret.
+    /// Joined by pairing: gateways route to it only while its pairing is valid. `false`: a
+    /// trusted node started with the cluster secret.
     #[serde(default)]
     pub paired: bool,
     pub started_at_ms: u64,

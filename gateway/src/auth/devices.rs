@@ -89,6 +89,15 @@ impl PendingRequest {
     }
 }
 
+/// When a token may be minted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenGrant {
+    /// At connect: only while the device is paired for the role and scopes, not revoked.
+    IfPaired,
+    /// An operator's explicit rotation (`device.token.rotate`).
+    Rotation,
+}
+
 /// Why a device token was refused (§2.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenFailure {
@@ -232,6 +241,26 @@ impl DeviceStore {
 
     pub async fn devices(&self) -> Result<Vec<PairedDevice>, RpcError> {
         self.list("device.").await
+    }
+
+    /// For every paired device, the roles it holds a live (issued, not revoked) token for.
+    pub async fn live_roles(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, RpcError> {
+        Ok(self
+            .devices()
+            .await?
+            .into_iter()
+            .map(|d| {
+                let roles = d
+                    .tokens
+                    .iter()
+                    .filter(|(_, t)| t.revoked_at_ms.is_none())
+                    .map(|(role, _)| role.clone())
+                    .collect();
+                (d.device_id, roles)
+            })
+            .collect())
     }
 
     /// Ids of devices paired as `node` whose node token is not revoked.
@@ -393,6 +422,7 @@ impl DeviceStore {
         device_id: &str,
         role: &str,
         scopes: &[String],
+        grant: TokenGrant,
     ) -> Result<(String, TokenRecord), RpcError> {
         let token = new_token();
         let now = argent_proto::now_ms();
@@ -408,6 +438,19 @@ impl DeviceStore {
         self.update_device(device_id, |current| {
             let mut device =
                 current.ok_or_else(|| RpcError::bad_params("unknown deviceId/role"))?;
+            // Checked again inside the write: a revocation or rejection that landed since
+            // the handshake's check wins over this handshake.
+            if grant == TokenGrant::IfPaired {
+                let covered = device.roles.iter().any(|r| r == role)
+                    && scopes.iter().all(|s| device.scopes.contains(s))
+                    && device
+                        .tokens
+                        .get(role)
+                        .is_none_or(|t| t.revoked_at_ms.is_none());
+                if !covered {
+                    return Err(RpcError::not_paired("pairing required"));
+                }
+            }
             let previous = device.tokens.get(role).map(|t| t.created_at_ms);
             let mut record = stored.clone();
             if previous.is_some() {

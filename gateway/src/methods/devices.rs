@@ -11,9 +11,12 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 use argent_proto::subjects::CONTROL_DEVICE_REMOVED;
 
-use crate::auth::devices::{normalized, DeviceStore, PairedDevice, PendingRequest};
+use argent_proto::catalog::SCOPE_ADMIN;
+
+use crate::auth::devices::{normalized, DeviceStore, PairedDevice, PendingRequest, TokenGrant};
 use crate::context::Ctx;
 use crate::ws::pairing::announce_resolved;
+use crate::ws::session::Session;
 
 fn store(ctx: &Ctx) -> DeviceStore {
     DeviceStore::new(ctx.state.clone())
@@ -83,8 +86,13 @@ async fn pending(
     Ok((store, request))
 }
 
-pub async fn pair_approve(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+pub async fn pair_approve(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
     let (store, request) = pending(ctx, "device.pair.approve", params).await?;
+    // Pairing-scoped operators approve only what they hold themselves; admins anything.
+    let caller_is_admin = session.scopes.iter().any(|s| s == SCOPE_ADMIN);
+    if !caller_is_admin && !request.scopes.iter().all(|s| session.scopes.contains(s)) {
+        return Err(RpcError::unauthorized("missing scope: operator.admin"));
+    }
     let request_id = request.request_id.clone();
     let device = store.approve(&request).await?;
     announce_resolved(ctx, &request, "approved").await;
@@ -100,7 +108,7 @@ pub async fn pair_reject(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Ok(json!({"requestId": request_id, "deviceId": request.device_id}))
 }
 
-pub async fn token_rotate(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+pub async fn token_rotate(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
     let params =
         Params::new("device.token.rotate", params)?.only(&["deviceId", "role", "scopes"])?;
     let device_id = params.required_str("deviceId")?;
@@ -113,8 +121,23 @@ pub async fn token_rotate(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         .filter(|d| d.tokens.contains_key(&role))
         .ok_or_else(|| RpcError::bad_params("unknown deviceId/role"))?;
     let scopes = requested.unwrap_or_else(|| device.tokens[&role].scopes.clone());
+    // A rotation never grants more than the pairing did, nor more than the caller holds.
+    if !scopes.iter().all(|s| device.scopes.contains(s)) {
+        return Err(RpcError::bad_params(
+            "scopes exceed what the device was paired with",
+        ));
+    }
+    let caller_is_admin = session.scopes.iter().any(|s| s == SCOPE_ADMIN);
+    if !caller_is_admin && !scopes.iter().all(|s| session.scopes.contains(s)) {
+        return Err(RpcError::unauthorized("missing scope: operator.admin"));
+    }
     let (token, record) = store
-        .issue_token(&device_id, &role, &normalized(&scopes))
+        .issue_token(
+            &device_id,
+            &role,
+            &normalized(&scopes),
+            TokenGrant::Rotation,
+        )
         .await?;
     // The old token stopped working: so do the connections that used it.
     disconnect(ctx, &device_id, Some(&role)).await;

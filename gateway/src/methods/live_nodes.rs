@@ -10,6 +10,7 @@ use argent_proto::params::Params;
 
 use crate::auth::devices::DeviceStore;
 use crate::context::Ctx;
+use crate::node_invoke::{MAX_SESSION_KEY, MAX_SUBSCRIPTIONS};
 use crate::ws::session::Session;
 
 /// Node invokes wait this long unless told otherwise (§6.3).
@@ -190,7 +191,19 @@ pub fn node_event(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, 
     let event = params.required_str("event")?;
     let session_key = payload["sessionKey"].as_str();
     match (event.as_str(), session_key) {
-        ("chat.subscribe", Some(key)) => ctx.node_subscriptions.subscribe(&session.conn_id, key),
+        ("chat.subscribe", Some(key)) if key.len() > MAX_SESSION_KEY => {
+            return Err(RpcError::invalid_params(
+                "node.event",
+                "payload.sessionKey is too long",
+            ))
+        }
+        ("chat.subscribe", Some(key)) => {
+            if !ctx.node_subscriptions.subscribe(&session.conn_id, key) {
+                return Err(RpcError::bad_params(format!(
+                    "a node may follow at most {MAX_SUBSCRIPTIONS} sessions"
+                )));
+            }
+        }
         ("chat.unsubscribe", Some(key)) => {
             ctx.node_subscriptions.unsubscribe(&session.conn_id, key)
         }

@@ -58,8 +58,11 @@ impl Rejection {
 
     /// Whether this was an authentication failure (counted per address).
     pub fn is_auth_failure(&self) -> bool {
+        // Wrong secrets, tokens or proofs count; `pairing required` / `device identity
+        // required` (NOT_PAIRED) are normal steps of joining, not guesses.
         self.response.as_ref().is_some_and(|(_, e)| {
             e.jsonrpc_code() == argent_proto::errors::jsonrpc::AUTH_FAILED
+                && e.code == argent_proto::errors::ErrorCode::InvalidRequest
                 && e.details.get("reason").and_then(Value::as_str) != Some("rate_limited")
         })
     }

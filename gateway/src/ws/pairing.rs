@@ -9,7 +9,7 @@ use argent_proto::catalog::Role;
 use argent_proto::errors::RpcError;
 
 use crate::auth::device_token_error;
-use crate::auth::devices::{normalized, DeviceStore, PendingRequest};
+use crate::auth::devices::{normalized, DeviceStore, PendingRequest, TokenGrant};
 use crate::context::Ctx;
 use crate::ws::handshake::{Accepted, Rejection};
 
@@ -94,7 +94,9 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
             .and_then(Value::as_bool)
             == Some(true);
         let silent = session.local && (session.role != Role::Node || auto_approve_nodes);
-        if !silent {
+        // Only requests that arrive with no credential at all are capped (§2.10): anyone
+        // can make those.
+        if !silent && token.is_none() {
             let pending = store.pending().await.map_err(unavailable)?;
             let ip = session.peer.ip().to_string();
             let mine = pending.iter().any(|r| r.device_id == device.id);
@@ -128,11 +130,12 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
             is_repair: paired.is_some(),
             ts: argent_proto::now_ms(),
         };
-        let (request, created) = store.open_request(request).await.map_err(unavailable)?;
         if silent {
+            // This connection's own request, never an older pending one of the device.
             store.approve(&request).await.map_err(unavailable)?;
             announce_resolved(ctx, &request, "approved").await;
         } else {
+            let (request, created) = store.open_request(request).await.map_err(unavailable)?;
             if created {
                 let payload = serde_json::to_value(&request).expect("requests serialize");
                 announce(ctx, "device.pair.requested", &payload).await;
@@ -150,9 +153,9 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
         }
         None => {
             let (token, record) = store
-                .issue_token(&device.id, role, &session.scopes)
+                .issue_token(&device.id, role, &session.scopes, TokenGrant::IfPaired)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|err| Rejection::respond(id, err, 1008))?;
             json!({"deviceToken": token, "role": role, "scopes": record.scopes,
                    "issuedAtMs": record.created_at_ms})
         }

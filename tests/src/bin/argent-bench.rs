@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use argent_planes::calls::node_call_secret;
 use argent_proto::grpc::node_agent_client::NodeAgentClient;
 use argent_proto::grpc::InvokeRequest;
 use argent_tests::raw::connect_frame;
@@ -140,9 +141,10 @@ impl Caller {
                     params_json: params.to_string(),
                     ..Default::default()
                 });
-                request
-                    .metadata_mut()
-                    .insert("authorization", format!("Bearer {TOKEN}").parse()?);
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {}", node_call_secret(TOKEN, "bench-node")).parse()?,
+                );
                 client.invoke(request).await?;
                 Ok(())
             }

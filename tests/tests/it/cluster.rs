@@ -369,10 +369,25 @@ async fn node_agents_refuse_calls_without_the_credential() {
         tonic::Code::Unauthenticated
     );
 
-    let mut right = tonic::Request::new(PingRequest {});
-    right
-        .metadata_mut()
+    // Not even the cluster secret itself: gateways present a credential derived per node.
+    let mut raw = tonic::Request::new(PingRequest {});
+    raw.metadata_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    assert_eq!(
+        client.ping(raw).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+
+    let mut right = tonic::Request::new(PingRequest {});
+    right.metadata_mut().insert(
+        "authorization",
+        format!(
+            "Bearer {}",
+            argent_planes::calls::node_call_secret(TOKEN, "node-1")
+        )
+        .parse()
+        .unwrap(),
+    );
     let pong = client.ping(right).await.unwrap().into_inner();
     assert_eq!(pong.node_id, "node-1");
     assert_eq!(pong.capabilities, vec!["agents".to_string()]);

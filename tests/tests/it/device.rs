@@ -160,6 +160,19 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
         .as_str()
         .unwrap()
         .to_string();
+    // A rotation cannot grant more than the pairing did.
+    match watcher
+        .call(
+            "device.token.rotate",
+            json!({"deviceId": d.id, "role": "operator", "scopes": ["operator.admin", "operator.read"]}),
+        )
+        .await
+    {
+        Err(argent_client::ClientError::Call(e)) => {
+            assert_eq!(e.message, "scopes exceed what the device was paired with")
+        }
+        other => panic!("{other:?}"),
+    }
     let rotated = watcher
         .call(
             "device.token.rotate",
