@@ -230,6 +230,29 @@ fn is_authorization_failure(message: &str) -> bool {
     message.starts_with("missing scope: ") || message.starts_with("unauthorized role: ")
 }
 
+/// Calls `method` with `{}`; `want` is the expected authorization failure, or "" for
+/// allowed (any other outcome, such as invalid params, counts as allowed). `Some` describes
+/// a mismatch.
+async fn check(client: &argent_client::Client, method: &str, want: &str) -> Option<String> {
+    let response = client.request(method, json!({})).await.unwrap();
+    let error = response.error.as_ref();
+    let got = error.map(|e| e.message.as_str()).unwrap_or("");
+    let ok = if want.is_empty() {
+        !is_authorization_failure(got)
+    } else {
+        let Some(error) = error else {
+            return Some(format!("want {want:?}, got a success"));
+        };
+        got == want
+            && error.code == "INVALID_REQUEST"
+            && error
+                .details
+                .as_ref()
+                .is_some_and(|d| d["jsonrpcCode"] == -32002)
+    };
+    (!ok).then(|| format!("want {want:?}, got {got:?}"))
+}
+
 #[tokio::test]
 async fn every_method_for_every_role_and_scope_set() {
     let gw = Gateway::local().start().await.unwrap();
@@ -244,25 +267,8 @@ async fn every_method_for_every_role_and_scope_set() {
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         for (method, class) in METHODS {
             let want = expected[class_index(*class)];
-            let response = client.request(method, json!({})).await.unwrap();
-            let got = response
-                .error
-                .as_ref()
-                .map(|e| e.message.as_str())
-                .unwrap_or("");
-            let ok = if want.is_empty() {
-                !is_authorization_failure(got)
-            } else {
-                got == want
-                    && response.error.as_ref().unwrap().code == "INVALID_REQUEST"
-                    && response.error.as_ref().unwrap().details.as_ref().unwrap()["jsonrpcCode"]
-                        == -32002
-            };
-            if !ok {
-                failures.insert(
-                    format!("{label} {method}"),
-                    format!("want {want:?}, got {got:?}"),
-                );
+            if let Some(failure) = check(&client, method, want).await {
+                failures.insert(format!("{label} {method}"), failure);
             }
         }
         // The socket stays open after refusals.
@@ -311,22 +317,13 @@ async fn every_method_for_the_device_role() {
     let mut failures = BTreeMap::new();
     for (method, class) in METHODS {
         let allowed = *class == 'R' || DEVICE_GRANT.contains(method);
-        let response = client.request(method, json!({})).await.unwrap();
-        let got = response
-            .error
-            .as_ref()
-            .map(|e| e.message.as_str())
-            .unwrap_or("");
-        let ok = if allowed {
-            !is_authorization_failure(got)
+        let want = if allowed {
+            ""
         } else {
-            got == "unauthorized role: device"
+            "unauthorized role: device"
         };
-        if !ok {
-            failures.insert(
-                method.to_string(),
-                format!("allowed={allowed}, got {got:?}"),
-            );
+        if let Some(failure) = check(&client, method, want).await {
+            failures.insert(method.to_string(), failure);
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

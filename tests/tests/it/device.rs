@@ -13,6 +13,15 @@ use argent_tests::{Gateway, Nats};
 const WAIT: Duration = Duration::from_secs(5);
 const TOKEN_MISMATCH: &str = "unauthorized: device token mismatch (provide gateway auth token)";
 
+/// An attempt from a remote address (the Host header is not local, §2.6).
+fn remote(token: &str) -> Attempt<'_> {
+    Attempt {
+        token: Some(token),
+        host: Some("gw.example.com:18789"),
+        ..Default::default()
+    }
+}
+
 fn message(frame: &Value) -> &str {
     frame["error"]["message"].as_str().unwrap_or("")
 }
@@ -195,18 +204,8 @@ async fn a_remote_device_is_approved_on_another_gateway() {
     let b = Gateway::cluster(&nats).start().await.unwrap();
     let mut operator = b.client().await.unwrap();
     let d = Device::new(21);
-    let remote = Some("gw.example.com:18789");
 
-    let (f, mut ws) = d
-        .connect(
-            &a,
-            Attempt {
-                token: Some(&a.token),
-                host: remote,
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, mut ws) = d.connect(&a, remote(&a.token)).await;
     assert_eq!(f["error"]["code"], "NOT_PAIRED", "{f}");
     assert_eq!(message(&f), "pairing required");
     let request_id = f["error"]["details"]["requestId"]
@@ -228,16 +227,7 @@ async fn a_remote_device_is_approved_on_another_gateway() {
     let list = operator.call("device.pair.list", json!({})).await.unwrap();
     assert_eq!(list["pending"][0]["requestId"], request_id.as_str());
     // Asking again while pending reuses the request (one per device).
-    let (f, _) = d
-        .connect(
-            &a,
-            Attempt {
-                token: Some(&a.token),
-                host: remote,
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, _) = d.connect(&a, remote(&a.token)).await;
     assert_eq!(f["error"]["details"]["requestId"], request_id.as_str());
     let approved = operator
         .call("device.pair.approve", json!({"requestId": request_id}))
@@ -251,26 +241,15 @@ async fn a_remote_device_is_approved_on_another_gateway() {
     assert_eq!(resolved.payload["decision"], "approved");
 
     // The device reconnects (to gateway A) and is in.
-    let (f, mut live) = d
-        .connect(
-            &a,
-            Attempt {
-                token: Some(&a.token),
-                host: remote,
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, mut live) = d.connect(&a, remote(&a.token)).await;
     assert_eq!(f["payload"]["type"], "hello-ok", "{f}");
     // More scopes than it was paired with: a scope upgrade needs a new approval.
     let (f, _) = d
         .connect(
             &a,
             Attempt {
-                token: Some(&a.token),
-                host: remote,
                 scopes: vec!["operator.admin", "operator.read"],
-                ..Default::default()
+                ..remote(&a.token)
             },
         )
         .await;
@@ -296,16 +275,7 @@ async fn a_remote_device_is_approved_on_another_gateway() {
         .call("device.pair.approve", json!({"requestId": upgrade_id}))
         .await
         .unwrap();
-    let (f, _) = d
-        .connect(
-            &a,
-            Attempt {
-                token: Some(&a.token),
-                host: remote,
-                ..Default::default()
-            },
-        )
-        .await;
+    let (f, _) = d.connect(&a, remote(&a.token)).await;
     assert_eq!(f["payload"]["type"], "hello-ok", "{f}");
     assert!(f["payload"]["auth"]["deviceToken"].is_string());
     match operator
@@ -321,11 +291,9 @@ async fn a_remote_device_is_approved_on_another_gateway() {
         .connect(
             &a,
             Attempt {
-                token: Some(&a.token),
-                host: remote,
                 role: "node",
                 scopes: vec![],
-                ..Default::default()
+                ..remote(&a.token)
             },
         )
         .await;
