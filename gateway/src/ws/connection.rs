@@ -285,6 +285,15 @@ async fn close(socket: &mut Socket, code: u16, reason: &str) {
     .await;
 }
 
+/// Sets each field that has a value; absent ones stay absent (never `null`, §1.3).
+fn set_present<const N: usize>(object: &mut Value, fields: [(&str, &Option<String>); N]) {
+    for (key, value) in fields {
+        if let Some(value) = value {
+            object[key] = json!(value);
+        }
+    }
+}
+
 fn presence_entry(session: &Session, upgrade: &Upgrade) -> (String, Value) {
     let client = &session.client;
     let key = session
@@ -303,18 +312,16 @@ fn presence_entry(session: &Session, upgrade: &Upgrade) -> (String, Value) {
         "roles": [session.role.as_str()],
         "scopes": session.scopes,
     });
-    let optional = [
-        ("deviceFamily", client.device_family.clone()),
-        ("modelIdentifier", client.model_identifier.clone()),
-        ("instanceId", client.instance_id.clone()),
-        ("deviceId", session.device_id.clone()),
-        ("text", upgrade.user_agent.clone()),
-    ];
-    for (k, v) in optional {
-        if let Some(v) = v {
-            entry[k] = json!(v);
-        }
-    }
+    set_present(
+        &mut entry,
+        [
+            ("deviceFamily", &client.device_family),
+            ("modelIdentifier", &client.model_identifier),
+            ("instanceId", &client.instance_id),
+            ("deviceId", &session.device_id),
+            ("text", &upgrade.user_agent),
+        ],
+    );
     (key, entry)
 }
 
@@ -331,17 +338,15 @@ fn node_session(ctx: &Ctx, session: &Session, params: &ConnectParams) -> Value {
         "permissions": params.permissions,
         "connectedAtMs": argent_proto::now_ms(),
     });
-    let optional = [
-        ("displayName", client.display_name.clone()),
-        ("deviceFamily", client.device_family.clone()),
-        ("modelIdentifier", client.model_identifier.clone()),
-        ("pathEnv", params.path_env.clone()),
-    ];
-    for (k, v) in optional {
-        if let Some(v) = v {
-            node[k] = json!(v);
-        }
-    }
+    set_present(
+        &mut node,
+        [
+            ("displayName", &client.display_name),
+            ("deviceFamily", &client.device_family),
+            ("modelIdentifier", &client.model_identifier),
+            ("pathEnv", &params.path_env),
+        ],
+    );
     node
 }
 
