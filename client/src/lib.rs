@@ -158,6 +158,9 @@ pub struct Event {
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
 
+/// Key suffix of the waiter for the second answer of a request answered twice.
+const FINAL_SUFFIX: &str = "#final";
+
 /// A connected, authenticated client.
 pub struct Client {
     outgoing: mpsc::Sender<Message>,
@@ -337,7 +340,13 @@ impl Client {
                             payload: v.get("payload").cloned(),
                             error: v.get("error").map(parse_error),
                         };
-                        if let Some(tx) = reader_pending.lock().remove(&id) {
+                        let mut pending = reader_pending.lock();
+                        // A method answered twice (`agent`) waits under a second key.
+                        let waiter = pending
+                            .remove(&id)
+                            .or_else(|| pending.remove(&format!("{id}{FINAL_SUFFIX}")));
+                        drop(pending);
+                        if let Some(tx) = waiter {
                             let _ = tx.send(response);
                         }
                     }
@@ -403,6 +412,37 @@ impl Client {
                 self.pending.lock().remove(&id);
                 Err(ClientError::Timeout(timeout))
             }
+        }
+    }
+
+    /// A request answered twice (`agent`: the ack, then the final result): waits for the
+    /// first response and returns it with a receiver of the second.
+    pub async fn request_twice(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<(Response, oneshot::Receiver<Response>), ClientError> {
+        let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (first_tx, first) = oneshot::channel();
+        let (final_tx, last) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock();
+            pending.insert(id.clone(), first_tx);
+            pending.insert(format!("{id}{FINAL_SUFFIX}"), final_tx);
+        }
+        let frame = json!({"type":"req","id":id,"method":method,"params":params});
+        if self
+            .outgoing
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            return Err(ClientError::Closed(self.close_info()));
+        }
+        match tokio::time::timeout(self.timeout, first).await {
+            Ok(Ok(response)) => Ok((response, last)),
+            Ok(Err(_)) => Err(ClientError::Closed(self.close_info())),
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
         }
     }
 

@@ -1,32 +1,34 @@
 //! Request dispatch: authorization (§3.3) on every request, then the catalog decides —
 //! answered here, forwarded to a node-agent, or not built yet.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tracing::Instrument;
 
 use argent_planes::calls::{Call, CallError, NodeClient};
 use argent_proto::catalog::{self, Forward, Placement};
 use argent_proto::errors::RpcError;
-use argent_proto::frames::{encode_error, encode_ok, encode_ok_raw, Request};
+use argent_proto::frames::{encode_error, encode_ok, encode_ok_raw, encode_response, Request};
 use argent_proto::grpc::Caller;
 
 use crate::context::Ctx;
 use crate::methods;
 use crate::select;
+use crate::ws::outbox::{Outbox, Pushed};
 use crate::ws::session::Session;
 
 /// How many nodes an idempotent call may try before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Handles one request and returns the encoded response frame.
-pub async fn handle(ctx: &Ctx, session: &Session, request: Request) -> String {
+/// Handles one request and returns the encoded (last) response frame; a method that
+/// answers twice (`agent`) pushes its first answer to `outbox` itself.
+pub async fn handle(ctx: &Ctx, session: &Session, request: Request, outbox: &Outbox) -> String {
     let span = tracing::info_span!("request", method = %request.method, id = %request.id, conn = %session.conn_id);
     let method_label = catalog::lookup(&request.method)
         .map(|m| m.name)
         .unwrap_or("unknown");
-    let result = route(ctx, session, &request).instrument(span).await;
+    let result = route(ctx, session, &request, outbox).instrument(span).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(err) => err.code.as_str(),
@@ -38,6 +40,7 @@ pub async fn handle(ctx: &Ctx, session: &Session, request: Request) -> String {
     match result {
         Ok(Reply::Value(payload)) => encode_ok(&request.id, &payload),
         Ok(Reply::Json(payload)) => encode_ok_raw(&request.id, &payload),
+        Ok(Reply::Frame(frame)) => frame,
         Err(err) => {
             tracing::debug!(method = %request.method, error = %err, "request failed");
             encode_error(&request.id, &err)
@@ -45,13 +48,20 @@ pub async fn handle(ctx: &Ctx, session: &Session, request: Request) -> String {
     }
 }
 
-/// A successful result: built here, or JSON text passed through from a node-agent.
+/// A successful result: built here, JSON text passed through from a node-agent, or a whole
+/// frame (the `ok:false` final answer of `agent`, which also carries a payload).
 enum Reply {
     Value(Value),
     Json(String),
+    Frame(String),
 }
 
-async fn route(ctx: &Ctx, session: &Session, request: &Request) -> Result<Reply, RpcError> {
+async fn route(
+    ctx: &Ctx,
+    session: &Session,
+    request: &Request,
+    outbox: &Outbox,
+) -> Result<Reply, RpcError> {
     catalog::authorize(session.role, &session.scopes, &request.method)?;
     if request.method == "connect" {
         return Err(RpcError::invalid_request(
@@ -66,10 +76,22 @@ async fn route(ctx: &Ctx, session: &Session, request: &Request) -> Result<Reply,
         Placement::Gateway => methods::call(ctx, session, spec.name, params)
             .await
             .map(Reply::Value),
+        Placement::Node(forward) if spec.name == "agent" => {
+            agent(ctx, session, &request.id, params, forward, outbox).await
+        }
         Placement::Node(forward) => {
-            self::forward(ctx, session, &request.id, spec.name, params, forward)
-                .await
-                .map(Reply::Json)
+            let timeout = call_timeout(ctx, spec.name, &params);
+            self::forward(
+                ctx,
+                session,
+                &request.id,
+                spec.name,
+                params,
+                forward,
+                timeout,
+            )
+            .await
+            .map(Reply::Json)
         }
         Placement::Planned => Err(RpcError::not_implemented(spec.name)),
     }
@@ -91,6 +113,98 @@ fn caller(ctx: &Ctx, session: &Session) -> Caller {
     }
 }
 
+/// How long the gateway waits for a node's answer: the configured call timeout, or longer
+/// for a method whose params ask to wait (`agent.wait`).
+fn call_timeout(ctx: &Ctx, method: &str, params: &Value) -> Duration {
+    let asked = match method {
+        "agent.wait" => params["timeoutMs"].as_u64().unwrap_or(30_000).min(600_000),
+        catalog::AGENT_RESULT => 25_000,
+        _ => 0,
+    };
+    ctx.limits
+        .call_timeout
+        .max(Duration::from_millis(asked) + Duration::from_secs(5))
+}
+
+/// `agent` answers twice (§1.4, §5.2): the ack at once, then the final result when the run
+/// ends. The final result is asked for from any node (the run record is shared), again and
+/// again until the run ends, so neither a node nor this call's node dying loses it.
+async fn agent(
+    ctx: &Ctx,
+    session: &Session,
+    request_id: &str,
+    params: Value,
+    forward: Forward,
+    outbox: &Outbox,
+) -> Result<Reply, RpcError> {
+    let timeout = call_timeout(ctx, "agent", &params);
+    let ack_json =
+        self::forward(ctx, session, request_id, "agent", params, forward, timeout).await?;
+    let ack: Value = serde_json::from_str(&ack_json)
+        .map_err(|e| RpcError::unavailable(format!("unreadable agent answer: {e}")))?;
+    if ack["status"] != "accepted" {
+        // Steering answers, or the cached final result of a repeated key: one frame.
+        return Ok(agent_final(request_id, ack));
+    }
+    if outbox.push_text(encode_ok_raw(request_id, &ack_json)) != Pushed::Queued {
+        return Err(RpcError::unavailable("connection closed"));
+    }
+    let asked = json!({"runId": ack["runId"]});
+    let by_run = Forward {
+        capability: forward.capability,
+        route_param: Some("runId"),
+        idempotent: true,
+    };
+    let timeout = call_timeout(ctx, catalog::AGENT_RESULT, &asked);
+    loop {
+        let answer = self::forward(
+            ctx,
+            session,
+            request_id,
+            catalog::AGENT_RESULT,
+            asked.clone(),
+            by_run,
+            timeout,
+        )
+        .await;
+        match answer {
+            Ok(text) => {
+                let value: Value = serde_json::from_str(&text)
+                    .map_err(|e| RpcError::unavailable(format!("unreadable agent result: {e}")))?;
+                if value["status"] != "pending" {
+                    return Ok(agent_final(request_id, value));
+                }
+            }
+            Err(err) if err.retryable == Some(true) => {
+                tracing::debug!(error = %err, "agent result not available yet; asking again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err),
+        }
+        if outbox.is_closed() {
+            return Err(RpcError::unavailable("connection closed"));
+        }
+    }
+}
+
+/// The final `agent` frame: `ok:false` with both `error` and `payload` when the run failed.
+fn agent_final(request_id: &str, payload: Value) -> Reply {
+    if payload["status"] != "error" {
+        return Reply::Value(payload);
+    }
+    let message = payload["summary"]
+        .as_str()
+        .unwrap_or("agent run failed")
+        .to_string();
+    let error = RpcError::unavailable(message).to_shape();
+    Reply::Frame(encode_response(
+        request_id,
+        false,
+        Some(&payload),
+        Some(&error),
+    ))
+}
+
 /// Sends a method to the best live node for its routing key; an idempotent call moves on
 /// to the next node when one turns out to be dead.
 async fn forward(
@@ -100,6 +214,7 @@ async fn forward(
     method: &'static str,
     params: Value,
     forward: Forward,
+    timeout: Duration,
 ) -> Result<String, RpcError> {
     let key = forward
         .route_param
@@ -126,7 +241,7 @@ async fn forward(
         method: method.to_string(),
         params,
         caller: caller(ctx, session),
-        timeout: ctx.limits.call_timeout,
+        timeout,
         request_id: request_id.to_string(),
     };
     let attempts = if forward.idempotent { MAX_ATTEMPTS } else { 1 };

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use argent_node_agent::agent::RunningNode;
+use argent_node_agent::agent::{NodePlanes, RunningNode};
 use argent_planes::bus::{BusMessage, EventBus, LocalBus, NatsBus};
 use argent_planes::calls::{MethodHandler, NodeClients};
 use argent_planes::cluster::{self, NatsOptions};
@@ -20,6 +20,7 @@ use argent_planes::members::{host_name, spawn_heartbeat, Members, STALE_AFTER};
 use argent_planes::state::StateStore;
 use argent_planes::state_file::FileStore;
 use argent_planes::state_nats::NatsStore;
+use argent_planes::transcripts::FileTranscripts;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 use argent_proto::limits::RESTART_EXPECTED_MS;
 use argent_proto::subjects::{self, BUCKET_GATEWAYS, BUCKET_NODES};
@@ -149,8 +150,16 @@ impl RunningGateway {
             }
         };
 
-        let embedded_node = (mode == Mode::Local && options.embedded_node)
-            .then(|| RunningNode::embedded(format!("{gateway_id}-node"), state.clone()));
+        let embedded_node = if mode == Mode::Local && options.embedded_node {
+            let planes = NodePlanes {
+                state: state.clone(),
+                bus: bus.clone(),
+                transcripts: Arc::new(FileTranscripts::open(Some(&options.state_dir))?),
+            };
+            Some(RunningNode::embedded(format!("{gateway_id}-node"), planes))
+        } else {
+            None
+        };
         let local_handler = embedded_node
             .as_ref()
             .map(|node| node.worker.clone() as Arc<dyn MethodHandler>);
@@ -401,9 +410,32 @@ fn control(ctx: &Arc<Ctx>, name: &str, payload: &[u8]) {
         subjects::CONTROL_NODE_RESULT if body["replyTo"] == ctx.gateway_id.as_str() => {
             ctx.node_invokes.deliver_result(&body);
         }
-        // Addressed to another gateway.
-        subjects::CONTROL_NODE_INVOKE | subjects::CONTROL_NODE_RESULT => {}
+        subjects::CONTROL_CONN_EVENT if body["gatewayId"] == ctx.gateway_id.as_str() => {
+            deliver_to_connection(ctx, &body);
+        }
+        // Addressed to another gateway, or to node-agents (run control).
+        subjects::CONTROL_NODE_INVOKE
+        | subjects::CONTROL_NODE_RESULT
+        | subjects::CONTROL_CONN_EVENT => {}
+        other if other.starts_with("_ctl.run.") => {}
         other => tracing::warn!(name = other, "unknown control message"),
+    }
+}
+
+/// A targeted event (no `seq`) for one connection of this gateway, e.g. the tool stream of
+/// a run for the connection that started it (§3.6).
+fn deliver_to_connection(ctx: &Arc<Ctx>, body: &serde_json::Value) {
+    let (Some(conn_id), Some(event)) = (body["connId"].as_str(), body["event"].as_str()) else {
+        return;
+    };
+    let payload = body["payload"].to_string();
+    let encoded = Arc::new(EncodedEvent::new(event, &payload, None));
+    if !ctx.hub.send_to(conn_id, &encoded) {
+        tracing::debug!(
+            conn = conn_id,
+            event,
+            "targeted event for a connection that is gone"
+        );
     }
 }
 

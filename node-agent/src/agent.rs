@@ -8,14 +8,41 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use argent_planes::bus::EventBus;
 use argent_planes::calls::INPROC_SCHEME;
 use argent_planes::members::{host_name, spawn_heartbeat, NodeRecord};
 use argent_planes::state::StateStore;
+use argent_planes::transcripts::TranscriptLog;
 use argent_proto::grpc::node_agent_server::NodeAgentServer;
 use argent_proto::subjects::BUCKET_NODES;
 
+use crate::runtime::Runtime;
 use crate::service::NodeService;
 use crate::worker::{Worker, CAPABILITIES};
+
+/// The planes a node-agent works on.
+#[derive(Clone)]
+pub struct NodePlanes {
+    pub state: Arc<dyn StateStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub transcripts: Arc<dyn TranscriptLog>,
+}
+
+impl NodePlanes {
+    fn worker(&self, node_id: &str) -> Arc<Worker> {
+        let runtime = Runtime::start(
+            node_id.to_string(),
+            self.state.clone(),
+            self.bus.clone(),
+            self.transcripts.clone(),
+        );
+        Arc::new(Worker::new(
+            node_id.to_string(),
+            self.state.clone(),
+            runtime,
+        ))
+    }
+}
 
 /// How long a stopping node-agent lets calls in flight finish.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -73,7 +100,8 @@ fn register(
 
 impl RunningNode {
     /// Serves gRPC on `options.grpc_listen` and registers in the node registry.
-    pub async fn start(options: NodeOptions, state: Arc<dyn StateStore>) -> anyhow::Result<Self> {
+    pub async fn start(options: NodeOptions, planes: NodePlanes) -> anyhow::Result<Self> {
+        let state = planes.state.clone();
         let listener = tokio::net::TcpListener::bind(options.grpc_listen)
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", options.grpc_listen))?;
@@ -87,7 +115,7 @@ impl RunningNode {
             }
         });
         let address = format!("http://{advertise}");
-        let worker = Arc::new(Worker::new(options.node_id.clone(), state.clone()));
+        let worker = planes.worker(&options.node_id);
         let service = NodeService::new(worker.clone(), &options.credential);
         let (stop, stop_rx) = watch::channel(false);
         let mut server_stop = stop_rx.clone();
@@ -118,9 +146,10 @@ impl RunningNode {
     }
 
     /// The node-agent embedded in a one-process gateway: no gRPC, an `inproc://` address.
-    pub fn embedded(node_id: String, state: Arc<dyn StateStore>) -> Self {
+    pub fn embedded(node_id: String, planes: NodePlanes) -> Self {
         let address = format!("{INPROC_SCHEME}{node_id}");
-        let worker = Arc::new(Worker::new(node_id, state.clone()));
+        let state = planes.state.clone();
+        let worker = planes.worker(&node_id);
         let (stop, stop_rx) = watch::channel(false);
         let heartbeat = register(state, worker.clone(), address.clone(), false, stop_rx);
         RunningNode {
@@ -136,6 +165,8 @@ impl RunningNode {
     /// finish and stops the server.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        // Runs in flight end with an error saying so; queued ones go to another node.
+        self.worker.runtime().stop();
         let _ = self.heartbeat.await;
         if let Some(mut server) = self.server {
             // Calls in flight get a grace period; connections gateways keep open do not

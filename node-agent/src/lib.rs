@@ -3,11 +3,12 @@
 //! * [`worker`] — [`worker::Worker`], the [`argent_planes::calls::MethodHandler`] that
 //!   dispatches a method to its family module in [`methods`].
 //! * [`methods`] — one module per method family (`agents.rs`: agent identity and workspace
-//!   documents).
+//!   documents; `chat.rs`: chat and agent runs; `sessions.rs`: sessions and models).
 //! * [`shared_config`] — the parts of the cluster-shared configuration the node reads.
 //! * [`service`] — the tonic gRPC service: credential check, deadline, trace context.
 //! * [`agent`] — starting a node: gRPC listener, registry heartbeat, clean shutdown.
 //! * [`join`] — joining a cluster by pairing: identity, waiting for approval, credentials.
+//! * [`runtime`] — the agent runtime: runs, leases, model providers, sessions, transcripts.
 //!
 //! The gateway embeds a [`worker::Worker`] directly in its one-process default mode.
 
@@ -16,6 +17,7 @@
 pub mod agent;
 pub mod join;
 pub mod methods;
+pub mod runtime;
 pub mod service;
 pub mod shared_config;
 pub mod worker;

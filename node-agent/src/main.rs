@@ -10,10 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use argent_client::{Client, ClientError, ConnectOptions};
-use argent_node_agent::agent::{NodeOptions, RunningNode};
+use argent_node_agent::agent::{NodeOptions, NodePlanes, RunningNode};
 use argent_node_agent::join;
+use argent_planes::bus::NatsBus;
 use argent_planes::cluster::{self, NatsOptions};
 use argent_planes::state_nats::NatsStore;
+use argent_planes::transcripts::NatsTranscripts;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -154,7 +156,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await?;
     let js = async_nats::jetstream::new(nats.client.clone());
     cluster::ensure_buckets(&js, args.nats_replicas).await?;
-    let state = Arc::new(NatsStore::new(nats.client));
+    argent_planes::transcripts::ensure_stream(&js, args.nats_replicas).await?;
+    let planes = NodePlanes {
+        state: Arc::new(NatsStore::new(nats.client.clone())),
+        bus: Arc::new(NatsBus::new(&nats)),
+        transcripts: Arc::new(NatsTranscripts::new(nats.client.clone())),
+    };
     let node = RunningNode::start(
         NodeOptions {
             node_id: node_id.clone(),
@@ -163,7 +170,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             credential,
             paired,
         },
-        state,
+        planes,
     )
     .await?;
     println!(

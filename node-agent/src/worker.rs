@@ -11,7 +11,8 @@ use argent_planes::state::StateStore;
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
-use crate::methods::agents;
+use crate::methods::{agents, chat, sessions};
+use crate::runtime::Runtime;
 
 /// Capabilities this node-agent serves (catalog `Forward::capability`).
 pub const CAPABILITIES: &[&str] = &[argent_proto::catalog::CAP_AGENTS];
@@ -19,6 +20,7 @@ pub const CAPABILITIES: &[&str] = &[argent_proto::catalog::CAP_AGENTS];
 pub struct Worker {
     node_id: String,
     state: Arc<dyn StateStore>,
+    runtime: Arc<Runtime>,
     in_flight: AtomicU64,
 }
 
@@ -32,21 +34,26 @@ impl Drop for InFlight<'_> {
 }
 
 impl Worker {
-    pub fn new(node_id: String, state: Arc<dyn StateStore>) -> Self {
+    pub fn new(node_id: String, state: Arc<dyn StateStore>, runtime: Arc<Runtime>) -> Self {
         Worker {
             node_id,
             state,
+            runtime,
             in_flight: AtomicU64::new(0),
         }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
 
-    /// Calls being executed right now (reported as load in the registry).
+    /// Calls and runs being executed right now (reported as load in the registry).
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Relaxed) + self.runtime.active_runs() as u64
     }
 }
 
@@ -68,6 +75,19 @@ impl MethodHandler for Worker {
             "agents.files.list" => agents::files_list(state, params).await,
             "agents.files.get" => agents::files_get(state, params).await,
             "agents.files.set" => agents::files_set(state, params).await,
+            "chat.send" => chat::send(&self.runtime, params, caller).await,
+            "chat.abort" => chat::abort(&self.runtime, params).await,
+            "chat.history" => chat::history(&self.runtime, params).await,
+            "chat.inject" => chat::inject(&self.runtime, params).await,
+            "agent" => chat::agent(&self.runtime, params, caller).await,
+            "agent.wait" => chat::wait(&self.runtime, params).await,
+            argent_proto::catalog::AGENT_RESULT => chat::result(&self.runtime, params).await,
+            "sessions.list" => sessions::list(&self.runtime, params).await,
+            "sessions.preview" => sessions::preview(&self.runtime, params).await,
+            "sessions.reset" => sessions::reset(&self.runtime, params).await,
+            "sessions.compact" => sessions::compact(&self.runtime, params).await,
+            "commands.compact" => sessions::command_compact(&self.runtime, params).await,
+            "models.list" => sessions::models(&self.runtime, params).await,
             other => Err(RpcError::unavailable(format!(
                 "node-agent {} does not execute {other}",
                 self.node_id

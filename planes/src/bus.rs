@@ -61,7 +61,16 @@ pub const SUBSCRIBER_CAPACITY: usize = 8192;
 #[async_trait]
 pub trait EventBus: Send + Sync {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
-    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError>;
+    /// Events whose name starts with `prefix` (which ends with `.`, or is empty for all).
+    async fn subscribe_prefix(
+        &self,
+        prefix: &'static str,
+    ) -> Result<mpsc::Receiver<BusMessage>, BusError>;
+
+    /// Every event.
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError> {
+        self.subscribe_prefix("").await
+    }
 }
 
 /// In-process bus for the one-process default.
@@ -90,12 +99,16 @@ impl EventBus for LocalBus {
         Ok(())
     }
 
-    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError> {
+    async fn subscribe_prefix(
+        &self,
+        prefix: &'static str,
+    ) -> Result<mpsc::Receiver<BusMessage>, BusError> {
         let mut rx = self.tx.subscribe();
         let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);
         tokio::spawn(async move {
             loop {
                 let message = match rx.recv().await {
+                    Ok(event) if !event.name.starts_with(prefix) => continue,
                     Ok(event) => BusMessage::Event(event),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "event subscriber lagged");
@@ -146,10 +159,18 @@ impl EventBus for NatsBus {
             .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
-    async fn subscribe(&self) -> Result<mpsc::Receiver<BusMessage>, BusError> {
+    async fn subscribe_prefix(
+        &self,
+        prefix: &'static str,
+    ) -> Result<mpsc::Receiver<BusMessage>, BusError> {
+        let subject = if prefix.is_empty() {
+            subjects::EVENT_WILDCARD.to_string()
+        } else {
+            format!("{}.{prefix}>", subjects::EVENT_PREFIX)
+        };
         let mut sub = self
             .client
-            .subscribe(subjects::EVENT_WILDCARD)
+            .subscribe(subject)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);

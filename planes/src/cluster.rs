@@ -43,6 +43,16 @@ pub const BUCKETS: &[BucketSpec] = &[
         max_age: Duration::ZERO,
     },
     BucketSpec {
+        name: subjects::BUCKET_LEASES,
+        durable: true,
+        max_age: Duration::ZERO,
+    },
+    BucketSpec {
+        name: subjects::BUCKET_SESSIONS,
+        durable: true,
+        max_age: Duration::ZERO,
+    },
+    BucketSpec {
         name: subjects::BUCKET_CRON,
         durable: true,
         max_age: Duration::ZERO,

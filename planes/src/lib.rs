@@ -23,3 +23,4 @@ pub mod state;
 pub mod state_file;
 pub mod state_nats;
 pub mod trace;
+pub mod transcripts;

@@ -155,6 +155,11 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Members<T> {
         live.into_iter().map(|(_, s)| s.record.clone()).collect()
     }
 
+    /// The last record seen under `key`, live or not.
+    pub fn get(&self, key: &str) -> Option<T> {
+        self.seen.read().get(key).map(|s| s.record.clone())
+    }
+
     /// Keys seen once but not rewritten within `stale_after`.
     pub fn stale_keys(&self) -> Vec<String> {
         let now = Instant::now();

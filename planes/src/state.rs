@@ -66,6 +66,8 @@ pub trait StateStore: Send + Sync {
         revision: u64,
     ) -> Result<u64, StateError>;
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StateError>;
+    /// Deletes `key` only if its current revision is `revision` (else `WrongRevision`).
+    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<(), StateError>;
     /// Keys starting with `prefix`, sorted.
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError>;
     /// The current value of every key (as puts), then every later change. The channel

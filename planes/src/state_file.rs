@@ -230,6 +230,20 @@ impl StateStore for FileStore {
         .await
     }
 
+    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<(), StateError> {
+        validate_key(key)?;
+        let key = key.to_string();
+        self.mutate(bucket, move |b| {
+            let current = b.data.entries.get(&key).map(|v| v.revision).unwrap_or(0);
+            if current != revision {
+                return Err(StateError::WrongRevision);
+            }
+            b.write(&key, None)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError> {
         self.read(bucket, |b| {
             b.data

@@ -127,6 +127,27 @@ impl StateStore for NatsStore {
         timed(store.delete(key)).await
     }
 
+    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<(), StateError> {
+        validate_key(key)?;
+        let store = self.store(bucket).await?;
+        match tokio::time::timeout(
+            OP_TIMEOUT,
+            store.delete_expect_revision(key, Some(revision)),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            // JetStream refuses the expected-sequence header with "wrong last sequence".
+            Ok(Err(err)) if err.to_string().contains("wrong last sequence") => {
+                Err(StateError::WrongRevision)
+            }
+            Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
+            Err(_) => Err(StateError::Unavailable(
+                "NATS did not answer in time".into(),
+            )),
+        }
+    }
+
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError> {
         let store = self.store(bucket).await?;
         let collect = async {

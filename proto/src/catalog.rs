@@ -49,6 +49,10 @@ pub struct MethodSpec {
 /// Capability of node-agents that serve agent identity and workspace documents.
 pub const CAP_AGENTS: &str = "agents";
 
+/// Internal method (not in the catalog clients see): the final result of an `agent` run,
+/// asked by the gateway after the ack until the run ends.
+pub const AGENT_RESULT: &str = "agent.result";
+
 const fn m(name: &'static str, access: Access) -> MethodSpec {
     MethodSpec {
         name,
@@ -88,13 +92,13 @@ use Access::{Admin, Approvals, NodeOnly, Pairing, Read, Write};
 /// Every method of PROTOCOL.md §3.4 and §5, in the order of the document.
 pub const METHODS: &[MethodSpec] = &[
     // §5.1 chat
-    m("chat.send", Write),
-    m("chat.history", Read),
-    m("chat.abort", Write),
-    m("chat.inject", Admin),
+    node("chat.send", Write, CAP_AGENTS, Some("sessionKey"), true),
+    node("chat.history", Read, CAP_AGENTS, Some("sessionKey"), true),
+    node("chat.abort", Write, CAP_AGENTS, Some("sessionKey"), true),
+    node("chat.inject", Admin, CAP_AGENTS, Some("sessionKey"), false),
     // §5.2 agent
-    m("agent", Write),
-    m("agent.wait", Write),
+    node("agent", Write, CAP_AGENTS, Some("sessionKey"), true),
+    node("agent.wait", Write, CAP_AGENTS, Some("runId"), true),
     node(
         "agent.identity.get",
         Read,
@@ -109,15 +113,21 @@ pub const METHODS: &[MethodSpec] = &[
     m("config.apply", Admin),
     m("config.schema", Admin),
     // §5.4 sessions
-    m("sessions.list", Read),
-    m("sessions.preview", Read),
-    m("sessions.reset", Admin),
-    m("sessions.compact", Admin),
+    node("sessions.list", Read, CAP_AGENTS, None, true),
+    node("sessions.preview", Read, CAP_AGENTS, None, true),
+    node("sessions.reset", Admin, CAP_AGENTS, Some("key"), false),
+    node("sessions.compact", Admin, CAP_AGENTS, Some("key"), false),
     m("sessions.delete", Admin),
     m("sessions.patch", Admin),
     m("sessions.search", Admin),
     m("sessions.resolve", Admin),
-    m("commands.compact", Write),
+    node(
+        "commands.compact",
+        Write,
+        CAP_AGENTS,
+        Some("sessionKey"),
+        false,
+    ),
     m("commands.list", Read),
     // §5.5 cron
     m("cron.list", Read),
@@ -128,7 +138,7 @@ pub const METHODS: &[MethodSpec] = &[
     m("cron.run", Admin),
     m("cron.remove", Admin),
     // §5.6 models
-    m("models.list", Read),
+    node("models.list", Read, CAP_AGENTS, None, true),
     // §5.7 knowledge
     m("knowledge.search", Read),
     m("knowledge.ingest", Write),

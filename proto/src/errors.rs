@@ -156,6 +156,22 @@ impl RpcError {
         Self::new(ErrorCode::Unavailable, jsonrpc::INTERNAL_ERROR, message)
     }
 
+    /// The seed's Agent Busy (-32000): the session cannot take this now (§1.10.3).
+    pub fn agent_busy(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self::new(ErrorCode::Unavailable, jsonrpc::AGENT_BUSY, message)
+            .with_detail("reason", "agent_busy")
+            .retryable(Some(retry_after_ms))
+    }
+
+    /// The seed's Session Not Found (-32001), e.g. `session not found` of `chat.inject`.
+    pub fn session_not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorCode::InvalidRequest,
+            jsonrpc::SESSION_NOT_FOUND,
+            message,
+        )
+    }
+
     /// A catalog method whose capability has not been built yet. Never fake data.
     pub fn not_implemented(method: &str) -> Self {
         Self::unavailable(format!(

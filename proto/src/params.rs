@@ -24,8 +24,14 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn invalid(&self, detail: String) -> RpcError {
-        RpcError::invalid_params(self.method, &detail)
+    /// `invalid <method> params: <detail>`.
+    pub fn invalid(&self, detail: impl AsRef<str>) -> RpcError {
+        RpcError::invalid_params(self.method, detail.as_ref())
+    }
+
+    /// A raw value, for shapes the typed getters do not cover.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key)
     }
 
     /// Rejects keys outside `allowed` (upstream's `additionalProperties: false`).

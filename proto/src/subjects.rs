@@ -22,9 +22,23 @@ pub const CONTROL_NODE_INVOKE: &str = "_ctl.node.invoke";
 /// A node's answer on its way back to the gateway of the caller.
 pub const CONTROL_NODE_RESULT: &str = "_ctl.node.result";
 
-/// Run abort requests: `argent.ctl.abort.<runId>`.
-pub fn abort_subject(run_id: &str) -> String {
-    format!("argent.ctl.abort.{run_id}")
+/// `{runId?, sessionKey?, reason}`: abort a run (or every run of a session) wherever it runs.
+pub const CONTROL_RUN_ABORT: &str = "_ctl.run.abort";
+/// `{runId, message}`: inject a message into an active run at its next model turn.
+pub const CONTROL_RUN_STEER: &str = "_ctl.run.steer";
+/// `{runId}`: a run finished (wakes `agent.wait` and `agent` finals on every node).
+pub const CONTROL_RUN_DONE: &str = "_ctl.run.done";
+/// `{gatewayId, connId, event, payload}`: an event for one connection only (tool-stream
+/// `agent` events go to the connection that started the run, §3.6).
+pub const CONTROL_CONN_EVENT: &str = "_ctl.conn.event";
+
+/// Subjects of the transcript stream: `argent.tx.<sessionId>`.
+pub const TRANSCRIPT_PREFIX: &str = "argent.tx";
+/// Archived transcripts (before a compaction): `argent.txa.<sessionId>.<ms>`.
+pub const TRANSCRIPT_ARCHIVE_PREFIX: &str = "argent.txa";
+
+pub fn transcript_subject(session_id: &str) -> String {
+    format!("{TRANSCRIPT_PREFIX}.{session_id}")
 }
 
 /// Shared configuration document(s).
@@ -39,8 +53,12 @@ pub const BUCKET_GATEWAYS: &str = "argent_gateways";
 pub const BUCKET_PRESENCE: &str = "argent_presence";
 /// Agent workspace documents: key = `<agentId>.<file name>`.
 pub const BUCKET_AGENTS: &str = "argent_agents";
-/// Run records and leases.
+/// Run records (status, final result; also the idempotency cache of `chat.send`/`agent`).
 pub const BUCKET_RUNS: &str = "argent_runs";
+/// Session run leases: key = session hash, value = holder, active run, queue.
+pub const BUCKET_LEASES: &str = "argent_leases";
+/// Session entries (`sessions.list`): key = hex of the canonical session key.
+pub const BUCKET_SESSIONS: &str = "argent_sessions";
 /// Cron jobs.
 pub const BUCKET_CRON: &str = "argent_cron";
 

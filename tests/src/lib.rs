@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod model_double;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -391,7 +392,10 @@ impl GatewayBuilder {
             .args(&self.args)
             .env_remove("ARGENT_GATEWAY_TOKEN")
             .env_remove("ARGENT_NATS_URL")
-            .env("ARGENT_LOG", "info");
+            .env(
+                "ARGENT_LOG",
+                std::env::var("TEST_ARGENT_LOG").unwrap_or_else(|_| "info".into()),
+            );
         if let Some(nats) = &self.nats {
             command.arg("--nats").arg(nats);
         }
@@ -495,7 +499,10 @@ impl JoiningNode {
             .arg("--state-dir")
             .arg(state_dir)
             .env_remove("ARGENT_GATEWAY_TOKEN")
-            .env("ARGENT_LOG", "info");
+            .env(
+                "ARGENT_LOG",
+                std::env::var("TEST_ARGENT_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let log = state_dir.join(format!("node-{}.log", uuid::Uuid::new_v4().simple()));
         let (proc, first) = Proc::spawn("joining node", command, log)?;
         Ok(JoiningNode {

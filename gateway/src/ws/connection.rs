@@ -503,7 +503,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
         let outbox = outbox.clone();
         tokio::spawn(
             async move {
-                let response = router::handle(&ctx, &session, request).await;
+                let response = router::handle(&ctx, &session, request, &outbox).await;
                 outbox.push_text(response);
                 drop(permit);
             }

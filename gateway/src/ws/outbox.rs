@@ -185,6 +185,11 @@ impl Outbox {
         self.abort.notify_one();
     }
 
+    /// The connection is closing or closed: nothing more will reach the client.
+    pub fn is_closed(&self) -> bool {
+        Self::is_closing(&self.state.lock())
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().bytes
     }

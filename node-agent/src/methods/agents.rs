@@ -27,7 +27,7 @@ pub const BOOTSTRAP_FILES: [&str; 7] = [
 const MEMORY_FILES: [&str; 2] = ["MEMORY.md", "memory.md"];
 
 /// The allowed names: this whitelist is also the path-traversal guard.
-fn is_allowed(name: &str) -> bool {
+pub fn is_allowed(name: &str) -> bool {
     BOOTSTRAP_FILES.contains(&name) || MEMORY_FILES.contains(&name)
 }
 
@@ -50,6 +50,15 @@ fn workspace(agent_id: &str) -> String {
 
 fn file_key(agent_id: &str, name: &str) -> String {
     format!("{agent_id}.{name}")
+}
+
+/// The text of one workspace document, if it exists.
+pub async fn document(
+    state: &dyn StateStore,
+    agent_id: &str,
+    name: &str,
+) -> Result<Option<String>, RpcError> {
+    Ok(read_file(state, agent_id, name).await?.map(|f| f.content))
 }
 
 async fn read_file(

@@ -1,0 +1,598 @@
+//! `chat.send`, `chat.abort`, `chat.history`, `chat.inject`, `agent`, `agent.wait`
+//! (PROTOCOL.md §5.1, §5.2), and the internal `agent.result` the gateway uses to send the
+//! `agent` method's second (final) response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use argent_planes::state::StateError;
+use argent_proto::errors::RpcError;
+use argent_proto::grpc::Caller;
+use argent_proto::params::Params;
+use argent_proto::subjects;
+
+use crate::runtime::providers::Providers;
+use crate::runtime::run::{self, assistant_message};
+use crate::runtime::runs::{self, ConnRef, Enqueued, RunRecord, RunRequest, RunStatus};
+use crate::runtime::sessions::{agent_of, agent_session_key, canonical_key};
+use crate::runtime::{status, Runtime};
+use crate::shared_config::{self, AgentsConfig};
+
+/// Longest single wait of `agent.result`; the gateway asks again until the run ends.
+const RESULT_POLL: Duration = Duration::from_secs(25);
+/// `agent.wait` waits at most this long per call.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Decoded size limit per attachment (§1.7).
+const MAX_ATTACHMENT_BYTES: usize = 5_000_000;
+/// `chat.history` JSON budget (§1.7).
+const HISTORY_BUDGET: usize = 6 * 1024 * 1024;
+
+/// The cap a client declares to receive tool-stream events (§3.6).
+const CAP_TOOL_EVENTS: &str = "tool-events";
+
+async fn agents(rt: &Runtime) -> Result<(Value, AgentsConfig), RpcError> {
+    let config = shared_config::load(rt.state.as_ref())
+        .await
+        .map_err(|e| e.to_rpc())?;
+    let agents = AgentsConfig::from_config(&config);
+    Ok((config, agents))
+}
+
+/// `/stop`, or exactly one of the stop words (§5.1 step 3).
+fn is_stop_command(message: &str) -> bool {
+    let m = message.trim().to_ascii_lowercase();
+    m == "/stop" || ["stop", "esc", "abort", "wait", "exit", "interrupt"].contains(&m.as_str())
+}
+
+fn busy_mode(p: &Params) -> Result<bool, RpcError> {
+    match p.optional_str("busyMode")?.as_deref() {
+        None | Some("cue") => Ok(false),
+        Some("steer") => Ok(true),
+        Some(_) => Err(p.invalid("at /busyMode: must be equal to one of the allowed values")),
+    }
+}
+
+/// Text the model gets from attachments: text files inline, others named.
+fn attachments_text(method: &str, value: Option<&Value>) -> Result<(String, bool), RpcError> {
+    let Some(value) = value else {
+        return Ok((String::new(), false));
+    };
+    let items = value
+        .as_array()
+        .ok_or_else(|| RpcError::invalid_params(method, "at /attachments: must be array"))?;
+    let mut text = String::new();
+    let mut images = false;
+    for (i, item) in items.iter().enumerate() {
+        let content = item["content"].as_str().ok_or_else(|| {
+            RpcError::invalid_params(
+                method,
+                &format!("at /attachments/{i}/content: must be string"),
+            )
+        })?;
+        let data = content.split_once(";base64,").map_or(content, |(_, d)| d);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|_| {
+                RpcError::invalid_params(
+                    method,
+                    &format!("at /attachments/{i}/content: must be base64"),
+                )
+            })?;
+        if bytes.len() > MAX_ATTACHMENT_BYTES {
+            return Err(RpcError::bad_params(format!(
+                "attachment {i} is larger than {MAX_ATTACHMENT_BYTES} bytes"
+            )));
+        }
+        let name = item["fileName"].as_str().unwrap_or("attachment");
+        let mime = item["mimeType"].as_str().unwrap_or("");
+        if mime.starts_with("image/") {
+            images = true;
+            text.push_str(&format!(
+                "\n[image attachment {name}: images are not passed to the model by this release]\n"
+            ));
+        } else if let Ok(body) = String::from_utf8(bytes) {
+            text.push_str(&format!("\n[attachment {name}]\n{body}\n"));
+        } else {
+            text.push_str(&format!("\n[binary attachment {name} omitted]\n"));
+        }
+    }
+    Ok((text, images))
+}
+
+fn tool_events_to(caller: &Caller) -> Option<ConnRef> {
+    caller
+        .caps
+        .iter()
+        .any(|c| c == CAP_TOOL_EVENTS)
+        .then(|| ConnRef {
+            gateway_id: caller.gateway_id.clone(),
+            conn_id: caller.conn_id.clone(),
+        })
+}
+
+/// A new run (`Ok(None)`) or the record of an earlier one with the same key.
+async fn start_run(
+    rt: &Arc<Runtime>,
+    method: &str,
+    session_key: &str,
+    run_id: &str,
+    request: RunRequest,
+) -> Result<Option<RunRecord>, RpcError> {
+    let record = RunRecord {
+        run_id: run_id.to_string(),
+        method: method.to_string(),
+        session_key: session_key.to_string(),
+        status: RunStatus::Queued,
+        accepted_at: argent_proto::now_ms(),
+        started_at: None,
+        ended_at: None,
+        error: None,
+        text: None,
+        stop_reason: None,
+        node_id: None,
+        usage: None,
+        request,
+    };
+    if let Some(existing) = rt.runs.create(&record).await? {
+        return Ok(Some(existing));
+    }
+    let refuse = |err: RpcError| async {
+        // The key was not used: a retry must be able to start it.
+        let _ = rt.runs.delete(run_id).await;
+        Err(err)
+    };
+    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id).await {
+        Ok(Enqueued::Started(lease)) => {
+            rt.drive(lease, false);
+            Ok(None)
+        }
+        Ok(Enqueued::Queued(position)) => {
+            tracing::debug!(run = run_id, position, "run queued behind the active one");
+            Ok(None)
+        }
+        Ok(Enqueued::Busy) => {
+            refuse(RpcError::agent_busy(
+                format!(
+                "agent busy: session {session_key} already has {} messages waiting; retry later",
+                runs::MAX_QUEUE
+            ),
+                2000,
+            ))
+            .await
+        }
+        Err(err) => refuse(err.to_rpc()).await,
+    }
+}
+
+/// Steering (§5.1 step 5): inject into the session's active run, wherever it runs.
+async fn steer(
+    rt: &Runtime,
+    session_key: &str,
+    run_id: &str,
+    message: &str,
+) -> Result<Value, RpcError> {
+    let lease = runs::read_lease(rt.state.as_ref(), session_key)
+        .await
+        .map_err(|e| e.to_rpc())?;
+    let Some(target) = lease.and_then(|(l, _)| l.active) else {
+        return Ok(status(run_id, "not_active"));
+    };
+    rt.control(
+        subjects::CONTROL_RUN_STEER,
+        json!({"runId": target, "message": message}),
+    )
+    .await;
+    let mut out = status(run_id, "steered");
+    out["targetRunId"] = json!(target);
+    Ok(out)
+}
+
+/// Aborts runs of a session (all, or `only`): queued ones here, the active one through its
+/// holder. Returns the ids.
+pub async fn abort_runs(
+    rt: &Runtime,
+    session_key: &str,
+    only: Option<&str>,
+    reason: &str,
+) -> Result<Vec<String>, RpcError> {
+    let queued = runs::dequeue(rt.state.as_ref(), session_key, only)
+        .await
+        .map_err(|e: StateError| e.to_rpc())?;
+    for id in &queued {
+        run::abort_queued(rt, id, reason).await;
+    }
+    let mut ids = Vec::new();
+    let lease = runs::read_lease(rt.state.as_ref(), session_key)
+        .await
+        .map_err(|e| e.to_rpc())?;
+    if let Some(active) = lease.and_then(|(l, _)| l.active) {
+        if only.is_none_or(|o| o == active) {
+            rt.control(
+                subjects::CONTROL_RUN_ABORT,
+                json!({"runId": active, "reason": reason}),
+            )
+            .await;
+            ids.push(active);
+        }
+    }
+    ids.extend(queued);
+    Ok(ids)
+}
+
+fn aborted_result(ids: Vec<String>) -> Value {
+    json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids})
+}
+
+pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<Value, RpcError> {
+    let p = Params::new("chat.send", params)?.only(&[
+        "sessionKey",
+        "message",
+        "idempotencyKey",
+        "busyMode",
+        "thinking",
+        "deliver",
+        "attachments",
+        "timeoutMs",
+        "cliMcpServers",
+    ])?;
+    let raw_key = p.required_str("sessionKey")?;
+    let message = p.required_text("message")?;
+    let run_id = p.required_str("idempotencyKey")?;
+    let steering = busy_mode(&p)?;
+    let thinking = p.optional_str("thinking")?;
+    p.optional_bool("deliver")?;
+    let timeout_ms = p.optional_u64("timeoutMs", 0)?.unwrap_or(0);
+    let (attached, images) = attachments_text("chat.send", p.get("attachments"))?;
+    let (config, agents) = agents(rt).await?;
+    let session_key = canonical_key(&raw_key, &agents);
+    if message.trim().is_empty() && attached.is_empty() {
+        return Err(RpcError::bad_params("message or attachment required"));
+    }
+    if is_stop_command(&message) {
+        return abort_runs(rt, &session_key, None, "stop")
+            .await
+            .map(aborted_result);
+    }
+    let agent_id = agent_of(&session_key, &agents).to_string();
+    if steering {
+        if images {
+            return Err(RpcError::bad_params(
+                "images cannot be steered into a running turn",
+            ));
+        }
+        return steer(rt, &session_key, &run_id, &message).await;
+    }
+    check_provider(&config, &agent_id)?;
+    let request = RunRequest {
+        message: format!("{message}{attached}"),
+        client_session_key: raw_key,
+        agent_id,
+        thinking,
+        timeout_ms,
+        extra_system_prompt: None,
+        tool_events_to: tool_events_to(caller),
+    };
+    match start_run(rt, "chat.send", &session_key, &run_id, request).await? {
+        None => Ok(status(&run_id, "started")),
+        Some(earlier) => match earlier.status {
+            RunStatus::Queued | RunStatus::Running => Ok(status(&run_id, "in_flight")),
+            RunStatus::Ok => Ok(status(&run_id, "ok")),
+            RunStatus::Aborted => Ok(status(&run_id, "aborted")),
+            RunStatus::Error => Err(RpcError::unavailable(earlier.error.unwrap_or_default())),
+        },
+    }
+}
+
+/// Refuses before the ack when no model can run the turn, saying how to configure one.
+fn check_provider(config: &Value, agent_id: &str) -> Result<(), RpcError> {
+    Providers::from_config(config)
+        .and_then(|p| p.choose(agent_id))
+        .map(|_| ())
+        .map_err(|e| {
+            RpcError::unavailable(e.to_string()).with_detail("reason", "no_model_provider")
+        })
+}
+
+const AGENT_PARAMS: &[&str] = &[
+    "message",
+    "idempotencyKey",
+    "agentId",
+    "sessionKey",
+    "sessionId",
+    "busyMode",
+    "thinking",
+    "deliver",
+    "attachments",
+    "channel",
+    "replyChannel",
+    "accountId",
+    "replyAccountId",
+    "to",
+    "replyTo",
+    "threadId",
+    "groupId",
+    "groupChannel",
+    "groupSpace",
+    "timeout",
+    "lane",
+    "extraSystemPrompt",
+    "label",
+    "spawnedBy",
+    "silent",
+];
+
+/// `agent`: the ack (`accepted`), or for a duplicate key its cached ack or final payload.
+pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<Value, RpcError> {
+    let p = Params::new("agent", params)?.only(AGENT_PARAMS)?;
+    let message = p.required_str("message")?;
+    let run_id = p.required_str("idempotencyKey")?;
+    let steering = busy_mode(&p)?;
+    let (config, agents) = agents(rt).await?;
+    let agent_id = match p.optional_str("agentId")? {
+        Some(id) => {
+            let id = id.to_ascii_lowercase();
+            if agents.get(&id).is_none() {
+                return Err(RpcError::bad_params(format!(
+                    "invalid agent params: unknown agent id \"{id}\""
+                )));
+            }
+            id
+        }
+        None => agents.default_id.clone(),
+    };
+    for key in ["channel", "replyChannel"] {
+        if let Some(channel) = p.optional_str(key)? {
+            if channel != "webchat" {
+                return Err(RpcError::bad_params(format!(
+                    "invalid agent params: unknown channel: {channel}"
+                )));
+            }
+        }
+    }
+    for key in [
+        "sessionId",
+        "thinking",
+        "lane",
+        "label",
+        "spawnedBy",
+        "accountId",
+        "to",
+    ] {
+        p.optional_str(key)?;
+    }
+    let raw_key = p.optional_str("sessionKey")?;
+    let session_key = agent_session_key(raw_key.as_deref(), &agent_id, &agents);
+    let timeout_ms = p
+        .optional_u64("timeout", 0)?
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let (attached, _) = attachments_text("agent", p.get("attachments"))?;
+    if steering {
+        return steer(rt, &session_key, &run_id, &message).await;
+    }
+    check_provider(&config, &agent_id)?;
+    let request = RunRequest {
+        message: format!("{message}{attached}"),
+        client_session_key: raw_key.unwrap_or_else(|| session_key.clone()),
+        agent_id,
+        thinking: p.optional_str("thinking")?,
+        timeout_ms,
+        extra_system_prompt: p.optional_str("extraSystemPrompt")?,
+        tool_events_to: tool_events_to(caller),
+    };
+    match start_run(rt, "agent", &session_key, &run_id, request).await? {
+        None => Ok(ack(&run_id, argent_proto::now_ms())),
+        Some(earlier) if earlier.status.is_final() => Ok(final_payload(&earlier)),
+        Some(earlier) => Ok(ack(&run_id, earlier.accepted_at)),
+    }
+}
+
+fn ack(run_id: &str, accepted_at: u64) -> Value {
+    json!({"runId": run_id, "status": "accepted", "acceptedAt": accepted_at})
+}
+
+/// The `agent` method's final payload (§5.2); `status:"error"` becomes an `ok:false`
+/// response at the gateway.
+fn final_payload(record: &RunRecord) -> Value {
+    match record.status {
+        RunStatus::Error => json!({
+            "runId": record.run_id, "status": "error",
+            "summary": record.error.clone().unwrap_or_default(),
+        }),
+        _ => {
+            let aborted = record.status == RunStatus::Aborted;
+            let payloads: Vec<Value> = record.text.iter().map(|t| json!({"text": t})).collect();
+            let duration = record
+                .ended_at
+                .zip(record.started_at)
+                .map(|(e, s)| e.saturating_sub(s));
+            json!({
+                "runId": record.run_id, "status": "ok",
+                "summary": if aborted { "aborted" } else { "completed" },
+                "result": {"payloads": payloads, "meta": {"durationMs": duration, "aborted": aborted, "usage": record.usage}},
+            })
+        }
+    }
+}
+
+/// Internal: waits (up to ~25 s per call) for the final payload of an `agent` run;
+/// `{runId, status:"pending"}` while it runs.
+pub async fn result(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("agent.result", params)?.only(&["runId"])?;
+    let run_id = p.required_str("runId")?;
+    match rt.wait_final(&run_id, RESULT_POLL).await? {
+        Some(record) => Ok(final_payload(&record)),
+        None => Ok(status(&run_id, "pending")),
+    }
+}
+
+pub async fn wait(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("agent.wait", params)?.only(&["runId", "timeoutMs"])?;
+    let run_id = p.required_str("runId")?;
+    let timeout =
+        Duration::from_millis(p.optional_u64("timeoutMs", 0)?.unwrap_or(30_000)).min(MAX_WAIT);
+    match rt.wait_final(&run_id, timeout).await? {
+        Some(record) => Ok(record.wait_result()),
+        None => Ok(status(&run_id, "timeout")),
+    }
+}
+
+pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("chat.abort", params)?.only(&["sessionKey", "runId"])?;
+    let raw_key = p.required_str("sessionKey")?;
+    let run_id = p.optional_str("runId")?;
+    let (_, agents) = agents(rt).await?;
+    let session_key = canonical_key(&raw_key, &agents);
+    if let Some(run_id) = &run_id {
+        match rt.runs.get(run_id).await? {
+            Some(record) if !record.status.is_final() => {
+                if record.session_key != session_key {
+                    return Err(RpcError::bad_params("runId does not match sessionKey"));
+                }
+            }
+            _ => return Ok(aborted_result(Vec::new())),
+        }
+    }
+    abort_runs(rt, &session_key, run_id.as_deref(), "rpc")
+        .await
+        .map(aborted_result)
+}
+
+pub async fn history(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("chat.history", params)?.only(&["sessionKey", "limit"])?;
+    let raw_key = p.required_str("sessionKey")?;
+    let limit = p.optional_u64("limit", 1)?.unwrap_or(200);
+    if limit > 1000 {
+        return Err(p.invalid("at /limit: must be <= 1000"));
+    }
+    let (_, agents) = agents(rt).await?;
+    let session_key = canonical_key(&raw_key, &agents);
+    let Some(entry) = rt.sessions.get(&session_key).await? else {
+        return Ok(json!({"sessionKey": raw_key, "messages": []}));
+    };
+    let all = rt
+        .transcripts
+        .read(&entry.session_id)
+        .await
+        .map_err(|e| e.to_rpc())?;
+    let mut messages: Vec<Value> = all
+        .into_iter()
+        .rev()
+        .take(limit as usize)
+        .collect::<Vec<_>>();
+    // Newest first: keep adding while the budget lasts, then restore the order.
+    let mut used = 0;
+    let mut kept = Vec::new();
+    for message in messages.drain(..) {
+        let size = serde_json::to_vec(&message).map(|b| b.len()).unwrap_or(0);
+        if used + size > HISTORY_BUDGET {
+            break;
+        }
+        used += size;
+        kept.push(message);
+    }
+    kept.reverse();
+    let mut out = json!({"sessionKey": raw_key, "sessionId": entry.session_id, "messages": kept});
+    for setting in ["thinkingLevel", "verboseLevel"] {
+        if let Some(value) = entry.extra.get(setting) {
+            out[setting] = value.clone();
+        }
+    }
+    Ok(out)
+}
+
+pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("chat.inject", params)?.only(&["sessionKey", "message", "label"])?;
+    let raw_key = p.required_str("sessionKey")?;
+    let message = p.required_text("message")?;
+    let label = p.optional_str("label")?;
+    if label.as_ref().is_some_and(|l| l.chars().count() > 100) {
+        return Err(p.invalid("at /label: must NOT have more than 100 characters"));
+    }
+    let (_, agents) = agents(rt).await?;
+    let session_key = canonical_key(&raw_key, &agents);
+    let Some(entry) = rt.sessions.get(&session_key).await? else {
+        return Err(RpcError::session_not_found("session not found"));
+    };
+    let text = match &label {
+        Some(label) => format!("[{label}] {message}"),
+        None => message,
+    };
+    let message_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut stored = assistant_message(&text);
+    stored["id"] = json!(message_id);
+    stored["injected"] = json!(true);
+    rt.transcripts
+        .append(&entry.session_id, &stored)
+        .await
+        .map_err(|e| e.to_rpc())?;
+    rt.publish(
+        "chat",
+        &json!({
+            "runId": format!("inject-{message_id}"), "sessionKey": raw_key, "seq": 0,
+            "state": "final", "message": assistant_message(&text),
+        }),
+        Some(false),
+    )
+    .await;
+    Ok(json!({"ok": true, "messageId": message_id}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_commands_are_exact_words() {
+        assert!(is_stop_command("/stop"));
+        assert!(is_stop_command(" STOP "));
+        assert!(is_stop_command("interrupt"));
+        assert!(!is_stop_command("stop it"));
+        assert!(!is_stop_command("please wait for me"));
+    }
+
+    #[test]
+    fn attachments_are_checked_and_inlined() {
+        let text = base64::engine::general_purpose::STANDARD.encode("hello file");
+        let (out, images) = attachments_text(
+            "chat.send",
+            Some(&json!([{"fileName": "a.txt", "mimeType": "text/plain", "content": text}])),
+        )
+        .unwrap();
+        assert!(out.contains("hello file") && !images);
+        let err = attachments_text("chat.send", Some(&json!([{"content": 5}]))).unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid chat.send params: at /attachments/0/content: must be string"
+        );
+    }
+
+    #[test]
+    fn the_final_payload_reads_like_upstream() {
+        let mut record = RunRecord {
+            run_id: "r1".into(),
+            method: "agent".into(),
+            session_key: "agent:main:main".into(),
+            status: RunStatus::Ok,
+            accepted_at: 1,
+            started_at: Some(2),
+            ended_at: Some(5),
+            error: None,
+            text: Some("hi".into()),
+            stop_reason: None,
+            node_id: None,
+            usage: None,
+            request: RunRequest::default(),
+        };
+        let ok = final_payload(&record);
+        assert_eq!(ok["summary"], "completed");
+        assert_eq!(ok["result"]["payloads"][0]["text"], "hi");
+        assert_eq!(ok["result"]["meta"]["durationMs"], 3);
+        record.status = RunStatus::Error;
+        record.error = Some("boom".into());
+        assert_eq!(final_payload(&record)["summary"], "boom");
+    }
+}

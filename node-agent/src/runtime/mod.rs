@@ -1,0 +1,247 @@
+//! The agent runtime of a node-agent: runs chat turns against model providers and streams
+//! them to every gateway (PROTOCOL.md §4.2 `agent`/`chat`, §5.1, §5.2, §5.4, §5.6).
+//!
+//! * [`runs`] — run records (dedupe cache, results) and session leases (one writer per run).
+//! * [`run`] — executing one run: the agent loop, event emission, transcript.
+//! * [`providers`] — model providers through `genai`.
+//! * [`sessions`] — session keys and entries. [`tools`] — the agent's tools.
+//!
+//! Cluster behaviour: whichever node takes a session's lease drives its runs one after
+//! another; other nodes append to the lease's queue. Every node watches the leases; one
+//! that stops beating (its node died) is taken over by a live node, which fails the run the
+//! dead node was executing and continues with the queue. Aborts, steering messages and
+//! completions travel as control messages on the event bus.
+
+pub mod providers;
+pub mod run;
+pub mod runs;
+pub mod sessions;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use argent_planes::bus::{BusEvent, BusMessage, EventBus};
+use argent_planes::members::Members;
+use argent_planes::state::StateStore;
+use argent_planes::transcripts::TranscriptLog;
+use argent_proto::errors::RpcError;
+use argent_proto::subjects::{self, BUCKET_LEASES};
+
+use self::runs::{Lease, LeaseHandle, Runs};
+use self::sessions::Sessions;
+
+/// A lease whose beat has not changed for this long belongs to a dead node.
+pub const LEASE_STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// Controls of a run executing on this node.
+pub(crate) struct LocalRun {
+    pub session_key: String,
+    pub abort: watch::Sender<Option<String>>,
+    pub steer: mpsc::Sender<String>,
+}
+
+pub struct Runtime {
+    pub node_id: String,
+    pub state: Arc<dyn StateStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub transcripts: Arc<dyn TranscriptLog>,
+    pub runs: Runs,
+    pub sessions: Sessions,
+    pub(crate) local: Mutex<HashMap<String, LocalRun>>,
+    /// Ids of runs that finished anywhere in the cluster (wakes waiters).
+    done: broadcast::Sender<String>,
+    /// Flips to true when the node stops: runs end and leases are handed back.
+    pub(crate) stopping: watch::Sender<bool>,
+    leases: Members<Lease>,
+}
+
+impl Runtime {
+    pub fn start(
+        node_id: String,
+        state: Arc<dyn StateStore>,
+        bus: Arc<dyn EventBus>,
+        transcripts: Arc<dyn TranscriptLog>,
+    ) -> Arc<Self> {
+        let (done, _) = broadcast::channel(1024);
+        let runtime = Arc::new(Runtime {
+            node_id,
+            runs: Runs::new(state.clone()),
+            sessions: Sessions::new(state.clone()),
+            leases: Members::watch(state.clone(), BUCKET_LEASES, LEASE_STALE_AFTER),
+            state,
+            bus,
+            transcripts,
+            local: Mutex::new(HashMap::new()),
+            done,
+            stopping: watch::channel(false).0,
+        });
+        tokio::spawn(control_loop(Arc::downgrade(&runtime)));
+        tokio::spawn(sweep_loop(Arc::downgrade(&runtime)));
+        runtime
+    }
+
+    /// Ends local runs (with an error saying why) and hands their leases back.
+    pub fn stop(&self) {
+        let _ = self.stopping.send(true);
+    }
+
+    pub fn active_runs(&self) -> usize {
+        self.local.lock().len()
+    }
+
+    /// Publishes a broadcast event (serialized once, here).
+    pub async fn publish(&self, name: &str, payload: &Value, droppable: Option<bool>) {
+        let mut event = BusEvent::new(name, payload);
+        event.droppable = droppable;
+        if let Err(err) = self.bus.publish(event).await {
+            tracing::warn!(event = name, %err, "event not published");
+        }
+    }
+
+    pub async fn control(&self, name: &str, body: Value) {
+        self.publish(name, &body, None).await
+    }
+
+    /// Waits until the run has a final record, or `timeout` passes; `None` then.
+    pub async fn wait_final(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<runs::RunRecord>, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut done = self.done.subscribe();
+        loop {
+            if let Some(record) = self.runs.get(run_id).await? {
+                if record.status.is_final() {
+                    return Ok(Some(record));
+                }
+            }
+            // Woken by the completion message; the poll is the backstop for a missed one.
+            let poll = tokio::time::Instant::now() + Duration::from_secs(2);
+            let until = poll.min(deadline);
+            loop {
+                tokio::select! {
+                    finished = done.recv() => match finished {
+                        Ok(id) if id == run_id => break,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(self.runs.get(run_id).await?.filter(|r| r.status.is_final()));
+            }
+        }
+    }
+
+    /// Starts driving a session whose lease this node just took (`recovered`: from a
+    /// dead node, whose active run must be failed first).
+    pub(crate) fn drive(self: &Arc<Self>, lease: LeaseHandle, recovered: bool) {
+        let runtime = self.clone();
+        tokio::spawn(async move { run::drive(runtime, lease, recovered).await });
+    }
+}
+
+async fn control_loop(runtime: std::sync::Weak<Runtime>) {
+    loop {
+        let Some(rt) = runtime.upgrade() else { return };
+        let subscribed = rt.bus.subscribe_prefix("_ctl.run.").await;
+        drop(rt);
+        match subscribed {
+            Ok(mut messages) => {
+                while let Some(message) = messages.recv().await {
+                    let BusMessage::Event(event) = message else {
+                        continue;
+                    };
+                    let Some(rt) = runtime.upgrade() else { return };
+                    let Ok(body) = serde_json::from_slice::<Value>(&event.payload) else {
+                        continue;
+                    };
+                    rt.on_control(&event.name, &body);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot subscribe to run control messages"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Runtime {
+    fn on_control(&self, name: &str, body: &Value) {
+        let run_id = body["runId"].as_str().unwrap_or_default();
+        tracing::debug!(name, run = run_id, "run control message");
+        match name {
+            subjects::CONTROL_RUN_ABORT => {
+                let reason = body["reason"].as_str().unwrap_or("rpc").to_string();
+                let local = self.local.lock();
+                for (id, run) in local.iter() {
+                    let session = body["sessionKey"].as_str();
+                    if id == run_id || (run_id.is_empty() && session == Some(&run.session_key)) {
+                        let _ = run.abort.send(Some(reason.clone()));
+                    }
+                }
+            }
+            subjects::CONTROL_RUN_STEER => {
+                if let (Some(run), Some(text)) =
+                    (self.local.lock().get(run_id), body["message"].as_str())
+                {
+                    tracing::debug!(run = run_id, "steering message for a local run");
+                    if run.steer.try_send(text.to_string()).is_err() {
+                        tracing::warn!(run = run_id, "steering queue full; message dropped");
+                    }
+                }
+            }
+            subjects::CONTROL_RUN_DONE => {
+                let _ = self.done.send(run_id.to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Takes over leases whose holder stopped beating, and forgets old run records.
+async fn sweep_loop(runtime: std::sync::Weak<Runtime>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        ticker.tick().await;
+        ticks += 1;
+        let Some(rt) = runtime.upgrade() else { return };
+        if *rt.stopping.borrow() {
+            return;
+        }
+        for key in rt.leases.stale_keys() {
+            let Some(seen) = rt.leases.get(&key) else {
+                continue;
+            };
+            match LeaseHandle::take_over(&rt.state, &seen, &rt.node_id).await {
+                Ok(Some(handle)) => {
+                    tracing::warn!(session = %seen.session_key, dead = %seen.node_id, "took over the lease of a silent node");
+                    rt.drive(handle, true);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::debug!(%err, "lease takeover failed"),
+            }
+        }
+        if ticks.is_multiple_of(60) {
+            match rt.runs.collect_garbage().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "old run records removed"),
+                Err(err) => tracing::debug!(%err, "run record cleanup failed"),
+            }
+        }
+    }
+}
+
+/// `{runId, status}` of a started run, or `{runId, status:"in_flight"}`-style answers.
+pub fn status(run_id: &str, status: &str) -> Value {
+    json!({"runId": run_id, "status": status})
+}

@@ -1,0 +1,522 @@
+//! Run records and session run leases, both in the state plane.
+//!
+//! * A **run record** (`argent_runs`, key = hash of the run id) is created with a KV
+//!   `create` when `chat.send`/`agent` first sees an idempotency key, so it is also the
+//!   cluster-wide dedupe cache (§5.0). It carries the request (so any node can execute a
+//!   queued run), the status, and the result `agent.wait` answers from.
+//! * A **lease** (`argent_leases`, key = hash of the session key) names the node that runs
+//!   the session's turns, the active run, the bounded queue behind it, and the active run's
+//!   last event `seq`. Every write is a compare-and-set on the revision; the holder writes the
+//!   `seq` before publishing each event, so a holder that lost its lease (presumed dead and
+//!   taken over) is fenced off and per-run `seq` stays strictly +1 as produced.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use argent_planes::state::{StateError, StateStore};
+use argent_proto::errors::RpcError;
+use argent_proto::subjects::{BUCKET_LEASES, BUCKET_RUNS};
+
+/// Runs waiting behind the active one, per session (then Agent Busy).
+pub const MAX_QUEUE: usize = 8;
+/// Finished runs are remembered this long (`agent.wait`, dedupe).
+pub const REMEMBER_MS: u64 = 10 * 60 * 1000;
+
+fn hashed(prefix: &str, text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    format!("{prefix}{}", hex::encode(&digest[..20]))
+}
+
+pub fn run_key(run_id: &str) -> String {
+    hashed("r.", run_id)
+}
+
+pub fn lease_key(session_key: &str) -> String {
+    hashed("l.", session_key)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Ok,
+    Error,
+    Aborted,
+}
+
+impl RunStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Ok | RunStatus::Error | RunStatus::Aborted)
+    }
+}
+
+/// What the client asked for; enough for any node to execute the run.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequest {
+    pub message: String,
+    /// The session key as the client wrote it (echoed in `chat` events).
+    pub client_session_key: String,
+    pub agent_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// Run timeout; 0 = the default.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_system_prompt: Option<String>,
+    /// The starting connection, for its tool events (only when it declared `tool-events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_events_to: Option<ConnRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnRef {
+    pub gateway_id: String,
+    pub conn_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub run_id: String,
+    /// `chat.send` or `agent`.
+    pub method: String,
+    pub session_key: String,
+    pub status: RunStatus,
+    pub accepted_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Final assistant text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+    pub request: RunRequest,
+}
+
+impl RunRecord {
+    /// `agent.wait` result.
+    pub fn wait_result(&self) -> Value {
+        let mut out = serde_json::json!({
+            "runId": self.run_id,
+            "status": if self.status == RunStatus::Error { "error" } else { "ok" },
+        });
+        if let Some(at) = self.started_at {
+            out["startedAt"] = at.into();
+        }
+        if let Some(at) = self.ended_at {
+            out["endedAt"] = at.into();
+        }
+        if let Some(err) = &self.error {
+            out["error"] = err.clone().into();
+        }
+        if self.status == RunStatus::Aborted {
+            out["aborted"] = true.into();
+        }
+        out
+    }
+}
+
+#[derive(Clone)]
+pub struct Runs {
+    state: Arc<dyn StateStore>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("records serialize"))
+}
+
+impl Runs {
+    pub fn new(state: Arc<dyn StateStore>) -> Self {
+        Runs { state }
+    }
+
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// Creates the record; `Some(existing)` when the run id was seen before (a duplicate).
+    pub async fn create(&self, record: &RunRecord) -> Result<Option<RunRecord>, RpcError> {
+        let key = run_key(&record.run_id);
+        for _ in 0..2 {
+            match self.state.create(BUCKET_RUNS, &key, encode(record)).await {
+                Ok(_) => return Ok(None),
+                Err(StateError::Exists) => {
+                    if let Some(existing) = self.get(&record.run_id).await? {
+                        return Ok(Some(existing));
+                    }
+                    // Removed in between (expired): create again.
+                }
+                Err(err) => return Err(err.to_rpc()),
+            }
+        }
+        Err(
+            RpcError::unavailable(format!("run {} is being replaced; retry", record.run_id))
+                .retryable(Some(200)),
+        )
+    }
+
+    pub async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, RpcError> {
+        let Some(entry) = self
+            .state
+            .get(BUCKET_RUNS, &run_key(run_id))
+            .await
+            .map_err(|e| e.to_rpc())?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&entry.value)
+            .map(Some)
+            .map_err(|e| RpcError::unavailable(format!("run record {run_id} is unreadable: {e}")))
+    }
+
+    /// Changes a record (read, modify, compare-and-set); `None` when it does not exist.
+    pub async fn update(
+        &self,
+        run_id: &str,
+        mut change: impl FnMut(&mut RunRecord),
+    ) -> Result<Option<RunRecord>, RpcError> {
+        let key = run_key(run_id);
+        for _ in 0..16 {
+            let Some(entry) = self
+                .state
+                .get(BUCKET_RUNS, &key)
+                .await
+                .map_err(|e| e.to_rpc())?
+            else {
+                return Ok(None);
+            };
+            let mut record: RunRecord = serde_json::from_slice(&entry.value).map_err(|e| {
+                RpcError::unavailable(format!("run record {run_id} is unreadable: {e}"))
+            })?;
+            change(&mut record);
+            match self
+                .state
+                .update(BUCKET_RUNS, &key, encode(&record), entry.revision)
+                .await
+            {
+                Ok(_) => return Ok(Some(record)),
+                Err(StateError::WrongRevision) => continue,
+                Err(err) => return Err(err.to_rpc()),
+            }
+        }
+        Err(
+            RpcError::unavailable(format!("run {run_id} is changing too fast"))
+                .retryable(Some(200)),
+        )
+    }
+
+    pub async fn delete(&self, run_id: &str) -> Result<(), RpcError> {
+        self.state
+            .delete(BUCKET_RUNS, &run_key(run_id))
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    /// Forgets finished runs older than [`REMEMBER_MS`]; returns how many.
+    pub async fn collect_garbage(&self) -> Result<usize, StateError> {
+        let now = argent_proto::now_ms();
+        let mut removed = 0;
+        for key in self.state.keys(BUCKET_RUNS, "r.").await? {
+            let Some(entry) = self.state.get(BUCKET_RUNS, &key).await? else {
+                continue;
+            };
+            let expired = match serde_json::from_slice::<RunRecord>(&entry.value) {
+                Ok(r) => r
+                    .ended_at
+                    .is_some_and(|at| now.saturating_sub(at) > REMEMBER_MS),
+                Err(_) => true,
+            };
+            if expired {
+                self.state.delete(BUCKET_RUNS, &key).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The lease of one session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub session_key: String,
+    pub node_id: String,
+    /// Fresh for every holder: a CAS that finds another epoch lost the lease.
+    pub epoch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
+    #[serde(default)]
+    pub queue: Vec<String>,
+    /// Last per-run `seq` the active run published (or is about to).
+    #[serde(default)]
+    pub seq: u64,
+    /// Heartbeat counter: unchanged for a while means the holder is gone.
+    #[serde(default)]
+    pub beat: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("the session lease was taken over by another node")]
+    Lost,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What enqueueing a run did.
+pub enum Enqueued {
+    /// This node now holds the lease; the run is active: drive it.
+    Started(LeaseHandle),
+    /// Behind the active run (position in the queue, from 1).
+    Queued(usize),
+    /// The queue is full.
+    Busy,
+}
+
+/// A held lease: its current revision and content.
+pub struct LeaseHandle {
+    state: Arc<dyn StateStore>,
+    key: String,
+    revision: u64,
+    pub lease: Lease,
+}
+
+fn decode_lease(value: &[u8]) -> Result<Lease, StateError> {
+    serde_json::from_slice(value).map_err(|e| StateError::Failed(format!("unreadable lease: {e}")))
+}
+
+pub async fn read_lease(
+    state: &dyn StateStore,
+    session_key: &str,
+) -> Result<Option<(Lease, u64)>, StateError> {
+    match state.get(BUCKET_LEASES, &lease_key(session_key)).await? {
+        Some(entry) => Ok(Some((decode_lease(&entry.value)?, entry.revision))),
+        None => Ok(None),
+    }
+}
+
+/// Makes `run_id` the session's active run (taking the lease) or queues it.
+pub async fn enqueue(
+    state: &Arc<dyn StateStore>,
+    session_key: &str,
+    run_id: &str,
+    node_id: &str,
+) -> Result<Enqueued, StateError> {
+    let key = lease_key(session_key);
+    loop {
+        match state.get(BUCKET_LEASES, &key).await? {
+            None => {
+                let lease = Lease {
+                    session_key: session_key.to_string(),
+                    node_id: node_id.to_string(),
+                    epoch: uuid::Uuid::new_v4().to_string(),
+                    active: Some(run_id.to_string()),
+                    queue: Vec::new(),
+                    seq: 0,
+                    beat: 0,
+                };
+                match state.create(BUCKET_LEASES, &key, encode(&lease)).await {
+                    Ok(revision) => {
+                        return Ok(Enqueued::Started(LeaseHandle {
+                            state: state.clone(),
+                            key,
+                            revision,
+                            lease,
+                        }))
+                    }
+                    Err(StateError::Exists) => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+            Some(entry) => {
+                let mut lease = decode_lease(&entry.value)?;
+                if lease.queue.len() >= MAX_QUEUE {
+                    return Ok(Enqueued::Busy);
+                }
+                lease.queue.push(run_id.to_string());
+                let position = lease.queue.len();
+                match state
+                    .update(BUCKET_LEASES, &key, encode(&lease), entry.revision)
+                    .await
+                {
+                    Ok(_) => return Ok(Enqueued::Queued(position)),
+                    Err(StateError::WrongRevision) => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
+}
+
+/// Removes queued runs of a session (abort); returns the ids removed.
+pub async fn dequeue(
+    state: &dyn StateStore,
+    session_key: &str,
+    only: Option<&str>,
+) -> Result<Vec<String>, StateError> {
+    let key = lease_key(session_key);
+    loop {
+        let Some(entry) = state.get(BUCKET_LEASES, &key).await? else {
+            return Ok(Vec::new());
+        };
+        let mut lease = decode_lease(&entry.value)?;
+        let (removed, kept): (Vec<String>, Vec<String>) = lease
+            .queue
+            .drain(..)
+            .partition(|id| only.is_none_or(|o| o == id));
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        lease.queue = kept;
+        match state
+            .update(BUCKET_LEASES, &key, encode(&lease), entry.revision)
+            .await
+        {
+            Ok(_) => return Ok(removed),
+            Err(StateError::WrongRevision) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+impl LeaseHandle {
+    /// Takes over a lease whose holder stopped beating, if it is still exactly `seen`.
+    pub async fn take_over(
+        state: &Arc<dyn StateStore>,
+        seen: &Lease,
+        node_id: &str,
+    ) -> Result<Option<LeaseHandle>, StateError> {
+        let key = lease_key(&seen.session_key);
+        let Some(entry) = state.get(BUCKET_LEASES, &key).await? else {
+            return Ok(None);
+        };
+        let current = decode_lease(&entry.value)?;
+        if &current != seen {
+            return Ok(None);
+        }
+        let mut lease = current;
+        lease.node_id = node_id.to_string();
+        lease.epoch = uuid::Uuid::new_v4().to_string();
+        lease.beat = 0;
+        match state
+            .update(BUCKET_LEASES, &key, encode(&lease), entry.revision)
+            .await
+        {
+            Ok(revision) => Ok(Some(LeaseHandle {
+                state: state.clone(),
+                key,
+                revision,
+                lease,
+            })),
+            Err(StateError::WrongRevision) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Compare-and-set of a change; adopts what others changed meanwhile (they may only
+    /// append to or remove from the queue) as long as the lease is still ours.
+    pub async fn change(&mut self, change: impl Fn(&mut Lease)) -> Result<(), LeaseError> {
+        loop {
+            let mut next = self.lease.clone();
+            change(&mut next);
+            match self
+                .state
+                .update(BUCKET_LEASES, &self.key, encode(&next), self.revision)
+                .await
+            {
+                Ok(revision) => {
+                    self.revision = revision;
+                    self.lease = next;
+                    return Ok(());
+                }
+                Err(StateError::WrongRevision) => {
+                    let Some(entry) = self.state.get(BUCKET_LEASES, &self.key).await? else {
+                        return Err(LeaseError::Lost);
+                    };
+                    let current = decode_lease(&entry.value)?;
+                    if current.epoch != self.lease.epoch {
+                        return Err(LeaseError::Lost);
+                    }
+                    self.lease = current;
+                    self.revision = entry.revision;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    pub async fn beat(&mut self) -> Result<(), LeaseError> {
+        self.change(|l| l.beat += 1).await
+    }
+
+    /// Records the `seq` of the event about to be published.
+    pub async fn claim_seq(&mut self, seq: u64) -> Result<(), LeaseError> {
+        self.change(|l| l.seq = seq).await
+    }
+
+    /// The active run ended: the next queued run becomes active (`Some`), or the lease is
+    /// released (`None`) — with a conditional delete, so a run queued meanwhile is not lost.
+    pub async fn advance(&mut self) -> Result<Option<String>, LeaseError> {
+        loop {
+            if self.lease.queue.is_empty() {
+                match self
+                    .state
+                    .delete_if(BUCKET_LEASES, &self.key, self.revision)
+                    .await
+                {
+                    Ok(()) => return Ok(None),
+                    Err(StateError::WrongRevision) => {
+                        self.change(|_| {}).await?;
+                        continue;
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            let next = self.lease.queue[0].clone();
+            self.change(|l| {
+                if l.queue.first() == Some(&next) {
+                    l.queue.remove(0);
+                }
+                l.active = Some(next.clone());
+                l.seq = 0;
+            })
+            .await?;
+            if self.lease.active.as_deref() == Some(next.as_str()) {
+                return Ok(Some(next));
+            }
+        }
+    }
+
+    /// Gives the lease up (shutdown): released when nothing is queued, else left without
+    /// an active run for another node to take over.
+    pub async fn hand_back(mut self) -> Result<(), LeaseError> {
+        self.change(|l| l.active = None).await?;
+        if self.lease.queue.is_empty() {
+            match self
+                .state
+                .delete_if(BUCKET_LEASES, &self.key, self.revision)
+                .await
+            {
+                Ok(()) | Err(StateError::WrongRevision) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+}
