@@ -1,0 +1,364 @@
+//! The agent runtime across a cluster (NATS, two gateways, two node-agents): streams on
+//! both gateways, abort from the other gateway, many sessions without cross-talk, a node
+//! or a gateway killed mid-run, transcripts surviving a restart of everything but NATS.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use argent_client::Client;
+use argent_tests::model_double::ModelDouble;
+use argent_tests::{eventually, Gateway, Nats, Node};
+
+use crate::chat_local::{assert_run_seq, final_text, model_config, run_events, tool_client};
+
+const KEY_ENV: (&str, &str) = ("DOUBLE_KEY", "double-secret");
+
+async fn gateway(nats: &Nats, id: &str) -> Gateway {
+    Gateway::cluster(nats)
+        .args(&["--gateway-id", id])
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn node(nats: &Nats, id: &str) -> Node {
+    Node::start_with_env(nats, id, &[], &[KEY_ENV])
+        .await
+        .unwrap()
+}
+
+/// Publishes the shared config (cluster mode: a KV document).
+async fn publish_config(nats: &Nats, config: &Value) {
+    let js = async_nats::jetstream::new(nats.client().await.unwrap());
+    let kv = js.get_key_value("argent_config").await.unwrap();
+    kv.put("argent.json", config.to_string().into())
+        .await
+        .unwrap();
+}
+
+/// Every value of a bucket.
+async fn bucket_values(nats: &Nats, bucket: &str) -> Vec<Value> {
+    let js = async_nats::jetstream::new(nats.client().await.unwrap());
+    let kv = js.get_key_value(bucket).await.unwrap();
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async { k.ok() })
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for key in keys {
+        if let Ok(Some(value)) = kv.get(&key).await {
+            if let Ok(value) = serde_json::from_slice(&value) {
+                out.push(value);
+            }
+        }
+    }
+    out
+}
+
+async fn wait_nodes(client: &Client, count: usize) {
+    let ready = eventually(Duration::from_secs(15), || async {
+        let status = client.call("status", json!({})).await.ok()?;
+        (status["cluster"]["nodes"].as_array()?.len() == count).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "{count} nodes did not register");
+}
+
+/// Waits for the run's lifecycle `start` on `client`.
+async fn started(client: &mut Client, run_id: &str) {
+    let seen = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(event) = client.next_event().await {
+            if event.name == "agent"
+                && event.payload["runId"] == run_id
+                && event.payload["data"]["phase"] == "start"
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "run {run_id} did not start");
+}
+
+#[tokio::test]
+async fn streams_reach_every_gateway_and_sessions_never_mix() {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let _nodes = [node(&nats, "node-1").await, node(&nats, "node-2").await];
+    publish_config(&nats, &model_config(&double)).await;
+    let mut on_a = tool_client(&a).await;
+    let mut on_b = b.client().await.unwrap();
+    wait_nodes(&on_a, 2).await;
+
+    // Control-UI style: chat.send through A, the stream on both gateways.
+    on_a.call("chat.send", json!({"sessionKey": "shared", "message": "cluster hello [[delay:30]]", "idempotencyKey": "c1"}))
+        .await
+        .unwrap();
+    let seen_a = run_events(&mut on_a, "c1", false).await;
+    let seen_b = run_events(&mut on_b, "c1", false).await;
+    assert_run_seq(&seen_a);
+    assert_run_seq(&seen_b);
+    assert_eq!(final_text(&seen_a), "echo: cluster hello");
+    assert_eq!(final_text(&seen_b), "echo: cluster hello");
+    // A repeated key through the other gateway: the cached outcome.
+    let again = on_b
+        .call("chat.send", json!({"sessionKey": "shared", "message": "cluster hello [[delay:30]]", "idempotencyKey": "c1"}))
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "ok");
+
+    // Dashboard style: `agent` through B, ack then final; the history on A has it.
+    let (ack, last) = on_b
+        .request_twice("agent", json!({"message": "from the dashboard", "idempotencyKey": "msg-b", "sessionKey": "shared"}))
+        .await
+        .unwrap();
+    assert_eq!(ack.payload.unwrap()["status"], "accepted");
+    let done = tokio::time::timeout(Duration::from_secs(30), last)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.payload.unwrap()["result"]["payloads"][0]["text"],
+        "echo: from the dashboard"
+    );
+    let history = on_a
+        .call("chat.history", json!({"sessionKey": "shared"}))
+        .await
+        .unwrap();
+    assert_eq!(history["messages"].as_array().unwrap().len(), 4);
+
+    // Abort from the other gateway, whichever node runs it.
+    on_a.call(
+        "chat.send",
+        json!({"sessionKey": "abortme", "message": "[[hang]] forever", "idempotencyKey": "c2"}),
+    )
+    .await
+    .unwrap();
+    started(&mut on_b, "c2").await;
+    let aborted = on_b
+        .call("chat.abort", json!({"sessionKey": "abortme"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        aborted,
+        json!({"ok": true, "aborted": true, "runIds": ["c2"]})
+    );
+    let events = run_events(&mut on_a, "c2", false).await;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.payload["state"].clone(),
+            last.payload["stopReason"].clone()
+        ),
+        (json!("aborted"), json!("rpc"))
+    );
+    let waited = on_b
+        .call("agent.wait", json!({"runId": "c2", "timeoutMs": 10000}))
+        .await
+        .unwrap();
+    assert_eq!(waited["aborted"], true);
+
+    // 20 sessions at once through both gateways: each gets its own answer.
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let (client, gw) = if i % 2 == 0 {
+            (&on_a, "a")
+        } else {
+            (&on_b, "b")
+        };
+        let run_id = format!("many-{i}");
+        client
+            .call("chat.send", json!({"sessionKey": format!("s{i}"), "message": format!("sess {i} via {gw} [[delay:10]]"), "idempotencyKey": run_id}))
+            .await
+            .unwrap();
+        sent.push((run_id, format!("s{i}"), format!("echo: sess {i} via {gw}")));
+    }
+    let mut finals = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while finals.len() < sent.len() {
+        let event = tokio::time::timeout_at(deadline, on_a.next_event())
+            .await
+            .expect("all runs end")
+            .unwrap();
+        if event.name == "chat" && event.payload["state"] == "final" {
+            finals.insert(
+                event.payload["runId"].as_str().unwrap().to_string(),
+                event.payload.clone(),
+            );
+        }
+    }
+    for (run_id, session, text) in &sent {
+        let payload = &finals[run_id];
+        assert_eq!(payload["sessionKey"], session.as_str());
+        assert_eq!(payload["message"]["content"][0]["text"], text.as_str());
+    }
+    // Both node-agents took sessions.
+    let runners: std::collections::HashSet<String> = bucket_values(&nats, "argent_runs")
+        .await
+        .into_iter()
+        .filter(|r| {
+            r["runId"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("many-"))
+        })
+        .filter_map(|r| r["nodeId"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(runners.len(), 2, "{runners:?}");
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_run_fails_the_run_and_the_session_goes_on() {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let mut nodes = vec![node(&nats, "node-1").await, node(&nats, "node-2").await];
+    publish_config(&nats, &model_config(&double)).await;
+    let mut client = a.client().await.unwrap();
+    wait_nodes(&client, 2).await;
+    let (ack, last) = client
+        .request_twice(
+            "agent",
+            json!({"message": "[[hang]] stuck", "idempotencyKey": "k1", "sessionKey": "fragile"}),
+        )
+        .await
+        .unwrap();
+    assert!(ack.ok);
+    started(&mut client, "k1").await;
+    let lease = bucket_values(&nats, "argent_leases")
+        .await
+        .into_iter()
+        .find(|l| l["sessionKey"] == "agent:main:fragile")
+        .expect("the session's lease");
+    let holder = lease["nodeId"].as_str().unwrap().to_string();
+    let victim = nodes.iter().position(|n| n.id == holder).unwrap();
+    nodes[victim].proc.kill();
+
+    // Within a few seconds: chat error, lifecycle error, run_complete; no hang.
+    let events = run_events(&mut client, "k1", true).await;
+    let chat_end = events
+        .iter()
+        .find(|e| e.name == "chat" && e.payload["state"] != "delta")
+        .unwrap();
+    assert_eq!(chat_end.payload["state"], "error");
+    assert!(chat_end.payload["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains(&holder));
+    assert!(events.iter().any(|e| e.payload["data"]["phase"] == "error"));
+    // The surviving node continues the run's seq after `start` (1): error, run_complete.
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e.name == "agent")
+        .map(|e| e.payload["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+    let final_frame = tokio::time::timeout(Duration::from_secs(30), last)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!final_frame.ok);
+    assert_eq!(final_frame.payload.unwrap()["status"], "error");
+    assert_eq!(final_frame.error.unwrap().code, "UNAVAILABLE");
+    let waited = client
+        .call("agent.wait", json!({"runId": "k1", "timeoutMs": 0}))
+        .await
+        .unwrap();
+    assert_eq!(waited["status"], "error");
+
+    // The next message runs on the live node with the whole transcript.
+    client
+        .call(
+            "chat.send",
+            json!({"sessionKey": "fragile", "message": "after the crash", "idempotencyKey": "k2"}),
+        )
+        .await
+        .unwrap();
+    let events = run_events(&mut client, "k2", false).await;
+    assert_eq!(final_text(&events), "echo: after the crash");
+    let request = double
+        .requests()
+        .into_iter()
+        .find(|r| r.last_user == "after the crash")
+        .unwrap();
+    assert_eq!(
+        request.message_count, 3,
+        "system, the interrupted user message, this one"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_run_and_a_full_restart_lose_nothing() {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let mut a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let node_1 = node(&nats, "node-1").await;
+    publish_config(&nats, &model_config(&double)).await;
+    let mut on_a = a.client().await.unwrap();
+    wait_nodes(&on_a, 1).await;
+    on_a.call("chat.send", json!({"sessionKey": "durable", "message": "slow answer here [[delay:150]]", "idempotencyKey": "g1"}))
+        .await
+        .unwrap();
+    started(&mut on_a, "g1").await;
+    a.proc.kill();
+
+    // The client reconnects elsewhere: the run finished, the history has both messages.
+    let on_b = b.client().await.unwrap();
+    let waited = on_b
+        .call("agent.wait", json!({"runId": "g1", "timeoutMs": 20000}))
+        .await
+        .unwrap();
+    assert_eq!(waited["status"], "ok");
+    let history = on_b
+        .call("chat.history", json!({"sessionKey": "durable"}))
+        .await
+        .unwrap();
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["slow answer here [[delay:150]]", "echo: slow answer here"]
+    );
+
+    // Everything but NATS restarts: the transcript is still there and the agent sees it.
+    drop(on_b);
+    drop(b);
+    drop(node_1);
+    let c = gateway(&nats, "gw-c").await;
+    let _node_3 = node(&nats, "node-3").await;
+    let mut on_c = c.client().await.unwrap();
+    wait_nodes(&on_c, 1).await;
+    let history = on_c
+        .call("chat.history", json!({"sessionKey": "durable"}))
+        .await
+        .unwrap();
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+    on_c.call(
+        "chat.send",
+        json!({"sessionKey": "durable", "message": "still there?", "idempotencyKey": "g2"}),
+    )
+    .await
+    .unwrap();
+    let events = run_events(&mut on_c, "g2", false).await;
+    assert_eq!(final_text(&events), "echo: still there?");
+    let request = double
+        .requests()
+        .into_iter()
+        .find(|r| r.last_user == "still there?")
+        .unwrap();
+    assert_eq!(
+        request.message_count, 4,
+        "system + the restored conversation + this message"
+    );
+}
