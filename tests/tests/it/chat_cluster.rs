@@ -218,7 +218,7 @@ async fn a_node_killed_mid_run_fails_the_run_and_the_session_goes_on() {
     let double = ModelDouble::start().await;
     let nats = Nats::start().await.unwrap();
     let a = gateway(&nats, "gw-a").await;
-    let mut nodes = vec![node(&nats, "node-1").await, node(&nats, "node-2").await];
+    let mut nodes = [node(&nats, "node-1").await, node(&nats, "node-2").await];
     publish_config(&nats, &model_config(&double)).await;
     let mut client = a.client().await.unwrap();
     wait_nodes(&client, 2).await;
