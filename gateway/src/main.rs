@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use argent_gateway::cli::{call, pairing, run, status, Cli, Command, GatewayCommand};
+use argent_gateway::cli::{call, chat, pairing, run, status, Cli, Command, GatewayCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
             command: GatewayCommand::Status(args),
         } => status::run(args).await,
         Command::Call(args) => call::run(args).await,
+        Command::Chat(args) => chat::run(args).await,
         Command::Devices(args) => pairing::devices(args).await,
         Command::Nodes(args) => pairing::nodes(args).await,
     }

@@ -57,7 +57,7 @@ pub async fn call_and_print(connect: &ConnectArgs, method: &str, params: Value) 
 }
 
 /// Prints a failure as the protocol error object when there is one.
-fn report(err: &ClientError) {
+pub fn report(err: &ClientError) {
     match err {
         ClientError::Call(shape) | ClientError::Rejected { error: shape, .. } => {
             let json = serde_json::to_string_pretty(shape).expect("error shapes serialize");

@@ -1,6 +1,7 @@
-//! The `argent` command line: `gateway run|status`, `call`, `devices …`, `nodes …`.
+//! The `argent` command line: `gateway run|status`, `call`, `chat`, `devices …`, `nodes …`.
 
 pub mod call;
+pub mod chat;
 pub mod pairing;
 pub mod run;
 pub mod status;
@@ -27,6 +28,8 @@ pub enum Command {
     },
     /// Call one protocol method and print its JSON result.
     Call(call::CallArgs),
+    /// Send a chat message and stream the reply (`chat.send` + `chat` events).
+    Chat(chat::ChatArgs),
     /// Device pairing and device tokens.
     Devices(pairing::DevicesArgs),
     /// Nodes: pairing, listing, invoking commands.

@@ -653,3 +653,24 @@ async fn inject_and_compaction() {
     assert_eq!(command["compacted"], true);
     assert!(command["tokensAfter"].as_u64() < command["tokensBefore"].as_u64());
 }
+
+#[tokio::test]
+async fn argent_chat_streams_the_reply_to_the_terminal() {
+    let double = ModelDouble::start().await;
+    let gw = local_gateway(&model_config(&double)).await;
+    let state_dir = gw.state_dir.clone();
+    let url = gw.ws.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(argent_tests::bin_dir().join("argent"))
+            .args(["chat", "hello from the terminal [[delay:20]]", "--url", &url])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env_remove("ARGENT_GATEWAY_TOKEN")
+            .output()
+            .expect("argent runs")
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "echo: hello from the terminal");
+}
