@@ -42,7 +42,8 @@ pub async fn run(args: ChatArgs) -> ExitCode {
         }
     };
     let run_id = format!("cli-{}", uuid::Uuid::new_v4().simple());
-    let params = json!({"sessionKey": args.session, "message": args.message, "idempotencyKey": run_id});
+    let params =
+        json!({"sessionKey": args.session, "message": args.message, "idempotencyKey": run_id});
     if let Err(err) = client.call("chat.send", params).await {
         report(&err);
         return ExitCode::from(1);

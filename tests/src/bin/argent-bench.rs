@@ -7,9 +7,13 @@
 //!   gateway hop's added latency is forwarded − direct;
 //! * `idle` — gateway RSS per idle authenticated connection, with thousands held;
 //! * `fanout` — events published on NATS and delivered to clients of two gateways:
-//!   deliveries per second per gateway (server side) and publish → receive latency.
+//!   deliveries per second per gateway (server side) and publish → receive latency;
+//! * `chat` — against the model-provider double: the latency the cluster adds to the first
+//!   streamed token (time to the first `agent` assistant event through a gateway, minus the
+//!   double's own time to its first token), and `chat`/`agent` delta events delivered per
+//!   second to 1,000 watching clients on two gateways while sessions stream.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|fanout] [--quick]`.
+//! Usage: `argent-bench [all|handshake|rtt|idle|fanout|chat] [--quick]`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use argent_planes::calls::node_call_secret;
 use argent_proto::grpc::node_agent_client::NodeAgentClient;
 use argent_proto::grpc::InvokeRequest;
+use argent_tests::model_double::ModelDouble;
 use argent_tests::raw::connect_frame;
 use argent_tests::{Gateway, Nats, Node, TOKEN};
 
@@ -443,6 +448,150 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
     }))
 }
 
+/// Time from sending a streaming request straight to the double to its first text chunk.
+async fn double_first_token(double: &ModelDouble) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = double.openai_base();
+    let authority = base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let body = json!({"model": "double-model", "stream": true,
+        "messages": [{"role": "user", "content": "first token please"}]})
+    .to_string();
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(&authority).await?;
+    tcp.set_nodelay(true)?;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "the double closed before the first token");
+        seen.extend_from_slice(&buf[..n]);
+        // The first chunk with text (the role chunk before it has empty content).
+        if String::from_utf8_lossy(&seen).contains("\"content\":\"echo") {
+            return Ok(started.elapsed().as_nanos() as u64);
+        }
+    }
+}
+
+async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyhow::Result<Value> {
+    let double = ModelDouble::start().await;
+    let config = json!({"models": {"providers": {"double": {"api": "openai-completions",
+        "baseUrl": double.openai_base(), "apiKey": "bench", "models": [{"id": "double-model"}]}}}});
+    let js = async_nats::jetstream::new(nats.client().await?);
+    js.get_key_value("argent_config")
+        .await?
+        .put("argent.json", config.to_string().into())
+        .await?;
+    let samples = s.count(100, 20);
+    let mut direct = Vec::new();
+    for _ in 0..samples {
+        direct.push(double_first_token(&double).await?);
+    }
+    // Through the cluster: one new session per sample, so no sample queues behind another.
+    let mut client = a.client().await?;
+    let mut through = Vec::new();
+    for i in 0..samples {
+        let run_id = format!("ft-{i}-{}", now_ns());
+        let started = Instant::now();
+        client
+            .call("chat.send", json!({"sessionKey": format!("bench-ft-{run_id}"), "message": "first token please", "idempotencyKey": run_id}))
+            .await?;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), client.next_event())
+                .await?
+                .context("connection closed")?;
+            if event.name == "agent"
+                && event.payload["runId"] == run_id.as_str()
+                && event.payload["stream"] == "assistant"
+            {
+                through.push(started.elapsed().as_nanos() as u64);
+                break;
+            }
+        }
+    }
+    let direct_p = percentiles(&mut direct);
+    let through_p = percentiles(&mut through);
+    let added = |key: &str| ((p(&through_p, key) - p(&direct_p, key)) * 10.0).round() / 10.0;
+    let first_token = json!({
+        "double_first_token": direct_p,
+        "cluster_first_token": through_p,
+        "added_p50_us": added("p50_us"),
+        "added_p99_us": added("p99_us"),
+    });
+    eprintln!("chat first token: {first_token}");
+
+    // 1,000 watchers (500 per gateway) while sessions stream long answers.
+    let per_gateway = s.count(500, 100);
+    let sessions = s.count(20, 5);
+    let deltas = Arc::new(AtomicU64::new(0));
+    let finals = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for gw in [a, b] {
+        for _ in 0..per_gateway {
+            let mut ws = handshake(&gw.ws, &gw.token).await?;
+            let (deltas, finals, stop) = (deltas.clone(), finals.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let msg =
+                        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                            Err(_) => continue,
+                            Ok(Some(Ok(msg))) => msg,
+                            Ok(_) => break,
+                        };
+                    let Message::Text(text) = msg else { continue };
+                    if text.contains("\"state\":\"delta\"")
+                        || text.contains("\"stream\":\"assistant\"")
+                    {
+                        deltas.fetch_add(1, Ordering::Relaxed);
+                    } else if text.contains("\"state\":\"final\"") {
+                        finals.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    let started = Instant::now();
+    let tag = now_ns();
+    for i in 0..sessions {
+        client
+            .call("chat.send", json!({"sessionKey": format!("bench-stream-{tag}-{i}"),
+                "message": "[[delay:5]][[long:300]]", "idempotencyKey": format!("stream-{tag}-{i}")}))
+            .await?;
+    }
+    let expected_finals = (sessions * per_gateway * 2) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while finals.load(Ordering::Relaxed) < expected_finals && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await?;
+    }
+    let delivered = deltas.load(Ordering::Relaxed);
+    Ok(json!({
+        "first_token": first_token,
+        "watchers": per_gateway * 2,
+        "gateways": 2,
+        "streaming_sessions": sessions,
+        "delta_events_delivered": delivered,
+        "finals_delivered": finals.load(Ordering::Relaxed),
+        "finals_expected": expected_finals,
+        "seconds": (elapsed * 100.0).round() / 100.0,
+        "delta_events_delivered_per_sec": (delivered as f64 / elapsed).round(),
+    }))
+}
+
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -470,7 +619,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let nats = Nats::start().await?;
-    if want("handshake") || want("rtt") || want("fanout") {
+    if want("handshake") || want("rtt") || want("fanout") || want("chat") {
         let a = Gateway::cluster(&nats)
             .args(&["--gateway-id", "bench-a"])
             .start()
@@ -498,6 +647,10 @@ async fn main() -> anyhow::Result<()> {
         if want("fanout") {
             report["fanout"] = bench_fanout(&settings, &nats, &[&a, &b]).await?;
             eprintln!("fanout: {}", report["fanout"]);
+        }
+        if want("chat") {
+            report["chat"] = bench_chat(&settings, &nats, &a, &b).await?;
+            eprintln!("chat: {}", report["chat"]);
         }
     }
     if want("idle") {

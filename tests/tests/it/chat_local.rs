@@ -662,7 +662,12 @@ async fn argent_chat_streams_the_reply_to_the_terminal() {
     let url = gw.ws.clone();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(argent_tests::bin_dir().join("argent"))
-            .args(["chat", "hello from the terminal [[delay:20]]", "--url", &url])
+            .args([
+                "chat",
+                "hello from the terminal [[delay:20]]",
+                "--url",
+                &url,
+            ])
             .arg("--state-dir")
             .arg(&state_dir)
             .env_remove("ARGENT_GATEWAY_TOKEN")
@@ -671,6 +676,13 @@ async fn argent_chat_streams_the_reply_to_the_terminal() {
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "echo: hello from the terminal");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "echo: hello from the terminal"
+    );
 }
