@@ -119,6 +119,8 @@ fn call_timeout(ctx: &Ctx, method: &str, params: &Value) -> Duration {
     let asked = match method {
         "agent.wait" => params["timeoutMs"].as_u64().unwrap_or(30_000).min(600_000),
         catalog::AGENT_RESULT => 25_000,
+        // A model-written summary may take up to two minutes.
+        "sessions.compact" | "commands.compact" => 125_000,
         _ => 0,
     };
     ctx.limits

@@ -166,7 +166,12 @@ impl RunningNode {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         // Runs in flight end with an error saying so; queued ones go to another node.
-        self.worker.runtime().stop();
+        let runtime = self.worker.runtime().clone();
+        runtime.stop();
+        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        while runtime.active_runs() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let _ = self.heartbeat.await;
         if let Some(mut server) = self.server {
             // Calls in flight get a grace period; connections gateways keep open do not

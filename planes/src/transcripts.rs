@@ -210,6 +210,8 @@ pub struct NatsTranscripts {
 }
 
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reading a whole (long) transcript may take longer than one operation.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl NatsTranscripts {
     pub fn new(client: async_nats::Client) -> Self {
@@ -304,7 +306,7 @@ impl TranscriptLog for NatsTranscripts {
         check_id(session_id)?;
         self.available()?;
         tokio::time::timeout(
-            OP_TIMEOUT,
+            READ_TIMEOUT,
             self.read_subject(subjects::transcript_subject(session_id)),
         )
         .await

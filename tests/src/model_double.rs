@@ -23,6 +23,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -112,6 +113,10 @@ impl ModelDouble {
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
             // Only ends when aborted; an accept error has nowhere better to go.
+            // Small SSE chunks must not wait for the client's delayed ACK (Nagle).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         ModelDouble {

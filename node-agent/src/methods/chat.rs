@@ -134,6 +134,7 @@ async fn start_run(
         stop_reason: None,
         node_id: None,
         usage: None,
+        abort_requested: None,
         request,
     };
     if let Some(existing) = rt.runs.create(&record).await? {
@@ -210,6 +211,12 @@ pub async fn abort_runs(
         .map_err(|e| e.to_rpc())?;
     if let Some(active) = lease.and_then(|(l, _)| l.active) {
         if only.is_none_or(|o| o == active) {
+            // Recorded first: the holder checks it when the run registers, so an abort
+            // that arrives before that is not lost.
+            let reason_text = reason.to_string();
+            rt.runs
+                .update(&active, |r| r.abort_requested = Some(reason_text.clone()))
+                .await?;
             rt.control(
                 subjects::CONTROL_RUN_ABORT,
                 json!({"runId": active, "reason": reason}),
@@ -279,8 +286,7 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
         None => Ok(status(&run_id, "started")),
         Some(earlier) => match earlier.status {
             RunStatus::Queued | RunStatus::Running => Ok(status(&run_id, "in_flight")),
-            RunStatus::Ok => Ok(status(&run_id, "ok")),
-            RunStatus::Aborted => Ok(status(&run_id, "aborted")),
+            RunStatus::Ok | RunStatus::Aborted => Ok(status(&run_id, "ok")),
             RunStatus::Error => Err(RpcError::unavailable(earlier.error.unwrap_or_default())),
         },
     }
@@ -425,6 +431,10 @@ pub async fn result(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let run_id = p.required_str("runId")?;
     match rt.wait_final(&run_id, RESULT_POLL).await? {
         Some(record) => Ok(final_payload(&record)),
+        // Forgotten (or never recorded): end the caller's wait instead of polling forever.
+        None if rt.runs.get(&run_id).await?.is_none() => Ok(json!({
+            "runId": run_id, "status": "error", "summary": format!("run {run_id} is not known to the cluster"),
+        })),
         None => Ok(status(&run_id, "pending")),
     }
 }
@@ -585,6 +595,7 @@ mod tests {
             stop_reason: None,
             node_id: None,
             usage: None,
+            abort_requested: None,
             request: RunRequest::default(),
         };
         let ok = final_payload(&record);

@@ -222,6 +222,15 @@ async fn sweep_loop(runtime: std::sync::Weak<Runtime>) {
             let Some(seen) = rt.leases.get(&key) else {
                 continue;
             };
+            // Our own run, still executing here (e.g. a slow store): not dead.
+            let ours = seen.node_id == rt.node_id
+                && seen
+                    .active
+                    .as_ref()
+                    .is_some_and(|id| rt.local.lock().contains_key(id));
+            if ours {
+                continue;
+            }
             match LeaseHandle::take_over(&rt.state, &seen, &rt.node_id).await {
                 Ok(Some(handle)) => {
                     tracing::warn!(session = %seen.session_key, dead = %seen.node_id, "took over the lease of a silent node");

@@ -210,16 +210,28 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
     let _registered = Registered(rt, run_id.to_string());
     let started_at = argent_proto::now_ms();
     let node_id = rt.node_id.clone();
-    if let Err(err) = rt
+    let marked = rt
         .runs
         .update(run_id, |r| {
-            r.status = RunStatus::Running;
-            r.started_at = Some(started_at);
-            r.node_id = Some(node_id.clone());
+            // Aborted while it was being dequeued: leave it ended.
+            if !r.status.is_final() {
+                r.status = RunStatus::Running;
+                r.started_at = Some(started_at);
+                r.node_id = Some(node_id.clone());
+            }
         })
-        .await
-    {
-        tracing::warn!(run = run_id, err = %err.message, "run record not updated");
+        .await;
+    match marked {
+        Ok(Some(r)) if r.status.is_final() => return Ok(()),
+        Ok(Some(r)) => {
+            if let Some(reason) = r.abort_requested {
+                if let Some(run) = rt.local.lock().get(run_id) {
+                    let _ = run.abort.send(Some(reason));
+                }
+            }
+        }
+        Ok(None) => return Ok(()),
+        Err(err) => tracing::warn!(run = run_id, err = %err.message, "run record not updated"),
     }
     let span = tracing::info_span!("run", run = run_id, session = %record.session_key);
     let _entered = span.enter();
@@ -396,7 +408,21 @@ async fn agent_loop(
     record: &RunRecord,
     mut controls: Controls,
 ) -> Outcome {
-    let mut setup = match prepare(rt, record).await {
+    // The lease keeps beating while the run is set up (a slow store must not look dead).
+    let preparing = prepare(rt, record);
+    tokio::pin!(preparing);
+    let mut beat = tokio::time::interval_at(Instant::now() + LEASE_BEAT, LEASE_BEAT);
+    let prepared = loop {
+        tokio::select! {
+            prepared = &mut preparing => break prepared,
+            _ = beat.tick() => {
+                if emitter.beat().await.is_err() {
+                    return Outcome::Lost;
+                }
+            }
+        }
+    };
+    let mut setup = match prepared {
         Ok(setup) => setup,
         Err(error) => {
             return Outcome::Failed {

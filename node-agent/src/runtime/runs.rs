@@ -106,6 +106,9 @@ pub struct RunRecord {
     pub node_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
+    /// Set by an abort that may have reached the holder before the run registered there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_requested: Option<String>,
     pub request: RunRequest,
 }
 
@@ -489,12 +492,13 @@ impl LeaseHandle {
                 }
             }
             let next = self.lease.queue[0].clone();
+            // Only if it is still the head: an abort may have dequeued it meanwhile.
             self.change(|l| {
                 if l.queue.first() == Some(&next) {
                     l.queue.remove(0);
+                    l.active = Some(next.clone());
+                    l.seq = 0;
                 }
-                l.active = Some(next.clone());
-                l.seq = 0;
             })
             .await?;
             if self.lease.active.as_deref() == Some(next.as_str()) {

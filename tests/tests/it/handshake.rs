@@ -71,7 +71,10 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     let methods = hello["features"]["methods"].as_array().unwrap();
     // The methods this release handles; catalog entries not built yet are not advertised.
     assert!(methods.contains(&json!("health")) && methods.contains(&json!("agents.files.get")));
-    assert!(!methods.contains(&json!("chat.send")));
+    assert!(methods.contains(&json!("chat.send")) && methods.contains(&json!("agent")));
+    assert!(!methods.contains(&json!("cron.add")));
+    // Internal methods are never advertised.
+    assert!(!methods.contains(&json!("agent.result")));
     let events = hello["features"]["events"].as_array().unwrap();
     assert_eq!(events.len(), 21);
     assert_eq!(
