@@ -335,8 +335,20 @@ async fn system_prompt(
     if let Some(extra) = &record.request.extra_system_prompt {
         prompt.push_str(&format!("\n{extra}\n"));
     }
-    for file in BOOTSTRAP_FILES.iter().chain(["MEMORY.md"].iter()) {
-        if let Ok(Some(text)) = agents::document(rt.state.as_ref(), agent_id, file).await {
+    // The documents are read concurrently: this is on the path to the first token.
+    let files: Vec<&str> = BOOTSTRAP_FILES
+        .iter()
+        .copied()
+        .chain(["MEMORY.md"])
+        .collect();
+    let documents = futures_util::future::join_all(
+        files
+            .iter()
+            .map(|file| agents::document(rt.state.as_ref(), agent_id, file)),
+    )
+    .await;
+    for (file, document) in files.iter().zip(documents) {
+        if let Ok(Some(text)) = document {
             prompt.push_str(&format!("\n## {file}\n{text}\n"));
         }
     }
