@@ -1,6 +1,7 @@
 //! Request dispatch: authorization (§3.3) on every request, then the catalog decides —
 //! answered here, forwarded to a node-agent, or not built yet.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,15 +16,20 @@ use argent_proto::grpc::Caller;
 use crate::context::Ctx;
 use crate::methods;
 use crate::select;
-use crate::ws::outbox::{Outbox, Pushed};
+use crate::ws::outbox::Outbox;
 use crate::ws::session::Session;
 
 /// How many nodes an idempotent call may try before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Handles one request and returns the encoded (last) response frame; a method that
-/// answers twice (`agent`) pushes its first answer to `outbox` itself.
-pub async fn handle(ctx: &Ctx, session: &Session, request: Request, outbox: &Outbox) -> String {
+/// Handles one request and returns the encoded response frame. A method that answers twice
+/// (`agent`) returns its first answer; a task pushes the second to `outbox` later.
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    request: Request,
+    outbox: &Arc<Outbox>,
+) -> String {
     let span = tracing::info_span!("request", method = %request.method, id = %request.id, conn = %session.conn_id);
     let method_label = catalog::lookup(&request.method)
         .map(|m| m.name)
@@ -37,14 +43,18 @@ pub async fn handle(ctx: &Ctx, session: &Session, request: Request, outbox: &Out
         .requests
         .get_or_create(&vec![("method", method_label), ("outcome", outcome)])
         .inc();
+    if let Err(err) = &result {
+        tracing::debug!(method = %request.method, error = %err, "request failed");
+    }
+    encode_reply(&request.id, result)
+}
+
+fn encode_reply(id: &str, result: Result<Reply, RpcError>) -> String {
     match result {
-        Ok(Reply::Value(payload)) => encode_ok(&request.id, &payload),
-        Ok(Reply::Json(payload)) => encode_ok_raw(&request.id, &payload),
+        Ok(Reply::Value(payload)) => encode_ok(id, &payload),
+        Ok(Reply::Json(payload)) => encode_ok_raw(id, &payload),
         Ok(Reply::Frame(frame)) => frame,
-        Err(err) => {
-            tracing::debug!(method = %request.method, error = %err, "request failed");
-            encode_error(&request.id, &err)
-        }
+        Err(err) => encode_error(id, &err),
     }
 }
 
@@ -57,10 +67,10 @@ enum Reply {
 }
 
 async fn route(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     session: &Session,
     request: &Request,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
 ) -> Result<Reply, RpcError> {
     catalog::authorize(session.role, &session.scopes, &request.method)?;
     if request.method == "connect" {
@@ -130,14 +140,15 @@ fn call_timeout(ctx: &Ctx, method: &str, params: &Value) -> Duration {
 
 /// `agent` answers twice (§1.4, §5.2): the ack at once, then the final result when the run
 /// ends. The final result is asked for from any node (the run record is shared), again and
-/// again until the run ends, so neither a node nor this call's node dying loses it.
+/// again until the run ends, so neither a node nor this call's node dying loses it; a task
+/// that holds none of the connection's request slots waits for it.
 async fn agent(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     session: &Session,
     request_id: &str,
     params: Value,
     forward: Forward,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
 ) -> Result<Reply, RpcError> {
     let timeout = call_timeout(ctx, "agent", &params);
     let ack_json =
@@ -148,15 +159,33 @@ async fn agent(
         // Steering answers, or the cached final result of a repeated key: one frame.
         return Ok(agent_final(request_id, ack));
     }
-    if outbox.push_text(encode_ok_raw(request_id, &ack_json)) != Pushed::Queued {
-        return Err(RpcError::unavailable("connection closed"));
-    }
-    let asked = json!({"runId": ack["runId"]});
+    let (ctx, session, outbox) = (ctx.clone(), session.clone(), outbox.clone());
+    let (id, run_id) = (request_id.to_string(), ack["runId"].clone());
     let by_run = Forward {
         capability: forward.capability,
         route_param: Some("runId"),
         idempotent: true,
     };
+    tokio::spawn(
+        async move {
+            let result = agent_result(&ctx, &session, &id, run_id, by_run, &outbox).await;
+            outbox.push_text(encode_reply(&id, result));
+        }
+        .in_current_span(),
+    );
+    Ok(Reply::Json(ack_json))
+}
+
+/// Polls `agent.result` until the run has ended (or the client has gone).
+async fn agent_result(
+    ctx: &Ctx,
+    session: &Session,
+    request_id: &str,
+    run_id: Value,
+    by_run: Forward,
+    outbox: &Outbox,
+) -> Result<Reply, RpcError> {
+    let asked = json!({ "runId": run_id });
     let timeout = call_timeout(ctx, catalog::AGENT_RESULT, &asked);
     loop {
         let answer = self::forward(

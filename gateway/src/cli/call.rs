@@ -1,5 +1,6 @@
 //! `argent call METHOD [PARAMS_JSON]`: one request, the payload printed as JSON.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -43,10 +44,9 @@ pub async fn call_and_print(connect: &ConnectArgs, method: &str, params: Value) 
     client.close().await;
     match result {
         Ok(payload) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&payload).expect("JSON values serialize")
-            );
+            // A closed stdout (`| head`) is not an error of the call.
+            let text = serde_json::to_string_pretty(&payload).expect("JSON values serialize");
+            let _ = writeln!(std::io::stdout(), "{text}");
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -181,6 +181,15 @@ async fn steer(
     let Some(target) = lease.and_then(|(l, _)| l.active) else {
         return Ok(status(run_id, "not_active"));
     };
+    // Only a run that is executing can take it (not one ending, nor a maintenance marker).
+    let running = rt
+        .runs
+        .get(&target)
+        .await?
+        .is_some_and(|r| r.status == RunStatus::Running);
+    if !running {
+        return Ok(status(run_id, "not_active"));
+    }
     rt.control(
         subjects::CONTROL_RUN_STEER,
         json!({"runId": target, "message": message}),

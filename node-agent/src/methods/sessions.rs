@@ -1,6 +1,7 @@
 //! `sessions.list`, `sessions.preview`, `sessions.reset`, `sessions.compact`,
 //! `commands.compact` (PROTOCOL.md §5.4) and `models.list` (§5.6).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -11,7 +12,7 @@ use argent_proto::params::Params;
 
 use crate::runtime::providers::{self, Providers, TurnEvent};
 use crate::runtime::run::message_text;
-use crate::runtime::runs;
+use crate::runtime::runs::{self, Enqueued};
 use crate::runtime::sessions::{agent_of, canonical_key, kind_of, SessionEntry};
 use crate::runtime::Runtime;
 use crate::shared_config::{self, AgentsConfig};
@@ -53,6 +54,60 @@ async fn refuse_if_running(rt: &Runtime, key: &str) -> Result<(), RpcError> {
         ));
     }
     Ok(())
+}
+
+/// Runs `work` while this node holds the session's lease, so no turn starts meanwhile:
+/// messages sent during it queue behind it and run afterwards. Agent Busy when a turn holds
+/// the session.
+async fn holding_lease<T>(
+    rt: &Arc<Runtime>,
+    key: &str,
+    work: impl std::future::Future<Output = Result<T, RpcError>>,
+) -> Result<T, RpcError> {
+    let marker = format!("maintenance-{}", uuid::Uuid::new_v4().simple());
+    // A lease whose run just ended is released a moment later: wait for that, not longer.
+    let mut attempts = 40;
+    let mut lease = loop {
+        refuse_if_running(rt, key).await?;
+        let enqueued = runs::enqueue(&rt.state, key, &marker, &rt.node_id)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        match enqueued {
+            Enqueued::Started(lease) => break lease,
+            Enqueued::Queued(_) => {
+                runs::dequeue(rt.state.as_ref(), key, Some(&marker))
+                    .await
+                    .map_err(|e| e.to_rpc())?;
+            }
+            Enqueued::Busy => {}
+        }
+        attempts -= 1;
+        if attempts == 0 {
+            return Err(RpcError::agent_busy(
+                format!("agent busy: session {key} is running a turn; try again when it ends"),
+                1000,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = beat.tick() => {
+                if let Err(err) = lease.beat().await {
+                    tracing::warn!(%err, session = key, "session lease lost during maintenance");
+                }
+            }
+        }
+    };
+    // The marker is no run (the driver skips it); what queued meanwhile runs now.
+    rt.drive(lease, false);
+    result
 }
 
 fn row(entry: &SessionEntry, titles: bool, last_message: bool) -> Value {
@@ -304,14 +359,28 @@ async fn clear_counters(rt: &Runtime, key: &str) -> Result<(), RpcError> {
 
 /// Keeps the last `maxLines` messages; with a model available the dropped part is replaced
 /// by a model-written summary (`summarized:true` [EXT]).
-pub async fn compact(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+pub async fn compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("sessions.compact", params)?.only(&["key", "maxLines"])?;
     let raw = p.required_str("key")?;
     let max_lines = p.optional_u64("maxLines", 1)?.unwrap_or(400) as usize;
     let (config, agents) = config(rt).await?;
     let key = canonical_key(&raw, &agents);
-    refuse_if_running(rt, &key).await?;
-    let Some(entry) = rt.sessions.get(&key).await? else {
+    holding_lease(
+        rt,
+        &key,
+        compact_transcript(rt, &key, max_lines, &config, &agents),
+    )
+    .await
+}
+
+async fn compact_transcript(
+    rt: &Runtime,
+    key: &str,
+    max_lines: usize,
+    config: &Value,
+    agents: &AgentsConfig,
+) -> Result<Value, RpcError> {
+    let Some(entry) = rt.sessions.get(key).await? else {
         return Ok(json!({"ok": true, "key": key, "compacted": false, "reason": "no sessionId"}));
     };
     let messages = rt
@@ -327,7 +396,7 @@ pub async fn compact(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     }
     let cut = messages.len() - max_lines;
     let (dropped, kept) = messages.split_at(cut);
-    let summary = summarize(&config, agent_of(&key, &agents), dropped, None).await;
+    let summary = summarize(config, agent_of(key, agents), dropped, None).await;
     let mut next = Vec::with_capacity(kept.len() + 1);
     let summarized = match &summary {
         Ok(text) => {
@@ -345,7 +414,7 @@ pub async fn compact(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         .replace(&entry.session_id, &next)
         .await
         .map_err(|e| e.to_rpc())?;
-    clear_counters(rt, &key).await?;
+    clear_counters(rt, key).await?;
     Ok(json!({
         "ok": true, "key": key, "compacted": true, "archived": archived, "kept": kept.len(),
         "summarized": summarized,
@@ -353,14 +422,29 @@ pub async fn compact(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
 }
 
 /// `commands.compact`: the model summarizes all but the last few messages.
-pub async fn command_compact(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+pub async fn command_compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("commands.compact", params)?.only(&["sessionKey", "instructions"])?;
     let raw = p.required_str("sessionKey")?;
     let instructions = p.optional_str("instructions")?;
     let (config, agents) = config(rt).await?;
     let key = canonical_key(&raw, &agents);
-    refuse_if_running(rt, &key).await?;
-    let Some(entry) = rt.sessions.get(&key).await? else {
+    let instructions = instructions.as_deref();
+    holding_lease(
+        rt,
+        &key,
+        summarize_session(rt, &key, instructions, &config, &agents),
+    )
+    .await
+}
+
+async fn summarize_session(
+    rt: &Runtime,
+    key: &str,
+    instructions: Option<&str>,
+    config: &Value,
+    agents: &AgentsConfig,
+) -> Result<Value, RpcError> {
+    let Some(entry) = rt.sessions.get(key).await? else {
         return Err(RpcError::session_not_found(
             "session not found or has no sessionId",
         ));
@@ -377,21 +461,16 @@ pub async fn command_compact(rt: &Runtime, params: Value) -> Result<Value, RpcEr
         );
     }
     let (older, tail) = messages.split_at(messages.len() - KEEP_TAIL);
-    let summary = summarize(
-        &config,
-        agent_of(&key, &agents),
-        older,
-        instructions.as_deref(),
-    )
-    .await
-    .map_err(|why| RpcError::unavailable(format!("compaction failed: {why}")))?;
+    let summary = summarize(config, agent_of(key, agents), older, instructions)
+        .await
+        .map_err(|why| RpcError::unavailable(format!("compaction failed: {why}")))?;
     let mut next = vec![summary_message(&summary, older.len())];
     next.extend_from_slice(tail);
     rt.transcripts
         .replace(&entry.session_id, &next)
         .await
         .map_err(|e| e.to_rpc())?;
-    clear_counters(rt, &key).await?;
+    clear_counters(rt, key).await?;
     Ok(json!({
         "ok": true, "compacted": true, "tokensBefore": tokens_before,
         "tokensAfter": estimate_tokens(&next),

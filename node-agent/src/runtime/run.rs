@@ -193,7 +193,15 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
         // Aborted while queued, or gone.
         Ok(_) => return Ok(()),
         Err(err) => {
-            tracing::warn!(run = run_id, err = %err.message, "run record unreadable; skipped");
+            // Ended with an error rather than left queued forever (waiters would hang).
+            tracing::warn!(run = run_id, err = %err.message, "run record unreadable; run failed");
+            let error = format!("the run could not be started: {}", err.message);
+            complete(rt, run_id, |r| {
+                r.status = RunStatus::Error;
+                r.ended_at = Some(argent_proto::now_ms());
+                r.error = Some(error.clone());
+            })
+            .await;
             return Ok(());
         }
     };

@@ -686,3 +686,49 @@ async fn argent_chat_streams_the_reply_to_the_terminal() {
         "echo: hello from the terminal"
     );
 }
+
+#[tokio::test]
+async fn a_message_sent_during_compaction_waits_for_it_and_is_kept() {
+    let double = ModelDouble::start().await;
+    let gw = local_gateway(&model_config(&double)).await;
+    let mut client = gw.client().await.unwrap();
+    for (key, message) in [("m1", "[[first:800]] slow note"), ("m2", "second note")] {
+        client
+            .call(
+                "chat.send",
+                json!({"sessionKey": "maint", "message": message, "idempotencyKey": key}),
+            )
+            .await
+            .unwrap();
+        run_events(&mut client, key, false).await;
+    }
+    // The summary request carries the first note's directive: it takes 0.8 s, and a message
+    // sent meanwhile must neither run on the old transcript nor be purged with it.
+    let compacting = client.call("sessions.compact", json!({"key": "maint", "maxLines": 1}));
+    let sending = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client
+            .call(
+                "chat.send",
+                json!({"sessionKey": "maint", "message": "during", "idempotencyKey": "m3"}),
+            )
+            .await
+    };
+    let (compacted, sent) = tokio::join!(compacting, sending);
+    assert_eq!(compacted.unwrap()["summarized"], true);
+    assert_eq!(sent.unwrap()["status"], "started");
+    run_events(&mut client, "m3", false).await;
+    let history = client
+        .call("chat.history", json!({"sessionKey": "maint"}))
+        .await
+        .unwrap();
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert!(texts[0].starts_with("SUMMARY("));
+    assert_eq!(&texts[1..], ["echo: second note", "during", "echo: during"]);
+}
