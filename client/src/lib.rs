@@ -392,27 +392,8 @@ impl Client {
         params: Value,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id.clone(), tx);
-        let frame = json!({"type":"req","id":id,"method":method,"params":params});
-        if self
-            .outgoing
-            .send(Message::text(frame.to_string()))
-            .await
-            .is_err()
-        {
-            self.pending.lock().remove(&id);
-            return Err(ClientError::Closed(self.close_info()));
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(ClientError::Closed(self.close_info())),
-            Err(_) => {
-                self.pending.lock().remove(&id);
-                Err(ClientError::Timeout(timeout))
-            }
-        }
+        let (id, first) = self.send_request(method, params, None).await?;
+        self.first_response(&id, first, timeout).await
     }
 
     /// A request answered twice (`agent`: the ack, then the final result): waits for the
@@ -422,13 +403,27 @@ impl Client {
         method: &str,
         params: Value,
     ) -> Result<(Response, oneshot::Receiver<Response>), ClientError> {
-        let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (first_tx, first) = oneshot::channel();
         let (final_tx, last) = oneshot::channel();
+        let (id, first) = self.send_request(method, params, Some(final_tx)).await?;
+        let response = self.first_response(&id, first, self.timeout).await?;
+        Ok((response, last))
+    }
+
+    /// Registers the waiter(s) of a new request and sends it.
+    async fn send_request(
+        &self,
+        method: &str,
+        params: Value,
+        second: Option<oneshot::Sender<Response>>,
+    ) -> Result<(String, oneshot::Receiver<Response>), ClientError> {
+        let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.pending.lock();
-            pending.insert(id.clone(), first_tx);
-            pending.insert(format!("{id}{FINAL_SUFFIX}"), final_tx);
+            pending.insert(id.clone(), tx);
+            if let Some(second) = second {
+                pending.insert(format!("{id}{FINAL_SUFFIX}"), second);
+            }
         }
         let frame = json!({"type":"req","id":id,"method":method,"params":params});
         if self
@@ -437,12 +432,29 @@ impl Client {
             .await
             .is_err()
         {
+            let mut pending = self.pending.lock();
+            pending.remove(&id);
+            pending.remove(&format!("{id}{FINAL_SUFFIX}"));
             return Err(ClientError::Closed(self.close_info()));
         }
-        match tokio::time::timeout(self.timeout, first).await {
-            Ok(Ok(response)) => Ok((response, last)),
+        Ok((id, rx))
+    }
+
+    async fn first_response(
+        &self,
+        id: &str,
+        rx: oneshot::Receiver<Response>,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(_)) => Err(ClientError::Closed(self.close_info())),
-            Err(_) => Err(ClientError::Timeout(self.timeout)),
+            Err(_) => {
+                let mut pending = self.pending.lock();
+                pending.remove(id);
+                pending.remove(&format!("{id}{FINAL_SUFFIX}"));
+                Err(ClientError::Timeout(timeout))
+            }
         }
     }
 

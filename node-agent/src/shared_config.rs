@@ -19,6 +19,15 @@ pub async fn load(state: &dyn StateStore) -> Result<Value, StateError> {
         .map_err(|e| StateError::Failed(format!("shared config is not JSON: {e}")))
 }
 
+/// The shared config and the agents it defines, as the methods need them.
+pub async fn load_with_agents(
+    state: &dyn StateStore,
+) -> Result<(Value, AgentsConfig), argent_proto::errors::RpcError> {
+    let config = load(state).await?;
+    let agents = AgentsConfig::from_config(&config);
+    Ok((config, agents))
+}
+
 /// One configured agent (`agents.list[]` of the config).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentEntry {

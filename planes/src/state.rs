@@ -77,6 +77,53 @@ pub trait StateStore: Send + Sync {
     fn is_healthy(&self) -> bool;
 }
 
+/// How often a read-modify-write is tried while others keep writing the same key.
+const MODIFY_ATTEMPTS: usize = 16;
+
+/// Read-modify-write of one JSON record under its revision, retried when someone else wrote
+/// in between. `change` gets the current record (`None` when absent) and returns the record
+/// to write with a result, `Ok(None)` to write nothing, or an error that stops it. A missing
+/// record is written with `create`, so two writers never both create it.
+pub async fn modify_json<T, R, E>(
+    store: &dyn StateStore,
+    bucket: &str,
+    key: &str,
+    mut change: impl FnMut(Option<T>) -> Result<Option<(T, R)>, E>,
+) -> Result<Option<R>, E>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    E: From<StateError>,
+{
+    for _ in 0..MODIFY_ATTEMPTS {
+        let current = store.get(bucket, key).await?;
+        let revision = current.as_ref().map(|e| e.revision);
+        let record = current
+            .map(|e| serde_json::from_slice::<T>(&e.value))
+            .transpose()
+            .map_err(|err| StateError::Failed(format!("{bucket}/{key} is unreadable: {err}")))?;
+        let Some((next, out)) = change(record)? else {
+            return Ok(None);
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&next).expect("records serialize"));
+        let written = match revision {
+            Some(revision) => store.update(bucket, key, bytes, revision).await,
+            None => store.create(bucket, key, bytes).await,
+        };
+        match written {
+            Ok(_) => return Ok(Some(out)),
+            Err(StateError::WrongRevision | StateError::Exists) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(StateError::Unavailable(format!("{bucket}/{key} is changing too fast; retry")).into())
+}
+
+impl From<StateError> for argent_proto::errors::RpcError {
+    fn from(err: StateError) -> Self {
+        err.to_rpc()
+    }
+}
+
 /// Checks a key against the characters JetStream KV accepts, so both stores agree.
 pub fn validate_key(key: &str) -> Result<(), StateError> {
     let ok = !key.is_empty()

@@ -35,6 +35,16 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Compare-and-set guard: `key` must be at `revision` (0: absent).
+    fn expect_revision(&self, key: &str, revision: u64) -> Result<(), StateError> {
+        let current = self.data.entries.get(key).map(|v| v.revision).unwrap_or(0);
+        if current == revision {
+            Ok(())
+        } else {
+            Err(StateError::WrongRevision)
+        }
+    }
+
     fn load(file: Option<PathBuf>) -> Result<Self, StateError> {
         let data = match &file {
             Some(path) if path.exists() => {
@@ -209,10 +219,7 @@ impl StateStore for FileStore {
         validate_key(key)?;
         let key = key.to_string();
         self.mutate(bucket, move |b| {
-            let current = b.data.entries.get(&key).map(|v| v.revision).unwrap_or(0);
-            if current != revision {
-                return Err(StateError::WrongRevision);
-            }
+            b.expect_revision(&key, revision)?;
             b.write(&key, Some(value))
         })
         .await
@@ -234,12 +241,8 @@ impl StateStore for FileStore {
         validate_key(key)?;
         let key = key.to_string();
         self.mutate(bucket, move |b| {
-            let current = b.data.entries.get(&key).map(|v| v.revision).unwrap_or(0);
-            if current != revision {
-                return Err(StateError::WrongRevision);
-            }
-            b.write(&key, None)?;
-            Ok(())
+            b.expect_revision(&key, revision)?;
+            b.write(&key, None).map(|_| ())
         })
         .await
     }
@@ -349,6 +352,41 @@ mod tests {
             reopened.get(BUCKET_PRESENCE, "gw.x").await.unwrap(),
             None,
             "not durable"
+        );
+    }
+
+    #[tokio::test]
+    async fn conditional_delete_and_modify_json() {
+        use crate::state::modify_json;
+        let store = FileStore::open(None).unwrap();
+        let bucket = crate::cluster::BUCKETS[0].name;
+        let rev = store
+            .put(bucket, "k", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.delete_if(bucket, "k", rev + 1).await,
+            Err(StateError::WrongRevision)
+        );
+        store.delete_if(bucket, "k", rev).await.unwrap();
+        assert!(store.get(bucket, "k").await.unwrap().is_none());
+        // Created when missing, changed under its revision, or left alone.
+        let add = |n: u64| {
+            move |current: Option<u64>| {
+                let next = current.unwrap_or(0) + n;
+                Ok::<_, StateError>(Some((next, next)))
+            }
+        };
+        assert_eq!(modify_json(&store, bucket, "n", add(2)).await, Ok(Some(2)));
+        assert_eq!(modify_json(&store, bucket, "n", add(3)).await, Ok(Some(5)));
+        let untouched = modify_json(&store, bucket, "n", |_: Option<u64>| {
+            Ok::<Option<(u64, ())>, StateError>(None)
+        })
+        .await;
+        assert_eq!(untouched, Ok(None));
+        assert_eq!(
+            store.get(bucket, "n").await.unwrap().unwrap().value,
+            Bytes::from_static(b"5")
         );
     }
 

@@ -10,14 +10,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use argent_planes::state::{StateError, StateStore};
+use argent_planes::state::{modify_json, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_AUTH;
 
 /// Pending requests expire after five minutes (§1.8).
 pub const PENDING_TTL_MS: u64 = 300_000;
-/// Optimistic-concurrency retries before giving up.
-const ATTEMPTS: usize = 5;
 
 /// One token of a device, for one role: only its hash is kept.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -187,23 +185,11 @@ impl DeviceStore {
         mut change: impl FnMut(Option<PairedDevice>) -> Result<(PairedDevice, T), RpcError>,
     ) -> Result<T, RpcError> {
         let key = device_key(device_id);
-        for _ in 0..ATTEMPTS {
-            let current = self.read::<PairedDevice>(&key).await?;
-            let revision = current.as_ref().map_or(0, |(_, r)| *r);
-            let (next, out) = change(current.map(|(d, _)| d))?;
-            let bytes = Bytes::from(serde_json::to_vec(&next).expect("records serialize"));
-            let written = if revision == 0 {
-                self.state.create(BUCKET_AUTH, &key, bytes).await
-            } else {
-                self.state.update(BUCKET_AUTH, &key, bytes, revision).await
-            };
-            match written {
-                Ok(_) => return Ok(out),
-                Err(StateError::WrongRevision | StateError::Exists) => continue,
-                Err(err) => return Err(err.to_rpc()),
-            }
-        }
-        Err(RpcError::unavailable("device record is busy; retry").retryable(Some(200)))
+        modify_json(self.state.as_ref(), BUCKET_AUTH, &key, |current| {
+            change(current).map(Some)
+        })
+        .await?
+        .ok_or_else(|| RpcError::unavailable("device record was not written; retry"))
     }
 
     /// Every record under `prefix`.

@@ -39,8 +39,7 @@ struct StoredFile {
 }
 
 async fn agents(state: &dyn StateStore) -> Result<AgentsConfig, RpcError> {
-    let config = shared_config::load(state).await.map_err(|e| e.to_rpc())?;
-    Ok(AgentsConfig::from_config(&config))
+    Ok(shared_config::load_with_agents(state).await?.1)
 }
 
 /// Where an agent's documents live, as shown to clients.

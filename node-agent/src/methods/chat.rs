@@ -19,7 +19,7 @@ use crate::runtime::run::{self, assistant_message};
 use crate::runtime::runs::{self, ConnRef, Enqueued, RunRecord, RunRequest, RunStatus};
 use crate::runtime::sessions::{agent_of, agent_session_key, canonical_key};
 use crate::runtime::{status, Runtime};
-use crate::shared_config::{self, AgentsConfig};
+use crate::shared_config;
 
 /// Longest single wait of `agent.result`; the gateway asks again until the run ends.
 const RESULT_POLL: Duration = Duration::from_secs(25);
@@ -32,14 +32,6 @@ const HISTORY_BUDGET: usize = 6 * 1024 * 1024;
 
 /// The cap a client declares to receive tool-stream events (§3.6).
 const CAP_TOOL_EVENTS: &str = "tool-events";
-
-async fn agents(rt: &Runtime) -> Result<(Value, AgentsConfig), RpcError> {
-    let config = shared_config::load(rt.state.as_ref())
-        .await
-        .map_err(|e| e.to_rpc())?;
-    let agents = AgentsConfig::from_config(&config);
-    Ok((config, agents))
-}
 
 /// `/stop`, or exactly one of the stop words (§5.1 step 3).
 fn is_stop_command(message: &str) -> bool {
@@ -262,7 +254,7 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
     p.optional_bool("deliver")?;
     let timeout_ms = p.optional_u64("timeoutMs", 0)?.unwrap_or(0);
     let (attached, images) = attachments_text("chat.send", p.get("attachments"))?;
-    let (config, agents) = agents(rt).await?;
+    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let session_key = canonical_key(&raw_key, &agents);
     if message.trim().is_empty() && attached.is_empty() {
         return Err(RpcError::bad_params("message or attachment required"));
@@ -345,7 +337,7 @@ pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<
     let message = p.required_str("message")?;
     let run_id = p.required_str("idempotencyKey")?;
     let steering = busy_mode(&p)?;
-    let (config, agents) = agents(rt).await?;
+    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let agent_id = match p.optional_str("agentId")? {
         Some(id) => {
             let id = id.to_ascii_lowercase();
@@ -463,7 +455,7 @@ pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("chat.abort", params)?.only(&["sessionKey", "runId"])?;
     let raw_key = p.required_str("sessionKey")?;
     let run_id = p.optional_str("runId")?;
-    let (_, agents) = agents(rt).await?;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let session_key = canonical_key(&raw_key, &agents);
     if let Some(run_id) = &run_id {
         match rt.runs.get(run_id).await? {
@@ -487,7 +479,7 @@ pub async fn history(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     if limit > 1000 {
         return Err(p.invalid("at /limit: must be <= 1000"));
     }
-    let (_, agents) = agents(rt).await?;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let session_key = canonical_key(&raw_key, &agents);
     let Some(entry) = rt.sessions.get(&session_key).await? else {
         return Ok(json!({"sessionKey": raw_key, "messages": []}));
@@ -531,7 +523,7 @@ pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     if label.as_ref().is_some_and(|l| l.chars().count() > 100) {
         return Err(p.invalid("at /label: must NOT have more than 100 characters"));
     }
-    let (_, agents) = agents(rt).await?;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let session_key = canonical_key(&raw_key, &agents);
     let Some(entry) = rt.sessions.get(&session_key).await? else {
         return Err(RpcError::session_not_found("session not found"));

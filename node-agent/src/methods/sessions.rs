@@ -21,14 +21,6 @@ use crate::shared_config::{self, AgentsConfig};
 const KEEP_TAIL: usize = 4;
 const SUMMARY_TIMEOUT: Duration = Duration::from_secs(120);
 
-async fn config(rt: &Runtime) -> Result<(Value, AgentsConfig), RpcError> {
-    let config = shared_config::load(rt.state.as_ref())
-        .await
-        .map_err(|e| e.to_rpc())?;
-    let agents = AgentsConfig::from_config(&config);
-    Ok((config, agents))
-}
-
 /// Agent Busy when a run holds the session (reset and compaction would pull the
 /// transcript from under it).
 async fn refuse_if_running(rt: &Runtime, key: &str) -> Result<(), RpcError> {
@@ -90,21 +82,9 @@ async fn holding_lease<T>(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    tokio::pin!(work);
-    let mut beat = tokio::time::interval_at(
-        tokio::time::Instant::now() + Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            _ = beat.tick() => {
-                if let Err(err) = lease.beat().await {
-                    tracing::warn!(%err, session = key, "session lease lost during maintenance");
-                }
-            }
-        }
-    };
+    let result = lease.beating(work).await.unwrap_or_else(|err| {
+        Err(RpcError::unavailable(format!("session {key}: {err}")).retryable(Some(1000)))
+    });
     // The marker is no run (the driver skips it); what queued meanwhile runs now.
     rt.drive(lease, false);
     result
@@ -168,7 +148,7 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let spawned_by = p.optional_str("spawnedBy")?;
     let agent_id = p.optional_str("agentId")?.map(|a| a.to_ascii_lowercase());
     let search = p.optional_str("search")?.map(|s| s.to_lowercase());
-    let (config, agents) = config(rt).await?;
+    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let now = argent_proto::now_ms();
     let mut entries: Vec<SessionEntry> = rt
         .sessions
@@ -237,7 +217,7 @@ pub async fn preview(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     }
     let limit = p.optional_u64("limit", 1)?.unwrap_or(12) as usize;
     let max_chars = p.optional_u64("maxChars", 20)?.unwrap_or(240) as usize;
-    let (_, agents) = config(rt).await?;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let mut previews = Vec::new();
     for key in keys.iter().take(64) {
         let canonical = canonical_key(key, &agents);
@@ -276,7 +256,7 @@ pub async fn preview(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
 pub async fn reset(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("sessions.reset", params)?.only(&["key"])?;
     let raw = p.required_str("key")?;
-    let (_, agents) = config(rt).await?;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let key = canonical_key(&raw, &agents);
     refuse_if_running(rt, &key).await?;
     let entry = rt.sessions.update(&key, |e| *e = e.reset()).await?;
@@ -363,7 +343,7 @@ pub async fn compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, RpcError
     let p = Params::new("sessions.compact", params)?.only(&["key", "maxLines"])?;
     let raw = p.required_str("key")?;
     let max_lines = p.optional_u64("maxLines", 1)?.unwrap_or(400) as usize;
-    let (config, agents) = config(rt).await?;
+    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let key = canonical_key(&raw, &agents);
     holding_lease(
         rt,
@@ -426,7 +406,7 @@ pub async fn command_compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, 
     let p = Params::new("commands.compact", params)?.only(&["sessionKey", "instructions"])?;
     let raw = p.required_str("sessionKey")?;
     let instructions = p.optional_str("instructions")?;
-    let (config, agents) = config(rt).await?;
+    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let key = canonical_key(&raw, &agents);
     let instructions = instructions.as_deref();
     holding_lease(
@@ -479,7 +459,7 @@ async fn summarize_session(
 
 pub async fn models(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Params::new("models.list", params)?.only(&[])?;
-    let (config, _) = config(rt).await?;
+    let (config, _) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let providers =
         Providers::from_config(&config).map_err(|e| RpcError::unavailable(e.to_string()))?;
     Ok(json!({"models": providers::list_models(&providers).await}))

@@ -8,11 +8,12 @@ use genai::chat::{ChatMessage, ToolCall, ToolResponse};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use argent_proto::subjects;
 
 use super::providers::{self, ModelChoice, Providers, TurnEvent};
-use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus};
+use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus, BEAT_INTERVAL};
 use super::{tools, LocalRun, Runtime};
 use crate::methods::agents::{self, BOOTSTRAP_FILES};
 use crate::shared_config::{self, AgentsConfig};
@@ -22,7 +23,6 @@ const DELTA_INTERVAL: Duration = Duration::from_millis(150);
 /// Model turns per run (each tool round is one more).
 const MAX_TURNS: usize = 8;
 const DEFAULT_RUN_TIMEOUT_MS: u64 = 600_000;
-const LEASE_BEAT: Duration = Duration::from_secs(1);
 
 /// Why a run stopped driving its session.
 pub(crate) enum Stop {
@@ -53,7 +53,9 @@ pub(crate) async fn drive(rt: Arc<Runtime>, mut lease: LeaseHandle, recovered: b
     }
     loop {
         if let Some(run_id) = current.take() {
-            match execute(&rt, &mut lease, &run_id).await {
+            let span =
+                tracing::info_span!("run", run = %run_id, session = %lease.lease.session_key);
+            match execute(&rt, &mut lease, &run_id).instrument(span).await {
                 Ok(()) => {}
                 Err(Stop::Lost) => return,
                 Err(Stop::Shutdown) => {
@@ -241,9 +243,6 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
         Ok(None) => return Ok(()),
         Err(err) => tracing::warn!(run = run_id, err = %err.message, "run record not updated"),
     }
-    let span = tracing::info_span!("run", run = run_id, session = %record.session_key);
-    let _entered = span.enter();
-    drop(_entered);
     let mut emitter = Emitter::new(rt, lease, &record);
     emitter
         .agent(
@@ -288,10 +287,9 @@ struct Setup {
 }
 
 async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
-    let config = shared_config::load(rt.state.as_ref())
+    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref())
         .await
-        .map_err(|e| e.to_string())?;
-    let agents = AgentsConfig::from_config(&config);
+        .map_err(|e| e.message)?;
     let providers = Providers::from_config(&config).map_err(|e| e.to_string())?;
     let agent_id = record.request.agent_id.clone();
     let choice = providers.choose(&agent_id).map_err(|e| e.to_string())?;
@@ -429,18 +427,8 @@ async fn agent_loop(
     mut controls: Controls,
 ) -> Outcome {
     // The lease keeps beating while the run is set up (a slow store must not look dead).
-    let preparing = prepare(rt, record);
-    tokio::pin!(preparing);
-    let mut beat = tokio::time::interval_at(Instant::now() + LEASE_BEAT, LEASE_BEAT);
-    let prepared = loop {
-        tokio::select! {
-            prepared = &mut preparing => break prepared,
-            _ = beat.tick() => {
-                if emitter.beat().await.is_err() {
-                    return Outcome::Lost;
-                }
-            }
-        }
+    let Ok(prepared) = emitter.lease.beating(prepare(rt, record)).await else {
+        return Outcome::Lost;
     };
     let mut setup = match prepared {
         Ok(setup) => setup,
@@ -529,7 +517,7 @@ async fn stream_one_turn(
     let mut published = text.len();
     let mut last_flush: Option<Instant> = None;
     let mut flush_at: Option<Instant> = None;
-    let mut beat = tokio::time::interval_at(Instant::now() + LEASE_BEAT, LEASE_BEAT);
+    let mut beat = tokio::time::interval_at(Instant::now() + BEAT_INTERVAL, BEAT_INTERVAL);
     let lost = |_| Outcome::Lost;
     let done = loop {
         let flush_wait = flush_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));

@@ -10,17 +10,22 @@
 //!   `seq` before publishing each event, so a holder that lost its lease (presumed dead and
 //!   taken over) is fenced off and per-run `seq` stays strictly +1 as produced.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
-use argent_planes::state::{StateError, StateStore};
+use argent_planes::state::{modify_json, StateError, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::{BUCKET_LEASES, BUCKET_RUNS};
 
+/// How often a holder beats (takeover comes after `LEASE_STALE_AFTER` without a change).
+pub const BEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs waiting behind the active one, per session (then Agent Busy).
 pub const MAX_QUEUE: usize = 8;
 /// Finished runs are remembered this long (`agent.wait`, dedupe).
@@ -194,34 +199,18 @@ impl Runs {
         run_id: &str,
         mut change: impl FnMut(&mut RunRecord),
     ) -> Result<Option<RunRecord>, RpcError> {
-        let key = run_key(run_id);
-        for _ in 0..16 {
-            let Some(entry) = self
-                .state
-                .get(BUCKET_RUNS, &key)
-                .await
-                .map_err(|e| e.to_rpc())?
-            else {
-                return Ok(None);
-            };
-            let mut record: RunRecord = serde_json::from_slice(&entry.value).map_err(|e| {
-                RpcError::unavailable(format!("run record {run_id} is unreadable: {e}"))
-            })?;
-            change(&mut record);
-            match self
-                .state
-                .update(BUCKET_RUNS, &key, encode(&record), entry.revision)
-                .await
-            {
-                Ok(_) => return Ok(Some(record)),
-                Err(StateError::WrongRevision) => continue,
-                Err(err) => return Err(err.to_rpc()),
-            }
-        }
-        Err(
-            RpcError::unavailable(format!("run {run_id} is changing too fast"))
-                .retryable(Some(200)),
+        modify_json(
+            self.state.as_ref(),
+            BUCKET_RUNS,
+            &run_key(run_id),
+            |current| {
+                Ok::<_, RpcError>(current.map(|mut record: RunRecord| {
+                    change(&mut record);
+                    (record.clone(), record)
+                }))
+            },
         )
+        .await
     }
 
     pub async fn delete(&self, run_id: &str) -> Result<(), RpcError> {
@@ -466,6 +455,19 @@ impl LeaseHandle {
 
     pub async fn beat(&mut self) -> Result<(), LeaseError> {
         self.change(|l| l.beat += 1).await
+    }
+
+    /// Runs `work` while beating every second, so slow work does not look like a dead
+    /// holder; `Err(Lost)` as soon as the lease was taken over.
+    pub async fn beating<T>(&mut self, work: impl Future<Output = T>) -> Result<T, LeaseError> {
+        tokio::pin!(work);
+        let mut beat = tokio::time::interval_at(Instant::now() + BEAT_INTERVAL, BEAT_INTERVAL);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = beat.tick() => self.beat().await?,
+            }
+        }
     }
 
     /// Records the `seq` of the event about to be published.

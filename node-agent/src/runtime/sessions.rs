@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use argent_planes::state::{StateError, StateStore};
+use argent_planes::state::{modify_json, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_SESSIONS;
 
@@ -173,40 +172,19 @@ impl Sessions {
         key: &str,
         mut change: impl FnMut(&mut SessionEntry),
     ) -> Result<SessionEntry, RpcError> {
-        let store_key = store_key(key);
-        for _ in 0..16 {
-            let current = self
-                .state
-                .get(BUCKET_SESSIONS, &store_key)
-                .await
-                .map_err(|e| e.to_rpc())?;
-            let (mut entry, revision) = match &current {
-                Some(e) => (
-                    serde_json::from_slice(&e.value).map_err(|err| unreadable(key, err))?,
-                    Some(e.revision),
-                ),
-                None => (SessionEntry::fresh(key), None),
-            };
-            change(&mut entry);
-            let bytes = Bytes::from(serde_json::to_vec(&entry).expect("entries serialize"));
-            let written = match revision {
-                Some(rev) => {
-                    self.state
-                        .update(BUCKET_SESSIONS, &store_key, bytes, rev)
-                        .await
-                }
-                None => self.state.create(BUCKET_SESSIONS, &store_key, bytes).await,
-            };
-            match written {
-                Ok(_) => return Ok(entry),
-                Err(StateError::WrongRevision | StateError::Exists) => continue,
-                Err(err) => return Err(err.to_rpc()),
-            }
-        }
-        Err(
-            RpcError::unavailable(format!("session {key} is changing too fast; retry"))
-                .retryable(Some(200)),
+        let written = modify_json(
+            self.state.as_ref(),
+            BUCKET_SESSIONS,
+            &store_key(key),
+            |current| {
+                let mut entry = current.unwrap_or_else(|| SessionEntry::fresh(key));
+                change(&mut entry);
+                Ok::<_, RpcError>(Some((entry.clone(), entry)))
+            },
         )
+        .await?;
+        written
+            .ok_or_else(|| RpcError::unavailable(format!("session {key} was not written; retry")))
     }
 
     /// The entry, created when missing.

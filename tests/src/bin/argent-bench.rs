@@ -15,7 +15,7 @@
 //!
 //! Usage: `argent-bench [all|handshake|rtt|idle|fanout|chat] [--quick]`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use argent_planes::calls::node_call_secret;
@@ -371,14 +371,7 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
             readers.push(tokio::spawn(async move {
                 let mut ws = ws;
                 let mut latencies = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let msg =
-                        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                            Err(_) => continue,
-                            Ok(Some(Ok(msg))) => msg,
-                            Ok(_) => break,
-                        };
-                    let Message::Text(text) = msg else { continue };
+                while let Some(text) = next_text(&mut ws, &stop).await {
                     if !text.contains("\"event\":\"bench\"") {
                         continue;
                     }
@@ -541,14 +534,7 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
             let mut ws = handshake(&gw.ws, &gw.token).await?;
             let (deltas, finals, stop) = (deltas.clone(), finals.clone(), stop.clone());
             readers.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let msg =
-                        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                            Err(_) => continue,
-                            Ok(Some(Ok(msg))) => msg,
-                            Ok(_) => break,
-                        };
-                    let Message::Text(text) = msg else { continue };
+                while let Some(text) = next_text(&mut ws, &stop).await {
                     if text.contains("\"state\":\"delta\"")
                         || text.contains("\"stream\":\"assistant\"")
                     {
@@ -590,6 +576,19 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
         "seconds": (elapsed * 100.0).round() / 100.0,
         "delta_events_delivered_per_sec": (delivered as f64 / elapsed).round(),
     }))
+}
+
+/// The next text frame of a watching client, or `None` once `stop` is set or the socket ends.
+async fn next_text(ws: &mut Ws, stop: &AtomicBool) -> Option<Utf8Bytes> {
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+            Err(_) => continue,
+            Ok(Some(Ok(Message::Text(text)))) => return Some(text),
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return None,
+        }
+    }
+    None
 }
 
 fn now_ns() -> u64 {

@@ -11,7 +11,9 @@ use argent_client::Client;
 use argent_tests::model_double::ModelDouble;
 use argent_tests::{eventually, Gateway, Nats, Node};
 
-use crate::chat_local::{assert_run_seq, final_text, model_config, run_events, tool_client};
+use crate::chat_local::{
+    agent_seqs, assert_run_seq, final_text, history_texts, model_config, run_events, tool_client,
+};
 
 const KEY_ENV: (&str, &str) = ("DOUBLE_KEY", "double-secret");
 
@@ -211,17 +213,65 @@ async fn streams_reach_every_gateway_and_sessions_never_mix() {
         .filter_map(|r| r["nodeId"].as_str().map(str::to_string))
         .collect();
     assert_eq!(runners.len(), 2, "{runners:?}");
+    // Every session's lease was released once its runs ended.
+    let released = eventually(Duration::from_secs(5), || async {
+        bucket_values(&nats, "argent_leases")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(released.is_some(), "leases left behind");
+}
+
+/// The provider double, NATS, one gateway and two node-agents, configured and ready.
+struct OneGatewayTwoNodes {
+    double: ModelDouble,
+    nats: Nats,
+    _gateway: Gateway,
+    nodes: [Node; 2],
+    client: Client,
+}
+
+async fn one_gateway_two_nodes() -> OneGatewayTwoNodes {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let gateway = gateway(&nats, "gw-a").await;
+    let nodes = [node(&nats, "node-1").await, node(&nats, "node-2").await];
+    publish_config(&nats, &model_config(&double)).await;
+    let client = gateway.client().await.unwrap();
+    wait_nodes(&client, 2).await;
+    OneGatewayTwoNodes {
+        double,
+        nats,
+        _gateway: gateway,
+        nodes,
+        client,
+    }
+}
+
+/// Index in `nodes` of the node holding the session's run lease.
+async fn lease_holder(nats: &Nats, session_key: &str, nodes: &[Node]) -> usize {
+    let lease = bucket_values(nats, "argent_leases")
+        .await
+        .into_iter()
+        .find(|l| l["sessionKey"] == session_key)
+        .expect("the session's lease");
+    nodes
+        .iter()
+        .position(|n| lease["nodeId"] == n.id.as_str())
+        .expect("held by one of the nodes")
 }
 
 #[tokio::test]
 async fn a_node_killed_mid_run_fails_the_run_and_the_session_goes_on() {
-    let double = ModelDouble::start().await;
-    let nats = Nats::start().await.unwrap();
-    let a = gateway(&nats, "gw-a").await;
-    let mut nodes = [node(&nats, "node-1").await, node(&nats, "node-2").await];
-    publish_config(&nats, &model_config(&double)).await;
-    let mut client = a.client().await.unwrap();
-    wait_nodes(&client, 2).await;
+    let OneGatewayTwoNodes {
+        double,
+        nats,
+        _gateway,
+        mut nodes,
+        mut client,
+    } = one_gateway_two_nodes().await;
     let (ack, last) = client
         .request_twice(
             "agent",
@@ -231,13 +281,8 @@ async fn a_node_killed_mid_run_fails_the_run_and_the_session_goes_on() {
         .unwrap();
     assert!(ack.ok);
     started(&mut client, "k1").await;
-    let lease = bucket_values(&nats, "argent_leases")
-        .await
-        .into_iter()
-        .find(|l| l["sessionKey"] == "agent:main:fragile")
-        .expect("the session's lease");
-    let holder = lease["nodeId"].as_str().unwrap().to_string();
-    let victim = nodes.iter().position(|n| n.id == holder).unwrap();
+    let victim = lease_holder(&nats, "agent:main:fragile", &nodes).await;
+    let holder = nodes[victim].id.clone();
     nodes[victim].proc.kill();
 
     // Within a few seconds: chat error, lifecycle error, run_complete; no hang.
@@ -253,11 +298,7 @@ async fn a_node_killed_mid_run_fails_the_run_and_the_session_goes_on() {
         .contains(&holder));
     assert!(events.iter().any(|e| e.payload["data"]["phase"] == "error"));
     // The surviving node continues the run's seq after `start` (1): error, run_complete.
-    let seqs: Vec<u64> = events
-        .iter()
-        .filter(|e| e.name == "agent")
-        .map(|e| e.payload["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = agent_seqs(&events);
     assert_eq!(seqs, [2, 3]);
     let final_frame = tokio::time::timeout(Duration::from_secs(30), last)
         .await
@@ -316,16 +357,7 @@ async fn a_gateway_killed_mid_run_and_a_full_restart_lose_nothing() {
         .await
         .unwrap();
     assert_eq!(waited["status"], "ok");
-    let history = on_b
-        .call("chat.history", json!({"sessionKey": "durable"}))
-        .await
-        .unwrap();
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"][0]["text"].as_str().unwrap())
-        .collect();
+    let texts = history_texts(&on_b, "durable").await;
     assert_eq!(
         texts,
         ["slow answer here [[delay:150]]", "echo: slow answer here"]
@@ -361,4 +393,67 @@ async fn a_gateway_killed_mid_run_and_a_full_restart_lose_nothing() {
         request.message_count, 4,
         "system + the restored conversation + this message"
     );
+
+    // Compaction on the JetStream transcript: archive, summary, the last two kept.
+    let compacted = on_c
+        .call("sessions.compact", json!({"key": "durable", "maxLines": 2}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            compacted["compacted"].clone(),
+            compacted["summarized"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+    assert!(compacted["archived"]
+        .as_str()
+        .unwrap()
+        .starts_with("nats://ARGENT_TRANSCRIPTS/"));
+    let texts = history_texts(&on_c, "durable").await;
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(texts[0].starts_with("SUMMARY("));
+    assert_eq!(&texts[1..], ["still there?", "echo: still there?"]);
+}
+
+#[tokio::test]
+async fn a_node_stopping_mid_run_hands_its_queue_to_another() {
+    let OneGatewayTwoNodes {
+        double: _double,
+        nats,
+        _gateway,
+        mut nodes,
+        mut client,
+    } = one_gateway_two_nodes().await;
+    let send = |key: &str, message: &str| json!({"sessionKey": "handover", "message": message, "idempotencyKey": key});
+    client
+        .call("chat.send", send("t1", "[[hang]] long job"))
+        .await
+        .unwrap();
+    started(&mut client, "t1").await;
+    client
+        .call("chat.send", send("t2", "next please"))
+        .await
+        .unwrap();
+    let holder = lease_holder(&nats, "agent:main:handover", &nodes).await;
+    // SIGTERM: the running turn ends with an error saying so, at once; the exit is clean.
+    let status = nodes[holder]
+        .proc
+        .terminate(Duration::from_secs(10))
+        .unwrap();
+    assert!(status.success());
+    let events = run_events(&mut client, "t1", false).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.payload["state"], "error");
+    assert!(
+        last.payload["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("stopped"),
+        "{}",
+        last.payload
+    );
+    // The queued message runs on the other node.
+    let events = run_events(&mut client, "t2", false).await;
+    assert_eq!(final_text(&events), "echo: next please");
 }

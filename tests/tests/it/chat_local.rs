@@ -85,13 +85,37 @@ fn names(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
-/// Per-run `seq` of the broadcast `agent` events is strictly +1 from 1 (tool events aside).
-pub fn assert_run_seq(events: &[Event]) {
-    let seqs: Vec<u64> = events
+/// The text of each message of a session's history.
+pub async fn history_texts(client: &Client, session: &str) -> Vec<String> {
+    let history = client
+        .call("chat.history", json!({"sessionKey": session}))
+        .await
+        .unwrap();
+    history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The per-run `seq` of each `agent` event, in arrival order.
+pub fn agent_seqs(events: &[Event]) -> Vec<u64> {
+    events
         .iter()
         .filter(|e| e.name == "agent")
         .map(|e| e.payload["seq"].as_u64().unwrap())
-        .collect();
+        .collect()
+}
+
+/// Per-run `seq` of the broadcast `agent` events is strictly +1 from 1 (tool events aside).
+pub fn assert_run_seq(events: &[Event]) {
+    let seqs = agent_seqs(events);
     assert!(!seqs.is_empty());
     assert_eq!(
         seqs,
@@ -175,6 +199,18 @@ async fn chat_send_streams_deltas_and_keeps_the_transcript() {
     assert!(row["totalTokens"].as_u64().unwrap() > 0, "{row}");
     assert_eq!(row["lastMessagePreview"], "echo: hello there");
     assert_eq!(sessions["defaults"]["contextTokens"], 32000);
+    // Filters: kind, case-insensitive search, agent.
+    let filtered = |params: Value| {
+        let client = &client;
+        async move { client.call("sessions.list", params).await.unwrap()["count"].clone() }
+    };
+    assert_eq!(filtered(json!({"kinds": ["group"]})).await, 0);
+    assert_eq!(
+        filtered(json!({"search": "MAIN:MA", "limit": 1, "agentId": "main"})).await,
+        1
+    );
+    assert_eq!(filtered(json!({"search": "nothing like it"})).await, 0);
+    assert_eq!(filtered(json!({"agentId": "claude"})).await, 0);
 
     let preview = client
         .call("sessions.preview", json!({"keys": ["main", "nope"]}))
@@ -295,21 +331,13 @@ async fn agent_answers_twice_and_tool_events_reach_only_their_starter() {
         mine.last().unwrap().payload["data"]["phase"],
         "run_complete"
     );
-    let all: Vec<u64> = mine
-        .iter()
-        .filter(|e| e.name == "agent")
-        .map(|e| e.payload["seq"].as_u64().unwrap())
-        .collect();
+    let all = agent_seqs(&mine);
     assert_eq!(all, (1..=all.len() as u64).collect::<Vec<_>>());
 
     // The watcher sees the same run with gaps exactly where the tool events were.
     let theirs = run_events(&mut watcher, "msg-1", true).await;
     assert!(theirs.iter().all(|e| e.payload["stream"] != "tool"));
-    let seqs: Vec<u64> = theirs
-        .iter()
-        .filter(|e| e.name == "agent")
-        .map(|e| e.payload["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = agent_seqs(&theirs);
     assert_eq!(seqs.len() + 2, all.len());
 
     // Same key again: the cached final payload, at once.
@@ -490,6 +518,23 @@ async fn queue_steer_abort_busy_and_idempotency() {
         (details["jsonrpcCode"].clone(), details["reason"].clone()),
         (json!(-32000), json!("agent_busy"))
     );
+    // A run id of another session, and steering where nothing runs.
+    let err = client
+        .call(
+            "chat.abort",
+            json!({"sessionKey": "elsewhere", "runId": "h0"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("runId does not match sessionKey"),
+        "{err}"
+    );
+    let idle = client
+        .call("chat.send", json!({"sessionKey": "idle", "message": "hey", "idempotencyKey": "s1", "busyMode": "steer"}))
+        .await
+        .unwrap();
+    assert_eq!(idle, json!({"runId": "s1", "status": "not_active"}));
     // reset and compact refuse a running session the same way.
     let err = client
         .call("sessions.reset", json!({"key": "work"}))
@@ -718,16 +763,7 @@ async fn a_message_sent_during_compaction_waits_for_it_and_is_kept() {
     assert_eq!(compacted.unwrap()["summarized"], true);
     assert_eq!(sent.unwrap()["status"], "started");
     run_events(&mut client, "m3", false).await;
-    let history = client
-        .call("chat.history", json!({"sessionKey": "maint"}))
-        .await
-        .unwrap();
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"][0]["text"].as_str().unwrap())
-        .collect();
+    let texts = history_texts(&client, "maint").await;
     assert_eq!(texts.len(), 4, "{texts:?}");
     assert!(texts[0].starts_with("SUMMARY("));
     assert_eq!(&texts[1..], ["echo: second note", "during", "echo: during"]);
