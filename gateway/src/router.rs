@@ -236,8 +236,9 @@ fn agent_final(request_id: &str, payload: Value) -> Reply {
     ))
 }
 
-/// Sends a method to the best live node for its routing key; an idempotent call moves on
-/// to the next node when one turns out to be dead.
+/// Sends a method to the best live node for its routing key. A call moves on to the next
+/// node when the connection could not be opened, an idempotent one also when the node
+/// died mid-call.
 async fn forward(
     ctx: &Ctx,
     session: &Session,
@@ -275,9 +276,8 @@ async fn forward(
         timeout,
         request_id: request_id.to_string(),
     };
-    let attempts = if forward.idempotent { MAX_ATTEMPTS } else { 1 };
     let mut last_failure = String::new();
-    for (attempt, node) in ranked.into_iter().take(attempts).enumerate() {
+    for (attempt, node) in ranked.into_iter().take(MAX_ATTEMPTS).enumerate() {
         if attempt > 0 {
             ctx.metrics.forward_retries.inc();
         }
@@ -298,12 +298,15 @@ async fn forward(
                 ))
                 .retryable(Some(1000)))
             }
-            Err(CallError::Unreachable(why)) => {
-                tracing::warn!(node = %node.id, %why, method, "node-agent unreachable");
+            Err(failure) => {
+                tracing::warn!(node = %node.id, why = %failure, method, "node-agent unreachable");
                 ctx.nodes.suspect(&node.id);
                 ctx.node_clients.forget(&node.address);
-                last_failure = format!("node-agent {} is unreachable: {why}", node.id);
-                if !forward.idempotent {
+                last_failure = format!("node-agent {}: {failure}", node.id);
+                // A call that was never sent may always move on; only idempotent ones may
+                // be repeated after a node died mid-call.
+                let never_sent = matches!(failure, CallError::NotConnected(_));
+                if !forward.idempotent && !never_sent {
                     break;
                 }
             }

@@ -49,6 +49,10 @@ pub enum CallError {
     /// The node could not be reached or broke the connection: another node may do.
     #[error("node unreachable: {0}")]
     Unreachable(String),
+    /// No connection to the node could be opened, so the call was never sent: any call,
+    /// idempotent or not, may go to another node.
+    #[error("node not connectable: {0}")]
+    NotConnected(String),
     /// No answer within the deadline; the node may still be executing the call.
     #[error("node did not answer within {0:?}")]
     Timeout(Duration),
@@ -208,6 +212,10 @@ fn status_to_error(status: tonic::Status, timeout: Duration) -> CallError {
     use tonic::Code;
     match status.code() {
         Code::DeadlineExceeded => CallError::Timeout(timeout),
+        // hyper's connector reports a refused or timed-out connect as "tcp connect error".
+        Code::Unavailable if status.message().starts_with("tcp connect error") => {
+            CallError::NotConnected(status.message().to_string())
+        }
         Code::Unavailable | Code::Unknown | Code::Cancelled => {
             CallError::Unreachable(status.message().to_string())
         }

@@ -71,6 +71,18 @@ async fn wait_nodes(client: &Client, count: usize) {
     assert!(ready.is_some(), "{count} nodes did not register");
 }
 
+/// Waits until `client`'s gateway lists the node `id` (a killed node's record may linger
+/// until its heartbeat expires, so a count is not enough after a restart).
+async fn wait_node(client: &Client, id: &str) {
+    let ready = eventually(Duration::from_secs(15), || async {
+        let status = client.call("status", json!({})).await.ok()?;
+        let nodes = status["cluster"]["nodes"].as_array()?.clone();
+        nodes.iter().any(|n| n["id"] == id).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "node {id} did not register");
+}
+
 /// Waits for the run's lifecycle `start` on `client`.
 async fn started(client: &mut Client, run_id: &str) {
     let seen = tokio::time::timeout(Duration::from_secs(15), async {
@@ -370,7 +382,7 @@ async fn a_gateway_killed_mid_run_and_a_full_restart_lose_nothing() {
     let c = gateway(&nats, "gw-c").await;
     let _node_3 = node(&nats, "node-3").await;
     let mut on_c = c.client().await.unwrap();
-    wait_nodes(&on_c, 1).await;
+    wait_node(&on_c, "node-3").await;
     let history = on_c
         .call("chat.history", json!({"sessionKey": "durable"}))
         .await

@@ -240,7 +240,14 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
     let owner = owner_of("main", &["node-1", "node-2"]);
     let index = c.nodes.iter().position(|n| n.id == owner).unwrap();
     c.nodes[index].proc.kill();
-    // The gateway still believes it is alive: the call hits it, fails, and moves on.
+    // The gateway still believes it is alive. A call that is not idempotent moves on too,
+    // because the refused connection proves it was never sent …
+    let reset = client
+        .call("sessions.reset", json!({"key": "main"}))
+        .await
+        .expect("a refused connection fails over");
+    assert_eq!(reset["ok"], true);
+    // … and idempotent calls keep working.
     for _ in 0..5 {
         let got = client
             .call("agents.files.get", params.clone())
