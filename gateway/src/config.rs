@@ -113,9 +113,9 @@ impl ConfigFile {
                     message: e.to_string(),
                 })
                 .and_then(|text| {
-                    serde_json::from_str(&text).map_err(|e| ConfigError::Read {
+                    argent_proto::config::parse(&text).map_err(|e| ConfigError::Read {
                         path: self.path.display().to_string(),
-                        message: format!("not valid JSON: {e}"),
+                        message: format!("not valid JSON5: {e}"),
                     })
                 }),
         };
@@ -264,8 +264,8 @@ pub fn write_token(path: &Path, token: &str) -> Result<(), ConfigError> {
     write_private(path, &text).map_err(|e| write_err(e.to_string()))
 }
 
-/// Writes a file readable only by its owner.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a file readable only by its owner, atomically (temp file + rename).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -166,6 +166,17 @@ impl Ctx {
         }
     }
 
+    /// The `tick` period: the shared config's `gateway.tickIntervalMs` when set (applied
+    /// live), else the command line's.
+    pub fn tick_interval(&self) -> Duration {
+        self.shared_config
+            .get()
+            .pointer("/gateway/tickIntervalMs")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|ms| (1_000..=3_600_000).contains(ms))
+            .map_or(self.limits.tick_interval, Duration::from_millis)
+    }
+
     /// The config document in force now (re-read when the file changed).
     pub fn config(&self) -> Loaded {
         self.config_file.load_shared().unwrap_or_else(|err| {

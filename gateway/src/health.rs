@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
+use argent_node_agent::scheduler::heartbeat;
 use argent_node_agent::shared_config::AgentsConfig;
 use argent_planes::members::GatewayRecord;
 use argent_proto::frames::{EncodedEvent, StateVersion};
@@ -150,16 +151,24 @@ fn critical_alerts(cluster: &Value, now: u64) -> Vec<Value> {
 pub fn compute(ctx: &Ctx) -> Value {
     let started = Instant::now();
     let now = argent_proto::now_ms();
-    let agents = AgentsConfig::from_config(&ctx.shared_config.get());
+    let config = ctx.shared_config.get();
+    let agents = AgentsConfig::from_config(&config);
     let cluster = cluster_section(ctx);
     let agent_rows: Vec<Value> = agents
         .agents
         .iter()
         .map(|a| {
+            let every = heartbeat::interval(&config, &a.id);
+            let heartbeat = match every {
+                Some(every) => {
+                    json!({"enabled": true, "every": humantime::format_duration(every).to_string(),
+                                      "everyMs": every.as_millis() as u64})
+                }
+                None => json!({"enabled": false, "every": "disabled", "everyMs": null}),
+            };
             let mut row = json!({
                 "agentId": a.id, "isDefault": a.id == agents.default_id,
-                // The heartbeat runner arrives with its own release: disabled until then.
-                "heartbeat": {"enabled": false, "every": "disabled", "everyMs": null},
+                "heartbeat": heartbeat,
                 "sessions": {"count": 0, "recent": []},
             });
             if let Some(name) = &a.name {
@@ -175,7 +184,7 @@ pub fn compute(ctx: &Ctx) -> Value {
         "channels": {},
         "channelOrder": [],
         "channelLabels": {},
-        "heartbeatSeconds": 0,
+        "heartbeatSeconds": heartbeat::interval(&config, &agents.default_id).map_or(0, |d| d.as_secs()),
         "defaultAgentId": agents.default_id,
         "agents": agent_rows,
         "authProviders": [],

@@ -131,6 +131,8 @@ fn call_timeout(ctx: &Ctx, method: &str, params: &Value) -> Duration {
         catalog::AGENT_RESULT => 25_000,
         // A model-written summary may take up to two minutes.
         "sessions.compact" | "commands.compact" => 125_000,
+        // A forced cron run answers when the job finished (an agent turn: ≤ 10 min).
+        "cron.run" => 605_000,
         _ => 0,
     };
     ctx.limits

@@ -30,6 +30,7 @@ use crate::context::{Ctx, CtxParts, Limits, Mode};
 use crate::health;
 use crate::methods::presence::presence_list;
 use crate::metrics::Metrics;
+use crate::shared_config::SharedConfigView;
 use crate::ws::connection;
 
 /// How a gateway runs.
@@ -49,6 +50,8 @@ pub struct GatewayOptions {
     pub gateway_id: Option<String>,
     pub max_connections: usize,
     pub limits: Limits,
+    /// Cluster mode: a config file stored as the shared config when none exists yet.
+    pub config_seed: Option<PathBuf>,
 }
 
 /// A gateway that is serving.
@@ -203,6 +206,14 @@ impl RunningGateway {
             ctx.shared_config
                 .publish_local(state.as_ref(), &loaded)
                 .await;
+        } else if let Some(seed) = &options.config_seed {
+            let raw = std::fs::read_to_string(seed)
+                .with_context(|| format!("cannot read the seed config {}", seed.display()))?;
+            match SharedConfigView::seed(state.as_ref(), &raw).await {
+                Ok(true) => tracing::info!(seed = %seed.display(), "shared config seeded"),
+                Ok(false) => tracing::info!("shared config exists; seed file not used"),
+                Err(err) => bail!("cannot seed the shared config: {err}"),
+            }
         }
 
         let (stop, stop_rx) = watch::channel(false);
@@ -219,6 +230,9 @@ impl RunningGateway {
             tokio::spawn(refresh_presence(ctx.clone())),
             tokio::spawn(refresh_paired_nodes(ctx.clone())),
         ];
+        if mode == Mode::Local {
+            background.push(tokio::spawn(config_file_loop(ctx.clone())));
+        }
         if let Some(listener) = http_listener {
             background.push(tokio::spawn(crate::http::serve(
                 ctx.clone(),
@@ -439,14 +453,25 @@ fn deliver_to_connection(ctx: &Arc<Ctx>, body: &serde_json::Value) {
     }
 }
 
-/// `tick` to this gateway's connections every `tickIntervalMs`.
+/// `tick` to this gateway's connections every `tickIntervalMs` (re-read each time: a
+/// config change applies without a restart).
 async fn tick_loop(ctx: Arc<Ctx>) {
-    let mut ticker = tokio::time::interval(ctx.limits.tick_interval);
-    ticker.tick().await;
     loop {
-        ticker.tick().await;
+        tokio::time::sleep(ctx.tick_interval()).await;
         let event = EncodedEvent::from_value("tick", &json!({"ts": argent_proto::now_ms()}), None);
         ctx.hub.deliver(&Arc::new(event));
+    }
+}
+
+/// One-process default: notices edits of the config file within a second and publishes
+/// them to the embedded node-agent (a cluster watches the state plane instead).
+async fn config_file_loop(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let loaded = ctx.config();
+        ctx.shared_config
+            .publish_local(ctx.state.as_ref(), &loaded)
+            .await;
     }
 }
 

@@ -15,8 +15,10 @@ pub async fn load(state: &dyn StateStore) -> Result<Value, StateError> {
     let Some(entry) = state.get(BUCKET_CONFIG, CONFIG_KEY).await? else {
         return Ok(Value::Object(Default::default()));
     };
-    serde_json::from_slice(&entry.value)
-        .map_err(|e| StateError::Failed(format!("shared config is not JSON: {e}")))
+    let raw = std::str::from_utf8(&entry.value)
+        .map_err(|e| StateError::Failed(format!("shared config is not UTF-8: {e}")))?;
+    argent_proto::config::parse(raw)
+        .map_err(|e| StateError::Failed(format!("shared config is not valid JSON5: {e}")))
 }
 
 /// The shared config and the agents it defines, as the methods need them.
@@ -26,6 +28,34 @@ pub async fn load_with_agents(
     let config = load(state).await?;
     let agents = AgentsConfig::from_config(&config);
     Ok((config, agents))
+}
+
+/// `<section>.<field>` of the agent's own entry in `agents.list`, else of
+/// `agents.defaults` (how per-agent settings inherit).
+pub fn agent_setting<'a>(
+    config: &'a Value,
+    agent_id: &str,
+    section: &str,
+    field: &str,
+) -> Option<&'a Value> {
+    let own = config
+        .pointer("/agents/list")
+        .and_then(Value::as_array)
+        .and_then(|list| {
+            list.iter().find(|a| {
+                a.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.eq_ignore_ascii_case(agent_id))
+            })
+        })
+        .and_then(|a| a.get(section))
+        .and_then(|s| s.get(field));
+    own.or_else(|| {
+        config
+            .pointer("/agents/defaults")
+            .and_then(|d| d.get(section))
+            .and_then(|s| s.get(field))
+    })
 }
 
 /// One configured agent (`agents.list[]` of the config).

@@ -11,8 +11,9 @@ use argent_planes::state::StateStore;
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
-use crate::methods::{agents, chat, sessions};
+use crate::methods::{agents, automation, chat, cron, sessions};
 use crate::runtime::Runtime;
+use crate::scheduler::Scheduler;
 
 /// Capabilities this node-agent serves (catalog `Forward::capability`).
 pub const CAPABILITIES: &[&str] = &[argent_proto::catalog::CAP_AGENTS];
@@ -21,6 +22,7 @@ pub struct Worker {
     node_id: String,
     state: Arc<dyn StateStore>,
     runtime: Arc<Runtime>,
+    scheduler: Arc<Scheduler>,
     in_flight: AtomicU64,
 }
 
@@ -35,10 +37,12 @@ impl Drop for InFlight<'_> {
 
 impl Worker {
     pub fn new(node_id: String, state: Arc<dyn StateStore>, runtime: Arc<Runtime>) -> Self {
+        let scheduler = Scheduler::start(runtime.clone());
         Worker {
             node_id,
             state,
             runtime,
+            scheduler,
             in_flight: AtomicU64::new(0),
         }
     }
@@ -88,6 +92,21 @@ impl MethodHandler for Worker {
             "sessions.compact" => sessions::compact(&self.runtime, params).await,
             "commands.compact" => sessions::command_compact(&self.runtime, params).await,
             "models.list" => sessions::models(&self.runtime, params).await,
+            "cron.list" => cron::list(&self.scheduler, params).await,
+            "cron.status" => cron::status(&self.scheduler, params).await,
+            "cron.runs" => cron::runs(&self.scheduler, params).await,
+            "cron.add" => cron::add(&self.scheduler, params).await,
+            "cron.update" => cron::update(&self.scheduler, params).await,
+            "cron.run" => cron::run(&self.scheduler, params).await,
+            "cron.remove" => cron::remove(&self.scheduler, params).await,
+            "last-heartbeat" => automation::last_heartbeat(&self.scheduler, params).await,
+            "set-heartbeats" => automation::set_heartbeats(&self.scheduler, params).await,
+            "wake" => automation::wake(&self.scheduler, params).await,
+            "tasks.add" => automation::tasks_add(&self.scheduler, params).await,
+            "tasks.list" => automation::tasks_list(&self.scheduler, params).await,
+            m if m.starts_with("execution.worker.") => {
+                automation::worker(&self.scheduler, m, params).await
+            }
             other => Err(RpcError::unavailable(format!(
                 "node-agent {} does not execute {other}",
                 self.node_id

@@ -57,6 +57,11 @@ pub const BUCKETS: &[BucketSpec] = &[
         durable: true,
         max_age: Duration::ZERO,
     },
+    BucketSpec {
+        name: subjects::BUCKET_TASKS,
+        durable: true,
+        max_age: Duration::ZERO,
+    },
     // Liveness records are re-put every heartbeat; the age limit only collects records of
     // members that died without deregistering.
     BucketSpec {

@@ -12,10 +12,12 @@
 //! * [`subjects`] — NATS subject and JetStream bucket names, spelled once.
 //! * [`params`] — reading method params with upstream-style validation messages.
 //! * [`limits`] — protocol constants (Appendix B).
+//! * [`config`] — the shared config document: JSON5 parsing, validation, JSON Schema.
 
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod config;
 pub mod connect;
 pub mod errors;
 pub mod frames;

@@ -61,6 +61,8 @@ pub const BUCKET_LEASES: &str = "argent_leases";
 pub const BUCKET_SESSIONS: &str = "argent_sessions";
 /// Cron jobs.
 pub const BUCKET_CRON: &str = "argent_cron";
+/// Execution-worker task queues, `<agentId>.<taskId>`.
+pub const BUCKET_TASKS: &str = "argent_tasks";
 
 /// Key of the whole configuration document in [`BUCKET_CONFIG`].
 pub const CONFIG_KEY: &str = "argent.json";

@@ -63,6 +63,10 @@ pub struct RunArgs {
         default_value_t = 1024
     )]
     pub pending_handshakes_per_address: u32,
+    /// Cluster mode: a JSON5 config file stored as the shared config on first start (when
+    /// the cluster has none yet; later starts leave the stored one alone).
+    #[arg(long, env = "ARGENT_CONFIG_SEED")]
+    pub config_seed: Option<PathBuf>,
     /// Deadline of calls forwarded to node-agents, in milliseconds.
     #[arg(long, env = "ARGENT_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub call_timeout_ms: u64,
@@ -98,6 +102,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         embedded_node: !args.no_embedded_node,
         gateway_id: args.gateway_id,
         max_connections: args.max_connections,
+        config_seed: args.config_seed,
         limits: Limits {
             tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
             max_buffered_bytes: args.max_buffered_bytes,

@@ -1,5 +1,6 @@
 //! Methods answered by the gateway itself, one module per family.
 
+pub mod config;
 pub mod devices;
 pub mod health;
 pub mod live_nodes;
@@ -22,6 +23,11 @@ pub async fn call(
 ) -> Result<Value, RpcError> {
     match method {
         "health" => health::health(ctx, params),
+        "config.get" => config::get(ctx, params).await,
+        "config.set" => config::set(ctx, params).await,
+        "config.patch" => config::patch(ctx, params).await,
+        "config.apply" => config::apply(ctx, params).await,
+        "config.schema" => config::schema(ctx, params),
         "status" => health::status(ctx, params),
         "system-presence" => presence::system_presence(ctx, session, params),
         "device.pair.list" => devices::pair_list(ctx, params).await,

@@ -374,7 +374,7 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
         "policy": {
             "maxPayload": MAX_PAYLOAD,
             "maxBufferedBytes": ctx.limits.max_buffered_bytes,
-            "tickIntervalMs": ctx.limits.tick_interval.as_millis() as u64,
+            "tickIntervalMs": ctx.tick_interval().as_millis() as u64,
         },
     });
     if let Some(auth) = auth {

@@ -106,7 +106,7 @@ fn tool_events_to(caller: &Caller) -> Option<ConnRef> {
 }
 
 /// A new run (`Ok(None)`) or the record of an earlier one with the same key.
-async fn start_run(
+pub(crate) async fn start_run(
     rt: &Arc<Runtime>,
     method: &str,
     session_key: &str,
@@ -294,7 +294,7 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
 }
 
 /// Refuses before the ack when no model can run the turn, saying how to configure one.
-fn check_provider(config: &Value, agent_id: &str) -> Result<(), RpcError> {
+pub(crate) fn check_provider(config: &Value, agent_id: &str) -> Result<(), RpcError> {
     Providers::from_config(config)
         .and_then(|p| p.choose(agent_id))
         .map(|_| ())

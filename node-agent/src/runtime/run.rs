@@ -609,13 +609,7 @@ async fn run_tools(
             .tool(json!({"phase": "start", "name": call.fn_name, "toolCallId": call.call_id, "args": call.fn_arguments}))
             .await
             .map_err(lost)?;
-        let outcome = tools::execute(
-            rt.state.as_ref(),
-            &setup.agent_id,
-            &call.fn_name,
-            &call.fn_arguments,
-        )
-        .await;
+        let outcome = tools::execute(rt, &setup.agent_id, &call.fn_name, &call.fn_arguments).await;
         emitter
             .tool(json!({
                 "phase": "result", "name": call.fn_name, "toolCallId": call.call_id,

@@ -56,6 +56,8 @@ const METHODS: &[(&str, char)] = &[
     ("execution.worker.pause", 'W'),
     ("execution.worker.resume", 'W'),
     ("execution.worker.metrics.reset", 'W'),
+    ("tasks.add", 'W'),
+    ("tasks.list", 'R'),
     ("channels.status", 'R'),
     ("channels.logout", 'A'),
     ("send", 'W'),

@@ -17,7 +17,7 @@ use crate::chat_local::{
 
 const KEY_ENV: (&str, &str) = ("DOUBLE_KEY", "double-secret");
 
-async fn gateway(nats: &Nats, id: &str) -> Gateway {
+pub async fn gateway(nats: &Nats, id: &str) -> Gateway {
     Gateway::cluster(nats)
         .args(&["--gateway-id", id])
         .start()
@@ -25,14 +25,14 @@ async fn gateway(nats: &Nats, id: &str) -> Gateway {
         .unwrap()
 }
 
-async fn node(nats: &Nats, id: &str) -> Node {
+pub async fn node(nats: &Nats, id: &str) -> Node {
     Node::start_with_env(nats, id, &[], &[KEY_ENV])
         .await
         .unwrap()
 }
 
 /// Publishes the shared config (cluster mode: a KV document).
-async fn publish_config(nats: &Nats, config: &Value) {
+pub async fn publish_config(nats: &Nats, config: &Value) {
     let js = async_nats::jetstream::new(nats.client().await.unwrap());
     let kv = js.get_key_value("argent_config").await.unwrap();
     kv.put("argent.json", config.to_string().into())
@@ -62,7 +62,7 @@ async fn bucket_values(nats: &Nats, bucket: &str) -> Vec<Value> {
     out
 }
 
-async fn wait_nodes(client: &Client, count: usize) {
+pub async fn wait_nodes(client: &Client, count: usize) {
     let ready = eventually(Duration::from_secs(15), || async {
         let status = client.call("status", json!({})).await.ok()?;
         (status["cluster"]["nodes"].as_array()?.len() == count).then_some(())

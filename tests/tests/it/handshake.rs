@@ -72,7 +72,8 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     // The methods this release handles; catalog entries not built yet are not advertised.
     assert!(methods.contains(&json!("health")) && methods.contains(&json!("agents.files.get")));
     assert!(methods.contains(&json!("chat.send")) && methods.contains(&json!("agent")));
-    assert!(!methods.contains(&json!("cron.add")));
+    assert!(methods.contains(&json!("cron.add")) && methods.contains(&json!("config.patch")));
+    assert!(!methods.contains(&json!("tts.convert")));
     // Internal methods are never advertised.
     assert!(!methods.contains(&json!("agent.result")));
     let events = hello["features"]["events"].as_array().unwrap();

@@ -12,5 +12,6 @@ mod local;
 mod node_join;
 mod node_pairing;
 mod node_role;
+mod scheduling;
 mod slow_consumer;
 mod tracing;

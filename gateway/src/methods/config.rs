@@ -1,0 +1,195 @@
+//! `config.get`, `config.set`, `config.patch`, `config.apply`, `config.schema`
+//! (PROTOCOL.md §5.3). Writes are optimistic: `baseHash` must be the hash of the stored
+//! text, and the store itself refuses a write that raced another one (file lock in one
+//! process, state-plane revision across gateways).
+
+use serde_json::{json, Value};
+
+use argent_proto::config as document;
+use argent_proto::errors::RpcError;
+use argent_proto::params::Params;
+
+use crate::context::Ctx;
+use crate::shared_config::{Document, WriteError};
+
+/// `config.patch` / `config.apply`: default and longest announced restart delay.
+const DEFAULT_RESTART_DELAY_MS: u64 = 2_000;
+const MAX_RESTART_DELAY_MS: u64 = 60_000;
+
+async fn read(ctx: &Ctx) -> Result<Document, RpcError> {
+    ctx.shared_config
+        .read(ctx)
+        .await
+        .map_err(|e| RpcError::unavailable(e.to_string()).retryable(Some(1000)))
+}
+
+pub async fn get(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+    Params::new("config.get", params)?.only(&[])?;
+    let doc = read(ctx).await?;
+    let (parsed, issues) = match doc.raw.as_deref().map(document::parse) {
+        None => (json!({}), Vec::new()),
+        Some(Ok(parsed)) => {
+            let issues = document::validate(&parsed).err().unwrap_or_default();
+            (parsed, issues)
+        }
+        Some(Err(message)) => (
+            Value::Null,
+            vec![document::Issue {
+                path: String::new(),
+                message,
+            }],
+        ),
+    };
+    Ok(json!({
+        "path": doc.path,
+        "exists": doc.raw.is_some(),
+        "raw": doc.raw,
+        "parsed": parsed,
+        "valid": issues.is_empty(),
+        "config": if parsed.is_null() { json!({}) } else { parsed.clone() },
+        "hash": doc.hash(),
+        "issues": issues,
+        "warnings": [],
+        "legacyIssues": [],
+    }))
+}
+
+/// The `baseHash` rule: required once a config exists, and it must be the current one.
+fn check_base(doc: &Document, p: &Params) -> Result<(), RpcError> {
+    if doc.raw.is_none() {
+        return Ok(());
+    }
+    match p.optional_str("baseHash")? {
+        None => Err(RpcError::bad_params(
+            "config base hash required; re-run config.get and retry",
+        )),
+        Some(hash) if hash.trim().to_ascii_lowercase() != doc.hash() => Err(changed()),
+        Some(_) => Ok(()),
+    }
+}
+
+fn changed() -> RpcError {
+    RpcError::bad_params(WriteError::Changed.to_string())
+}
+
+/// Parses and validates a whole document.
+fn checked(raw: &str) -> Result<Value, RpcError> {
+    let parsed = document::parse(raw).map_err(RpcError::bad_params)?;
+    document::validate(&parsed).map_err(|issues| {
+        let first = &issues[0];
+        RpcError::bad_params(format!("invalid config: {}: {}", first.path, first.message))
+            .with_detail(
+                "issues",
+                serde_json::to_value(&issues).expect("issues serialize"),
+            )
+    })?;
+    Ok(parsed)
+}
+
+async fn store(ctx: &Ctx, base: &Document, raw: String) -> Result<(), RpcError> {
+    match ctx.shared_config.write(ctx, base, raw).await {
+        Ok(()) => Ok(()),
+        Err(WriteError::Changed) => Err(changed()),
+        Err(err) => Err(RpcError::unavailable(err.to_string()).retryable(Some(1000))),
+    }
+}
+
+pub async fn set(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("config.set", params)?.only(&["raw", "baseHash"])?;
+    let raw = p.required_str("raw")?;
+    let doc = read(ctx).await?;
+    check_base(&doc, &p)?;
+    let config = checked(&raw)?;
+    store(ctx, &doc, raw).await?;
+    tracing::info!(path = %doc.path, "config replaced (config.set)");
+    Ok(json!({"ok": true, "path": doc.path, "config": config}))
+}
+
+const RESTARTING_PARAMS: &[&str] = &["raw", "baseHash", "sessionKey", "note", "restartDelayMs"];
+
+pub async fn patch(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("config.patch", params)?.only(RESTARTING_PARAMS)?;
+    let raw_patch = p.required_str("raw")?;
+    let delay = restart_delay(&p)?;
+    let doc = read(ctx).await?;
+    check_base(&doc, &p)?;
+    let mut config = match doc.raw.as_deref().map(document::parse) {
+        None => json!({}),
+        Some(Ok(current)) if document::validate(&current).is_ok() => current,
+        Some(_) => return Err(RpcError::bad_params("invalid config; fix before patching")),
+    };
+    let patch = document::parse(&raw_patch).map_err(RpcError::bad_params)?;
+    if !patch.is_object() {
+        return Err(RpcError::bad_params("config.patch raw must be an object"));
+    }
+    document::merge_patch(&mut config, &patch);
+    let raw = serde_json::to_string_pretty(&config).expect("JSON values serialize") + "\n";
+    let config = checked(&raw)?;
+    store(ctx, &doc, raw).await?;
+    tracing::info!(path = %doc.path, "config patched (config.patch)");
+    Ok(restarting(ctx, &doc, config, delay, "config.patch", &p))
+}
+
+pub async fn apply(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("config.apply", params)?.only(RESTARTING_PARAMS)?;
+    let raw = p.required_str("raw")?;
+    let delay = restart_delay(&p)?;
+    let doc = read(ctx).await?;
+    check_base(&doc, &p)?;
+    let config = checked(&raw)?;
+    store(ctx, &doc, raw).await?;
+    tracing::info!(path = %doc.path, "config replaced (config.apply)");
+    Ok(restarting(ctx, &doc, config, delay, "config.apply", &p))
+}
+
+fn restart_delay(p: &Params) -> Result<u64, RpcError> {
+    Ok(p.optional_u64("restartDelayMs", 0)?
+        .unwrap_or(DEFAULT_RESTART_DELAY_MS)
+        .min(MAX_RESTART_DELAY_MS))
+}
+
+/// The result of a write that upstream follows with a restart. Here every gateway and
+/// node-agent applies the new revision live, so nothing restarts; the `restart` object is
+/// still sent (clients display it) and says so in `mode`.
+fn restarting(
+    ctx: &Ctx,
+    doc: &Document,
+    config: Value,
+    delay_ms: u64,
+    reason: &str,
+    p: &Params,
+) -> Value {
+    let payload = json!({
+        "kind": "config-apply",
+        "status": "ok",
+        "ts": argent_proto::now_ms(),
+        "sessionKey": p.get("sessionKey").cloned().unwrap_or(Value::Null),
+        "message": p.get("note").cloned().unwrap_or(Value::Null),
+        "doctorHint": null,
+        "stats": {"mode": reason, "root": doc.path},
+    });
+    json!({
+        "ok": true,
+        "path": doc.path,
+        "config": config,
+        "restart": {
+            "ok": true,
+            "pid": std::process::id(),
+            "signal": "SIGUSR1",
+            "delayMs": delay_ms,
+            "reason": reason,
+            "mode": "live-reload",
+        },
+        "sentinel": {"path": format!("{}/restart-sentinel", ctx.gateway_id), "payload": payload},
+    })
+}
+
+pub fn schema(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+    Params::new("config.schema", params)?.only(&[])?;
+    Ok(json!({
+        "schema": document::schema(),
+        "uiHints": document::ui_hints(),
+        "version": ctx.version,
+        "generatedAt": argent_proto::now_ms(),
+    }))
+}

@@ -1,0 +1,276 @@
+//! Background agent work: `last-heartbeat`, `set-heartbeats`, `wake` (PROTOCOL.md §5.10,
+//! §3.4), `execution.worker.*` (§5.8), and the task queue methods `tasks.add` /
+//! `tasks.list` [EXT].
+
+use serde_json::{json, Value};
+
+use argent_planes::state::{modify_json, StateError};
+use argent_proto::errors::RpcError;
+use argent_proto::params::Params;
+use argent_proto::subjects::BUCKET_CRON;
+
+use crate::scheduler::execution::{self, WorkerRecord, WorkerSettings, GLOBAL_KEY};
+use crate::scheduler::{heartbeat, Scheduler};
+use crate::shared_config::{self, AgentsConfig};
+
+pub async fn last_heartbeat(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    Params::new("last-heartbeat", params)?.only(&[])?;
+    Ok(heartbeat::last(s).await?)
+}
+
+pub async fn set_heartbeats(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("set-heartbeats", params)?.only(&["enabled"])?;
+    let enabled = p
+        .optional_bool("enabled")?
+        .ok_or_else(|| p.invalid("at root: must have required property 'enabled'"))?;
+    heartbeat::set_enabled(s, enabled).await?;
+    Ok(json!({"ok": true, "enabled": enabled}))
+}
+
+/// `wake {mode, text}`: a system event for the default agent's heartbeat, now or at the next.
+pub async fn wake(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("wake", params)?.only(&["mode", "text"])?;
+    let now = match p.optional_str("mode")?.as_deref() {
+        Some("now") => true,
+        Some("next-heartbeat") => false,
+        _ => return Err(p.invalid("at /mode: must be equal to one of the allowed values")),
+    };
+    let text = p.required_text("text")?;
+    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    heartbeat::enqueue(s, &agents.default_id, &text, now).await?;
+    Ok(json!({"ok": true}))
+}
+
+/// The agents a worker method applies to: the named one, or all.
+fn targets(p: &Params, agents: &AgentsConfig) -> Result<(Option<String>, Vec<String>), RpcError> {
+    let agent_id = match p.get("agentId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.trim().to_ascii_lowercase()),
+        Some(_) => return Err(RpcError::bad_params("agentId must be a string")),
+    };
+    match &agent_id {
+        Some(id) if agents.get(id).is_none() => Err(RpcError::bad_params(format!(
+            "unknown execution worker agent: {id}"
+        ))),
+        Some(id) => Ok((agent_id.clone(), vec![id.clone()])),
+        None => Ok((None, agents.agents.iter().map(|a| a.id.clone()).collect())),
+    }
+}
+
+fn scope(agent_id: &Option<String>) -> &'static str {
+    if agent_id.is_some() {
+        "agent"
+    } else {
+        "global"
+    }
+}
+
+async fn modify_worker(
+    s: &Scheduler,
+    agent_id: &str,
+    mut change: impl FnMut(&mut WorkerRecord),
+) -> Result<WorkerRecord, RpcError> {
+    let written = modify_json(
+        s.rt.state.as_ref(),
+        BUCKET_CRON,
+        &execution::key(agent_id),
+        |r: Option<WorkerRecord>| {
+            let mut r = r.unwrap_or_default();
+            change(&mut r);
+            Ok::<_, StateError>(Some((r.clone(), r)))
+        },
+    )
+    .await?;
+    Ok(written.unwrap_or_default())
+}
+
+async fn set_global_pause(s: &Scheduler, paused: bool) -> Result<(), RpcError> {
+    let bytes = bytes::Bytes::from(json!({"paused": paused}).to_string());
+    s.rt.state.put(BUCKET_CRON, GLOBAL_KEY, bytes).await?;
+    Ok(())
+}
+
+/// Status of §5.8 from the stored records, the task queues and the config.
+async fn worker_status(s: &Scheduler) -> Result<Value, RpcError> {
+    let (config, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    let state = s.rt.state.as_ref();
+    let global_paused = state
+        .get(BUCKET_CRON, GLOBAL_KEY)
+        .await?
+        .and_then(|e| serde_json::from_slice::<Value>(&e.value).ok())
+        .and_then(|v| v["paused"].as_bool())
+        .unwrap_or(false);
+    let now = argent_proto::now_ms();
+    let mut rows = Vec::new();
+    for agent in &agents.agents {
+        let settings = WorkerSettings::of(&config, &agent.id);
+        let record: WorkerRecord = state
+            .get(BUCKET_CRON, &execution::key(&agent.id))
+            .await?
+            .and_then(|e| serde_json::from_slice(&e.value).ok())
+            .unwrap_or_default();
+        let tasks = execution::tasks(state, &agent.id).await?;
+        let queued = tasks.iter().filter(|t| t.status == "queued").count();
+        let blocked = tasks.iter().filter(|t| t.status == "blocked").count();
+        let running = record.claim.as_ref().is_some_and(|c| !c.is_stale(now));
+        let paused = record.paused || global_paused;
+        let (kind, summary) = if paused {
+            ("paused", "the worker is paused".to_string())
+        } else if running {
+            ("running", "a cycle is running".to_string())
+        } else if record.rerun_requested {
+            (
+                "queued",
+                "a cycle was requested and starts shortly".to_string(),
+            )
+        } else if !settings.enabled {
+            (
+                "idle",
+                "the execution worker is not enabled for this agent".to_string(),
+            )
+        } else if queued > 0 {
+            (
+                "waiting",
+                format!("{queued} task(s) queued for the next cycle"),
+            )
+        } else if blocked > 0 {
+            ("blocked", format!("{blocked} task(s) blocked, none queued"))
+        } else {
+            ("idle", "no queued tasks".to_string())
+        };
+        let mut metrics = serde_json::to_value(&record.metrics).expect("metrics serialize");
+        metrics["lastStatus"] = json!(record
+            .metrics
+            .last_status
+            .clone()
+            .unwrap_or_else(|| "idle".into()));
+        rows.push(json!({
+            "agentId": agent.id, "enabled": settings.enabled, "paused": paused, "running": running,
+            "rerunRequested": record.rerun_requested, "nextDueAt": record.period.next_due_at_ms,
+            "lastRunAt": record.period.last_run_at_ms,
+            "lastDispatchRequestedAt": record.last_dispatch_requested_at,
+            "lastDispatchReason": record.last_dispatch_reason,
+            "statusHint": {"kind": kind, "summary": summary,
+                           "taskSnapshot": {"queued": queued, "blocked": blocked, "total": tasks.len()}},
+            "config": settings.to_value(),
+            "metrics": metrics,
+        }));
+    }
+    Ok(json!({
+        "enabled": rows.iter().any(|r| r["enabled"] == true),
+        "globalPaused": global_paused,
+        "agentCount": rows.len(),
+        "agents": rows,
+    }))
+}
+
+pub async fn worker(s: &Scheduler, method: &str, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new(method, params)?;
+    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    match method {
+        "execution.worker.status" => {
+            let p = p.only(&["agentId"])?;
+            targets(&p, &agents)?;
+            worker_status(s).await
+        }
+        "execution.worker.runNow" => {
+            let p = p.only(&["agentId", "reason"])?;
+            let (agent_id, ids) = targets(&p, &agents)?;
+            let reason = p.optional_str("reason")?;
+            let mut dispatched = false;
+            let mut paused = false;
+            let mut running = false;
+            for id in &ids {
+                let record = modify_worker(s, id, |r| {
+                    r.rerun_requested = true;
+                    r.last_dispatch_requested_at = Some(argent_proto::now_ms());
+                    r.last_dispatch_reason = reason.clone();
+                })
+                .await?;
+                paused |= record.paused;
+                running |= record.claim.is_some();
+                dispatched |= !record.paused;
+            }
+            let status = worker_status(s).await?;
+            paused |= status["globalPaused"] == true;
+            let mut dispatch = json!({"ok": true, "scope": scope(&agent_id), "dispatched": dispatched && !paused,
+                                      "paused": paused, "running": running, "reason": reason});
+            if let Some(id) = agent_id {
+                dispatch["agentId"] = json!(id);
+            }
+            Ok(json!({"dispatch": dispatch, "status": status}))
+        }
+        "execution.worker.pause" | "execution.worker.resume" => {
+            let p = p.only(&["agentId"])?;
+            let (agent_id, _) = targets(&p, &agents)?;
+            let paused = method.ends_with("pause");
+            match &agent_id {
+                Some(id) => {
+                    modify_worker(s, id, |r| r.paused = paused).await?;
+                }
+                None => set_global_pause(s, paused).await?,
+            }
+            control(s, &agent_id, json!({"paused": paused})).await
+        }
+        "execution.worker.metrics.reset" => {
+            let p = p.only(&["agentId"])?;
+            let (agent_id, ids) = targets(&p, &agents)?;
+            for id in &ids {
+                modify_worker(s, id, |r| r.metrics = Default::default()).await?;
+            }
+            control(s, &agent_id, json!({"resetCount": ids.len()})).await
+        }
+        other => Err(RpcError::unavailable(format!(
+            "{other} is not an execution worker method"
+        ))),
+    }
+}
+
+async fn control(
+    s: &Scheduler,
+    agent_id: &Option<String>,
+    extra: Value,
+) -> Result<Value, RpcError> {
+    let mut control = json!({"ok": true, "scope": scope(agent_id)});
+    if let Some(id) = agent_id {
+        control["agentId"] = json!(id);
+    }
+    for (k, v) in extra.as_object().expect("an object") {
+        control[k.as_str()] = v.clone();
+    }
+    Ok(json!({"control": control, "status": worker_status(s).await?}))
+}
+
+/// `tasks.add {agentId?, title, detail?}` [EXT]: queues a task for the agent's worker.
+pub async fn tasks_add(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("tasks.add", params)?.only(&["agentId", "title", "detail"])?;
+    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    let (agent_id, _) = targets(&p, &agents)?;
+    let agent_id = agent_id.unwrap_or(agents.default_id);
+    let title = p.required_text("title")?;
+    let task = execution::add_task(
+        s.rt.state.as_ref(),
+        &agent_id,
+        &title,
+        p.optional_str("detail")?,
+    )
+    .await?;
+    Ok(json!({"ok": true, "task": task}))
+}
+
+/// `tasks.list {agentId?, status?}` [EXT].
+pub async fn tasks_list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("tasks.list", params)?.only(&["agentId", "status"])?;
+    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    let (_, ids) = targets(&p, &agents)?;
+    let status = p.optional_str("status")?;
+    let mut out = Vec::new();
+    for id in ids {
+        for task in execution::tasks(s.rt.state.as_ref(), &id).await? {
+            if status.as_deref().is_none_or(|st| st == task.status) {
+                out.push(task);
+            }
+        }
+    }
+    Ok(json!({"tasks": out}))
+}

@@ -1,0 +1,192 @@
+//! `cron.list`, `cron.status`, `cron.runs`, `cron.add`, `cron.update`, `cron.run`,
+//! `cron.remove` (PROTOCOL.md §5.5). The jobs are records in the state plane; any node-agent
+//! answers, and every node's scheduler runs them (exactly once per occurrence).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use argent_planes::state::{modify_json, StateStore};
+use argent_proto::config::CatchUp;
+use argent_proto::errors::RpcError;
+use argent_proto::params::Params;
+use argent_proto::subjects::BUCKET_CRON;
+
+use crate::runtime::Runtime;
+use crate::scheduler::cron::{self, Started, Trigger};
+use crate::scheduler::jobs::{self, job_key, runs_log, unknown_job, CronJob};
+use crate::scheduler::Scheduler;
+use crate::shared_config;
+
+/// Every stored job.
+pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, RpcError> {
+    let mut out = Vec::new();
+    for key in state.keys(BUCKET_CRON, "job.").await? {
+        if let Some(entry) = state.get(BUCKET_CRON, &key).await? {
+            match serde_json::from_slice::<CronJob>(&entry.value) {
+                Ok(job) => out.push(job),
+                Err(err) => tracing::warn!(%key, %err, "unreadable cron job skipped"),
+            }
+        }
+    }
+    // By next wake time; jobs with none last.
+    out.sort_by_key(|j| {
+        (
+            j.state.next_run_at_ms.is_none(),
+            j.state.next_run_at_ms,
+            j.created_at_ms,
+        )
+    });
+    Ok(out)
+}
+
+fn job_id(p: &Params) -> Result<String, RpcError> {
+    match (p.optional_str("id")?, p.optional_str("jobId")?) {
+        (Some(id), _) | (None, Some(id)) if !id.trim().is_empty() => Ok(id),
+        _ => Err(p.invalid("at root: must have required property 'id'")),
+    }
+}
+
+pub async fn list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("cron.list", params)?.only(&["includeDisabled"])?;
+    let include_disabled = p.optional_bool("includeDisabled")?.unwrap_or(false);
+    let jobs: Vec<Value> = all_jobs(s.rt.state.as_ref())
+        .await?
+        .into_iter()
+        .filter(|j| include_disabled || j.enabled)
+        .map(|j| j.to_value())
+        .collect();
+    Ok(json!({"jobs": jobs}))
+}
+
+pub async fn status(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    Params::new("cron.status", params)?.only(&[])?;
+    let config = shared_config::load(s.rt.state.as_ref()).await?;
+    let jobs = all_jobs(s.rt.state.as_ref()).await?;
+    let next = jobs.iter().filter_map(|j| j.state.next_run_at_ms).min();
+    Ok(json!({
+        "enabled": cron::enabled(&config),
+        "storePath": format!("state://{BUCKET_CRON}"),
+        "jobs": jobs.len(),
+        "nextWakeAtMs": next,
+    }))
+}
+
+pub async fn runs(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("cron.runs", params)?.only(&["id", "jobId", "limit"])?;
+    let id = job_id(&p)?;
+    let limit = p.optional_u64("limit", 1)?.unwrap_or(200);
+    if limit > 5000 {
+        return Err(p.invalid("at /limit: must be <= 5000"));
+    }
+    let mut entries =
+        s.rt.transcripts
+            .read(&runs_log(&id))
+            .await
+            .map_err(|e| match e {
+                argent_planes::state::StateError::InvalidKey(_) => unknown_job(&id),
+                other => other.to_rpc(),
+            })?;
+    let skip = entries.len().saturating_sub(limit as usize);
+    entries.drain(..skip);
+    Ok(json!({"entries": entries}))
+}
+
+/// Creates a job (`cron.add`, and the agent's cron tool).
+pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, RpcError> {
+    let job = jobs::new_job(
+        params,
+        uuid::Uuid::new_v4().to_string(),
+        argent_proto::now_ms(),
+    )?;
+    let bytes = Bytes::from(serde_json::to_vec(&job).expect("jobs serialize"));
+    rt.state
+        .create(BUCKET_CRON, &job_key(&job.id), bytes)
+        .await?;
+    cron::publish(
+        rt,
+        json!({"jobId": job.id, "action": "added", "nextRunAtMs": job.state.next_run_at_ms}),
+    )
+    .await;
+    Ok(job)
+}
+
+pub async fn add(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    Ok(create(&s.rt, params).await?.to_value())
+}
+
+pub async fn update(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("cron.update", params)?.only(&["id", "jobId", "patch"])?;
+    let id = job_id(&p)?;
+    let patch = p
+        .get("patch")
+        .cloned()
+        .ok_or_else(|| p.invalid("at root: must have required property 'patch'"))?;
+    let now = argent_proto::now_ms();
+    let updated = modify_json(
+        s.rt.state.as_ref(),
+        BUCKET_CRON,
+        &job_key(&id),
+        |job: Option<CronJob>| {
+            let job = job.ok_or_else(|| unknown_job(&id))?;
+            let updated = jobs::apply_patch(&job, &patch, now)?;
+            Ok::<_, RpcError>(Some((updated.clone(), updated)))
+        },
+    )
+    .await?
+    .ok_or_else(|| unknown_job(&id))?;
+    cron::publish(
+        &s.rt,
+        json!({"jobId": id, "action": "updated", "nextRunAtMs": updated.state.next_run_at_ms}),
+    )
+    .await;
+    Ok(updated.to_value())
+}
+
+pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("cron.run", params)?.only(&["id", "jobId", "mode"])?;
+    let id = job_id(&p)?;
+    let trigger = match p.optional_str("mode")?.as_deref() {
+        None | Some("due") => {
+            let entry = s.rt.state.get(BUCKET_CRON, &job_key(&id)).await?;
+            let job: CronJob = entry
+                .and_then(|e| serde_json::from_slice(&e.value).ok())
+                .ok_or_else(|| unknown_job(&id))?;
+            match job.state.next_run_at_ms {
+                Some(due) if job.enabled && due <= argent_proto::now_ms() => Trigger::Due(due),
+                _ => return Ok(json!({"ok": true, "ran": false, "reason": "not-due"})),
+            }
+        }
+        Some("force") => Trigger::Force,
+        Some(_) => return Err(p.invalid("at /mode: must be equal to one of the allowed values")),
+    };
+    match cron::run_occurrence(s, &id, trigger, CatchUp::Once).await? {
+        Started::Ran(_) => Ok(json!({"ok": true, "ran": true})),
+        Started::Unknown => Err(unknown_job(&id)),
+        Started::AlreadyRunning => {
+            Ok(json!({"ok": true, "ran": false, "reason": "already-running"}))
+        }
+        Started::NotDue | Started::Skipped => {
+            Ok(json!({"ok": true, "ran": false, "reason": "not-due"}))
+        }
+    }
+}
+
+/// Deletes a job (`cron.remove`, and the agent's cron tool); whether it existed.
+pub async fn delete(rt: &Runtime, id: &str) -> Result<bool, RpcError> {
+    let key = job_key(id);
+    if rt.state.get(BUCKET_CRON, &key).await?.is_none() {
+        return Ok(false);
+    }
+    rt.state.delete(BUCKET_CRON, &key).await?;
+    cron::publish(rt, json!({"jobId": id, "action": "removed"})).await;
+    Ok(true)
+}
+
+pub async fn remove(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("cron.remove", params)?.only(&["id", "jobId"])?;
+    let id = job_id(&p)?;
+    let removed = delete(&s.rt, &id).await?;
+    Ok(json!({"ok": true, "removed": removed}))
+}

@@ -1,0 +1,243 @@
+//! The distributed scheduler that runs on every node-agent: cron jobs, agent heartbeats and
+//! execution-worker cycles (PROTOCOL.md §5.5, §5.8, §4.2 `cron` / `heartbeat`).
+//!
+//! Every node mirrors the scheduler bucket (`argent_cron`) through a watch and looks at it
+//! five times a second. A due record is claimed with a compare-and-set ([`claim`]), so each
+//! occurrence runs on exactly one node; the holder beats the claim while it runs, and a claim
+//! left by a dead node is settled by a live one within seconds (marked failed, not re-run).
+//!
+//! * [`schedule`] — when `at` / `every` / `cron`+tz schedules fire.
+//! * [`jobs`] — the cron job record, input normalisation, run history entries.
+//! * [`cron`] — claiming and executing cron occurrences.
+//! * [`heartbeat`] — the per-agent heartbeat turn and its system-event queue.
+//! * [`execution`] — per-agent execution-worker cycles over the agent's task queue.
+//! * [`turn`] — agent turns started by the scheduler.
+
+pub mod claim;
+pub mod cron;
+pub mod execution;
+pub mod heartbeat;
+pub mod jobs;
+pub mod schedule;
+pub mod turn;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use argent_planes::state::{modify_json, StateError};
+use argent_proto::subjects::BUCKET_CRON;
+use serde::{Deserialize, Serialize};
+
+use self::claim::{Claim, Claimable};
+
+use crate::runtime::Runtime;
+use crate::shared_config;
+
+/// How often each node looks for due records.
+const TICK: Duration = Duration::from_millis(200);
+
+pub struct Scheduler {
+    pub rt: Arc<Runtime>,
+    /// The scheduler bucket as last seen (key → record).
+    records: RwLock<BTreeMap<String, Value>>,
+    /// Keys this node is working on now (claimed, settling), so it does not start twice.
+    busy: Mutex<HashSet<String>>,
+}
+
+impl Scheduler {
+    pub fn start(rt: Arc<Runtime>) -> Arc<Self> {
+        let scheduler = Arc::new(Scheduler {
+            rt,
+            records: RwLock::new(BTreeMap::new()),
+            busy: Mutex::new(HashSet::new()),
+        });
+        tokio::spawn(mirror(Arc::downgrade(&scheduler)));
+        tokio::spawn(tick_loop(Arc::downgrade(&scheduler)));
+        scheduler
+    }
+
+    /// Records under `prefix` that parse as `T`, by key.
+    pub fn records<T: DeserializeOwned>(&self, prefix: &str) -> Vec<(String, T)> {
+        self.records
+            .read()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, v)| Some((k.clone(), T::deserialize(v).ok()?)))
+            .collect()
+    }
+
+    pub fn record<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.records
+            .read()
+            .get(key)
+            .and_then(|v| T::deserialize(v).ok())
+    }
+
+    /// Runs `work` for `key` in the background unless this node already works on it.
+    pub fn spawn_for(
+        self: &Arc<Self>,
+        key: String,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) {
+        if !self.busy.lock().insert(key.clone()) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            work.await;
+            me.busy.lock().remove(&key);
+        });
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.rt.node_id
+    }
+}
+
+/// The timing of a periodic per-agent record (heartbeat, execution worker).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Period {
+    /// The interval `next_due_at_ms` was computed with (a config change reschedules).
+    #[serde(default)]
+    pub every_ms: Option<u64>,
+    #[serde(default)]
+    pub next_due_at_ms: Option<u64>,
+    #[serde(default)]
+    pub last_run_at_ms: Option<u64>,
+}
+
+impl Period {
+    /// After a run (or a settled one): the next one is an interval from now.
+    pub fn ran(&mut self, at_ms: Option<u64>, every_ms: Option<u64>) {
+        if at_ms.is_some() {
+            self.last_run_at_ms = at_ms;
+        }
+        self.every_ms = every_ms;
+        self.next_due_at_ms = every_ms.map(|e| argent_proto::now_ms() + e);
+    }
+
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        self.next_due_at_ms.is_some_and(|d| d <= now_ms)
+    }
+}
+
+/// A claimable record that runs every so often.
+pub trait Periodic: Claimable + Default + Clone + Sync + 'static {
+    fn period(&self) -> &Period;
+    fn period_mut(&mut self) -> &mut Period;
+}
+
+/// What a scheduler pass does with one periodic record.
+pub enum Step {
+    /// Its holder died: settle the claim.
+    SettleDead(Claim),
+    /// Running, or not due.
+    Nothing,
+    Run,
+    /// Unknown so far, or its interval changed: schedule it from now.
+    Reschedule,
+}
+
+/// Decides a pass over a periodic record: `requested` runs it now whatever the schedule.
+pub fn step<T: Periodic>(
+    record: Option<&T>,
+    every_ms: Option<u64>,
+    now_ms: u64,
+    requested: bool,
+) -> Step {
+    let Some(record) = record else {
+        return Step::Reschedule;
+    };
+    match record.claim() {
+        Some(claim) if claim.is_stale(now_ms) => return Step::SettleDead(claim.clone()),
+        Some(_) => return Step::Nothing,
+        None => {}
+    }
+    if requested {
+        return Step::Run;
+    }
+    let period = record.period();
+    if period.every_ms != every_ms {
+        Step::Reschedule
+    } else if every_ms.is_some() && period.is_due(now_ms) {
+        Step::Run
+    } else {
+        Step::Nothing
+    }
+}
+
+impl Scheduler {
+    /// Schedules a periodic record from now (in the background).
+    pub fn reschedule<T: Periodic>(self: &Arc<Self>, key: String, every_ms: Option<u64>) {
+        let me = self.clone();
+        self.spawn_for(key.clone(), async move {
+            let rescheduled =
+                modify_json(me.rt.state.as_ref(), BUCKET_CRON, &key, |r: Option<T>| {
+                    let mut r = r.unwrap_or_default();
+                    r.period_mut().ran(None, every_ms);
+                    Ok::<_, StateError>(Some((r, ())))
+                })
+                .await;
+            if let Err(err) = rescheduled {
+                tracing::warn!(%key, %err, "cannot schedule");
+            }
+        });
+    }
+}
+
+/// Keeps `records` equal to the bucket.
+async fn mirror(scheduler: std::sync::Weak<Scheduler>) {
+    loop {
+        let Some(state) = scheduler.upgrade().map(|s| s.rt.state.clone()) else {
+            return;
+        };
+        match state.watch(BUCKET_CRON).await {
+            Ok(mut changes) => {
+                // A fresh watch replays every record: start from an empty view.
+                if let Some(s) = scheduler.upgrade() {
+                    s.records.write().clear();
+                }
+                while let Some(change) = changes.recv().await {
+                    let Some(s) = scheduler.upgrade() else { return };
+                    let mut records = s.records.write();
+                    match change.value.and_then(|v| serde_json::from_slice(&v).ok()) {
+                        Some(value) => records.insert(change.key, value),
+                        None => records.remove(&change.key),
+                    };
+                }
+            }
+            Err(err) => tracing::debug!(%err, "scheduler watch failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn tick_loop(scheduler: std::sync::Weak<Scheduler>) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(s) = scheduler.upgrade() else { return };
+        if *s.rt.stopping.borrow() {
+            return;
+        }
+        let config = match shared_config::load(s.rt.state.as_ref()).await {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::debug!(%err, "scheduler cannot read the config");
+                continue;
+            }
+        };
+        let now = argent_proto::now_ms();
+        cron::tick(&s, &config, now);
+        heartbeat::tick(&s, &config, now);
+        execution::tick(&s, &config, now);
+    }
+}

@@ -1,0 +1,462 @@
+//! The shared configuration document (`argent.json`, PROTOCOL.md §5.3): how it is parsed
+//! (JSON5), validated (the typed sections below; unknown sections are kept untouched), and
+//! described (`config.schema`: a JSON Schema generated from these types, plus UI hints).
+//!
+//! Every field is optional: an empty document is a valid config. Components read the parts
+//! they need from the parsed `serde_json::Value`; these types are the contract the
+//! validation and the schema enforce.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Parses a config text (JSON5: comments, trailing commas, unquoted keys allowed).
+pub fn parse(raw: &str) -> Result<Value, String> {
+    json5::from_str::<Value>(raw).map_err(|e| e.to_string())
+}
+
+/// Lowercase hex SHA-256 of the raw text: the `hash` / `baseHash` of `config.*`.
+pub fn hash(raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// One validation problem, as `config.get`'s `issues` and `config.set`'s `details.issues`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+impl Issue {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Issue {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a duration such as `"30s"`, `"20m"`, `"1h 30m"`, or a number of milliseconds.
+pub fn parse_duration(value: &Value) -> Result<Duration, String> {
+    match value {
+        Value::Number(n) => n
+            .as_u64()
+            .map(Duration::from_millis)
+            .ok_or_else(|| "must be a positive number of milliseconds".to_string()),
+        Value::String(s) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("not a duration like \"30m\" or \"1h 30m\": {e}")),
+        _ => Err("must be a duration string (\"30m\") or milliseconds".to_string()),
+    }
+}
+
+/// Validates a parsed document: its shape against the typed sections, then the rules types
+/// cannot say (durations, ranges, unique agent ids).
+pub fn validate(document: &Value) -> Result<ArgentConfig, Vec<Issue>> {
+    if !document.is_object() {
+        return Err(vec![Issue::new("", "the config must be an object")]);
+    }
+    let typed: ArgentConfig = serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![Issue::new(path, e.inner().to_string())]
+    })?;
+    let mut issues = Vec::new();
+    if let Some(ms) = typed.gateway.as_ref().and_then(|g| g.tick_interval_ms) {
+        if !(1_000..=3_600_000).contains(&ms) {
+            issues.push(Issue::new(
+                "gateway.tickIntervalMs",
+                "must be between 1000 and 3600000",
+            ));
+        }
+    }
+    if let Some(agents) = &typed.agents {
+        if let Some(defaults) = &agents.defaults {
+            check_schedules(
+                "agents.defaults",
+                &defaults.heartbeat,
+                &defaults.execution_worker,
+                &mut issues,
+            );
+        }
+        let mut seen = Vec::new();
+        for (i, agent) in agents.list.iter().flatten().enumerate() {
+            let id = agent.id.trim().to_ascii_lowercase();
+            if id.is_empty() {
+                issues.push(Issue::new(
+                    format!("agents.list.{i}.id"),
+                    "must not be empty",
+                ));
+            } else if seen.contains(&id) {
+                issues.push(Issue::new(
+                    format!("agents.list.{i}.id"),
+                    format!("duplicate agent id \"{id}\""),
+                ));
+            }
+            seen.push(id);
+            check_schedules(
+                &format!("agents.list.{i}"),
+                &agent.heartbeat,
+                &agent.execution_worker,
+                &mut issues,
+            );
+        }
+    }
+    if issues.is_empty() {
+        Ok(typed)
+    } else {
+        Err(issues)
+    }
+}
+
+fn check_schedules(
+    at: &str,
+    heartbeat: &Option<HeartbeatConfig>,
+    worker: &Option<ExecutionWorkerConfig>,
+    issues: &mut Vec<Issue>,
+) {
+    let every = [
+        (
+            heartbeat.as_ref().and_then(|h| h.every.as_ref()),
+            "heartbeat",
+        ),
+        (
+            worker.as_ref().and_then(|w| w.every.as_ref()),
+            "executionWorker",
+        ),
+    ];
+    for (value, section) in every {
+        if let Some(value) = value {
+            if let Err(message) = parse_duration(value) {
+                issues.push(Issue::new(format!("{at}.{section}.every"), message));
+            }
+        }
+    }
+}
+
+/// The whole document. Sections this release does not read are kept as they are.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgentConfig {
+    /// The gateways: listener, shared secret, protocol timings.
+    pub gateway: Option<GatewayConfig>,
+    /// Session keys.
+    pub session: Option<SessionConfig>,
+    /// The agents and their defaults.
+    pub agents: Option<AgentsSection>,
+    /// Model providers the node-agents call.
+    pub models: Option<ModelsConfig>,
+    /// The cron scheduler.
+    pub cron: Option<CronConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// WebSocket port (default 18789).
+    pub port: Option<u16>,
+    /// `tick` period advertised in `hello-ok.policy` and used by every gateway (1000…3600000).
+    pub tick_interval_ms: Option<u64>,
+    /// Shared secret of the gateway (PROTOCOL.md §2.5).
+    pub auth: Option<GatewayAuth>,
+    /// Alias of `auth.token`.
+    pub token: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAuth {
+    pub mode: Option<AuthMode>,
+    pub token: Option<String>,
+    pub password: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Token,
+    Password,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionConfig {
+    /// Name of each agent's main session (default `main`).
+    pub main_key: Option<String>,
+    /// `per-sender` (default) or `global`.
+    pub scope: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentsSection {
+    /// Settings every agent inherits.
+    pub defaults: Option<AgentDefaults>,
+    /// The agents (none: the single agent `main`).
+    pub list: Option<Vec<AgentConfig>>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentDefaults {
+    pub model: Option<ModelRef>,
+    pub heartbeat: Option<HeartbeatConfig>,
+    pub execution_worker: Option<ExecutionWorkerConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    pub id: String,
+    pub name: Option<String>,
+    /// The agent requests without an agent id go to.
+    pub default: Option<bool>,
+    pub identity: Option<Value>,
+    pub model: Option<ModelRef>,
+    pub heartbeat: Option<HeartbeatConfig>,
+    pub execution_worker: Option<ExecutionWorkerConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `"provider/model"`, or `{primary, fallbacks}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ModelRef {
+    Name(String),
+    Choice {
+        primary: String,
+        #[serde(default)]
+        fallbacks: Vec<String>,
+    },
+}
+
+/// The periodic heartbeat turn of an agent (one per agent across the cluster).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatConfig {
+    /// Interval (`"30m"`, `"1h"`, or milliseconds); `"0"`/absent: no heartbeat.
+    pub every: Option<Value>,
+    /// The message of each heartbeat turn.
+    pub prompt: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// The autonomous execution worker of an agent (PROTOCOL.md §5.8).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionWorkerConfig {
+    pub enabled: Option<bool>,
+    /// Cycle interval (`"20m"`, or milliseconds).
+    pub every: Option<Value>,
+    pub model: Option<String>,
+    pub max_run_minutes: Option<u64>,
+    pub max_tasks_per_cycle: Option<u64>,
+    pub session_main_key: Option<String>,
+    pub scope: Option<String>,
+    pub require_evidence: Option<bool>,
+    pub max_no_progress_attempts: Option<u64>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelsConfig {
+    pub providers: Option<BTreeMap<String, ProviderConfig>>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConfig {
+    pub api: Option<ProviderApi>,
+    pub base_url: Option<String>,
+    /// A literal key, or `"${ENV_NAME}"` to read it from the node-agent's environment.
+    pub api_key: Option<String>,
+    /// Environment variable holding the key on the node-agents.
+    pub api_key_env: Option<String>,
+    pub models: Option<Vec<ModelEntry>>,
+    pub max_retries: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+pub enum ProviderApi {
+    #[serde(rename = "openai-completions")]
+    OpenAiCompletions,
+    #[serde(rename = "anthropic-messages")]
+    AnthropicMessages,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelEntry {
+    pub id: String,
+    pub name: Option<String>,
+    pub context_window: Option<u64>,
+    pub reasoning: Option<bool>,
+    pub input: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CronConfig {
+    /// `false` stops every scheduler (jobs stay stored; `cron.run` with `force` still runs).
+    pub enabled: Option<bool>,
+    /// After an outage: `"once"` (default) runs a job that missed occurrences once,
+    /// `"skip"` only moves it to its next occurrence.
+    pub catch_up: Option<CatchUp>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    #[default]
+    Once,
+    Skip,
+}
+
+/// `config.schema`'s `schema`.
+pub fn schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(ArgentConfig)).expect("schemas serialize")
+}
+
+/// `config.schema`'s `uiHints`: labels and groups of the main settings, and which are secret.
+pub fn ui_hints() -> Value {
+    let hints: &[(&str, &str, &str, bool)] = &[
+        ("gateway.port", "Port", "Gateway", false),
+        (
+            "gateway.tickIntervalMs",
+            "Tick interval (ms)",
+            "Gateway",
+            false,
+        ),
+        ("gateway.auth.mode", "Auth mode", "Gateway", false),
+        ("gateway.auth.token", "Gateway token", "Gateway", true),
+        ("gateway.auth.password", "Gateway password", "Gateway", true),
+        ("gateway.token", "Gateway token (alias)", "Gateway", true),
+        ("session.mainKey", "Main session key", "Sessions", false),
+        ("session.scope", "Session scope", "Sessions", false),
+        ("agents.defaults.model", "Default model", "Agents", false),
+        (
+            "agents.defaults.heartbeat.every",
+            "Heartbeat interval",
+            "Agents",
+            false,
+        ),
+        (
+            "agents.defaults.heartbeat.prompt",
+            "Heartbeat prompt",
+            "Agents",
+            false,
+        ),
+        (
+            "agents.defaults.executionWorker.every",
+            "Execution worker interval",
+            "Agents",
+            false,
+        ),
+        ("agents.list", "Agents", "Agents", false),
+        ("models.providers", "Model providers", "Models", false),
+        ("models.providers.*.apiKey", "API key", "Models", true),
+        (
+            "models.providers.*.apiKeyEnv",
+            "API key variable",
+            "Models",
+            false,
+        ),
+        ("cron.enabled", "Cron enabled", "Cron", false),
+        ("cron.catchUp", "Missed runs", "Cron", false),
+    ];
+    let mut out = Map::new();
+    for (order, (path, label, group, sensitive)) in hints.iter().enumerate() {
+        let mut hint = json!({"label": label, "group": group, "order": order});
+        if *sensitive {
+            hint["sensitive"] = json!(true);
+        }
+        out.insert(path.to_string(), hint);
+    }
+    Value::Object(out)
+}
+
+/// RFC 7396 JSON merge patch: objects merge recursively, `null` deletes, the rest replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    json_patch::merge(target, patch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json5_with_comments_parses_and_hashes_the_raw_text() {
+        let raw = "{ // comment\n gateway: { tickIntervalMs: 5000, }, }";
+        let value = parse(raw).unwrap();
+        assert_eq!(value["gateway"]["tickIntervalMs"], 5000);
+        assert_eq!(
+            hash(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(parse("{ nope").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_path() {
+        let issues = validate(&json!({"gateway": {"tickIntervalMs": "fast"}})).unwrap_err();
+        assert_eq!(issues[0].path, "gateway.tickIntervalMs");
+        let issues = validate(&json!({"gateway": {"tickIntervalMs": 5}})).unwrap_err();
+        assert_eq!(issues[0].message, "must be between 1000 and 3600000");
+        let issues =
+            validate(&json!({"agents": {"list": [{"id": "a"}, {"id": "A"}]}})).unwrap_err();
+        assert_eq!(issues[0].path, "agents.list.1.id");
+        let issues = validate(&json!({"agents": {"defaults": {"heartbeat": {"every": "soon"}}}}))
+            .unwrap_err();
+        assert_eq!(issues[0].path, "agents.defaults.heartbeat.every");
+        // Unknown sections are kept, not refused.
+        assert!(validate(&json!({"channels": {"x": 1}, "models": {"providers": {}}})).is_ok());
+        assert!(validate(&json!([])).is_err());
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": {"b": 1, "c": 2}, "list": [1, 2], "gone": true});
+        merge_patch(
+            &mut doc,
+            &json!({"a": {"b": 9, "c": null}, "list": [3], "gone": null, "new": {"x": 1}}),
+        );
+        assert_eq!(doc, json!({"a": {"b": 9}, "list": [3], "new": {"x": 1}}));
+    }
+
+    #[test]
+    fn the_schema_describes_the_sections() {
+        let schema = schema();
+        let text = schema.to_string();
+        assert!(text.contains("tickIntervalMs"), "{text}");
+        assert!(text.contains("executionWorker"));
+        assert!(ui_hints()["gateway.auth.token"]["sensitive"] == true);
+    }
+}
