@@ -240,9 +240,12 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
     let owner = owner_of("main", &["node-1", "node-2"]);
     let index = c.nodes.iter().position(|n| n.id == owner).unwrap();
     c.nodes[index].proc.kill();
-    // The gateway still believes it is alive. A call that is not idempotent moves on too,
-    // because the refused connection proves it was never sent …
-    let reset = client
+    // The gateways still believe it is alive. Gateway B never opened a connection to it, so
+    // its call is refused before anything is sent: even a call that is not idempotent moves
+    // on. (Through A, whose pooled connection just broke, such a call may have been sent and
+    // is not repeated.)
+    let on_b = c.b.client().await.unwrap();
+    let reset = on_b
         .call("sessions.reset", json!({"key": "main"}))
         .await
         .expect("a refused connection fails over");
