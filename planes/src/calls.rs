@@ -207,13 +207,34 @@ impl NodeClients {
     }
 }
 
+/// The connection could not be opened at all (refused, unreachable, or the connect timed
+/// out): the request was never written, whatever the method.
+fn never_connected(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            );
+        }
+        if err.to_string().contains("connect timed out") {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Classifies a gRPC failure: transport-level failures mean "try another node".
 fn status_to_error(status: tonic::Status, timeout: Duration) -> CallError {
     use tonic::Code;
     match status.code() {
         Code::DeadlineExceeded => CallError::Timeout(timeout),
-        // hyper's connector reports a refused or timed-out connect as "tcp connect error".
-        Code::Unavailable if status.message().starts_with("tcp connect error") => {
+        Code::Unavailable if never_connected(&status) => {
             CallError::NotConnected(status.message().to_string())
         }
         Code::Unavailable | Code::Unknown | Code::Cancelled => {

@@ -118,6 +118,26 @@ where
     Err(StateError::Unavailable(format!("{bucket}/{key} is changing too fast; retry")).into())
 }
 
+/// Every record under `prefix` that parses as `T`, with its key, in key order. Unreadable
+/// records are skipped (and logged), so one bad record does not hide the others.
+pub async fn list_json<T: serde::de::DeserializeOwned>(
+    store: &dyn StateStore,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, T)>, StateError> {
+    let mut out = Vec::new();
+    for key in store.keys(bucket, prefix).await? {
+        let Some(entry) = store.get(bucket, &key).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<T>(&entry.value) {
+            Ok(record) => out.push((key, record)),
+            Err(err) => tracing::warn!(%bucket, %key, %err, "unreadable record skipped"),
+        }
+    }
+    Ok(out)
+}
+
 impl From<StateError> for argent_proto::errors::RpcError {
     fn from(err: StateError) -> Self {
         err.to_rpc()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use argent_planes::state::{modify_json, StateStore};
+use argent_planes::state::{list_json, modify_json, StateStore};
 use argent_proto::config::CatchUp;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
@@ -21,15 +21,11 @@ use crate::shared_config;
 
 /// Every stored job.
 pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, RpcError> {
-    let mut out = Vec::new();
-    for key in state.keys(BUCKET_CRON, "job.").await? {
-        if let Some(entry) = state.get(BUCKET_CRON, &key).await? {
-            match serde_json::from_slice::<CronJob>(&entry.value) {
-                Ok(job) => out.push(job),
-                Err(err) => tracing::warn!(%key, %err, "unreadable cron job skipped"),
-            }
-        }
-    }
+    let mut out: Vec<CronJob> = list_json(state, BUCKET_CRON, "job.")
+        .await?
+        .into_iter()
+        .map(|(_, job)| job)
+        .collect();
     // By next wake time; jobs with none last.
     out.sort_by_key(|j| {
         (
@@ -162,7 +158,7 @@ pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
         Some(_) => return Err(p.invalid("at /mode: must be equal to one of the allowed values")),
     };
     match cron::run_occurrence(s, &id, trigger, CatchUp::Once).await? {
-        Started::Ran(_) => Ok(json!({"ok": true, "ran": true})),
+        Started::Ran => Ok(json!({"ok": true, "ran": true})),
         Started::Unknown => Err(unknown_job(&id)),
         Started::AlreadyRunning => {
             Ok(json!({"ok": true, "ran": false, "reason": "already-running"}))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use argent_planes::state::{modify_json, StateStore};
+use argent_planes::state::{list_json, modify_json, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_SESSIONS;
 
@@ -196,27 +196,8 @@ impl Sessions {
     }
 
     pub async fn list(&self) -> Result<Vec<SessionEntry>, RpcError> {
-        let keys = self
-            .state
-            .keys(BUCKET_SESSIONS, "")
-            .await
-            .map_err(|e| e.to_rpc())?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(entry) = self
-                .state
-                .get(BUCKET_SESSIONS, &key)
-                .await
-                .map_err(|e| e.to_rpc())?
-            else {
-                continue;
-            };
-            match serde_json::from_slice::<SessionEntry>(&entry.value) {
-                Ok(entry) => out.push(entry),
-                Err(err) => tracing::warn!(%key, %err, "unreadable session entry skipped"),
-            }
-        }
-        Ok(out)
+        let entries = list_json(self.state.as_ref(), BUCKET_SESSIONS, "").await?;
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
     }
 }
 

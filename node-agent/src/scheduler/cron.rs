@@ -39,8 +39,8 @@ pub enum Trigger {
 /// How a claim attempt ended.
 #[derive(Debug)]
 pub enum Started {
-    /// This node ran the occurrence; the job as it was when it finished.
-    Ran(Box<CronJob>),
+    /// This node ran the occurrence.
+    Ran,
     /// Not due (any more), disabled, or someone else holds it.
     NotDue,
     AlreadyRunning,
@@ -166,18 +166,14 @@ pub async fn run_occurrence(
     .await;
     let duration = started.elapsed().as_millis() as u64;
     let status = if ok { "ok" } else { "error" };
-    match finish(s, &job, &claim, status, &detail, duration).await {
-        Ok(Some(finished)) => Ok(Started::Ran(Box::new(finished))),
-        Ok(None) => {
-            tracing::warn!(job = %job.id, "the occurrence was settled by another node while it ran");
-            Ok(Started::Ran(Box::new(job)))
-        }
-        Err(err) => Err(err),
+    if !finish(s, &job, &claim, status, &detail, duration).await? {
+        tracing::warn!(job = %job.id, "the occurrence was settled by another node while it ran");
     }
+    Ok(Started::Ran)
 }
 
 /// Writes the outcome into the job (if it still holds `claim`), deletes a succeeded `at`
-/// job marked `deleteAfterRun`, and records the run. Returns the job as it ended.
+/// job marked `deleteAfterRun`, and records the run. False when someone else settled it.
 async fn finish(
     s: &Arc<Scheduler>,
     job: &CronJob,
@@ -185,7 +181,7 @@ async fn finish(
     status: &str,
     detail: &str,
     duration_ms: u64,
-) -> Result<Option<CronJob>, StateError> {
+) -> Result<bool, StateError> {
     let store = s.rt.state.as_ref();
     let key = job_key(&job.id);
     let now = argent_proto::now_ms();
@@ -212,7 +208,7 @@ async fn finish(
     })
     .await?;
     let Some(ended) = ended.filter(|_| settled.is_some()) else {
-        return Ok(None);
+        return Ok(false);
     };
     record_outcome(
         s,
@@ -228,7 +224,7 @@ async fn finish(
         store.delete(BUCKET_CRON, &key).await?;
         publish(&s.rt, json!({"jobId": ended.id, "action": "removed"})).await;
     }
-    Ok(Some(ended))
+    Ok(true)
 }
 
 /// A claim whose node died: the occurrence is marked failed, never run a second time.
@@ -245,10 +241,10 @@ async fn settle_dead(s: &Arc<Scheduler>, id: &str, claim: &Claim) {
     };
     let duration = argent_proto::now_ms().saturating_sub(claim.started_at_ms);
     match finish(s, &job, claim, "error", &detail, duration).await {
-        Ok(Some(_)) => {
+        Ok(true) => {
             tracing::warn!(job = %id, node = %claim.node, "settled the occurrence of a dead node")
         }
-        Ok(None) => {}
+        Ok(false) => {}
         Err(err) => tracing::warn!(job = %id, %err, "cannot settle a dead node's occurrence"),
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use argent_planes::state::{modify_json, StateError, StateStore};
+use argent_planes::state::{list_json, modify_json, StateError, StateStore};
 use argent_proto::config::parse_duration;
 use argent_proto::subjects::{BUCKET_CRON, BUCKET_TASKS};
 
@@ -199,14 +199,11 @@ pub async fn add_task(
 
 /// The agent's tasks, oldest first.
 pub async fn tasks(store: &dyn StateStore, agent_id: &str) -> Result<Vec<Task>, StateError> {
-    let mut out = Vec::new();
-    for key in store.keys(BUCKET_TASKS, &format!("{agent_id}.")).await? {
-        if let Some(entry) = store.get(BUCKET_TASKS, &key).await? {
-            if let Ok(task) = serde_json::from_slice::<Task>(&entry.value) {
-                out.push(task);
-            }
-        }
-    }
+    let mut out: Vec<Task> = list_json(store, BUCKET_TASKS, &format!("{agent_id}."))
+        .await?
+        .into_iter()
+        .map(|(_, task)| task)
+        .collect();
     out.sort_by_key(|t| t.created_at_ms);
     Ok(out)
 }

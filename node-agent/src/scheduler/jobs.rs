@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 
 use super::claim::{Claim, Claimable};
@@ -453,10 +452,6 @@ pub fn run_entry(
 
 pub fn unknown_job(id: &str) -> RpcError {
     RpcError::unavailable(format!("Error: unknown cron job id: {id}"))
-}
-
-pub fn state_error(err: StateError) -> RpcError {
-    err.to_rpc()
 }
 
 #[cfg(test)]

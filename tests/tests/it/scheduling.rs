@@ -13,6 +13,7 @@ use argent_tests::{eventually, Nats};
 
 use crate::chat_cluster::{gateway, node, publish_config, wait_nodes};
 use crate::chat_local::{local_gateway, model_config};
+use argent_tests::Gateway;
 
 async fn config_hash(client: &Client) -> String {
     client.call("config.get", json!({})).await.unwrap()["hash"]
@@ -32,10 +33,21 @@ fn call_error(result: Result<Value, ClientError>) -> argent_proto::errors::Error
 async fn config_writes_race_safely_and_apply_live_everywhere() {
     let double = ModelDouble::start().await;
     let nats = Nats::start().await.unwrap();
-    let a = gateway(&nats, "gw-a").await;
+    // The first gateway seeds the shared config from a file; a later seed would not replace it.
+    let seed = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(seed.path(), "{session: {mainKey: 'main'}} // seeded\n").unwrap();
+    let a = Gateway::cluster(&nats)
+        .args(&[
+            "--gateway-id",
+            "gw-a",
+            "--config-seed",
+            seed.path().to_str().unwrap(),
+        ])
+        .start()
+        .await
+        .unwrap();
     let b = gateway(&nats, "gw-b").await;
     let _node = node(&nats, "node-1").await;
-    publish_config(&nats, &json!({"session": {"mainKey": "main"}})).await;
     let on_a = a.client().await.unwrap();
     let on_b = b.client().await.unwrap();
     wait_nodes(&on_a, 1).await;
@@ -46,6 +58,8 @@ async fn config_writes_race_safely_and_apply_live_everywhere() {
         (json!(true), json!(true))
     );
     assert_eq!(got["path"], "nats://argent_config/argent.json");
+    assert_eq!(got["raw"], "{session: {mainKey: 'main'}} // seeded\n");
+    assert_eq!(got["parsed"], json!({"session": {"mainKey": "main"}}));
     let base = got["hash"].as_str().unwrap().to_string();
 
     // The same baseHash through two gateways at once: exactly one write wins.
@@ -326,6 +340,52 @@ async fn an_at_job_runs_once_and_deletes_itself() {
         (status["enabled"].clone(), status["jobs"].clone()),
         (json!(true), json!(0))
     );
+
+    // `force` runs a job that is not due, and answers once it ran.
+    let daily = client
+        .call("cron.add", json!({"name": "daily", "schedule": {"kind": "cron", "expr": "0 9 * * *", "tz": "Europe/Paris"},
+                                 "wakeMode": "now", "payload": {"kind": "audioAlert", "message": "stretch", "urgency": "warning"}}))
+        .await
+        .unwrap();
+    let daily_id = daily["id"].as_str().unwrap();
+    let forced = client
+        .call("cron.run", json!({"jobId": daily_id, "mode": "force"}))
+        .await
+        .unwrap();
+    assert_eq!(forced, json!({"ok": true, "ran": true}));
+    let entries = runs(&client, daily_id).await;
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("heartbeat of main woken"),
+        "{entries:?}"
+    );
+    assert_eq!(
+        client.call("cron.list", json!({})).await.unwrap()["jobs"][0]["state"]["nextRunAtMs"],
+        daily["state"]["nextRunAtMs"],
+        "a forced run leaves the schedule alone"
+    );
+    // The woken heartbeat runs at once; without a model provider it is skipped, saying why.
+    client
+        .call("wake", json!({"mode": "now", "text": "check the oven"}))
+        .await
+        .unwrap();
+    let beat = eventually(Duration::from_secs(5), || async {
+        let last = client.call("last-heartbeat", json!({})).await.ok()?;
+        (!last.is_null()).then_some(last)
+    })
+    .await
+    .expect("a heartbeat ran");
+    assert_eq!(beat["status"], "skipped");
+    assert!(
+        beat["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no model provider"),
+        "{beat}"
+    );
     // Rule violations are thrown (UNAVAILABLE), schema errors are INVALID_REQUEST.
     let thrown = call_error(
         client
@@ -454,6 +514,15 @@ async fn heartbeat_and_worker_cycles_run_once_per_agent_across_two_nodes() {
         .filter(|r| r.last_user.contains("Execution worker task"))
         .count();
     assert_eq!(asked, 2, "each task ran once");
+    let reset = on_b
+        .call("execution.worker.metrics.reset", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        reset["control"],
+        json!({"ok": true, "scope": "global", "resetCount": 1})
+    );
+    assert_eq!(reset["status"]["agents"][0]["metrics"]["totalRuns"], 0);
     let unknown = call_error(
         on_a.call("execution.worker.status", json!({"agentId": "ghost"}))
             .await,
