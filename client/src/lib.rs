@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use argent_proto::errors::ErrorShape;
-use argent_proto::limits::PROTOCOL_VERSION;
+use argent_proto::version::Protocol;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -89,8 +89,8 @@ impl ConnectOptions {
             client.insert("instanceId".into(), json!(id));
         }
         let mut params = Map::new();
-        params.insert("minProtocol".into(), json!(PROTOCOL_VERSION));
-        params.insert("maxProtocol".into(), json!(PROTOCOL_VERSION));
+        params.insert("minProtocol".into(), json!(Protocol::V3.number()));
+        params.insert("maxProtocol".into(), json!(Protocol::V3.number()));
         params.insert("client".into(), Value::Object(client));
         params.insert("caps".into(), json!(self.caps));
         if let Some(role) = &self.role {

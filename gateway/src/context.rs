@@ -11,6 +11,7 @@ use argent_planes::members::{GatewayRecord, Members, NodeRecord};
 use argent_planes::state::StateStore;
 
 use crate::auth::limiter::AuthLimiter;
+use crate::chat_stream::DeltaTexts;
 use crate::config::{ConfigFile, Loaded, Precedence, SharedSecrets};
 use crate::health::HealthState;
 use crate::hub::Hub;
@@ -18,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::node_invoke::{NodeInvokes, NodeSubscriptions};
 use crate::presence::Presence;
 use crate::shared_config::SharedConfigView;
+use crate::stability::Stability;
 
 /// One process with everything, or a stateless edge of a NATS cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,10 @@ pub struct Ctx {
     pub gateways: Members<GatewayRecord>,
     pub node_clients: NodeClients,
     pub hub: Hub,
+    /// The last `chat` delta text of each live run, for v4 `deltaText`.
+    pub delta_texts: DeltaTexts,
+    /// Event-loop and queue figures for `diagnostics.stability`.
+    pub stability: Stability,
     pub presence: Arc<Presence>,
     pub health: HealthState,
     pub shared_config: SharedConfigView,
@@ -138,6 +144,8 @@ impl Ctx {
         );
         Ctx {
             hub: Hub::new(parts.metrics.clone()),
+            delta_texts: DeltaTexts::default(),
+            stability: Stability::default(),
             presence,
             health: HealthState::new(),
             shared_config,

@@ -14,7 +14,9 @@ use argent_proto::catalog::{
     Audience, Role, SCOPE_ADMIN, SCOPE_APPROVALS, SCOPE_PAIRING, SCOPE_WRITE,
 };
 use argent_proto::frames::EncodedEvent;
+use argent_proto::version::Protocol;
 
+use crate::chat_stream::V4Chat;
 use crate::metrics::Metrics;
 use crate::ws::outbox::{Outbox, Pushed};
 
@@ -22,6 +24,7 @@ use crate::ws::outbox::{Outbox, Pushed};
 pub struct ConnHandle {
     pub conn_id: String,
     pub role: Role,
+    pub protocol: Protocol,
     /// The proven device behind the connection, if any (revocation closes it).
     pub device_id: Option<String>,
     admin: bool,
@@ -35,6 +38,7 @@ impl ConnHandle {
     pub fn new(
         conn_id: String,
         role: Role,
+        protocol: Protocol,
         scopes: &[String],
         device_id: Option<String>,
         outbox: Arc<Outbox>,
@@ -43,6 +47,7 @@ impl ConnHandle {
         ConnHandle {
             conn_id,
             role,
+            protocol,
             device_id,
             admin: has(SCOPE_ADMIN),
             approvals: has(SCOPE_APPROVALS),
@@ -121,10 +126,28 @@ impl Hub {
 
     /// Broadcasts an event to every connection allowed to see it; returns how many got it.
     pub fn deliver(&self, event: &Arc<EncodedEvent>) -> usize {
+        self.deliver_chat(event, None)
+    }
+
+    /// Broadcasts an event; v4 connections get `v4`'s variant of a `chat` event when given.
+    pub fn deliver_chat(&self, event: &Arc<EncodedEvent>, v4: Option<&V4Chat>) -> usize {
         let conns = self.conns.read();
         let mut delivered = 0;
         for conn in conns.by_key.values() {
-            if conn.may_see(event) && conn.outbox.push_event(event, true) == Pushed::Queued {
+            if !conn.may_see(event) {
+                continue;
+            }
+            let pushed = match v4 {
+                Some(V4Chat::Delta(delta)) if conn.protocol.chat_delta_text() => {
+                    conn.outbox.push_v4_delta(delta)
+                }
+                Some(V4Chat::End(run_id)) if conn.protocol.chat_delta_text() => {
+                    conn.outbox.forget_run(run_id);
+                    conn.outbox.push_event(event, true)
+                }
+                _ => conn.outbox.push_event(event, true),
+            };
+            if pushed == Pushed::Queued {
                 delivered += 1;
             }
         }

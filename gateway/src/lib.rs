@@ -7,14 +7,17 @@
 //!   node-agent (rendezvous hashing in [`select`], failover for idempotent calls).
 //! * [`methods`] — methods the gateway answers itself (`health`, `status`, `system-presence`).
 //! * [`hub`] — live connections and event fan-out (each event encoded once per gateway).
+//! * [`chat_stream`] — the protocol-4 `deltaText`/`replace` view of `chat` deltas.
 //! * [`presence`], [`health`] — cluster-wide presence and health with their state versions.
 //! * [`config`], [`shared_config`] — the state dir, the token, the shared config document.
-//! * [`http`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`.
+//! * [`http`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`; [`stability`] — event-loop
+//!   and queue figures for `diagnostics.stability`.
 //! * [`cli`] — the `argent` command line (`gateway run|status`, `call`).
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod chat_stream;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -30,4 +33,5 @@ pub mod router;
 pub mod select;
 pub mod server;
 pub mod shared_config;
+pub mod stability;
 pub mod ws;

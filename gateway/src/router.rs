@@ -12,6 +12,7 @@ use argent_proto::catalog::{self, Forward, Placement};
 use argent_proto::errors::RpcError;
 use argent_proto::frames::{encode_error, encode_ok, encode_ok_raw, encode_response, Request};
 use argent_proto::grpc::Caller;
+use argent_proto::version::Protocol;
 
 use crate::context::Ctx;
 use crate::methods;
@@ -72,22 +73,46 @@ async fn route(
     request: &Request,
     outbox: &Arc<Outbox>,
 ) -> Result<Reply, RpcError> {
-    catalog::authorize(session.role, &session.scopes, &request.method)?;
+    session
+        .protocol
+        .authorize(session.role, &session.scopes, &request.method)?;
     if request.method == "connect" {
         return Err(RpcError::invalid_request(
             "connect is only valid as the first request",
         ));
     }
-    let Some(spec) = catalog::lookup(&request.method) else {
+    let Some(spec) =
+        catalog::lookup(&request.method).filter(|spec| session.protocol.knows_method(spec.name))
+    else {
         return Err(RpcError::unknown_method(&request.method));
     };
-    let params = request.params_or_empty();
+    let params = session
+        .protocol
+        .lenient_params(spec.name, request.params_or_empty());
     match spec.placement {
         Placement::Gateway => methods::call(ctx, session, spec.name, params)
             .await
             .map(Reply::Value),
         Placement::Node(forward) if spec.name == "agent" => {
             agent(ctx, session, &request.id, params, forward, outbox).await
+        }
+        // v4 `cron.list` is paged here, over the node's whole list (PROTOCOL-v4.md §9).
+        Placement::Node(forward)
+            if spec.name == "cron.list" && session.protocol == Protocol::V4 =>
+        {
+            let node_params = methods::cron_page::node_params(&params);
+            let timeout = call_timeout(ctx, spec.name, &params);
+            let answer = self::forward(
+                ctx,
+                session,
+                &request.id,
+                spec.name,
+                node_params,
+                forward,
+                timeout,
+            )
+            .await?;
+            methods::cron_page::page(&params, &answer).map(Reply::Value)
         }
         Placement::Node(forward) => {
             let timeout = call_timeout(ctx, spec.name, &params);

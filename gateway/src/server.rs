@@ -220,6 +220,7 @@ impl RunningGateway {
         let mut background = vec![
             tokio::spawn(deliver_bus_events(ctx.clone())),
             tokio::spawn(tick_loop(ctx.clone())),
+            tokio::spawn(crate::stability::monitor(ctx.clone())),
             tokio::spawn(health_loop(ctx.clone())),
             tokio::spawn(presence_loop(ctx.clone())),
             tokio::spawn({
@@ -367,6 +368,8 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
                         // Lost before reaching this gateway: every client must see the gap.
                         BusMessage::Lost(n) => {
                             tracing::warn!(lost = n, "events lost before delivery");
+                            ctx.stability
+                                .record("events.lost", serde_json::json!({"count": n}));
                             ctx.hub.skip_seq(n);
                             continue;
                         }
@@ -391,7 +394,11 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
                     if let Some(droppable) = event.droppable {
                         encoded = encoded.with_droppable(droppable);
                     }
-                    let delivered = ctx.hub.deliver(&Arc::new(encoded));
+                    // v4 connections get `deltaText` on `chat` deltas (PROTOCOL-v4.md §8).
+                    let v4 = (event.name == "chat")
+                        .then(|| ctx.delta_texts.observe(payload, encoded.droppable))
+                        .flatten();
+                    let delivered = ctx.hub.deliver_chat(&Arc::new(encoded), v4.as_ref());
                     tracing::debug!(delivered, "event delivered");
                 }
             }

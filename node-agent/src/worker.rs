@@ -82,6 +82,7 @@ impl MethodHandler for Worker {
             "chat.send" => chat::send(&self.runtime, params, caller).await,
             "chat.abort" => chat::abort(&self.runtime, params).await,
             "chat.history" => chat::history(&self.runtime, params).await,
+            "chat.startup" => chat::startup(&self.runtime, params).await,
             "chat.inject" => chat::inject(&self.runtime, params).await,
             "agent" => chat::agent(&self.runtime, params, caller).await,
             "agent.wait" => chat::wait(&self.runtime, params).await,

@@ -96,6 +96,8 @@ pub const METHODS: &[MethodSpec] = &[
     node("chat.history", Read, CAP_AGENTS, Some("sessionKey"), true),
     node("chat.abort", Write, CAP_AGENTS, Some("sessionKey"), true),
     node("chat.inject", Admin, CAP_AGENTS, Some("sessionKey"), false),
+    // Protocol 4 (PROTOCOL-v4.md §9): the Control UI opens a chat with it.
+    node("chat.startup", Read, CAP_AGENTS, Some("sessionKey"), true),
     // §5.2 agent
     node("agent", Write, CAP_AGENTS, Some("sessionKey"), true),
     node("agent.wait", Write, CAP_AGENTS, Some("runId"), true),
@@ -224,7 +226,9 @@ pub const METHODS: &[MethodSpec] = &[
     // §3.4 / §5.15 other methods real clients call
     m("usage.status", Read),
     m("usage.cost", Read),
-    m("logs.tail", Read),
+    gw("logs.tail", Read),
+    // Protocol 4 (PROTOCOL-v4.md §9).
+    gw("diagnostics.stability", Read),
     m("family.members", Read),
     m("family.telemetry", Read),
     m("family.register", Write),

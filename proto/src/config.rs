@@ -346,6 +346,47 @@ pub fn schema() -> Value {
 }
 
 /// `config.schema`'s `uiHints`: labels and groups of the main settings, and which are secret.
+/// What replaces a secret in a redacted document.
+pub const REDACTED: &str = "__REDACTED__";
+
+/// Whether a key names a secret: tokens, passwords, API/private keys, secrets.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "token",
+        "password",
+        "secret",
+        "apikey",
+        "api_key",
+        "privatekey",
+        "accesskey",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// The document with the value of every secret key replaced by [`REDACTED`] (gateway
+/// token and password, provider keys, channel secrets), for readers without admin.
+pub fn redacted(document: &Value) -> Value {
+    match document {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| {
+                    let masked = match value {
+                        Value::String(_) if is_secret_key(key) => {
+                            Value::String(REDACTED.to_string())
+                        }
+                        other => redacted(other),
+                    };
+                    (key.clone(), masked)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
 pub fn ui_hints() -> Value {
     let hints: &[(&str, &str, &str, bool)] = &[
         ("gateway.port", "Port", "Gateway", false),
@@ -458,5 +499,27 @@ mod tests {
         assert!(text.contains("tickIntervalMs"), "{text}");
         assert!(text.contains("executionWorker"));
         assert!(ui_hints()["gateway.auth.token"]["sensitive"] == true);
+    }
+
+    #[test]
+    fn redaction_masks_every_secret_and_keeps_the_rest() {
+        let doc = serde_json::json!({
+            "gateway": {"port": 1, "auth": {"mode": "token", "token": "s3cret", "password": "pw"}},
+            "models": {"providers": {"openai": {"apiKey": "sk-1", "baseUrl": "http://x", "maxTokens": 9}}},
+            "channels": [{"botToken": "b", "signingSecret": "c", "name": "slack"}],
+        });
+        let masked = redacted(&doc);
+        assert_eq!(masked["gateway"]["auth"]["token"], REDACTED);
+        assert_eq!(masked["gateway"]["auth"]["password"], REDACTED);
+        assert_eq!(masked["gateway"]["auth"]["mode"], "token");
+        assert_eq!(masked["models"]["providers"]["openai"]["apiKey"], REDACTED);
+        assert_eq!(
+            masked["models"]["providers"]["openai"]["baseUrl"],
+            "http://x"
+        );
+        assert_eq!(masked["channels"][0]["botToken"], REDACTED);
+        assert_eq!(masked["channels"][0]["signingSecret"], REDACTED);
+        assert_eq!(masked["channels"][0]["name"], "slack");
+        assert!(!masked.to_string().contains("s3cret"));
     }
 }

@@ -7,8 +7,9 @@
 
 use serde_json::{Map, Value};
 
-/// Allowed `client.id` values.
-pub const CLIENT_IDS: [&str; 12] = [
+/// Allowed `client.id` values: ArgentOS's, then OpenClaw's (PROTOCOL-v4.md §3.2). Compared
+/// exactly, as upstream does.
+pub const CLIENT_IDS: [&str; 22] = [
     "webchat-ui",
     "argent-control-ui",
     "webchat",
@@ -21,10 +22,22 @@ pub const CLIENT_IDS: [&str; 12] = [
     "test",
     "fingerprint",
     "argent-probe",
+    "openclaw-control-ui",
+    "openclaw-browser-copilot",
+    "openclaw-tui",
+    "openclaw-macos",
+    "openclaw-linux",
+    "openclaw-ios",
+    "openclaw-watchos",
+    "openclaw-android",
+    "openclaw-worker",
+    "openclaw-probe",
 ];
 
-/// Allowed `client.mode` values.
-pub const CLIENT_MODES: [&str; 7] = ["webchat", "cli", "ui", "backend", "node", "probe", "test"];
+/// Allowed `client.mode` values (`worker` is OpenClaw's).
+pub const CLIENT_MODES: [&str; 8] = [
+    "webchat", "cli", "ui", "backend", "node", "probe", "test", "worker",
+];
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClientInfo {
@@ -36,12 +49,20 @@ pub struct ClientInfo {
     pub device_family: Option<String>,
     pub model_identifier: Option<String>,
     pub instance_id: Option<String>,
+    /// OpenClaw's build id and IANA time zone (v4 clients; accepted on both versions).
+    pub build_id: Option<String>,
+    pub time_zone: Option<String>,
 }
 
 impl ClientInfo {
+    /// ArgentOS's or OpenClaw's Control UI: the same rules apply to both (§2.4 step 8a).
+    pub fn is_control_ui(&self) -> bool {
+        self.id == "argent-control-ui" || self.id == "openclaw-control-ui"
+    }
+
     /// Webchat clients and the Control UI are subject to the browser origin check (§2.7).
     pub fn is_browser(&self) -> bool {
-        self.id == "argent-control-ui" || self.id == "webchat-ui" || self.mode == "webchat"
+        self.is_control_ui() || self.id == "webchat-ui" || self.mode == "webchat"
     }
 }
 
@@ -58,6 +79,10 @@ pub struct DeviceProof {
 pub struct AuthParams {
     pub token: Option<String>,
     pub password: Option<String>,
+    /// v4 clients send their stored device token here instead of in `token`.
+    pub device_token: Option<String>,
+    /// OpenClaw's setup-code token; not supported here (refused when sent).
+    pub bootstrap_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +103,7 @@ pub struct ConnectParams {
     pub user_agent: Option<String>,
 }
 
-const ROOT_KEYS: [&str; 13] = [
+const ROOT_KEYS: [&str; 16] = [
     "minProtocol",
     "maxProtocol",
     "client",
@@ -92,8 +117,12 @@ const ROOT_KEYS: [&str; 13] = [
     "auth",
     "locale",
     "userAgent",
+    // OpenClaw (PROTOCOL-v4.md §3.2): accepted and ignored.
+    "modelCatalog",
+    "computerUse",
+    "workerRuns",
 ];
-const CLIENT_KEYS: [&str; 8] = [
+const CLIENT_KEYS: [&str; 10] = [
     "id",
     "version",
     "platform",
@@ -102,9 +131,19 @@ const CLIENT_KEYS: [&str; 8] = [
     "deviceFamily",
     "modelIdentifier",
     "instanceId",
+    "buildId",
+    "timeZone",
 ];
 const DEVICE_KEYS: [&str; 5] = ["id", "publicKey", "signature", "signedAt", "nonce"];
-const AUTH_KEYS: [&str; 2] = ["token", "password"];
+const AUTH_KEYS: [&str; 6] = [
+    "token",
+    "password",
+    "deviceToken",
+    "bootstrapToken",
+    // Upstream-internal: accepted and ignored.
+    "approvalRuntimeToken",
+    "agentRuntimeIdentityToken",
+];
 
 /// Collects schema issues while reading an object, in upstream's wording.
 struct Reader<'o, 'i> {
@@ -168,6 +207,18 @@ impl<'o, 'i> Reader<'o, 'i> {
                 None
             }
         }
+    }
+
+    /// An optional string of 1..=`max` characters.
+    fn bounded(&mut self, key: &str, max: usize) -> Option<String> {
+        let value = self.string(key, false, true)?;
+        if value.chars().count() > max {
+            let at = self.at(key);
+            self.issues
+                .push(format!("at {at}: must NOT have more than {max} characters"));
+            return None;
+        }
+        Some(value)
     }
 
     fn integer(&mut self, key: &str, required: bool, min: i64) -> Option<i64> {
@@ -296,6 +347,8 @@ pub fn parse_connect_params(params: Option<&Value>) -> Result<ConnectParams, Str
             device_family: r.string("deviceFamily", false, true),
             model_identifier: r.string("modelIdentifier", false, true),
             instance_id: r.string("instanceId", false, true),
+            build_id: r.bounded("buildId", 96),
+            time_zone: r.bounded("timeZone", 64),
         }
     });
 
@@ -316,6 +369,8 @@ pub fn parse_connect_params(params: Option<&Value>) -> Result<ConnectParams, Str
             AuthParams {
                 token: r.string("token", false, false),
                 password: r.string("password", false, false),
+                device_token: r.string("deviceToken", false, false),
+                bootstrap_token: r.string("bootstrapToken", false, false),
             }
         })
         .unwrap_or_default();

@@ -19,6 +19,9 @@ pub enum ErrorCode {
     NotLinked,
     #[serde(rename = "AGENT_TIMEOUT")]
     AgentTimeout,
+    /// Protocol 4: an authenticated caller lacks a scope (v3 says `INVALID_REQUEST`).
+    #[serde(rename = "FORBIDDEN")]
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -29,6 +32,7 @@ impl ErrorCode {
             ErrorCode::NotPaired => "NOT_PAIRED",
             ErrorCode::NotLinked => "NOT_LINKED",
             ErrorCode::AgentTimeout => "AGENT_TIMEOUT",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 
@@ -40,6 +44,7 @@ impl ErrorCode {
             "NOT_PAIRED" => ErrorCode::NotPaired,
             "NOT_LINKED" => ErrorCode::NotLinked,
             "AGENT_TIMEOUT" => ErrorCode::AgentTimeout,
+            "FORBIDDEN" => ErrorCode::Forbidden,
             _ => ErrorCode::Unavailable,
         }
     }
@@ -186,6 +191,12 @@ impl RpcError {
         self
     }
 
+    /// The same error under another top-level code (v4's `FORBIDDEN`).
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
+    }
+
     /// Marks the error as worth retrying, after `after_ms` when given.
     pub fn retryable(mut self, after_ms: Option<u64>) -> Self {
         self.retryable = Some(true);
@@ -222,7 +233,7 @@ impl RpcError {
         let code = ErrorCode::parse(code);
         let default_rpc = match code {
             ErrorCode::InvalidRequest => jsonrpc::INVALID_REQUEST,
-            ErrorCode::NotPaired => jsonrpc::AUTH_FAILED,
+            ErrorCode::NotPaired | ErrorCode::Forbidden => jsonrpc::AUTH_FAILED,
             ErrorCode::AgentTimeout => jsonrpc::AGENT_TIMEOUT,
             ErrorCode::NotLinked => jsonrpc::NOT_LINKED,
             ErrorCode::Unavailable => jsonrpc::INTERNAL_ERROR,

@@ -66,14 +66,15 @@ impl FrameError {
 
 const REQUEST_KEYS: [&str; 4] = ["type", "id", "method", "params"];
 
-/// Parses one inbound text frame as a request, strictly.
-pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+/// Parses one inbound text frame as a request, strictly; `extra` names the optional
+/// top-level string keys this connection's protocol version adds (v4: `traceparent`, …).
+pub fn parse_request(text: &str, extra: &[&str]) -> Result<Request, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
-    request_from_value(value)
+    request_from_value(value, extra)
 }
 
 /// Validates an already parsed JSON value as a request frame.
-pub fn request_from_value(value: Value) -> Result<Request, FrameError> {
+pub fn request_from_value(value: Value, extra: &[&str]) -> Result<Request, FrameError> {
     let Value::Object(mut obj) = value else {
         return Err(FrameError::NotRequest { id: None });
     };
@@ -85,8 +86,16 @@ pub fn request_from_value(value: Value) -> Result<Request, FrameError> {
         return Err(FrameError::NotRequest { id });
     }
     let mut issues = Vec::new();
-    for key in obj.keys() {
-        if !REQUEST_KEYS.contains(&key.as_str()) {
+    for (key, value) in &obj {
+        if extra.contains(&key.as_str()) {
+            // Accepted and ignored, but still well-formed: a string of 1–128 characters.
+            let len = value.as_str().map(|v| v.chars().count());
+            if !matches!(len, Some(1..=128)) {
+                issues.push(format!(
+                    "at /{key}: must be a string of 1 to 128 characters"
+                ));
+            }
+        } else if !REQUEST_KEYS.contains(&key.as_str()) {
             issues.push(format!("at root: unexpected property '{key}'"));
         }
     }
@@ -266,7 +275,11 @@ mod tests {
 
     #[test]
     fn parses_a_request() {
-        let r = parse_request(r#"{"type":"req","id":"1","method":"health","params":{}}"#).unwrap();
+        let r = parse_request(
+            r#"{"type":"req","id":"1","method":"health","params":{}}"#,
+            &[],
+        )
+        .unwrap();
         assert_eq!(r.id, "1");
         assert_eq!(r.method, "health");
         assert_eq!(r.params, Some(json!({})));
@@ -274,7 +287,8 @@ mod tests {
 
     #[test]
     fn rejects_extra_keys_and_empty_ids() {
-        let e = parse_request(r#"{"type":"req","id":"1","method":"x","extra":1}"#).unwrap_err();
+        let e =
+            parse_request(r#"{"type":"req","id":"1","method":"x","extra":1}"#, &[]).unwrap_err();
         assert_eq!(
             e,
             FrameError::Invalid {
@@ -282,10 +296,10 @@ mod tests {
                 detail: "at root: unexpected property 'extra'".into()
             }
         );
-        let e = parse_request(r#"{"type":"req","id":"","method":"x"}"#).unwrap_err();
+        let e = parse_request(r#"{"type":"req","id":"","method":"x"}"#, &[]).unwrap_err();
         assert!(matches!(e, FrameError::Invalid { id: None, .. }));
         assert_eq!(e.reply_id(), "invalid");
-        let e = parse_request(r#"{"type":"req","id":"a","method":5}"#).unwrap_err();
+        let e = parse_request(r#"{"type":"req","id":"a","method":5}"#, &[]).unwrap_err();
         assert_eq!(
             e.to_error().message,
             "invalid request frame: at /method: must be string"
@@ -294,13 +308,19 @@ mod tests {
 
     #[test]
     fn not_json_and_not_request() {
-        assert_eq!(parse_request("{nope"), Err(FrameError::NotJson));
+        assert_eq!(parse_request("{nope", &[]), Err(FrameError::NotJson));
+        // v4 connections may add a trace context and a profile id; v3 ones may not.
+        let traced = r#"{"type":"req","id":"1","method":"health","traceparent":"00-ab-cd-01"}"#;
+        assert!(parse_request(traced, &[]).is_err());
+        assert!(parse_request(traced, &["traceparent", "expectedProfileId"]).is_ok());
+        let bad = r#"{"type":"req","id":"1","method":"health","expectedProfileId":""}"#;
+        assert!(parse_request(bad, &["traceparent", "expectedProfileId"]).is_err());
         assert_eq!(
-            parse_request(r#"{"type":"event"}"#),
+            parse_request(r#"{"type":"event"}"#, &[]),
             Err(FrameError::NotRequest { id: None })
         );
         assert_eq!(
-            parse_request("[1]"),
+            parse_request("[1]", &[]),
             Err(FrameError::NotRequest { id: None })
         );
     }

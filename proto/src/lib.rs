@@ -13,6 +13,7 @@
 //! * [`params`] — reading method params with upstream-style validation messages.
 //! * [`limits`] — protocol constants (Appendix B).
 //! * [`config`] — the shared config document: JSON5 parsing, validation, JSON Schema.
+//! * [`version`] — protocol 3 / 4 negotiation and every rule that differs between them.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod frames;
 pub mod limits;
 pub mod params;
 pub mod subjects;
+pub mod version;
 
 /// Generated gRPC code for `argent.node.v1`.
 #[allow(clippy::all, clippy::pedantic)]

@@ -1,7 +1,5 @@
 //! Protocol constants (PROTOCOL.md §1.7, §1.8, Appendix B).
 
-/// The only protocol version this server speaks (version 4 arrives with its own issue).
-pub const PROTOCOL_VERSION: u64 = 3;
 /// Default WebSocket port.
 pub const DEFAULT_PORT: u16 = 18789;
 /// Default gRPC port of a node-agent.

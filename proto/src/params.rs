@@ -5,6 +5,22 @@ use serde_json::{Map, Value};
 
 use crate::errors::RpcError;
 
+/// The params `chat.send` takes (PROTOCOL.md §5.1); the node-agent validates against
+/// them and v4 connections are trimmed to them.
+pub const CHAT_SEND_KEYS: [&str; 9] = [
+    "sessionKey",
+    "message",
+    "idempotencyKey",
+    "busyMode",
+    "thinking",
+    "deliver",
+    "attachments",
+    "timeoutMs",
+    "cliMcpServers",
+];
+pub const CHAT_HISTORY_KEYS: [&str; 2] = ["sessionKey", "limit"];
+pub const CHAT_ABORT_KEYS: [&str; 2] = ["sessionKey", "runId"];
+
 /// A method's params object, read field by field.
 pub struct Params<'a> {
     method: &'a str,

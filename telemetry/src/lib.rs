@@ -1,11 +1,15 @@
 //! Logging and tracing for the Argent binaries.
 //!
 //! Logs go to stderr through `tracing-subscriber` (`ARGENT_LOG` or `RUST_LOG`, default
-//! `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC
+//! `info`); the recent lines are also kept in memory ([`recent_logs`], for `logs.tail`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC
 //! and the W3C trace-context propagator is installed, so a trace follows a request from the
 //! gateway through gRPC to the node-agent and through NATS to the events.
 
 #![forbid(unsafe_code)]
+
+mod recent;
+
+pub use recent::{recent_logs, RecentLogs, Tail};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -38,13 +42,22 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(EnvFilter::new(filter));
+        .with_filter(EnvFilter::new(&filter));
+    // The same lines, without colours, kept in memory for `logs.tail`.
+    let ring = tracing_subscriber::fmt::layer()
+        .with_writer(recent::RingWriter)
+        .with_target(false)
+        .with_ansi(false)
+        .with_filter(EnvFilter::new(&filter));
 
     let otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|v| !v.is_empty());
     let Some(endpoint) = otlp_endpoint else {
-        tracing_subscriber::registry().with(fmt).try_init()?;
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(ring)
+            .try_init()?;
         return Ok(TelemetryGuard { provider: None });
     };
 
@@ -68,6 +81,7 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         .with_filter(EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(fmt)
+        .with(ring)
         .with(otel)
         .try_init()?;
     tracing::info!(%endpoint, "exporting traces over OTLP");

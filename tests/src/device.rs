@@ -1,5 +1,6 @@
 //! A device identity for tests: an Ed25519 key that signs `connect` exactly as the upstream
-//! clients do (PROTOCOL.md §2.8, v2 payload over the socket's challenge nonce).
+//! clients do (PROTOCOL.md §2.8, v2 payload over the socket's challenge nonce; or the v3
+//! payload of PROTOCOL-v4.md §4).
 
 use std::time::Duration;
 
@@ -40,6 +41,12 @@ pub struct Attempt<'a> {
     pub clock: fn(&str, &mut i64) -> String,
     /// Changes the params after signing (to break the proof on purpose).
     pub tamper: fn(&mut Value),
+    /// `[minProtocol, maxProtocol]` offered.
+    pub protocol: (u64, u64),
+    /// Sign the v3 payload (OpenClaw's node host and CLI) instead of v2.
+    pub v3_payload: bool,
+    /// Sent as `auth.deviceToken` (v4 clients).
+    pub device_token: Option<&'a str>,
 }
 
 impl Default for Attempt<'_> {
@@ -51,6 +58,9 @@ impl Default for Attempt<'_> {
             host: None,
             clock: |nonce, _| nonce.to_string(),
             tamper: |_| {},
+            protocol: (3, 3),
+            v3_payload: false,
+            device_token: None,
         }
     }
 }
@@ -90,21 +100,28 @@ impl Device {
             challenge["payload"]["nonce"].as_str().unwrap(),
             &mut signed_at,
         );
-        let token = a.token.unwrap_or("");
-        let payload = format!(
+        let token = a.token.or(a.device_token).unwrap_or("");
+        let mut payload = format!(
             "v2|{}|test|test|{}|{}|{signed_at}|{token}|{nonce}",
             self.id,
             a.role,
             a.scopes.join(",")
         );
+        if a.v3_payload {
+            // v3 = the v2 fields, then the lower-cased platform and device family.
+            payload = format!("v3{}|linux|", &payload[2..]);
+        }
         let signature = URL_SAFE_NO_PAD.encode(self.key.sign(payload.as_bytes()).to_bytes());
-        let mut params = json!({"minProtocol":3,"maxProtocol":3,
+        let mut params = json!({"minProtocol":a.protocol.0,"maxProtocol":a.protocol.1,
             "client":{"id":"test","version":"1","platform":"linux","mode":"test","instanceId":"dev-1"},
             "role":a.role,"scopes":a.scopes,
             "device":{"id":self.id,"publicKey":self.public_key,"signature":signature,
                       "signedAt":signed_at,"nonce":nonce}});
         if let Some(token) = a.token {
             params["auth"] = json!({"token": token});
+        }
+        if let Some(token) = a.device_token {
+            params["auth"]["deviceToken"] = json!(token);
         }
         (a.tamper)(&mut params);
         ws.send_json(&json!({"type":"req","id":"c1","method":"connect","params":params}))

@@ -9,8 +9,11 @@ use argent_proto::config as document;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
+use argent_proto::version::ConfigView;
+
 use crate::context::Ctx;
 use crate::shared_config::{Document, WriteError};
+use crate::ws::session::Session;
 
 /// `config.patch` / `config.apply`: default and longest announced restart delay.
 const DEFAULT_RESTART_DELAY_MS: u64 = 2_000;
@@ -23,9 +26,10 @@ async fn read(ctx: &Ctx) -> Result<Document, RpcError> {
         .map_err(|e| RpcError::unavailable(e.to_string()).retryable(Some(1000)))
 }
 
-pub async fn get(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+pub async fn get(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
     Params::new("config.get", params)?.only(&[])?;
     let doc = read(ctx).await?;
+    let view = session.protocol.config_view(&session.scopes);
     let (parsed, issues) = match doc.raw.as_deref().map(document::parse) {
         None => (json!({}), Vec::new()),
         Some(Ok(parsed)) => {
@@ -40,10 +44,23 @@ pub async fn get(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
             }],
         ),
     };
+    // A v4 reader (`operator.read`) sees the document with every secret masked; the raw
+    // text is then the masked document, not the file.
+    let (raw, parsed) = match view {
+        ConfigView::Full => (doc.raw.clone(), parsed),
+        ConfigView::Redacted => {
+            let masked = document::redacted(&parsed);
+            let raw = doc
+                .raw
+                .as_ref()
+                .map(|_| serde_json::to_string_pretty(&masked).expect("JSON values serialize"));
+            (raw, masked)
+        }
+    };
     Ok(json!({
         "path": doc.path,
         "exists": doc.raw.is_some(),
-        "raw": doc.raw,
+        "raw": raw,
         "parsed": parsed,
         "valid": issues.is_empty(),
         "config": if parsed.is_null() { json!({}) } else { parsed.clone() },

@@ -1,7 +1,9 @@
 //! Methods answered by the gateway itself, one module per family.
 
 pub mod config;
+pub mod cron_page;
 pub mod devices;
+pub mod diagnostics;
 pub mod health;
 pub mod live_nodes;
 pub mod nodes;
@@ -23,12 +25,14 @@ pub async fn call(
 ) -> Result<Value, RpcError> {
     match method {
         "health" => health::health(ctx, params),
-        "config.get" => config::get(ctx, params).await,
+        "config.get" => config::get(ctx, session, params).await,
         "config.set" => config::set(ctx, params).await,
         "config.patch" => config::patch(ctx, params).await,
         "config.apply" => config::apply(ctx, params).await,
         "config.schema" => config::schema(ctx, params),
         "status" => health::status(ctx, params),
+        "logs.tail" => diagnostics::logs_tail(ctx, params),
+        "diagnostics.stability" => diagnostics::stability(ctx, params),
         "system-presence" => presence::system_presence(ctx, session, params),
         "device.pair.list" => devices::pair_list(ctx, params).await,
         "device.pair.approve" => devices::pair_approve(ctx, session, params).await,

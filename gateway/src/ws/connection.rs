@@ -26,7 +26,8 @@ use argent_planes::calls::node_call_secret;
 use argent_proto::catalog::{self, Role};
 use argent_proto::connect::ConnectParams;
 use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
-use argent_proto::limits::{MAX_PAYLOAD, PROTOCOL_VERSION};
+use argent_proto::limits::MAX_PAYLOAD;
+use argent_proto::version::Protocol;
 
 use crate::context::Ctx;
 use crate::health;
@@ -43,9 +44,16 @@ use crate::ws::session::{Session, Upgrade};
 /// Upstream's canvas host path is not a gateway socket.
 const CANVAS_PATH: &str = "/__argent__/ws";
 
-static FEATURES: LazyLock<Value> = LazyLock::new(
-    || json!({"methods": catalog::handled_method_names(), "events": catalog::event_names()}),
-);
+/// `hello-ok.features` of each protocol version (index: `Protocol as usize`).
+static FEATURES: LazyLock<[Value; 2]> = LazyLock::new(|| {
+    [Protocol::V3, Protocol::V4].map(|p| {
+        let mut features = json!({"methods": p.method_names(), "events": catalog::event_names()});
+        if let Some(capabilities) = p.server_capabilities() {
+            features["capabilities"] = capabilities;
+        }
+        features
+    })
+});
 
 type Socket = WebSocketStream<LimitedStream>;
 
@@ -156,7 +164,9 @@ async fn handshake_phase(
     let nonce = uuid::Uuid::new_v4().to_string();
     let challenge = EncodedEvent::from_value(
         "connect.challenge",
-        &json!({"nonce": nonce, "ts": argent_proto::now_ms()}),
+        // `capabilities`: pre-auth server capabilities for v4 clients (none implemented);
+        // v3 clients ignore the extra key (PROTOCOL-v4.md §3.1).
+        &json!({"nonce": nonce, "ts": argent_proto::now_ms(), "capabilities": []}),
         None,
     );
     if socket
@@ -205,7 +215,11 @@ async fn handshake_phase(
         config: &config.document,
     };
     let verdict = match ctx.auth_limiter.check(peer.ip()) {
-        Err(refusal) => Err(Box::new(handshake::Rejection::refuse(&first, refusal))),
+        Err(refusal) => Err(Box::new(handshake::Rejection::refuse(
+            &first,
+            refusal,
+            crate::auth::rate_limited_error,
+        ))),
         Ok(()) => handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first),
     };
     let verdict = match verdict {
@@ -352,11 +366,12 @@ fn node_session(ctx: &Ctx, session: &Session, params: &ConnectParams) -> Value {
 
 fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
     let agents = AgentsConfig::from_config(&ctx.shared_config.get());
+    let protocol = session.protocol;
     let mut hello = json!({
         "type": "hello-ok",
-        "protocol": PROTOCOL_VERSION,
+        "protocol": protocol.number(),
         "server": {"version": ctx.version, "host": ctx.host, "connId": session.conn_id},
-        "features": *FEATURES,
+        "features": FEATURES[protocol as usize],
         "snapshot": {
             "presence": presence_list(ctx),
             "health": *health::snapshot(ctx),
@@ -386,6 +401,9 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
             hello["cluster"] = json!({"nodeCallSecret": node_call_secret(&secret, node_id)});
         }
         hello["auth"] = auth;
+    } else if protocol.always_sends_hello_auth() {
+        // v4: the enforced role and scopes, always (PROTOCOL-v4.md §6).
+        hello["auth"] = json!({"role": session.role.as_str(), "scopes": session.scopes});
     }
     hello
 }
@@ -436,6 +454,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     let handle = Arc::new(ConnHandle::new(
         session.conn_id.clone(),
         session.role,
+        session.protocol,
         &session.scopes,
         session.device_id.clone(),
         outbox.clone(),
@@ -452,6 +471,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     let writer = outbox.run_writer(sink);
     tokio::pin!(writer);
     let in_flight = Arc::new(Semaphore::new(ctx.limits.requests_per_connection));
+    let extra_keys = session.protocol.extra_request_keys();
     let mut writer_done = false;
 
     loop {
@@ -466,10 +486,10 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
             _ = &mut writer => { writer_done = true; break; }
         };
         let parsed = match &message {
-            Some(Ok(Message::Text(text))) => parse_request(text.as_str()),
+            Some(Ok(Message::Text(text))) => parse_request(text.as_str(), extra_keys),
             // Upstream decodes binary frames as UTF-8 text.
             Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(bytes) {
-                Ok(text) => parse_request(text),
+                Ok(text) => parse_request(text, extra_keys),
                 Err(_) => {
                     let err = argent_proto::errors::RpcError::invalid_frame(
                         "binary frame is not UTF-8 text",

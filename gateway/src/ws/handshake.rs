@@ -8,17 +8,17 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use argent_proto::catalog::{Role, SCOPE_ADMIN};
+use argent_proto::catalog::Role;
 use argent_proto::connect::{parse_connect_params, ConnectParams};
 use argent_proto::errors::RpcError;
 use argent_proto::frames::{request_from_value, FrameError};
-use argent_proto::limits::PROTOCOL_VERSION;
+use argent_proto::version::Protocol;
 
 fn now_ms() -> i64 {
     argent_proto::now_ms() as i64
 }
 
-use crate::auth::{check_shared_secret, device, AuthFailure};
+use crate::auth::{bootstrap_token_error, check_shared_secret, device, AuthFailure};
 use crate::config::SharedSecrets;
 use crate::ws::outbox::truncate_reason;
 use crate::ws::session::{Session, Upgrade};
@@ -46,13 +46,21 @@ impl Rejection {
         })
     }
 
-    /// Refuses the handshake with `error` (answering the frame's id when it has one).
-    pub fn refuse(first_frame: &str, error: RpcError) -> Self {
-        let id = serde_json::from_str::<Value>(first_frame)
-            .ok()
+    /// Refuses the handshake with `error` (answering the frame's id when it has one), before
+    /// the frame was evaluated; `shape` words it for the version the frame offers.
+    pub fn refuse(
+        first_frame: &str,
+        error: RpcError,
+        shape: impl FnOnce(RpcError, Protocol) -> RpcError,
+    ) -> Self {
+        let frame = serde_json::from_str::<Value>(first_frame).ok();
+        let id = frame
+            .as_ref()
             .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| "invalid".to_string());
+        let offered = frame.as_ref().and_then(offered_protocol);
+        let error = shape(error, offered.unwrap_or_default());
         *Self::respond(&id, error, 1008)
     }
 
@@ -74,6 +82,12 @@ impl Rejection {
             .map(|(_, e)| e.message.as_str())
             .unwrap_or("no response")
     }
+}
+
+/// The version a `connect` frame would negotiate, read before it is validated.
+fn offered_protocol(frame: &Value) -> Option<Protocol> {
+    let bound = |key: &str| frame.pointer(&format!("/params/{key}"))?.as_u64();
+    Protocol::negotiate(bound("minProtocol")?, bound("maxProtocol")?)
 }
 
 /// A `connect` that passed steps 1–14.
@@ -122,7 +136,10 @@ pub fn evaluate(
         })
     })?;
     // 2. A valid `req` for `connect` with valid params.
-    let request = request_from_value(value).map_err(|err| match err {
+    let extra = offered_protocol(&value)
+        .unwrap_or_default()
+        .extra_request_keys();
+    let request = request_from_value(value, extra).map_err(|err| match err {
         FrameError::NotRequest { .. } | FrameError::NotJson => Box::new(Rejection {
             response: None,
             close_code: 1008,
@@ -145,15 +162,14 @@ pub fn evaluate(
             1008,
         )
     })?;
-    // 3. Protocol negotiation.
-    if !(params.min_protocol <= PROTOCOL_VERSION && PROTOCOL_VERSION <= params.max_protocol) {
+    // 3. Protocol negotiation: the highest of {3, 4} both sides speak (PROTOCOL-v4.md §1.2).
+    let Some(protocol) = Protocol::negotiate(params.min_protocol, params.max_protocol) else {
         return Err(Rejection::respond(
             id,
-            RpcError::invalid_request("protocol mismatch")
-                .with_detail("expectedProtocol", PROTOCOL_VERSION),
+            Protocol::mismatch(params.min_protocol, params.max_protocol),
             1002,
         ));
-    }
+    };
     // 4. Role.
     let role = match Role::parse(params.role.as_deref().unwrap_or("operator")) {
         Some(role) => role,
@@ -168,16 +184,18 @@ pub fn evaluate(
     // 5. Effective scopes.
     let scopes = match (&params.scopes, role) {
         (Some(s), _) if !s.is_empty() => s.clone(),
-        (_, Role::Operator) => vec![SCOPE_ADMIN.to_string()],
+        (_, Role::Operator) => protocol.default_operator_scopes(),
         _ => Vec::new(),
     };
     // 6. Browser origin check.
     if params.client.is_browser() && !upgrade.origin_allowed(&policy.allowed_origins()) {
-        return Err(Rejection::respond(
-            id,
-            RpcError::unauthorized("origin not allowed (open the Control UI from the gateway host or allow it in gateway.controlUi.allowedOrigins)"),
-            1008,
-        ));
+        let error = RpcError::unauthorized("origin not allowed (open the Control UI from the gateway host or allow it in gateway.controlUi.allowedOrigins)");
+        let error = protocol.connect_error(
+            error,
+            "CONTROL_UI_ORIGIN_NOT_ALLOWED",
+            &[("reason", Value::from("origin-not-allowed"))],
+        );
+        return Err(Rejection::respond(id, error, 1008));
     }
     // 7. Shared secret.
     let shared = check_shared_secret(policy.secrets, &params.auth);
@@ -189,50 +207,61 @@ pub fn evaluate(
             .is_some_and(|p| !p.is_empty());
     let client = &params.client;
     let local = upgrade.is_local(&peer);
+    // A setup code stands in for the shared secret; we do not issue those (§3.2 v4).
+    let bootstrap = params.auth.bootstrap_token.is_some() && params.auth.device_token.is_none();
+    if shared.is_err() && bootstrap {
+        return Err(Rejection::respond(
+            id,
+            bootstrap_token_error(protocol),
+            1008,
+        ));
+    }
+    let identity_required = || {
+        let error = RpcError::not_paired("device identity required");
+        protocol.connect_error(error, "DEVICE_IDENTITY_REQUIRED", &[])
+    };
     let mut device_id = None;
     match (&params.device, shared) {
         // 8. No device.
         (None, _)
-            if client.id == "argent-control-ui"
+            if client.is_control_ui()
                 && !policy.flag("/gateway/controlUi/allowInsecureAuth")
                 && !policy.flag("/gateway/controlUi/dangerouslyDisableDeviceAuth") =>
         {
-            return Err(Rejection::respond(
-                id,
-                RpcError::unauthorized("control ui requires HTTPS or localhost (secure context)"),
-                1008,
-            ));
+            let message = protocol.message(
+                "control ui requires HTTPS or localhost (secure context)",
+                "control ui requires device identity (use HTTPS or localhost secure context)",
+            );
+            let error = protocol.connect_error(
+                RpcError::unauthorized(message),
+                "CONTROL_UI_DEVICE_IDENTITY_REQUIRED",
+                &[],
+            );
+            return Err(Rejection::respond(id, error, 1008));
         }
         (None, Ok(())) => {}
         (None, Err(failure)) if supplied => {
-            return Err(Rejection::respond(id, failure.to_error(client), 1008));
+            let error = failure.to_error(client, protocol, false);
+            return Err(Rejection::respond(id, error, 1008));
         }
-        (None, Err(_)) => {
-            return Err(Rejection::respond(
-                id,
-                RpcError::not_paired("device identity required"),
-                1008,
-            ));
-        }
+        (None, Err(_)) => return Err(Rejection::respond(id, identity_required(), 1008)),
         // 9–14. The device proof (15–18 follow in `pairing`).
         (Some(device), _) => {
             let proven = device::verify(&params, device, nonce, local, now_ms())
-                .map_err(|failure| Rejection::respond(id, failure.to_error(), 1008))?;
+                .map_err(|failure| Rejection::respond(id, failure.to_error(protocol), 1008))?;
+            tracing::debug!(device = %proven.id, payload = proven.payload_version, "device proven");
             device_id = Some(proven.clone());
         }
     }
     // [EXT] The seed's `device` role needs a proven (and then paired) device identity.
     if role == Role::Device && device_id.is_none() {
-        return Err(Rejection::respond(
-            id,
-            RpcError::not_paired("device identity required"),
-            1008,
-        ));
+        return Err(Rejection::respond(id, identity_required(), 1008));
     }
     Ok(Accepted {
         request_id: request.id.clone(),
         session: Session {
             conn_id: conn_id.to_string(),
+            protocol,
             role,
             scopes,
             client: params.client.clone(),

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use argent_proto::frames::EncodedEvent;
 use argent_proto::limits::CLOSE_REASON_MAX;
 
+use crate::chat_stream::V4Delta;
 use crate::metrics::Metrics;
 
 /// How long a close frame may take to go out before the socket is just dropped.
@@ -54,7 +55,13 @@ struct State {
     close_after: Option<(u16, String)>,
     /// … or right now, dropping the queue (slow consumer).
     close_now: Option<(u16, String)>,
+    /// v4 only: runs whose every `chat` delta so far reached this connection, so a suffix
+    /// (`deltaText` without `replace`) is enough for it (PROTOCOL-v4.md §8.2).
+    in_step: Vec<Arc<str>>,
 }
+
+/// Runs a connection tracks as in step at once; forgetting one costs one `replace` delta.
+const MAX_IN_STEP_RUNS: usize = 32;
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +126,46 @@ impl Outbox {
     /// Queues an event. `broadcast` events take the next `seq`; targeted ones carry none.
     pub fn push_event(&self, event: &Arc<EncodedEvent>, broadcast: bool) -> Pushed {
         let mut state = self.state.lock();
-        if Self::is_closing(&state) {
+        self.push_event_locked(&mut state, event, broadcast)
+    }
+
+    /// Queues a v4 `chat` delta: the suffix when this connection is in step with the run,
+    /// else the whole text with `replace:true`. A dropped delta puts it out of step.
+    pub fn push_v4_delta(&self, delta: &V4Delta) -> Pushed {
+        let mut state = self.state.lock();
+        let position = state.in_step.iter().position(|r| *r == delta.run_id);
+        let Some(frame) = delta.frame_for(position.is_some()) else {
+            return Pushed::Queued;
+        };
+        let pushed = self.push_event_locked(&mut state, &frame, true);
+        match (pushed, position) {
+            (Pushed::Queued, None) => {
+                if state.in_step.len() >= MAX_IN_STEP_RUNS {
+                    state.in_step.remove(0);
+                }
+                state.in_step.push(delta.run_id.clone());
+            }
+            (Pushed::Queued, Some(_)) => {}
+            (_, Some(at)) => {
+                state.in_step.remove(at);
+            }
+            (_, None) => {}
+        }
+        pushed
+    }
+
+    /// A run ended: it needs no tracking any more.
+    pub fn forget_run(&self, run_id: &str) {
+        self.state.lock().in_step.retain(|r| &**r != run_id);
+    }
+
+    fn push_event_locked(
+        &self,
+        state: &mut State,
+        event: &Arc<EncodedEvent>,
+        broadcast: bool,
+    ) -> Pushed {
+        if Self::is_closing(state) {
             return Pushed::Closing;
         }
         let seq = if broadcast {
@@ -133,11 +179,11 @@ impl Outbox {
                 self.metrics.events_dropped.inc();
                 return Pushed::Dropped;
             }
-            self.slow_consumer(&mut state);
+            self.slow_consumer(state);
             return Pushed::Closing;
         }
         self.enqueue(
-            &mut state,
+            state,
             Outgoing::Event {
                 event: event.clone(),
                 seq,

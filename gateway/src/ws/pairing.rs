@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use argent_planes::bus::BusEvent;
 use argent_proto::catalog::Role;
 use argent_proto::errors::RpcError;
+use argent_proto::version::Protocol;
 
 use crate::auth::device_token_error;
 use crate::auth::devices::{normalized, DeviceStore, PendingRequest, TokenGrant};
@@ -33,6 +34,53 @@ pub async fn announce_resolved(ctx: &Ctx, request: &PendingRequest, decision: &s
     announce(ctx, "device.pair.resolved", &payload).await;
 }
 
+/// `pairing required` (§2.10); on v4 with the details of PROTOCOL-v4.md §7.2 and the
+/// request id in the close reason.
+fn pairing_required(
+    id: &str,
+    request: &PendingRequest,
+    repair: bool,
+    protocol: Protocol,
+) -> Box<Rejection> {
+    let (reason, requirement) = if repair {
+        ("role-or-scope-upgrade", "approve the new role or scopes")
+    } else {
+        ("not-paired", "approve this device")
+    };
+    let message = match protocol {
+        Protocol::V3 => "pairing required".to_string(),
+        Protocol::V4 => format!("pairing required: {requirement}"),
+    };
+    let error = RpcError::not_paired(message).with_detail("requestId", request.request_id.clone());
+    let error = protocol.connect_error(
+        error,
+        "PAIRING_REQUIRED",
+        &[
+            ("reason", json!(reason)),
+            (
+                "remediationHint",
+                json!(format!(
+                    "an operator approves it: argent devices approve {}",
+                    request.request_id
+                )),
+            ),
+            ("deviceId", json!(request.device_id)),
+            ("requestedRole", json!(request.role)),
+            ("requestedScopes", json!(request.scopes)),
+            ("recommendedNextStep", json!("wait_then_retry")),
+            ("pauseReconnect", json!(false)),
+        ],
+    );
+    let mut rejection = Rejection::respond(id, error, 1008);
+    if protocol == Protocol::V4 {
+        rejection.close_reason = crate::ws::outbox::truncate_reason(&format!(
+            "{} (requestId: {})",
+            rejection.close_reason, request.request_id
+        ));
+    }
+    rejection
+}
+
 /// Runs steps 15–18; `Ok` holds `hello-ok.auth` when the connection proved a device.
 pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, Box<Rejection>> {
     let Some(device) = &accepted.device else {
@@ -44,13 +92,31 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
     let role = session.role.as_str();
     let store = DeviceStore::new(ctx.state.clone());
     // The state plane is away: a retryable refusal, close 1013 (try again later).
-    let unavailable = |err: RpcError| Rejection::respond(id, err.retryable(Some(1000)), 1013);
-    let token = params.auth.token.as_deref().filter(|t| !t.is_empty());
+    let protocol = session.protocol;
+    let unavailable = |err: RpcError| {
+        // v4 clients retry "gateway starting" after `retryAfterMs` without counting a failure.
+        let error = match protocol {
+            Protocol::V3 => err,
+            Protocol::V4 => RpcError::unavailable("gateway starting; retry shortly")
+                .with_detail("reason", "startup-sidecars"),
+        };
+        let mut rejection = Rejection::respond(id, error.retryable(Some(1000)), 1013);
+        if protocol == Protocol::V4 {
+            rejection.close_reason = "gateway starting".to_string();
+        }
+        rejection
+    };
+    let non_empty = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
+    // v4 clients send the device token in `auth.deviceToken`; v3 ones in `auth.token`.
+    let from_device_field = non_empty(&params.auth.device_token);
+    let token = from_device_field
+        .clone()
+        .or_else(|| non_empty(&params.auth.token));
 
     // 15–16. Not authenticated by the shared secret: the token may be this device's.
     let mut device_token = None;
     if let Err(failure) = accepted.shared {
-        match token {
+        match &token {
             Some(token) => {
                 match store
                     .check_token(&device.id, role, token, &session.scopes)
@@ -58,8 +124,14 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
                     .map_err(unavailable)?
                 {
                     Ok(()) => device_token = Some(token.to_string()),
+                    // A v4 client that sent a wrong shared token and no device token is
+                    // told so, with the hint to retry with its stored device token.
+                    Err(_) if protocol == Protocol::V4 && from_device_field.is_none() => {
+                        let error = failure.to_error(&params.client, protocol, true);
+                        return Err(Rejection::respond(id, error, 1008));
+                    }
                     Err(kind) => {
-                        let error = device_token_error(kind, &params.client);
+                        let error = device_token_error(kind, &params.client, protocol);
                         return Err(Rejection::respond(id, error, 1008));
                     }
                 }
@@ -67,11 +139,8 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
             // [EXT] A node may ask to be paired with its device identity alone (§2.10).
             None if session.role == Role::Node => {}
             None => {
-                return Err(Rejection::respond(
-                    id,
-                    failure.to_error(&params.client),
-                    1008,
-                ))
+                let error = failure.to_error(&params.client, protocol, false);
+                return Err(Rejection::respond(id, error, 1008));
             }
         }
     }
@@ -140,9 +209,7 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
                 let payload = serde_json::to_value(&request).expect("requests serialize");
                 announce(ctx, "device.pair.requested", &payload).await;
             }
-            let error = RpcError::not_paired("pairing required")
-                .with_detail("requestId", request.request_id.clone());
-            return Err(Rejection::respond(id, error, 1008));
+            return Err(pairing_required(id, &request, paired.is_some(), protocol));
         }
     }
 

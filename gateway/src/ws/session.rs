@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use argent_proto::catalog::Role;
 use argent_proto::connect::ClientInfo;
+use argent_proto::version::Protocol;
 
 /// What the HTTP upgrade request said (PROTOCOL.md §2.6, §2.7).
 #[derive(Debug, Clone, Default)]
@@ -78,6 +79,8 @@ impl Upgrade {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub conn_id: String,
+    /// Negotiated at connect; every v3/v4 difference is keyed on it.
+    pub protocol: Protocol,
     pub role: Role,
     /// Effective scopes (§2.4 step 5).
     pub scopes: Vec<String>,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
-use argent_proto::params::Params;
+use argent_proto::params::{Params, CHAT_ABORT_KEYS, CHAT_HISTORY_KEYS, CHAT_SEND_KEYS};
 use argent_proto::subjects;
 
 use crate::runtime::providers::Providers;
@@ -235,17 +235,7 @@ fn aborted_result(ids: Vec<String>) -> Value {
 }
 
 pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<Value, RpcError> {
-    let p = Params::new("chat.send", params)?.only(&[
-        "sessionKey",
-        "message",
-        "idempotencyKey",
-        "busyMode",
-        "thinking",
-        "deliver",
-        "attachments",
-        "timeoutMs",
-        "cliMcpServers",
-    ])?;
+    let p = Params::new("chat.send", params)?.only(&CHAT_SEND_KEYS)?;
     let raw_key = p.required_str("sessionKey")?;
     let message = p.required_text("message")?;
     let run_id = p.required_str("idempotencyKey")?;
@@ -452,7 +442,7 @@ pub async fn wait(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
 }
 
 pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
-    let p = Params::new("chat.abort", params)?.only(&["sessionKey", "runId"])?;
+    let p = Params::new("chat.abort", params)?.only(&CHAT_ABORT_KEYS)?;
     let raw_key = p.required_str("sessionKey")?;
     let run_id = p.optional_str("runId")?;
     let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
@@ -472,8 +462,23 @@ pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         .map(aborted_result)
 }
 
+/// `chat.startup` (protocol 4): `chat.history` of `sessionKey`. Opening a chat by
+/// `shortId` needs session resolution, which this release does not have.
+pub async fn startup(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let mut params = params;
+    let short_id = params.as_object_mut().and_then(|p| p.remove("shortId"));
+    let has_key = params.get("sessionKey").is_some();
+    if short_id.is_some() && !has_key {
+        return Err(RpcError::invalid_params(
+            "chat.startup",
+            "opening a chat by shortId is not supported by this gateway; pass sessionKey",
+        ));
+    }
+    history(rt, params).await
+}
+
 pub async fn history(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
-    let p = Params::new("chat.history", params)?.only(&["sessionKey", "limit"])?;
+    let p = Params::new("chat.history", params)?.only(&CHAT_HISTORY_KEYS)?;
     let raw_key = p.required_str("sessionKey")?;
     let limit = p.optional_u64("limit", 1)?.unwrap_or(200);
     if limit > 1000 {

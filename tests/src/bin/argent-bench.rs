@@ -63,12 +63,19 @@ fn percentiles(samples: &mut [u64]) -> Value {
     json!({"samples": samples.len(), "p50_us": at(0.50), "p90_us": at(0.90), "p99_us": at(0.99), "max_us": at(1.0)})
 }
 
-/// Opens a socket and completes a CLI handshake; returns the socket.
+/// Opens a socket and completes a CLI handshake (protocol 3); returns the socket.
 async fn handshake(url: &str, token: &str) -> anyhow::Result<Ws> {
+    handshake_as(url, token, 3).await
+}
+
+/// The same handshake offering only `protocol` (3, or 4 for OpenClaw clients).
+async fn handshake_as(url: &str, token: &str, protocol: u64) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     ws.next().await.context("no challenge")??;
-    ws.send(Message::text(connect_frame("c", token).to_string()))
-        .await?;
+    let mut connect = connect_frame("c", token);
+    connect["params"]["minProtocol"] = json!(protocol);
+    connect["params"]["maxProtocol"] = json!(protocol);
+    ws.send(Message::text(connect.to_string())).await?;
     loop {
         let msg = ws.next().await.context("closed during handshake")??;
         if let Message::Text(text) = msg {
@@ -522,7 +529,8 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
     });
     eprintln!("chat first token: {first_token}");
 
-    // 1,000 watchers (500 per gateway) while sessions stream long answers.
+    // 1,000 watchers (500 per gateway, every other one on protocol 4, which gets
+    // `deltaText`) while sessions stream long answers.
     let per_gateway = s.count(500, 100);
     let sessions = s.count(20, 5);
     let deltas = Arc::new(AtomicU64::new(0));
@@ -530,8 +538,8 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for gw in [a, b] {
-        for _ in 0..per_gateway {
-            let mut ws = handshake(&gw.ws, &gw.token).await?;
+        for i in 0..per_gateway {
+            let mut ws = handshake_as(&gw.ws, &gw.token, 3 + (i % 2) as u64).await?;
             let (deltas, finals, stop) = (deltas.clone(), finals.clone(), stop.clone());
             readers.push(tokio::spawn(async move {
                 while let Some(text) = next_text(&mut ws, &stop).await {
@@ -568,6 +576,7 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
     Ok(json!({
         "first_token": first_token,
         "watchers": per_gateway * 2,
+        "watchers_on_protocol_4": per_gateway,
         "gateways": 2,
         "streaming_sessions": sessions,
         "delta_events_delivered": delivered,

@@ -135,6 +135,9 @@ const METHODS: &[(&str, char)] = &[
     ("poll", 'A'),
     // Not in the catalog: only admins get past authorization (to `unknown method`).
     ("definitely.not.a.method", 'U'),
+    // Protocol-4 methods (PROTOCOL-v4.md §9) are unknown to these v3 connections.
+    ("chat.startup", 'U'),
+    ("diagnostics.stability", 'U'),
 ];
 
 /// The callers, and for each the expected authorization failure per class ("" = allowed).

@@ -146,14 +146,14 @@ async fn first_frame_failures_in_order() {
     assert!(message.contains("at /client/id: must be equal to one of the allowed values"));
     assert!(matches!(next, Next::Close(1008, _)));
 
-    // 3. Protocol mismatch: close 1002.
+    // 3. Protocol mismatch (a range without 3 or 4): close 1002, our highest version named.
     let mut params = cli_params(Some(&gw.token));
-    params["minProtocol"] = json!(4);
-    params["maxProtocol"] = json!(5);
+    params["minProtocol"] = json!(5);
+    params["maxProtocol"] = json!(6);
     let (error, next) = reject(&gw, &connect_with(params).to_string()).await;
     let error = error.unwrap();
     assert_eq!(error["message"], "protocol mismatch");
-    assert_eq!(error["details"]["expectedProtocol"], 3);
+    assert_eq!(error["details"]["expectedProtocol"], 4);
     assert_eq!(next, close(1002, "protocol mismatch"));
 
     // 4. Invalid role.

@@ -12,6 +12,7 @@ mod local;
 mod node_join;
 mod node_pairing;
 mod node_role;
+mod protocol_v4;
 mod scheduling;
 mod slow_consumer;
 mod tracing;

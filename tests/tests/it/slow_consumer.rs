@@ -24,15 +24,21 @@ async fn publish(nats: &async_nats::Client, name: &str, count: usize, pad: usize
     nats.flush().await.unwrap();
 }
 
-/// A cluster gateway with a 1 MiB client buffer, a NATS publisher, and a client that
-/// completed its handshake and then stops reading.
-async fn setup() -> (Nats, Gateway, async_nats::Client, RawWs) {
+/// NATS and a cluster gateway with a 1 MiB client buffer.
+pub async fn small_buffer_gateway() -> (Nats, Gateway) {
     let nats = Nats::start().await.unwrap();
     let gw = Gateway::cluster(&nats)
         .args(&["--max-buffered-bytes", "1048576"])
         .start()
         .await
         .unwrap();
+    (nats, gw)
+}
+
+/// A cluster gateway with a 1 MiB client buffer, a NATS publisher, and a client that
+/// completed its handshake and then stops reading.
+async fn setup() -> (Nats, Gateway, async_nats::Client, RawWs) {
+    let (nats, gw) = small_buffer_gateway().await;
     let slow = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
     let publisher = nats.client().await.unwrap();
     (nats, gw, publisher, slow)

@@ -1,0 +1,568 @@
+//! Protocol 4 beside protocol 3 (PROTOCOL-v4.md): raw clients offering 3..3, 3..4 and 4..4
+//! against the same two-gateway cluster; v3 and v2 device signatures; scope failures per
+//! version; the v4 `chat` `deltaText`/`replace` stream (also for a slow client that missed
+//! deltas); the cron pagination contract; `logs.tail` and `diagnostics.stability`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use argent_tests::device::{Attempt, Device};
+use argent_tests::model_double::ModelDouble;
+use argent_tests::raw::{Next, RawWs};
+use argent_tests::{Gateway, Nats};
+
+use crate::chat_cluster::{gateway, node, publish_config, wait_nodes};
+use crate::chat_local::model_config;
+use crate::slow_consumer::small_buffer_gateway;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A raw client: opens, reads the challenge, sends a CLI-style `connect` offering
+/// `min..=max` with `scopes` (absent when `None`); returns the challenge, the response and
+/// the socket.
+async fn raw_connect(
+    gw: &Gateway,
+    (min, max): (u64, u64),
+    scopes: Option<&[&str]>,
+    tweak: impl FnOnce(&mut Value),
+) -> (Value, Value, RawWs) {
+    let (mut ws, challenge) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    let mut params = json!({"minProtocol": min, "maxProtocol": max,
+        "client": {"id": "cli", "version": "2026.9.6", "platform": "linux", "mode": "cli"},
+        "auth": {"token": gw.token}});
+    if let Some(scopes) = scopes {
+        params["scopes"] = json!(scopes);
+    }
+    tweak(&mut params);
+    ws.send_json(&json!({"type": "req", "id": "c", "method": "connect", "params": params}))
+        .await
+        .unwrap();
+    let Next::Frame(response) = ws.response("c", WAIT).await else {
+        panic!("no connect response")
+    };
+    (challenge, response, ws)
+}
+
+async fn call(ws: &mut RawWs, id: &str, method: &str, params: Value) -> Value {
+    match ws.call(id, method, params).await {
+        Next::Frame(frame) => frame,
+        other => panic!("{method}: {other:?}"),
+    }
+}
+
+fn methods(hello: &Value) -> Vec<String> {
+    hello["payload"]["features"]["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_connection_gets_its_own_version_on_one_cluster() {
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let secret_key = "sk-provider-secret-123";
+    publish_config(
+        &nats,
+        &json!({"models": {"providers": {"p": {"api": "openai-completions", "baseUrl": "http://127.0.0.1:9/v1/", "apiKey": secret_key, "models": [{"id": "m"}]}}}}),
+    )
+    .await;
+
+    for gw in [&a, &b] {
+        // 3..3 → 3, the v3 hello-ok exactly as before.
+        let (challenge, v3, mut ws3) = raw_connect(gw, (3, 3), None, |_| {}).await;
+        assert!(challenge["ts"].is_u64());
+        assert_eq!(challenge["capabilities"], json!([]));
+        assert_eq!(v3["payload"]["protocol"], 3);
+        assert!(
+            v3["payload"].get("auth").is_none(),
+            "no token issued, no auth"
+        );
+        assert!(v3["payload"]["features"].get("capabilities").is_none());
+        assert!(!methods(&v3).contains(&"chat.startup".to_string()));
+        // 3..4 → 4; 4..4 → 4, `auth` always, with the enforced scopes.
+        let (_, mixed, _ws) = raw_connect(gw, (3, 4), Some(&["operator.read"]), |_| {}).await;
+        assert_eq!(mixed["payload"]["protocol"], 4);
+        let (_, v4, mut ws4) = raw_connect(gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+        assert_eq!(v4["payload"]["protocol"], 4);
+        assert_eq!(
+            v4["payload"]["auth"],
+            json!({"role": "operator", "scopes": ["operator.read"]})
+        );
+        assert_eq!(v4["payload"]["features"]["capabilities"], json!([]));
+        let listed = methods(&v4);
+        for m in [
+            "chat.startup",
+            "diagnostics.stability",
+            "logs.tail",
+            "cron.list",
+        ] {
+            assert!(listed.contains(&m.to_string()), "{m}");
+        }
+        assert!(v4["payload"]["policy"]["maxPayload"].is_u64());
+
+        // Scope failures per version.
+        let refused = call(&mut ws4, "1", "config.set", json!({"raw": "{}"})).await;
+        assert_eq!(
+            refused["error"],
+            json!({"code": "FORBIDDEN", "message": "missing scope: operator.admin",
+                   "details": {"code": "MISSING_SCOPE", "missingScope": "operator.admin",
+                               "requiredScopes": ["operator.admin"], "jsonrpcCode": -32002}})
+        );
+        let (_, _, mut ws3_read) = raw_connect(gw, (3, 3), Some(&["operator.read"]), |_| {}).await;
+        let refused = call(&mut ws3_read, "1", "config.get", json!({})).await;
+        assert_eq!(
+            refused["error"],
+            json!({"code": "INVALID_REQUEST", "message": "missing scope: operator.admin",
+                   "details": {"jsonrpcCode": -32002}})
+        );
+        // v4 `operator.read` reads the config with every secret masked; v3 admin reads it raw.
+        let config = call(&mut ws4, "2", "config.get", json!({})).await;
+        assert_eq!(config["ok"], true, "{config}");
+        assert!(!config.to_string().contains(secret_key), "{config}");
+        assert_eq!(
+            config["payload"]["config"]["models"]["providers"]["p"]["apiKey"],
+            "__REDACTED__"
+        );
+        let full = call(&mut ws3, "2", "config.get", json!({})).await;
+        assert!(full["payload"]["raw"]
+            .as_str()
+            .unwrap()
+            .contains(secret_key));
+
+        // v4 request frames may carry a trace context; v3 ones may not.
+        let traced = json!({"type": "req", "id": "t", "method": "health",
+                            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"});
+        ws4.send_json(&traced).await.unwrap();
+        let Next::Frame(ok) = ws4.response("t", WAIT).await else {
+            panic!()
+        };
+        assert_eq!(ok["ok"], true, "{ok}");
+        ws3.send_json(&traced).await.unwrap();
+        let Next::Frame(bad) = ws3.response("t", WAIT).await else {
+            panic!()
+        };
+        assert_eq!(
+            bad["error"]["message"],
+            "invalid request frame: at root: unexpected property 'traceparent'"
+        );
+        // v4-only methods are unknown to v3 connections.
+        let unknown = call(&mut ws3, "3", "diagnostics.stability", json!({})).await;
+        assert_eq!(
+            unknown["error"]["message"],
+            "unknown method: diagnostics.stability"
+        );
+    }
+
+    // No scopes on v4: none granted (v3 grants admin); `health` needs none.
+    let (_, bare, mut ws) = raw_connect(&a, (4, 4), None, |_| {}).await;
+    assert_eq!(bare["payload"]["auth"]["scopes"], json!([]));
+    assert_eq!(call(&mut ws, "h", "health", json!({})).await["ok"], true);
+    let status = call(&mut ws, "s", "status", json!({})).await;
+    assert_eq!(status["error"]["details"]["missingScope"], "operator.read");
+
+    // Outside 3..4: mismatch naming 4, close 1002.
+    let (_, mismatch, mut ws) = raw_connect(&b, (5, 6), None, |_| {}).await;
+    assert_eq!(mismatch["error"]["message"], "protocol mismatch");
+    assert_eq!(mismatch["error"]["details"]["expectedProtocol"], 4);
+    assert_eq!(mismatch["error"]["details"]["code"], "PROTOCOL_MISMATCH");
+    assert_eq!(
+        ws.closed(WAIT).await,
+        Next::Close(1002, "protocol mismatch".into())
+    );
+
+    // Connect failures carry `details.code` on v4 only.
+    let wrong = |p: &mut Value| p["auth"]["token"] = json!("wrong");
+    let (_, v4, _) = raw_connect(&a, (4, 4), None, wrong).await;
+    let details = &v4["error"]["details"];
+    assert_eq!(details["code"], "AUTH_TOKEN_MISMATCH");
+    assert_eq!(details["recommendedNextStep"], "update_auth_credentials");
+    assert_eq!(details["canRetryWithDeviceToken"], false);
+    let (_, v3, _) = raw_connect(&a, (3, 3), None, wrong).await;
+    assert!(v3["error"]["details"].get("code").is_none());
+    assert!(v3["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("unauthorized: gateway token mismatch"));
+    // OpenClaw's client ids, modes and connect additions are accepted.
+    let (_, ok, _) = raw_connect(&b, (4, 4), None, |p| {
+        p["client"] = json!({"id": "openclaw-tui", "version": "2026.9.6", "platform": "linux",
+                             "mode": "worker", "buildId": "b1", "timeZone": "Europe/Berlin"});
+        p["modelCatalog"] = json!({"agentId": "main"});
+        p["auth"]["approvalRuntimeToken"] = json!("x");
+    })
+    .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+}
+
+#[tokio::test]
+async fn v3_and_v2_signatures_and_v4_device_tokens() {
+    let gw = Gateway::local().start().await.unwrap();
+    let device = Device::new(41);
+    // The node host / CLI sign v3 on a 4..4 connection; the Control UI signs v2.
+    let mut hello = Value::Null;
+    for v3_payload in [true, false] {
+        let attempt = Attempt {
+            token: Some(&gw.token),
+            protocol: (4, 4),
+            v3_payload,
+            ..Default::default()
+        };
+        hello = device.connect(&gw, attempt).await.0;
+        assert_eq!(hello["ok"], true, "{hello}");
+        assert_eq!(hello["payload"]["protocol"], 4);
+    }
+    // Each shared-token connect hands out a fresh token; the latest is the live one.
+    let device_token = hello["payload"]["auth"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // v4 clients present the stored device token in `auth.deviceToken` alone.
+    let (hello, _ws) = device
+        .connect(
+            &gw,
+            Attempt {
+                device_token: Some(&device_token),
+                protocol: (4, 4),
+                v3_payload: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    assert_eq!(hello["payload"]["auth"]["deviceToken"], device_token);
+    // A v3 payload signed for another platform fails: v4 details on v4 only.
+    for (protocol, code) in [
+        ((4, 4), json!("DEVICE_AUTH_SIGNATURE_INVALID")),
+        ((3, 3), Value::Null),
+    ] {
+        let attempt = Attempt {
+            token: Some(&gw.token),
+            protocol,
+            v3_payload: true,
+            tamper: |p| p["client"]["platform"] = json!("darwin"),
+            ..Default::default()
+        };
+        let (refused, _) = device.connect(&gw, attempt).await;
+        assert_eq!(refused["error"]["message"], "device signature invalid");
+        assert_eq!(refused["error"]["details"]["code"], code);
+    }
+}
+
+/// A v4 node calling node-only methods we do not implement hears `unknown method`; an
+/// operator calling them is refused by role.
+#[tokio::test]
+async fn v4_node_only_methods() {
+    let gw = Gateway::local().start().await.unwrap();
+    let (_, hello, mut node) = raw_connect(&gw, (4, 4), None, |p| {
+        p["role"] = json!("node");
+        p["client"] =
+            json!({"id": "node-host", "version": "2026.9.6", "platform": "linux", "mode": "node"});
+    })
+    .await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    let answer = call(&mut node, "1", "node.pending.pull", json!({})).await;
+    assert_eq!(
+        answer["error"]["message"],
+        "unknown method: node.pending.pull"
+    );
+    let (_, _, mut operator) = raw_connect(&gw, (4, 4), Some(&["operator.admin"]), |_| {}).await;
+    let answer = call(&mut operator, "1", "node.pending.pull", json!({})).await;
+    assert_eq!(answer["error"]["message"], "unauthorized role: operator");
+}
+
+#[tokio::test]
+async fn logs_tail_and_stability_report_the_live_process() {
+    let gw = Gateway::local().start().await.unwrap();
+    let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let logs = call(&mut ws, "1", "logs.tail", json!({"limit": 500})).await;
+    let lines = logs["payload"]["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("connected")),
+        "{logs}"
+    );
+    let cursor = logs["payload"]["cursor"].as_u64().unwrap();
+    // The next read starts after the cursor: only lines logged since (another connect).
+    let _other = raw_connect(&gw, (3, 3), None, |_| {}).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let next = call(&mut ws, "2", "logs.tail", json!({"cursor": cursor})).await;
+        if !next["payload"]["lines"].as_array().unwrap().is_empty() {
+            assert!(next["payload"]["cursor"].as_u64().unwrap() > cursor);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new lines after the cursor"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let report = call(&mut ws, "3", "diagnostics.stability", json!({"limit": 10})).await;
+    let report = &report["payload"];
+    assert!(
+        report["eventLoop"]["probes"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["queues"]["connections"].as_u64().unwrap() >= 2);
+    assert_eq!(report["capacity"], 500);
+    assert!(report["events"].is_array());
+}
+
+#[tokio::test]
+async fn cron_list_pages_for_v4_and_stays_whole_for_v3() {
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let _node = node(&nats, "node-1").await;
+    let client = a.client().await.unwrap();
+    wait_nodes(&client, 1).await;
+    for i in 0..5 {
+        client
+            .call(
+                "cron.add",
+                json!({"name": format!("job {i}"), "schedule": {"kind": "every", "everyMs": 3_600_000},
+                       "payload": {"kind": "systemEvent", "text": "tick"}}),
+            )
+            .await
+            .unwrap();
+    }
+    let (_, _, mut v4) = raw_connect(&a, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let mut seen = Vec::new();
+    let mut offset = json!(0);
+    let mut revision = None;
+    while !offset.is_null() {
+        let page = call(
+            &mut v4,
+            "p",
+            "cron.list",
+            json!({"limit": 2, "offset": offset}),
+        )
+        .await;
+        let page = page["payload"].clone();
+        assert_eq!(page["total"], 5, "{page}");
+        assert_eq!(page["limit"], 2);
+        let rev = page["snapshotRevision"].as_str().unwrap().to_string();
+        assert!(!rev.is_empty());
+        assert!(revision.replace(rev.clone()).is_none_or(|r| r == rev));
+        seen.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].clone()),
+        );
+        assert_eq!(page["hasMore"], !page["nextOffset"].is_null());
+        offset = page["nextOffset"].clone();
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "every job once across the pages");
+    let bad = call(&mut v4, "b", "cron.list", json!({"limit": 500})).await;
+    assert_eq!(bad["ok"], false);
+    // v3: the whole list, no pagination keys.
+    let whole = client.call("cron.list", json!({})).await.unwrap();
+    assert_eq!(
+        whole.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["jobs"]
+    );
+    assert_eq!(whole["jobs"].as_array().unwrap().len(), 5);
+}
+
+/// The v4 view of one run's `chat` events: the text rebuilt from `deltaText`/`replace`,
+/// the final text, and how many deltas were replacements.
+#[derive(Debug, Default)]
+struct Rebuilt {
+    text: String,
+    final_text: Option<String>,
+    replaces: usize,
+    agent_events: usize,
+    seqs: Vec<u64>,
+}
+
+impl Rebuilt {
+    fn take(&mut self, frame: &Value, run_id: &str) -> bool {
+        let p = &frame["payload"];
+        if p["runId"] != run_id {
+            return false;
+        }
+        if frame["event"] == "agent" {
+            self.agent_events += 1;
+            return false;
+        }
+        match p["state"].as_str() {
+            Some("delta") => {
+                let delta = p["deltaText"].as_str().expect("v4 deltas carry deltaText");
+                if p["replace"] == true {
+                    self.replaces += 1;
+                    self.text = delta.to_string();
+                } else {
+                    self.text.push_str(delta);
+                }
+                let cumulative = p["message"]["content"][0]["text"].as_str().unwrap();
+                assert_eq!(self.text, cumulative, "deltaText agrees with message");
+                false
+            }
+            Some(_) => {
+                self.final_text = Some(
+                    p["message"]["content"][0]["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+async fn rebuild(ws: &mut RawWs, run_id: &str) -> Rebuilt {
+    let mut rebuilt = Rebuilt::default();
+    read_until(ws, &mut rebuilt, run_id, |_| false).await;
+    rebuilt
+}
+
+/// Feeds `run_id`'s events into `rebuilt` until its end state, or until `stop` says so.
+async fn read_until(ws: &mut RawWs, rebuilt: &mut Rebuilt, run_id: &str, stop: fn(&Value) -> bool) {
+    loop {
+        match ws.next(Duration::from_secs(30)).await {
+            Next::Frame(frame) if frame["type"] == "event" => {
+                // Every broadcast frame's seq: a drop anywhere shows as a gap.
+                if let Some(seq) = frame["seq"].as_u64() {
+                    rebuilt.seqs.push(seq);
+                }
+                if rebuilt.take(&frame, run_id) || stop(&frame) {
+                    return;
+                }
+            }
+            Next::Frame(_) => {}
+            other => panic!("stream ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn delta_text_rebuilds_the_final_text_on_the_other_gateway() {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let _node = node(&nats, "node-1").await;
+    publish_config(&nats, &model_config(&double)).await;
+    let sender = a.client().await.unwrap();
+    wait_nodes(&sender, 1).await;
+    let (_, _, mut v4) = raw_connect(&b, (4, 4), Some(&["operator.write"]), |_| {}).await;
+    let (_, _, mut v3) = raw_connect(&b, (3, 3), None, |_| {}).await;
+
+    let words = "the quick brown fox jumps over the lazy dog ".repeat(8);
+    sender
+        .call(
+            "chat.send",
+            json!({"sessionKey": "v4chat", "message": format!("[[delay:15]] {words}"), "idempotencyKey": "run-v4"}),
+        )
+        .await
+        .unwrap();
+    let rebuilt = rebuild(&mut v4, "run-v4").await;
+    let expected = format!("echo: {}", words.trim());
+    assert_eq!(rebuilt.final_text.as_deref(), Some(expected.as_str()));
+    assert_eq!(
+        rebuilt.text, expected,
+        "the deltaText stream alone rebuilds the final text"
+    );
+    assert!(rebuilt.agent_events > 0, "agent events still arrive on v4");
+    // The v3 socket on the same gateway sees the v3 deltas.
+    loop {
+        let Next::Frame(frame) = v3.next(WAIT).await else {
+            panic!("v3 stream ended")
+        };
+        if frame["event"] == "chat" && frame["payload"]["runId"] == "run-v4" {
+            assert!(frame["payload"].get("deltaText").is_none());
+            if frame["payload"]["state"] != "delta" {
+                break;
+            }
+        }
+    }
+    // `chat.startup` opens the chat like `chat.history`; v4 extras are ignored.
+    let startup = call(
+        &mut v4,
+        "s",
+        "chat.startup",
+        json!({"sessionKey": "v4chat", "agentId": "main", "maxChars": 1000}),
+    )
+    .await;
+    assert_eq!(
+        startup["payload"]["messages"].as_array().unwrap().len(),
+        2,
+        "{startup}"
+    );
+}
+
+/// A v4 client that stops reading misses deltas; afterwards it gets the whole text with
+/// `replace:true`, never a suffix that would corrupt its copy.
+#[tokio::test]
+async fn a_slow_v4_client_that_missed_deltas_is_resynchronised() {
+    let (nats, gw) = small_buffer_gateway().await;
+    let (_, _, mut slow) = raw_connect(&gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let publisher = nats.client().await.unwrap();
+    let publish = |run: &str, seq: usize, state: &str, text: String| {
+        let payload = json!({"runId": run, "sessionKey": "agent:main:main", "seq": seq, "state": state,
+                             "message": {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": 1}});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Argent-Droppable", if state == "delta" { "1" } else { "0" });
+        publisher.publish_with_headers("argent.evt.chat", headers, Bytes::from(payload.to_string()))
+    };
+    // Run "r" grows a word at a time, between large deltas of a filler run that overflow
+    // the kernel's buffers and the 1 MiB outbox while the client does not read.
+    let filler = "f".repeat(32 * 1024);
+    // Large too, so that its deltas are dropped along with the filler's.
+    let mut text = "r".repeat(40 * 1024);
+    for i in 0..1200 {
+        publish("filler", i, "delta", format!("{filler}{i}"))
+            .await
+            .unwrap();
+        if i % 10 == 0 {
+            text.push_str(&format!("w{i} "));
+            publish("r", i, "delta", text.clone()).await.unwrap();
+        }
+    }
+    publisher.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A small marker still fits; the client reads up to it (its buffer drains), then the
+    // run goes on and ends.
+    publish("marker", 0, "delta", "m".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    let mut rebuilt = Rebuilt::default();
+    read_until(&mut slow, &mut rebuilt, "r", |f| {
+        f["payload"]["runId"] == "marker"
+    })
+    .await;
+    for i in 0..3 {
+        text.push_str(&format!("tail{i} "));
+        publish("r", 2000 + i, "delta", text.clone()).await.unwrap();
+    }
+    publish("filler", 3000, "final", "done".into())
+        .await
+        .unwrap();
+    publish("r", 3001, "final", text.clone()).await.unwrap();
+    publisher.flush().await.unwrap();
+
+    read_until(&mut slow, &mut rebuilt, "r", |_| false).await;
+    assert_eq!(rebuilt.final_text.as_deref(), Some(text.as_str()));
+    assert_eq!(
+        rebuilt.text, text,
+        "rebuilt exactly despite the missed deltas"
+    );
+    let gaps = rebuilt.seqs.windows(2).filter(|w| w[1] > w[0] + 1).count();
+    assert!(gaps > 0, "the slow client missed events");
+    assert!(
+        rebuilt.replaces >= 2,
+        "the first delta and the one after a miss are replacements ({rebuilt:?})"
+    );
+}
