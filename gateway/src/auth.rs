@@ -198,8 +198,12 @@ pub fn bootstrap_token_error(protocol: Protocol) -> RpcError {
 }
 
 /// The rate limiter's refusal, with the v4 details (§7.2).
-pub fn rate_limited_error(error: RpcError, protocol: Protocol) -> RpcError {
+pub fn rate_limited_error(mut error: RpcError, protocol: Protocol) -> RpcError {
     let code = "AUTH_RATE_LIMITED";
+    if protocol == Protocol::V4 {
+        error.message =
+            "unauthorized: too many failed authentication attempts (retry later)".to_string();
+    }
     credential_error(
         error,
         protocol,

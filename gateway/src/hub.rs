@@ -18,6 +18,7 @@ use argent_proto::version::Protocol;
 
 use crate::chat_stream::V4Chat;
 use crate::metrics::Metrics;
+use crate::subscriptions::Subscriptions;
 use crate::ws::outbox::{Outbox, Pushed};
 
 /// What the fan-out needs to know about a connection.
@@ -25,6 +26,7 @@ pub struct ConnHandle {
     pub conn_id: String,
     pub role: Role,
     pub protocol: Protocol,
+    subscriptions: Arc<Subscriptions>,
     /// The proven device behind the connection, if any (revocation closes it).
     pub device_id: Option<String>,
     admin: bool,
@@ -39,6 +41,7 @@ impl ConnHandle {
         conn_id: String,
         role: Role,
         protocol: Protocol,
+        subscriptions: Arc<Subscriptions>,
         scopes: &[String],
         device_id: Option<String>,
         outbox: Arc<Outbox>,
@@ -48,6 +51,7 @@ impl ConnHandle {
             conn_id,
             role,
             protocol,
+            subscriptions,
             device_id,
             admin: has(SCOPE_ADMIN),
             approvals: has(SCOPE_APPROVALS),
@@ -67,7 +71,7 @@ impl ConnHandle {
             Audience::Approvals => self.admin || self.approvals,
             Audience::Pairing => self.admin || self.pairing,
             Audience::Writers => self.admin || self.write,
-            Audience::Targeted => false,
+            Audience::Targeted | Audience::Subscribers => false,
         }
     }
 }
@@ -148,6 +152,25 @@ impl Hub {
                 _ => conn.outbox.push_event(event, true),
             };
             if pushed == Pushed::Queued {
+                delivered += 1;
+            }
+        }
+        self.metrics.events_delivered.inc_by(delivered as u64);
+        delivered
+    }
+
+    /// Sends a subscription event (`sessions.changed`, `session.message` of `session_key`)
+    /// to the connections that subscribed to it; returns how many got it.
+    pub fn deliver_subscribed(
+        &self,
+        event: &Arc<EncodedEvent>,
+        session_key: Option<&str>,
+    ) -> usize {
+        let conns = self.conns.read();
+        let mut delivered = 0;
+        for conn in conns.by_key.values() {
+            let wanted = conn.subscriptions.wants(&event.name, session_key);
+            if wanted && conn.outbox.push_event(event, true) == Pushed::Queued {
                 delivered += 1;
             }
         }

@@ -7,7 +7,8 @@
 //!   node-agent (rendezvous hashing in [`select`], failover for idempotent calls).
 //! * [`methods`] — methods the gateway answers itself (`health`, `status`, `system-presence`).
 //! * [`hub`] — live connections and event fan-out (each event encoded once per gateway).
-//! * [`chat_stream`] — the protocol-4 `deltaText`/`replace` view of `chat` deltas.
+//! * [`chat_stream`] — the protocol-4 `deltaText`/`replace` view of `chat` deltas;
+//!   [`subscriptions`] — what a protocol-4 connection follows (`sessions.changed`, …).
 //! * [`presence`], [`health`] — cluster-wide presence and health with their state versions.
 //! * [`config`], [`shared_config`] — the state dir, the token, the shared config document.
 //! * [`http`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`; [`stability`] — event-loop
@@ -34,4 +35,5 @@ pub mod select;
 pub mod server;
 pub mod shared_config;
 pub mod stability;
+pub mod subscriptions;
 pub mod ws;

@@ -86,9 +86,11 @@ async fn route(
     else {
         return Err(RpcError::unknown_method(&request.method));
     };
-    let params = session
+    let params = request.params_or_empty();
+    session
         .protocol
-        .lenient_params(spec.name, request.params_or_empty());
+        .authorize_params(&session.scopes, spec.name, &params)?;
+    let params = session.protocol.lenient_params(spec.name, params);
     match spec.placement {
         Placement::Gateway => methods::call(ctx, session, spec.name, params)
             .await

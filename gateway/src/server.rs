@@ -21,6 +21,7 @@ use argent_planes::state::StateStore;
 use argent_planes::state_file::FileStore;
 use argent_planes::state_nats::NatsStore;
 use argent_planes::transcripts::FileTranscripts;
+use argent_proto::catalog::Audience;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 use argent_proto::limits::RESTART_EXPECTED_MS;
 use argent_proto::subjects::{self, BUCKET_GATEWAYS, BUCKET_NODES};
@@ -393,6 +394,14 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
                     let mut encoded = EncodedEvent::new(&event.name, payload, None);
                     if let Some(droppable) = event.droppable {
                         encoded = encoded.with_droppable(droppable);
+                    }
+                    if encoded.audience == Audience::Subscribers {
+                        let key = serde_json::from_str::<serde_json::Value>(payload)
+                            .ok()
+                            .and_then(|p| p["sessionKey"].as_str().map(str::to_string));
+                        ctx.hub
+                            .deliver_subscribed(&Arc::new(encoded), key.as_deref());
+                        continue;
                     }
                     // v4 connections get `deltaText` on `chat` deltas (PROTOCOL-v4.md §8).
                     let v4 = (event.name == "chat")

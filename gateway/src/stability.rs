@@ -76,12 +76,11 @@ impl Stability {
             .collect();
         let events: Vec<&Value> = matching[matching.len().saturating_sub(limit)..].to_vec();
         let metrics = &ctx.metrics;
-        json!({
+        let mut report = json!({
             "generatedAt": argent_proto::now_ms(),
             "capacity": CAPACITY,
             "count": log.events.len(),
             "dropped": log.dropped,
-            "firstSeq": log.events.front().map(|e| e["seq"].clone()),
             "lastSeq": log.last_seq,
             "events": events,
             "eventLoop": {
@@ -97,7 +96,12 @@ impl Stability {
                 "eventsDropped": metrics.events_dropped.get(),
                 "slowConsumersClosed": metrics.slow_consumers.get(),
             },
-        })
+        });
+        // Absent, never `null`, while the log is empty.
+        if let Some(first) = log.events.front() {
+            report["firstSeq"] = first["seq"].clone();
+        }
+        report
     }
 }
 

@@ -229,6 +229,10 @@ pub const METHODS: &[MethodSpec] = &[
     gw("logs.tail", Read),
     // Protocol 4 (PROTOCOL-v4.md §9).
     gw("diagnostics.stability", Read),
+    gw("sessions.subscribe", Read),
+    gw("sessions.unsubscribe", Read),
+    gw("sessions.messages.subscribe", Read),
+    gw("sessions.messages.unsubscribe", Read),
     m("family.members", Read),
     m("family.telemetry", Read),
     m("family.register", Write),
@@ -389,6 +393,9 @@ pub enum Audience {
     Writers,
     /// Sent to chosen connections only; never broadcast, carries no `seq`.
     Targeted,
+    /// Protocol-4 connections that subscribed to it (`sessions.subscribe`,
+    /// `sessions.messages.subscribe` for the event's session).
+    Subscribers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,6 +451,9 @@ pub const EVENTS: &[EventSpec] = &[
     ev("exec.approval.requested", Audience::Approvals, true),
     ev("exec.approval.resolved", Audience::Approvals, true),
     ev("terminal", Audience::Writers, false),
+    // Protocol 4 (PROTOCOL-v4.md §8.4), for subscribers only.
+    ev("sessions.changed", Audience::Subscribers, true),
+    ev("session.message", Audience::Subscribers, false),
 ];
 
 /// Looks up an event; unadvertised events (§4.3) get the default: everyone, droppable.

@@ -349,40 +349,45 @@ pub fn schema() -> Value {
 /// What replaces a secret in a redacted document.
 pub const REDACTED: &str = "__REDACTED__";
 
-/// Whether a key names a secret: tokens, passwords, API/private keys, secrets.
+/// Whether a key names a secret (or a group of them): `…token`, `…password`, `…secret`,
+/// API/private keys, credentials, HTTP headers and cookies (`maxTokens` is not one).
 fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
+    const SUFFIXES: [&str; 14] = [
         "token",
         "password",
         "secret",
+        "secrets",
         "apikey",
+        "apikeys",
         "api_key",
         "privatekey",
         "accesskey",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
+        "credentials",
+        "authorization",
+        "cookie",
+        "cookies",
+        "headers",
+    ];
+    let key = key.to_ascii_lowercase();
+    key == "key" || SUFFIXES.iter().any(|word| key.ends_with(word))
 }
 
-/// The document with the value of every secret key replaced by [`REDACTED`] (gateway
-/// token and password, provider keys, channel secrets), for readers without admin.
+/// The document with every secret replaced by [`REDACTED`] (gateway token and password,
+/// provider keys, channel secrets), for readers without admin. Under a secret-named key
+/// every string is masked, however deep (`apiKeys: [..]`, `token: {value}`, `headers`).
 pub fn redacted(document: &Value) -> Value {
-    match document {
+    mask(document, false)
+}
+
+fn mask(value: &Value, secret: bool) -> Value {
+    match value {
+        Value::String(_) if secret => Value::String(REDACTED.to_string()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(key, value)| {
-                    let masked = match value {
-                        Value::String(_) if is_secret_key(key) => {
-                            Value::String(REDACTED.to_string())
-                        }
-                        other => redacted(other),
-                    };
-                    (key.clone(), masked)
-                })
+                .map(|(key, v)| (key.clone(), mask(v, secret || is_secret_key(key))))
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| mask(v, secret)).collect()),
         other => other.clone(),
     }
 }
@@ -507,6 +512,7 @@ mod tests {
             "gateway": {"port": 1, "auth": {"mode": "token", "token": "s3cret", "password": "pw"}},
             "models": {"providers": {"openai": {"apiKey": "sk-1", "baseUrl": "http://x", "maxTokens": 9}}},
             "channels": [{"botToken": "b", "signingSecret": "c", "name": "slack"}],
+            "more": {"apiKeys": ["k1"], "token": {"value": "t"}, "headers": {"Authorization": "Bearer x"}},
         });
         let masked = redacted(&doc);
         assert_eq!(masked["gateway"]["auth"]["token"], REDACTED);
@@ -521,5 +527,8 @@ mod tests {
         assert_eq!(masked["channels"][0]["signingSecret"], REDACTED);
         assert_eq!(masked["channels"][0]["name"], "slack");
         assert!(!masked.to_string().contains("s3cret"));
+        assert_eq!(masked["more"]["apiKeys"][0], REDACTED);
+        assert_eq!(masked["more"]["token"]["value"], REDACTED);
+        assert_eq!(masked["more"]["headers"]["Authorization"], REDACTED);
     }
 }

@@ -46,7 +46,17 @@ const V4_NODE_ONLY: [&str; 11] = [
 ];
 
 /// Methods only protocol-4 clients know (§9); a v3 connection is told `unknown method`.
-const V4_ONLY_METHODS: [&str; 2] = ["diagnostics.stability", "chat.startup"];
+const V4_ONLY_METHODS: [&str; 6] = [
+    "diagnostics.stability",
+    "chat.startup",
+    "sessions.subscribe",
+    "sessions.unsubscribe",
+    "sessions.messages.subscribe",
+    "sessions.messages.unsubscribe",
+];
+
+/// Events only protocol-4 connections can receive (after subscribing).
+const V4_ONLY_EVENTS: [&str; 2] = ["sessions.changed", "session.message"];
 
 /// Params a forwarded method understands; on v4 connections other keys are dropped before
 /// forwarding (v4 clients send many more, §9 "be lenient on input").
@@ -74,6 +84,7 @@ fn v4_access(method: &str) -> Option<V4Access> {
         "agents.files.list" | "agents.files.get" => V4Access::Catalog(Access::Read),
         "sessions.resolve" | "sessions.search" => V4Access::Catalog(Access::Read),
         "poll" => V4Access::Catalog(Access::Write),
+        "exec.approval.list" => V4Access::Catalog(Access::Approvals),
         "talk.mode" => V4Access::Talk,
         _ => return catalog::lookup(method).map(|spec| V4Access::Catalog(spec.access)),
     };
@@ -164,6 +175,14 @@ impl Protocol {
             .collect()
     }
 
+    /// `features.events` of `hello-ok` for this version.
+    pub fn event_names(self) -> Vec<&'static str> {
+        catalog::event_names()
+            .into_iter()
+            .filter(|e| self == Protocol::V4 || !V4_ONLY_EVENTS.contains(e))
+            .collect()
+    }
+
     /// Scopes of an operator that asked for none (§3.2): v3 grants admin, v4 nothing.
     pub fn default_operator_scopes(self) -> Vec<String> {
         match self {
@@ -217,6 +236,23 @@ impl Protocol {
             Protocol::V4 if !scopes.iter().any(|s| s == SCOPE_ADMIN) => ConfigView::Redacted,
             _ => ConfigView::Full,
         }
+    }
+
+    /// The v4 rules that look at the params (§5.2): `agent` with `/new` or `/reset` resets
+    /// the session, which needs admin.
+    pub fn authorize_params(
+        self,
+        scopes: &[String],
+        method: &str,
+        params: &Value,
+    ) -> Result<(), RpcError> {
+        let message = params.get("message").and_then(Value::as_str).unwrap_or("");
+        let command = message.split_whitespace().next().unwrap_or("");
+        let resets = method == "agent" && matches!(command, "/new" | "/reset");
+        if self == Protocol::V4 && resets && !satisfies(scopes, SCOPE_ADMIN) {
+            return Err(missing_scope(SCOPE_ADMIN));
+        }
+        Ok(())
     }
 
     /// Whether `role` with `scopes` may call `method` (§3.3 on v3; PROTOCOL-v4.md §5 on v4).
@@ -319,6 +355,18 @@ mod tests {
         assert!(v4.authorize(Role::Operator, &write, "talk.mode").is_ok());
         assert!(v4.authorize(Role::Operator, &[], "health").is_ok());
         assert!(v4.authorize(Role::Node, &[], "health").is_ok());
+        let reset = json!({"message": " /reset now", "sessionKey": "main"});
+        assert!(v4.authorize_params(&write, "agent", &reset).is_err());
+        assert!(Protocol::V3
+            .authorize_params(&write, "agent", &reset)
+            .is_ok());
+        assert!(v4
+            .authorize_params(&write, "agent", &json!({"message": "hi"}))
+            .is_ok());
+        let approvals = scopes(&["operator.approvals"]);
+        assert!(v4
+            .authorize(Role::Operator, &approvals, "exec.approval.list")
+            .is_ok());
         let e = v4
             .authorize(Role::Operator, &read, "config.set")
             .unwrap_err();

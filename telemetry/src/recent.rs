@@ -63,7 +63,7 @@ impl RecentLogs {
         let first = ring.last + 1 - ring.lines.len() as u64;
         let (start, reset) = match cursor {
             None => (ring.last.saturating_sub(limit as u64) + 1, false),
-            Some(c) if c + 1 < first || c > ring.last => (first, true),
+            Some(c) if c.saturating_add(1) < first || c > ring.last => (first, true),
             Some(c) => (c + 1, false),
         };
         let start = start.max(first);
@@ -71,11 +71,16 @@ impl RecentLogs {
         let mut bytes = 0;
         let mut next = start;
         for line in ring.lines.iter().skip((start - first) as usize) {
-            if lines.len() == limit || bytes + line.len() > max_bytes {
+            if lines.len() == limit || (!lines.is_empty() && bytes + line.len() > max_bytes) {
                 break;
             }
-            bytes += line.len();
-            lines.push(line.clone());
+            // A line longer than the byte cap still moves the reader on, cut to the cap.
+            let mut end = line.len().min(max_bytes);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            bytes += end;
+            lines.push(line[..end].to_string());
             next += 1;
         }
         Tail {
@@ -150,5 +155,8 @@ mod tests {
         assert_eq!(logs.tail(Some(5), 10, 1 << 20).lines, vec!["line 6"]);
         assert!(logs.tail(Some(99), 10, 1 << 20).reset);
         assert_eq!(logs.tail(Some(6), 10, 1 << 20).lines.len(), 0);
+        assert!(logs.tail(Some(u64::MAX), 10, 1 << 20).reset);
+        let cut = logs.tail(Some(5), 10, 3);
+        assert_eq!((cut.lines, cut.cursor), (vec!["lin".to_string()], 6));
     }
 }

@@ -37,7 +37,9 @@ pub fn page(params: &Value, node_answer: &str) -> Result<Value, RpcError> {
         .map_err(|e| RpcError::unavailable(format!("unreadable cron.list answer: {e}")))?;
     let all = answer["jobs"].as_array().cloned().unwrap_or_default();
     // The revision names this exact list, so a client can tell pages of one snapshot.
-    let revision = hex::encode(&Sha256::digest(answer["jobs"].to_string().as_bytes())[..8]);
+    let mut ids: Vec<&str> = all.iter().filter_map(|j| j["id"].as_str()).collect();
+    ids.sort_unstable();
+    let revision = hex::encode(&Sha256::digest(ids.join("\n").as_bytes())[..8]);
     let matches = |job: &Value| {
         let text = |k: &str| job[k].as_str().unwrap_or_default().to_lowercase();
         let wanted = query
@@ -45,7 +47,15 @@ pub fn page(params: &Value, node_answer: &str) -> Result<Value, RpcError> {
             .is_none_or(|q| text("name").contains(q) || text("id").contains(q));
         wanted && (!only_disabled || job["enabled"] == false)
     };
-    let jobs: Vec<Value> = all.into_iter().filter(matches).collect();
+    let mut jobs: Vec<Value> = all.into_iter().filter(matches).collect();
+    // A stable order (the node's follows the next run time, which moves as jobs run), so
+    // offsets mean the same thing from one page to the next.
+    jobs.sort_by_key(|j| {
+        (
+            j["createdAtMs"].as_u64(),
+            j["id"].as_str().map(str::to_string),
+        )
+    });
     let total = jobs.len() as u64;
     let page: Vec<Value> = jobs
         .into_iter()

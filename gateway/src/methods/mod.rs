@@ -8,6 +8,7 @@ pub mod health;
 pub mod live_nodes;
 pub mod nodes;
 pub mod presence;
+pub mod subscriptions;
 
 use serde_json::Value;
 
@@ -33,6 +34,14 @@ pub async fn call(
         "status" => health::status(ctx, params),
         "logs.tail" => diagnostics::logs_tail(ctx, params),
         "diagnostics.stability" => diagnostics::stability(ctx, params),
+        "sessions.subscribe" => subscriptions::sessions(session, method, params, true),
+        "sessions.unsubscribe" => subscriptions::sessions(session, method, params, false),
+        "sessions.messages.subscribe" => {
+            subscriptions::messages(ctx, session, method, params, true)
+        }
+        "sessions.messages.unsubscribe" => {
+            subscriptions::messages(ctx, session, method, params, false)
+        }
         "system-presence" => presence::system_presence(ctx, session, params),
         "device.pair.list" => devices::pair_list(ctx, params).await,
         "device.pair.approve" => devices::pair_approve(ctx, session, params).await,

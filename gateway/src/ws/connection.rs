@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use argent_node_agent::shared_config::AgentsConfig;
 use argent_planes::calls::node_call_secret;
-use argent_proto::catalog::{self, Role};
+use argent_proto::catalog::Role;
 use argent_proto::connect::ConnectParams;
 use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
 use argent_proto::limits::MAX_PAYLOAD;
@@ -47,7 +47,7 @@ const CANVAS_PATH: &str = "/__argent__/ws";
 /// `hello-ok.features` of each protocol version (index: `Protocol as usize`).
 static FEATURES: LazyLock<[Value; 2]> = LazyLock::new(|| {
     [Protocol::V3, Protocol::V4].map(|p| {
-        let mut features = json!({"methods": p.method_names(), "events": catalog::event_names()});
+        let mut features = json!({"methods": p.method_names(), "events": p.event_names()});
         if let Some(capabilities) = p.server_capabilities() {
             features["capabilities"] = capabilities;
         }
@@ -455,6 +455,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
         session.conn_id.clone(),
         session.role,
         session.protocol,
+        session.subscriptions.clone(),
         &session.scopes,
         session.device_id.clone(),
         outbox.clone(),

@@ -270,6 +270,7 @@ pub fn evaluate(
             device_id: device_id.as_ref().map(|d| d.id.clone()),
             peer,
             local,
+            subscriptions: Default::default(),
         },
         params,
         device: device_id,

@@ -10,7 +10,7 @@
 //! broadcast event written, and a skipped event still consumes a number: the client sees
 //! the gap.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures_util::{Sink, SinkExt};
@@ -57,11 +57,12 @@ struct State {
     close_now: Option<(u16, String)>,
     /// v4 only: runs whose every `chat` delta so far reached this connection, so a suffix
     /// (`deltaText` without `replace`) is enough for it (PROTOCOL-v4.md §8.2).
-    in_step: Vec<Arc<str>>,
+    in_step: HashSet<Arc<str>>,
 }
 
-/// Runs a connection tracks as in step at once; forgetting one costs one `replace` delta.
-const MAX_IN_STEP_RUNS: usize = 32;
+/// Runs a connection tracks as in step at once (ended runs are forgotten); past it the
+/// set starts over, which costs one `replace` delta per live run.
+const MAX_IN_STEP_RUNS: usize = 1024;
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,30 +134,30 @@ impl Outbox {
     /// else the whole text with `replace:true`. A dropped delta puts it out of step.
     pub fn push_v4_delta(&self, delta: &V4Delta) -> Pushed {
         let mut state = self.state.lock();
-        let position = state.in_step.iter().position(|r| *r == delta.run_id);
-        let Some(frame) = delta.frame_for(position.is_some()) else {
+        let in_step = state.in_step.contains(&delta.run_id);
+        let Some(frame) = delta.frame_for(in_step) else {
             return Pushed::Queued;
         };
         let pushed = self.push_event_locked(&mut state, &frame, true);
-        match (pushed, position) {
-            (Pushed::Queued, None) => {
+        match (pushed, in_step) {
+            (Pushed::Queued, false) => {
                 if state.in_step.len() >= MAX_IN_STEP_RUNS {
-                    state.in_step.remove(0);
+                    state.in_step.clear();
                 }
-                state.in_step.push(delta.run_id.clone());
+                state.in_step.insert(delta.run_id.clone());
             }
-            (Pushed::Queued, Some(_)) => {}
-            (_, Some(at)) => {
-                state.in_step.remove(at);
+            (Pushed::Queued, true) => {}
+            (_, true) => {
+                state.in_step.remove(&delta.run_id);
             }
-            (_, None) => {}
+            (_, false) => {}
         }
         pushed
     }
 
     /// A run ended: it needs no tracking any more.
     pub fn forget_run(&self, run_id: &str) {
-        self.state.lock().in_step.retain(|r| &**r != run_id);
+        self.state.lock().in_step.remove(run_id);
     }
 
     fn push_event_locked(

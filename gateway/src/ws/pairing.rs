@@ -6,11 +6,11 @@ use serde_json::{json, Value};
 
 use argent_planes::bus::BusEvent;
 use argent_proto::catalog::Role;
-use argent_proto::errors::RpcError;
+use argent_proto::errors::{ErrorCode, RpcError};
 use argent_proto::version::Protocol;
 
 use crate::auth::device_token_error;
-use crate::auth::devices::{normalized, DeviceStore, PendingRequest, TokenGrant};
+use crate::auth::devices::{normalized, DeviceStore, PendingRequest, TokenFailure, TokenGrant};
 use crate::context::Ctx;
 use crate::ws::handshake::{Accepted, Rejection};
 
@@ -126,7 +126,9 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
                     Ok(()) => device_token = Some(token.to_string()),
                     // A v4 client that sent a wrong shared token and no device token is
                     // told so, with the hint to retry with its stored device token.
-                    Err(_) if protocol == Protocol::V4 && from_device_field.is_none() => {
+                    Err(TokenFailure::Mismatch)
+                        if protocol == Protocol::V4 && from_device_field.is_none() =>
+                    {
                         let error = failure.to_error(&params.client, protocol, true);
                         return Err(Rejection::respond(id, error, 1008));
                     }
@@ -176,6 +178,8 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
             if !mine && (pending.len() >= MAX_PENDING || from_here >= MAX_PENDING_PER_ADDRESS) {
                 let error = RpcError::unavailable("too many pending pairing requests")
                     .retryable(Some(60_000));
+                let next = [("recommendedNextStep", json!("wait_then_retry"))];
+                let error = protocol.connect_error(error, "AUTH_RATE_LIMITED", &next);
                 return Err(Rejection::respond(id, error, 1008));
             }
         }
@@ -222,7 +226,15 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
             let (token, record) = store
                 .issue_token(&device.id, role, &session.scopes, TokenGrant::IfPaired)
                 .await
-                .map_err(|err| Rejection::respond(id, err, 1008))?;
+                .map_err(|err| {
+                    let error = match err.code {
+                        ErrorCode::NotPaired => {
+                            protocol.connect_error(err, "PAIRING_REQUIRED", &[])
+                        }
+                        _ => err,
+                    };
+                    Rejection::respond(id, error, 1008)
+                })?;
             json!({"deviceToken": token, "role": role, "scopes": record.scopes,
                    "issuedAtMs": record.created_at_ms})
         }

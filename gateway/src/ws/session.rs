@@ -1,10 +1,13 @@
 //! Who is on the other end of a connection.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use argent_proto::catalog::Role;
 use argent_proto::connect::ClientInfo;
 use argent_proto::version::Protocol;
+
+use crate::subscriptions::Subscriptions;
 
 /// What the HTTP upgrade request said (PROTOCOL.md §2.6, §2.7).
 #[derive(Debug, Clone, Default)]
@@ -91,6 +94,8 @@ pub struct Session {
     pub device_id: Option<String>,
     pub peer: SocketAddr,
     pub local: bool,
+    /// v4 `sessions.subscribe` / `sessions.messages.subscribe` state (shared with the hub).
+    pub subscriptions: Arc<Subscriptions>,
 }
 
 #[cfg(test)]

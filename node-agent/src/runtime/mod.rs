@@ -72,7 +72,7 @@ impl Runtime {
         let runtime = Arc::new(Runtime {
             node_id,
             runs: Runs::new(state.clone()),
-            sessions: Sessions::new(state.clone()),
+            sessions: Sessions::new(state.clone(), bus.clone()),
             leases: Members::watch(state.clone(), BUCKET_LEASES, LEASE_STALE_AFTER),
             state,
             bus,

@@ -283,6 +283,7 @@ struct Setup {
     system: String,
     messages: Vec<ChatMessage>,
     session_id: String,
+    session_key: String,
     agent_id: String,
 }
 
@@ -309,6 +310,7 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
         .append(&entry.session_id, &user)
         .await
         .map_err(|e| format!("cannot write the transcript: {e}"))?;
+    announce_message(rt, &record.session_key, &entry.session_id, &user).await;
     let history = rt
         .transcripts
         .read(&entry.session_id)
@@ -320,6 +322,7 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
         system,
         messages: chat_messages(&history),
         session_id: entry.session_id,
+        session_key: record.session_key.clone(),
         agent_id,
     })
 }
@@ -478,7 +481,7 @@ async fn take_steering(rt: &Runtime, setup: &mut Setup, controls: &mut Controls)
             "role": "user", "content": [{"type": "text", "text": steered}],
             "timestamp": argent_proto::now_ms(), "steered": true,
         });
-        append(rt, &setup.session_id, &message).await;
+        append(rt, (&setup.session_key, &setup.session_id), &message).await;
         setup.messages.push(ChatMessage::user(steered));
     }
 }
@@ -602,7 +605,7 @@ async fn run_tools(
         .collect();
     let call_message =
         json!({"role": "assistant", "content": parts, "timestamp": argent_proto::now_ms()});
-    append(rt, &setup.session_id, &call_message).await;
+    append(rt, (&setup.session_key, &setup.session_id), &call_message).await;
     setup.messages.push(ChatMessage::from(calls.clone()));
     for call in calls {
         emitter
@@ -622,7 +625,7 @@ async fn run_tools(
             "content": [{"type": "text", "text": outcome.text}], "isError": outcome.is_error,
             "timestamp": argent_proto::now_ms(),
         });
-        append(rt, &setup.session_id, &result).await;
+        append(rt, (&setup.session_key, &setup.session_id), &result).await;
         setup.messages.push(ChatMessage::from(ToolResponse::new(
             call.call_id,
             outcome.text,
@@ -631,10 +634,19 @@ async fn run_tools(
     Ok(())
 }
 
-async fn append(rt: &Runtime, session_id: &str, message: &Value) {
+/// Appends to the transcript and announces it (`session.message`, for v4 subscribers).
+async fn append(rt: &Runtime, session: (&str, &str), message: &Value) {
+    let (session_key, session_id) = session;
     if let Err(err) = rt.transcripts.append(session_id, message).await {
         tracing::warn!(%err, "message not written to the transcript");
+        return;
     }
+    announce_message(rt, session_key, session_id, message).await;
+}
+
+async fn announce_message(rt: &Runtime, session_key: &str, session_id: &str, message: &Value) {
+    let payload = json!({"sessionKey": session_key, "sessionId": session_id, "message": message});
+    rt.publish("session.message", &payload, None).await;
 }
 
 /// The end of a run: transcript, session counters, final events, run record, completion.
@@ -690,7 +702,7 @@ async fn finish(
             if usage.input + usage.output > 0 {
                 message["usage"] = json!({"input": usage.input, "output": usage.output});
             }
-            append(rt, session_id, &message).await;
+            append(rt, (&record.session_key, session_id), &message).await;
         }
     }
     let preview: String = text.chars().take(120).collect();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use argent_planes::bus::{BusEvent, EventBus};
 use argent_planes::state::{list_json, modify_json, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_SESSIONS;
@@ -143,6 +144,8 @@ fn store_key(session_key: &str) -> String {
 #[derive(Clone)]
 pub struct Sessions {
     state: Arc<dyn StateStore>,
+    /// Every written entry is announced (`sessions.changed`, for v4 subscribers).
+    bus: Arc<dyn EventBus>,
 }
 
 fn unreadable(key: &str, err: serde_json::Error) -> RpcError {
@@ -150,8 +153,8 @@ fn unreadable(key: &str, err: serde_json::Error) -> RpcError {
 }
 
 impl Sessions {
-    pub fn new(state: Arc<dyn StateStore>) -> Self {
-        Sessions { state }
+    pub fn new(state: Arc<dyn StateStore>, bus: Arc<dyn EventBus>) -> Self {
+        Sessions { state, bus }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<SessionEntry>, RpcError> {
@@ -183,8 +186,21 @@ impl Sessions {
             },
         )
         .await?;
-        written
-            .ok_or_else(|| RpcError::unavailable(format!("session {key} was not written; retry")))
+        let entry = written.ok_or_else(|| {
+            RpcError::unavailable(format!("session {key} was not written; retry"))
+        })?;
+        let changed = serde_json::json!({
+            "sessionKey": key, "reason": "updated", "ts": argent_proto::now_ms(),
+            "updatedAt": entry.updated_at,
+        });
+        if let Err(err) = self
+            .bus
+            .publish(BusEvent::new("sessions.changed", &changed))
+            .await
+        {
+            tracing::debug!(%err, "sessions.changed not published");
+        }
+        Ok(entry)
     }
 
     /// The entry, created when missing.

@@ -138,6 +138,10 @@ const METHODS: &[(&str, char)] = &[
     // Protocol-4 methods (PROTOCOL-v4.md §9) are unknown to these v3 connections.
     ("chat.startup", 'U'),
     ("diagnostics.stability", 'U'),
+    ("sessions.subscribe", 'U'),
+    ("sessions.unsubscribe", 'U'),
+    ("sessions.messages.subscribe", 'U'),
+    ("sessions.messages.unsubscribe", 'U'),
 ];
 
 /// The callers, and for each the expected authorization failure per class ("" = allowed).

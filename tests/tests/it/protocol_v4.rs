@@ -362,8 +362,13 @@ async fn cron_list_pages_for_v4_and_stays_whole_for_v3() {
         assert_eq!(page["hasMore"], !page["nextOffset"].is_null());
         offset = page["nextOffset"].clone();
     }
-    seen.dedup();
-    assert_eq!(seen.len(), 5, "every job once across the pages");
+    let distinct: std::collections::HashSet<String> =
+        seen.iter().map(|id| id.to_string()).collect();
+    assert_eq!(
+        (seen.len(), distinct.len()),
+        (5, 5),
+        "every job once across the pages"
+    );
     let bad = call(&mut v4, "b", "cron.list", json!({"limit": 500})).await;
     assert_eq!(bad["ok"], false);
     // v3: the whole list, no pagination keys.
@@ -384,11 +389,19 @@ struct Rebuilt {
     replaces: usize,
     agent_events: usize,
     seqs: Vec<u64>,
+    /// `session.message` payloads and `sessions.changed` keys seen meanwhile.
+    messages: Vec<Value>,
+    changed: Vec<String>,
 }
 
 impl Rebuilt {
     fn take(&mut self, frame: &Value, run_id: &str) -> bool {
         let p = &frame["payload"];
+        match frame["event"].as_str() {
+            Some("session.message") => self.messages.push(p.clone()),
+            Some("sessions.changed") => self.changed.push(p["sessionKey"].as_str().unwrap().into()),
+            _ => {}
+        }
         if p["runId"] != run_id {
             return false;
         }
@@ -460,6 +473,25 @@ async fn delta_text_rebuilds_the_final_text_on_the_other_gateway() {
     wait_nodes(&sender, 1).await;
     let (_, _, mut v4) = raw_connect(&b, (4, 4), Some(&["operator.write"]), |_| {}).await;
     let (_, _, mut v3) = raw_connect(&b, (3, 3), None, |_| {}).await;
+    // Follow the session list and this session's messages (written by the node, on A's side).
+    let subscribed = call(
+        &mut v4,
+        "sub",
+        "sessions.messages.subscribe",
+        json!({"key": "v4chat"}),
+    )
+    .await;
+    assert_eq!(
+        subscribed["payload"],
+        json!({"subscribed": true, "key": "agent:main:v4chat"})
+    );
+    let subscribed = call(&mut v4, "sub2", "sessions.subscribe", json!({})).await;
+    assert_eq!(subscribed["payload"]["subscribed"], true);
+    let unknown = call(&mut v3, "sub", "sessions.subscribe", json!({})).await;
+    assert_eq!(
+        unknown["error"]["message"],
+        "unknown method: sessions.subscribe"
+    );
 
     let words = "the quick brown fox jumps over the lazy dog ".repeat(8);
     sender
@@ -477,11 +509,32 @@ async fn delta_text_rebuilds_the_final_text_on_the_other_gateway() {
         "the deltaText stream alone rebuilds the final text"
     );
     assert!(rebuilt.agent_events > 0, "agent events still arrive on v4");
+    assert_eq!(
+        rebuilt.replaces, 1,
+        "only the first delta replaces; then suffixes"
+    );
+    // The user's and the assistant's messages arrived as `session.message`, in order.
+    let roles: Vec<&str> = rebuilt
+        .messages
+        .iter()
+        .map(|m| m["message"]["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant"], "{:?}", rebuilt.messages);
+    assert!(rebuilt
+        .messages
+        .iter()
+        .all(|m| m["sessionKey"] == "agent:main:v4chat"));
+    assert_eq!(
+        rebuilt.messages[1]["message"]["content"][0]["text"],
+        expected.as_str()
+    );
+    assert!(rebuilt.changed.contains(&"agent:main:v4chat".to_string()));
     // The v3 socket on the same gateway sees the v3 deltas.
     loop {
         let Next::Frame(frame) = v3.next(WAIT).await else {
             panic!("v3 stream ended")
         };
+        assert!(frame["event"] != "session.message" && frame["event"] != "sessions.changed");
         if frame["event"] == "chat" && frame["payload"]["runId"] == "run-v4" {
             assert!(frame["payload"].get("deltaText").is_none());
             if frame["payload"]["state"] != "delta" {
