@@ -11,7 +11,7 @@ use argent_planes::state::StateStore;
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
-use crate::methods::{agents, automation, chat, cron, sessions};
+use crate::methods::{agents, automation, chat, cron, sessions, usage};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
 
@@ -93,6 +93,7 @@ impl MethodHandler for Worker {
             "sessions.compact" => sessions::compact(&self.runtime, params).await,
             "commands.compact" => sessions::command_compact(&self.runtime, params).await,
             "models.list" => sessions::models(&self.runtime, params).await,
+            "usage.cost" => usage::cost(&self.runtime, params).await,
             "cron.list" => cron::list(&self.scheduler, params).await,
             "cron.status" => cron::status(&self.scheduler, params).await,
             "cron.runs" => cron::runs(&self.scheduler, params).await,

@@ -225,7 +225,7 @@ pub const METHODS: &[MethodSpec] = &[
     m("exec.approvals.node.set", Admin),
     // §3.4 / §5.15 other methods real clients call
     m("usage.status", Read),
-    m("usage.cost", Read),
+    node("usage.cost", Read, CAP_AGENTS, None, true),
     gw("logs.tail", Read),
     // Protocol 4 (PROTOCOL-v4.md §9).
     gw("diagnostics.stability", Read),

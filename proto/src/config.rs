@@ -316,8 +316,19 @@ pub struct ModelEntry {
     pub context_window: Option<u64>,
     pub reasoning: Option<bool>,
     pub input: Option<Vec<String>>,
+    /// Prices, USD per million tokens (`usage.cost`).
+    pub cost: Option<ModelCost>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelCost {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -5,3 +5,4 @@ pub mod automation;
 pub mod chat;
 pub mod cron;
 pub mod sessions;
+pub mod usage;

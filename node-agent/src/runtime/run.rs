@@ -174,10 +174,12 @@ enum Outcome {
     Lost,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Usage {
     input: u64,
     output: u64,
+    /// `provider/model` that produced it (priced by `usage.cost`).
+    model: String,
 }
 
 /// Removes the run's controls when it ends, however it ends.
@@ -443,7 +445,10 @@ async fn agent_loop(
         }
     };
     let mut text = String::new();
-    let mut usage = Usage::default();
+    let mut usage = Usage {
+        model: format!("{}/{}", setup.choice.provider.id, setup.choice.model),
+        ..Usage::default()
+    };
     for _turn in 0..MAX_TURNS {
         take_steering(rt, &mut setup, &mut controls).await;
         let turn_start = text.len();
@@ -701,6 +706,7 @@ async fn finish(
             }
             if usage.input + usage.output > 0 {
                 message["usage"] = json!({"input": usage.input, "output": usage.output});
+                message["model"] = json!(usage.model);
             }
             append(rt, (&record.session_key, session_id), &message).await;
         }

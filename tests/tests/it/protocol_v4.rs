@@ -619,3 +619,86 @@ async fn a_slow_v4_client_that_missed_deltas_is_resynchronised() {
         "the first delta and the one after a miss are replacements ({rebuilt:?})"
     );
 }
+
+/// `usage.cost` sums the usage the runs recorded in their transcripts, priced from the
+/// config; the same answer on both protocol versions.
+#[tokio::test]
+async fn usage_cost_sums_the_transcripts() {
+    let double = ModelDouble::start().await;
+    let mut config = model_config(&double);
+    config["models"]["providers"]["double"]["models"][0]["cost"] =
+        json!({"input": 2.0, "output": 10.0});
+    let gw = crate::chat_local::local_gateway(&config).await;
+    let client = gw.client().await.unwrap();
+    for (i, text) in ["first question", "second, longer question about costs"]
+        .iter()
+        .enumerate()
+    {
+        let (_, last) = client
+            .request_twice("agent", json!({"message": text, "idempotencyKey": format!("u{i}"), "sessionKey": format!("cost-{i}")}))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), last)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // What the transcripts say.
+    let (mut input, mut output) = (0, 0);
+    for i in 0..2 {
+        let history = client
+            .call("chat.history", json!({"sessionKey": format!("cost-{i}")}))
+            .await
+            .unwrap();
+        let answer = history["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "assistant")
+            .unwrap()
+            .clone();
+        assert_eq!(answer["model"], "double/double-model");
+        input += answer["usage"]["input"].as_u64().unwrap();
+        output += answer["usage"]["output"].as_u64().unwrap();
+    }
+    assert!(input > 0 && output > 0);
+    let (_, _, mut v4) = raw_connect(&gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let report = call(&mut v4, "u", "usage.cost", json!({"days": 7})).await["payload"].clone();
+    let totals = &report["totals"];
+    assert_eq!(
+        (totals["input"].as_u64(), totals["output"].as_u64()),
+        (Some(input), Some(output))
+    );
+    assert_eq!(totals["messages"], 2);
+    assert_eq!(totals["missingCostEntries"], 0);
+    let expected = (input as f64 * 2.0 + output as f64 * 10.0) / 1e6;
+    assert!(
+        (totals["totalCost"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{report}"
+    );
+    let daily = report["daily"].as_array().unwrap();
+    assert_eq!(daily.len(), 1);
+    assert_eq!(daily[0]["date"], report["endDate"]);
+    assert_eq!(report["days"], 7);
+    // A window before today is empty; malformed dates are refused.
+    let old = client
+        .call(
+            "usage.cost",
+            json!({"startDate": "2020-01-01", "endDate": "2020-01-31"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(old["daily"], json!([]));
+    assert_eq!(old["totals"]["totalTokens"], 0);
+    let bad = call(
+        &mut v4,
+        "b",
+        "usage.cost",
+        json!({"startDate": "yesterday"}),
+    )
+    .await;
+    assert_eq!(
+        bad["error"]["message"],
+        "invalid usage.cost params: at /startDate: must be a date YYYY-MM-DD"
+    );
+}
