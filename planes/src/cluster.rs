@@ -62,6 +62,13 @@ pub const BUCKETS: &[BucketSpec] = &[
         durable: true,
         max_age: Duration::ZERO,
     },
+    // Pending exec approvals: short-lived; the age limit collects what a gateway that died
+    // mid-wait left behind (requests wait one hour at most).
+    BucketSpec {
+        name: subjects::BUCKET_APPROVALS,
+        durable: false,
+        max_age: Duration::from_secs(7200),
+    },
     // Liveness records are re-put every heartbeat; the age limit only collects records of
     // members that died without deregistering.
     BucketSpec {

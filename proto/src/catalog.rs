@@ -217,8 +217,10 @@ pub const METHODS: &[MethodSpec] = &[
     gw("node.event", NodeOnly),
     gw("skills.bins", NodeOnly),
     // §5.14 exec approvals
-    m("exec.approval.request", Approvals),
-    m("exec.approval.resolve", Approvals),
+    gw("exec.approval.request", Approvals),
+    gw("exec.approval.resolve", Approvals),
+    // Protocol 4 (PROTOCOL-v4.md §9): pending approvals, for clients that connect later.
+    gw("exec.approval.list", Approvals),
     m("exec.approvals.get", Admin),
     m("exec.approvals.set", Admin),
     m("exec.approvals.node.get", Admin),

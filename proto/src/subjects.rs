@@ -63,6 +63,8 @@ pub const BUCKET_SESSIONS: &str = "argent_sessions";
 pub const BUCKET_CRON: &str = "argent_cron";
 /// Execution-worker task queues, `<agentId>.<taskId>`.
 pub const BUCKET_TASKS: &str = "argent_tasks";
+/// Exec approval requests while they wait for a decision (key = hex of the id).
+pub const BUCKET_APPROVALS: &str = "argent_approvals";
 
 /// Key of the whole configuration document in [`BUCKET_CONFIG`].
 pub const CONFIG_KEY: &str = "argent.json";

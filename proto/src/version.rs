@@ -46,8 +46,9 @@ const V4_NODE_ONLY: [&str; 11] = [
 ];
 
 /// Methods only protocol-4 clients know (§9); a v3 connection is told `unknown method`.
-const V4_ONLY_METHODS: [&str; 6] = [
+const V4_ONLY_METHODS: [&str; 7] = [
     "diagnostics.stability",
+    "exec.approval.list",
     "chat.startup",
     "sessions.subscribe",
     "sessions.unsubscribe",

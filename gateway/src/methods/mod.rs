@@ -1,5 +1,6 @@
 //! Methods answered by the gateway itself, one module per family.
 
+pub mod approvals;
 pub mod config;
 pub mod cron_page;
 pub mod devices;
@@ -33,6 +34,9 @@ pub async fn call(
         "config.schema" => config::schema(ctx, params),
         "status" => health::status(ctx, params),
         "logs.tail" => diagnostics::logs_tail(ctx, params),
+        "exec.approval.request" => approvals::request(ctx, params).await,
+        "exec.approval.resolve" => approvals::resolve(ctx, session, params).await,
+        "exec.approval.list" => approvals::list(ctx, params).await,
         "diagnostics.stability" => diagnostics::stability(ctx, params),
         "sessions.subscribe" => subscriptions::sessions(session, method, params, true),
         "sessions.unsubscribe" => subscriptions::sessions(session, method, params, false),

@@ -138,6 +138,7 @@ const METHODS: &[(&str, char)] = &[
     // Protocol-4 methods (PROTOCOL-v4.md §9) are unknown to these v3 connections.
     ("chat.startup", 'U'),
     ("diagnostics.stability", 'U'),
+    ("exec.approval.list", 'U'),
     ("sessions.subscribe", 'U'),
     ("sessions.unsubscribe", 'U'),
     ("sessions.messages.subscribe", 'U'),

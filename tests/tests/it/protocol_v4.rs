@@ -702,3 +702,104 @@ async fn usage_cost_sums_the_transcripts() {
         "invalid usage.cost params: at /startDate: must be a date YYYY-MM-DD"
     );
 }
+
+/// Exec approvals across gateways: a request waits on A, a v4 operator on B sees it (event
+/// and `exec.approval.list`) and decides; the waiting call answers with the decision.
+#[tokio::test]
+async fn exec_approvals_are_decided_on_another_gateway() {
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let asker = a.client().await.unwrap();
+    let (_, _, mut approver) = raw_connect(&b, (4, 4), Some(&["operator.approvals"]), |_| {}).await;
+    let waiting = tokio::spawn(async move {
+        asker
+            .call(
+                "exec.approval.request",
+                json!({"id": "ap-1", "command": "rm -rf build", "cwd": "/srv", "timeoutMs": 30000}),
+            )
+            .await
+    });
+    // The event reaches the approver on the other gateway.
+    let requested = loop {
+        match approver.next(WAIT).await {
+            Next::Frame(f) if f["event"] == "exec.approval.requested" => {
+                break f["payload"].clone()
+            }
+            Next::Frame(_) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(requested["id"], "ap-1");
+    assert_eq!(requested["request"]["command"], "rm -rf build");
+    assert_eq!(requested["request"]["host"], Value::Null);
+    let list = call(&mut approver, "l", "exec.approval.list", json!({})).await;
+    let rows = list["payload"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert_eq!(
+        (rows[0]["id"].as_str(), rows[0]["approvalKind"].as_str()),
+        (Some("ap-1"), Some("exec"))
+    );
+    // The same id while pending is refused; bad decisions too.
+    let dup = a
+        .client()
+        .await
+        .unwrap()
+        .call(
+            "exec.approval.request",
+            json!({"id": "ap-1", "command": "x"}),
+        )
+        .await;
+    assert!(
+        format!("{dup:?}").contains("approval id already pending"),
+        "{dup:?}"
+    );
+    let bad = call(
+        &mut approver,
+        "r0",
+        "exec.approval.resolve",
+        json!({"id": "ap-1", "decision": "maybe"}),
+    )
+    .await;
+    assert_eq!(bad["error"]["message"], "invalid decision");
+    let ok = call(
+        &mut approver,
+        "r1",
+        "exec.approval.resolve",
+        json!({"id": "ap-1", "decision": "allow-once"}),
+    )
+    .await;
+    assert_eq!(ok["payload"], json!({"ok": true}));
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (answer["id"].as_str(), answer["decision"].as_str()),
+        (Some("ap-1"), Some("allow-once"))
+    );
+    assert!(answer["expiresAtMs"].as_u64().unwrap() > answer["createdAtMs"].as_u64().unwrap());
+    let again = call(
+        &mut approver,
+        "r2",
+        "exec.approval.resolve",
+        json!({"id": "ap-1", "decision": "deny"}),
+    )
+    .await;
+    assert_eq!(again["error"]["message"], "unknown approval id");
+    let list = call(&mut approver, "l2", "exec.approval.list", json!({})).await;
+    assert_eq!(list["payload"], json!([]));
+    // Nobody decides: the request answers `decision: null` when it expires.
+    let expired = b
+        .client()
+        .await
+        .unwrap()
+        .call(
+            "exec.approval.request",
+            json!({"command": "sleep 1", "timeoutMs": 300}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired["decision"], Value::Null);
+}
