@@ -82,6 +82,14 @@ pub struct DeltaTexts {
 }
 
 impl DeltaTexts {
+    /// Forgets every run: with no v4 connection here nobody is in step with any of them.
+    pub fn clear(&self) {
+        let mut last = self.last.lock();
+        if !last.is_empty() {
+            last.clear();
+        }
+    }
+
     /// The v4 view of a `chat` event (its JSON text), or `None` when v4 connections get it
     /// unchanged.
     pub fn observe(&self, payload_json: &str, droppable: bool) -> Option<V4Chat> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use argent_planes::bus::EventBus;
+use argent_planes::bus::{BusEvent, EventBus};
 use argent_planes::calls::NodeClients;
 use argent_planes::members::{GatewayRecord, Members, NodeRecord};
 use argent_planes::state::StateStore;
@@ -230,6 +230,14 @@ impl Ctx {
     /// Ready for traffic: not draining and, in cluster mode, connected to NATS.
     pub fn is_ready(&self) -> bool {
         !self.is_draining() && self.nats_connected()
+    }
+
+    /// Publishes an event (or a control message) to every gateway; a failure is logged,
+    /// never returned: callers have already done their work.
+    pub async fn publish(&self, name: &str, payload: &serde_json::Value) {
+        if let Err(err) = self.bus.publish(BusEvent::new(name, payload)).await {
+            tracing::warn!(event = name, %err, "not published");
+        }
     }
 
     pub fn uptime_ms(&self) -> u64 {

@@ -5,7 +5,7 @@
 //! [`Outbox`] decides to queue, skip or close.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -93,6 +93,8 @@ struct Conns {
 pub struct Hub {
     conns: RwLock<Conns>,
     next_key: AtomicU64,
+    /// Protocol-4 connections here: without any, the v4-only work on events is skipped.
+    v4_conns: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -101,6 +103,7 @@ impl Hub {
         Hub {
             conns: RwLock::new(Conns::default()),
             next_key: AtomicU64::new(1),
+            v4_conns: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -112,12 +115,24 @@ impl Hub {
         if let Some(closing) = &conns.closing {
             Self::close_one(&handle, closing);
         }
+        if handle.protocol == Protocol::V4 {
+            self.v4_conns.fetch_add(1, Ordering::Relaxed);
+        }
         conns.by_key.insert(key, handle);
         key
     }
 
     pub fn unregister(&self, key: u64) {
-        self.conns.write().by_key.remove(&key);
+        let removed = self.conns.write().by_key.remove(&key);
+        if removed.is_some_and(|h| h.protocol == Protocol::V4) {
+            self.v4_conns.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any protocol-4 connection is here (they alone get `deltaText` and
+    /// subscription events).
+    pub fn has_v4_connections(&self) -> bool {
+        self.v4_conns.load(Ordering::Relaxed) > 0
     }
 
     pub fn len(&self) -> usize {

@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use argent_planes::bus::BusEvent;
 use argent_proto::errors::RpcError;
 use argent_proto::frames::EncodedEvent;
 use argent_proto::subjects::{CONTROL_NODE_INVOKE, CONTROL_NODE_RESULT};
@@ -76,12 +75,6 @@ pub struct NodeInvokes {
     owned: Mutex<HashMap<String, Owned>>,
 }
 
-async fn publish(ctx: &Ctx, name: &str, payload: &Value) {
-    if let Err(err) = ctx.bus.publish(BusEvent::new(name, payload)).await {
-        tracing::warn!(control = name, %err, "control message not published");
-    }
-}
-
 impl NodeInvokes {
     /// Requester: sends the invoke towards the node's gateway and waits for the outcome.
     pub async fn invoke(
@@ -103,7 +96,7 @@ impl NodeInvokes {
             "nodeId": node_id, "command": command, "paramsJSON": params_json,
             "timeoutMs": timeout_ms, "idempotencyKey": idempotency_key,
         });
-        publish(ctx, CONTROL_NODE_INVOKE, &request).await;
+        ctx.publish(CONTROL_NODE_INVOKE, &request).await;
         let outcome = tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), rx).await;
         self.waiting.lock().remove(&invoke_id);
         let result = match outcome {
@@ -199,7 +192,7 @@ impl NodeInvokes {
                 relay[key] = v.clone();
             }
         }
-        publish(ctx, CONTROL_NODE_RESULT, &relay).await;
+        ctx.publish(CONTROL_NODE_RESULT, &relay).await;
         Ok(true)
     }
 
@@ -218,7 +211,7 @@ impl NodeInvokes {
         };
         let relay = json!({"invokeId": invoke_id, "replyTo": owned.reply_to, "ok": false,
                            "nodeId": owned.node_id, "error": {"code": code, "message": message}});
-        tokio::spawn(async move { publish(&ctx, CONTROL_NODE_RESULT, &relay).await });
+        tokio::spawn(async move { ctx.publish(CONTROL_NODE_RESULT, &relay).await });
     }
 
     /// Owner: a node connection closed; its pending invokes fail at once.

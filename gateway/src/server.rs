@@ -395,18 +395,27 @@ async fn deliver_bus_events(ctx: Arc<Ctx>) {
                     if let Some(droppable) = event.droppable {
                         encoded = encoded.with_droppable(droppable);
                     }
+                    // Protocol-4 work only when a v4 socket is here to receive it.
+                    let v4_here = ctx.hub.has_v4_connections();
                     if encoded.audience == Audience::Subscribers {
-                        let key = serde_json::from_str::<serde_json::Value>(payload)
-                            .ok()
-                            .and_then(|p| p["sessionKey"].as_str().map(str::to_string));
-                        ctx.hub
-                            .deliver_subscribed(&Arc::new(encoded), key.as_deref());
+                        if v4_here {
+                            let key = serde_json::from_str::<serde_json::Value>(payload)
+                                .ok()
+                                .and_then(|p| p["sessionKey"].as_str().map(str::to_string));
+                            ctx.hub
+                                .deliver_subscribed(&Arc::new(encoded), key.as_deref());
+                        }
                         continue;
                     }
                     // v4 connections get `deltaText` on `chat` deltas (PROTOCOL-v4.md §8).
-                    let v4 = (event.name == "chat")
-                        .then(|| ctx.delta_texts.observe(payload, encoded.droppable))
-                        .flatten();
+                    let v4 = match (event.name == "chat", v4_here) {
+                        (true, true) => ctx.delta_texts.observe(payload, encoded.droppable),
+                        (true, false) => {
+                            ctx.delta_texts.clear();
+                            None
+                        }
+                        _ => None,
+                    };
                     let delivered = ctx.hub.deliver_chat(&Arc::new(encoded), v4.as_ref());
                     tracing::debug!(delivered, "event delivered");
                 }

@@ -14,7 +14,6 @@ use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_APPROVALS;
 
 use crate::context::Ctx;
-use crate::ws::pairing::announce;
 use crate::ws::session::Session;
 
 const DEFAULT_TIMEOUT_MS: u64 = 120_000;
@@ -133,7 +132,8 @@ pub async fn request(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         }
         Err(err) => return Err(state_error(err)),
     }
-    announce(ctx, "exec.approval.requested", &approval.requested()).await;
+    ctx.publish("exec.approval.requested", &approval.requested())
+        .await;
     let decision = wait_for_decision(ctx, &id, approval.expires_at_ms).await?;
     // Settled either way: the record goes (a later request may reuse the id).
     let _ = store.delete(BUCKET_APPROVALS, &key(&id)).await;
@@ -198,7 +198,7 @@ pub async fn resolve(ctx: &Ctx, session: &Session, params: Value) -> Result<Valu
         .unwrap_or_else(|| session.client.id.clone());
     let payload = json!({"id": id, "decision": decision, "resolvedBy": resolved_by,
                          "ts": argent_proto::now_ms()});
-    announce(ctx, "exec.approval.resolved", &payload).await;
+    ctx.publish("exec.approval.resolved", &payload).await;
     Ok(json!({"ok": true}))
 }
 

@@ -13,7 +13,6 @@ use argent_proto::params::Params;
 use crate::auth::devices::{hash_token, new_token, DeviceStore, PENDING_TTL_MS};
 use crate::auth::secrets_equal;
 use crate::context::Ctx;
-use crate::ws::pairing::announce;
 
 /// What a node tells about itself (request and paired record share it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -141,7 +140,7 @@ async fn request_by_id(store: &DeviceStore, request_id: &str) -> Result<NodePair
 async fn resolved(ctx: &Ctx, request: &NodePairRequest, decision: &str) {
     let payload = json!({"requestId": request.request_id, "nodeId": request.node_id,
                          "decision": decision, "ts": argent_proto::now_ms()});
-    announce(ctx, "node.pair.resolved", &payload).await;
+    ctx.publish("node.pair.resolved", &payload).await;
 }
 
 pub async fn pair_request(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
@@ -172,7 +171,7 @@ pub async fn pair_request(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         .put(&request_key(&request.request_id), &request)
         .await?;
     let payload = serde_json::to_value(&request).expect("requests serialize");
-    announce(ctx, "node.pair.requested", &payload).await;
+    ctx.publish("node.pair.requested", &payload).await;
     Ok(json!({"status": "pending", "request": request, "created": true}))
 }
 

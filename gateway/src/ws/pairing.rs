@@ -4,7 +4,6 @@
 
 use serde_json::{json, Value};
 
-use argent_planes::bus::BusEvent;
 use argent_proto::catalog::Role;
 use argent_proto::errors::{ErrorCode, RpcError};
 use argent_proto::version::Protocol;
@@ -18,20 +17,13 @@ use crate::ws::handshake::{Accepted, Rejection};
 const MAX_PENDING: usize = 100;
 const MAX_PENDING_PER_ADDRESS: usize = 5;
 
-/// Publishes a pairing event to every gateway (pairing-scoped operators receive it).
-pub async fn announce(ctx: &Ctx, name: &str, payload: &Value) {
-    if let Err(err) = ctx.bus.publish(BusEvent::new(name, payload)).await {
-        tracing::warn!(event = name, %err, "pairing event not published");
-    }
-}
-
 /// `device.pair.resolved` for a request.
 pub async fn announce_resolved(ctx: &Ctx, request: &PendingRequest, decision: &str) {
     let payload = json!({
         "requestId": request.request_id, "deviceId": request.device_id,
         "decision": decision, "ts": argent_proto::now_ms(),
     });
-    announce(ctx, "device.pair.resolved", &payload).await;
+    ctx.publish("device.pair.resolved", &payload).await;
 }
 
 /// `pairing required` (§2.10); on v4 with the details of PROTOCOL-v4.md §7.2 and the
@@ -211,7 +203,7 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
             let (request, created) = store.open_request(request).await.map_err(unavailable)?;
             if created {
                 let payload = serde_json::to_value(&request).expect("requests serialize");
-                announce(ctx, "device.pair.requested", &payload).await;
+                ctx.publish("device.pair.requested", &payload).await;
             }
             return Err(pairing_required(id, &request, paired.is_some(), protocol));
         }

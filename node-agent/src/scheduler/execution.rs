@@ -17,9 +17,9 @@ use argent_planes::state::{list_json, modify_json, StateError, StateStore};
 use argent_proto::config::parse_duration;
 use argent_proto::subjects::{BUCKET_CRON, BUCKET_TASKS};
 
-use super::claim::{release, while_beating, Claim, Claimable};
+use super::claim::{release, while_beating, Claim};
 use super::turn::{self, Turn};
-use super::{step, Period, Periodic, Scheduler, Step};
+use super::{step, Period, Scheduler, Step};
 use crate::shared_config::{agent_setting, AgentsConfig};
 
 pub const GLOBAL_KEY: &str = "worker-global";
@@ -131,23 +131,7 @@ pub struct WorkerRecord {
     pub claim: Option<Claim>,
 }
 
-impl Claimable for WorkerRecord {
-    fn claim(&self) -> Option<&Claim> {
-        self.claim.as_ref()
-    }
-    fn claim_mut(&mut self) -> &mut Option<Claim> {
-        &mut self.claim
-    }
-}
-
-impl Periodic for WorkerRecord {
-    fn period(&self) -> &Period {
-        &self.period
-    }
-    fn period_mut(&mut self) -> &mut Period {
-        &mut self.period
-    }
-}
+super::periodic_record!(WorkerRecord);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

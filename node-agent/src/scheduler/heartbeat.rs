@@ -15,9 +15,9 @@ use argent_planes::state::{modify_json, StateError};
 use argent_proto::config::parse_duration;
 use argent_proto::subjects::BUCKET_CRON;
 
-use super::claim::{release, while_beating, Claim, Claimable};
+use super::claim::{release, while_beating, Claim};
 use super::turn::{self, Turn};
-use super::{step, Period, Periodic, Scheduler, Step};
+use super::{step, Period, Scheduler, Step};
 use crate::shared_config::{agent_setting, AgentsConfig};
 
 /// Events waiting for one agent's heartbeat, at most (the oldest are dropped).
@@ -53,23 +53,7 @@ pub struct HeartbeatRecord {
     pub claim: Option<Claim>,
 }
 
-impl Claimable for HeartbeatRecord {
-    fn claim(&self) -> Option<&Claim> {
-        self.claim.as_ref()
-    }
-    fn claim_mut(&mut self) -> &mut Option<Claim> {
-        &mut self.claim
-    }
-}
-
-impl Periodic for HeartbeatRecord {
-    fn period(&self) -> &Period {
-        &self.period
-    }
-    fn period_mut(&mut self) -> &mut Period {
-        &mut self.period
-    }
-}
+super::periodic_record!(HeartbeatRecord);
 
 /// The agent's heartbeat interval (`None`: no periodic heartbeat).
 pub fn interval(config: &Value, agent_id: &str) -> Option<Duration> {

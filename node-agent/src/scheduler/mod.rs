@@ -134,6 +134,31 @@ pub trait Periodic: Claimable + Default + Clone + Sync + 'static {
     fn period_mut(&mut self) -> &mut Period;
 }
 
+/// [`Claimable`] and [`Periodic`] for a record with `claim: Option<Claim>` and
+/// `period: Period` fields (the heartbeat's and the execution worker's records).
+macro_rules! periodic_record {
+    ($record:ty) => {
+        impl $crate::scheduler::claim::Claimable for $record {
+            fn claim(&self) -> Option<&$crate::scheduler::claim::Claim> {
+                self.claim.as_ref()
+            }
+            fn claim_mut(&mut self) -> &mut Option<$crate::scheduler::claim::Claim> {
+                &mut self.claim
+            }
+        }
+
+        impl $crate::scheduler::Periodic for $record {
+            fn period(&self) -> &$crate::scheduler::Period {
+                &self.period
+            }
+            fn period_mut(&mut self) -> &mut $crate::scheduler::Period {
+                &mut self.period
+            }
+        }
+    };
+}
+pub(crate) use periodic_record;
+
 /// What a scheduler pass does with one periodic record.
 pub enum Step {
     /// Its holder died: settle the claim.

@@ -189,6 +189,24 @@ async fn each_connection_gets_its_own_version_on_one_cluster() {
         .as_str()
         .unwrap()
         .starts_with("unauthorized: gateway token mismatch"));
+    // A setup code is not something this gateway issues; the Control UI's origin rule
+    // applies to OpenClaw's Control UI too (no Origin header here).
+    let (_, refused, _) = raw_connect(&a, (4, 4), None, |p| {
+        p["auth"] = json!({"bootstrapToken": "setup-code"});
+    })
+    .await;
+    assert_eq!(
+        refused["error"]["details"]["code"],
+        "AUTH_BOOTSTRAP_TOKEN_INVALID"
+    );
+    let (_, refused, _) = raw_connect(&a, (4, 4), None, |p| {
+        p["client"] = json!({"id": "openclaw-control-ui", "version": "2026.9.6", "platform": "web", "mode": "webchat"});
+    })
+    .await;
+    assert_eq!(
+        refused["error"]["details"]["code"],
+        "CONTROL_UI_ORIGIN_NOT_ALLOWED"
+    );
     // OpenClaw's client ids, modes and connect additions are accepted.
     let (_, ok, _) = raw_connect(&b, (4, 4), None, |p| {
         p["client"] = json!({"id": "openclaw-tui", "version": "2026.9.6", "platform": "linux",
@@ -555,6 +573,25 @@ async fn delta_text_rebuilds_the_final_text_on_the_other_gateway() {
         2,
         "{startup}"
     );
+    // After unsubscribing, the next run of the session brings no `session.message`.
+    let off = call(
+        &mut v4,
+        "u",
+        "sessions.messages.unsubscribe",
+        json!({"key": "v4chat"}),
+    )
+    .await;
+    assert_eq!(off["payload"]["subscribed"], false);
+    sender
+        .call(
+            "chat.send",
+            json!({"sessionKey": "v4chat", "message": "again", "idempotencyKey": "run-v4b"}),
+        )
+        .await
+        .unwrap();
+    let second = rebuild(&mut v4, "run-v4b").await;
+    assert_eq!(second.final_text.as_deref(), Some("echo: again"));
+    assert!(second.messages.is_empty(), "{:?}", second.messages);
 }
 
 /// A v4 client that stops reading misses deltas; afterwards it gets the whole text with
@@ -802,4 +839,47 @@ async fn exec_approvals_are_decided_on_another_gateway() {
         .await
         .unwrap();
     assert_eq!(expired["decision"], Value::Null);
+}
+
+/// v4 pairing refusals carry their details and the request id in the close reason; a
+/// `/reset` through `agent` needs admin on v4.
+#[tokio::test]
+async fn v4_pairing_details_and_reset_scope() {
+    let gw = Gateway::local().start().await.unwrap();
+    let attempt = Attempt {
+        token: Some(&gw.token),
+        protocol: (4, 4),
+        v3_payload: true,
+        host: Some("gateway.example.com"),
+        ..Default::default()
+    };
+    let (refused, mut ws) = Device::new(43).connect(&gw, attempt).await;
+    let error = &refused["error"];
+    assert_eq!(error["code"], "NOT_PAIRED", "{refused}");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("pairing required: "));
+    let details = &error["details"];
+    assert_eq!(details["code"], "PAIRING_REQUIRED");
+    assert_eq!(details["requestedRole"], "operator");
+    let request_id = details["requestId"].as_str().unwrap().to_string();
+    match ws.closed(WAIT).await {
+        Next::Close(1008, reason) => assert!(
+            reason.ends_with(&format!("(requestId: {request_id})")),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let (_, _, mut writer) = raw_connect(&gw, (4, 4), Some(&["operator.write"]), |_| {}).await;
+    let reset = call(
+        &mut writer,
+        "r",
+        "agent",
+        json!({"message": "/reset", "sessionKey": "main", "idempotencyKey": "r1"}),
+    )
+    .await;
+    assert_eq!(reset["error"]["code"], "FORBIDDEN", "{reset}");
+    assert_eq!(reset["error"]["details"]["missingScope"], "operator.admin");
 }
