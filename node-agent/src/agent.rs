@@ -14,6 +14,7 @@ use argent_planes::members::{host_name, spawn_heartbeat, NodeRecord};
 use argent_planes::state::StateStore;
 use argent_planes::transcripts::TranscriptLog;
 use argent_proto::grpc::node_agent_server::NodeAgentServer;
+use argent_proto::limits::MAX_GRPC_MESSAGE;
 use argent_proto::subjects::BUCKET_NODES;
 
 use crate::runtime::Runtime;
@@ -123,7 +124,11 @@ impl RunningNode {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(NodeAgentServer::new(service))
+                .add_service(
+                    NodeAgentServer::new(service)
+                        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                        .max_encoding_message_size(MAX_GRPC_MESSAGE),
+                )
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = server_stop.wait_for(|stopped| *stopped).await;
                 }),

@@ -18,6 +18,7 @@ use argent_proto::errors::RpcError;
 use argent_proto::grpc::{
     invoke_reply, node_agent_client::NodeAgentClient, Caller, InvokeReply, InvokeRequest,
 };
+use argent_proto::limits::MAX_GRPC_MESSAGE;
 
 use crate::members::NodeRecord;
 
@@ -164,7 +165,9 @@ impl NodeClients {
             .connect_timeout(Duration::from_secs(1))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let client = NodeAgentClient::new(endpoint.connect_lazy());
+        let client = NodeAgentClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
         self.channels
             .lock()
             .insert(address.to_string(), client.clone());

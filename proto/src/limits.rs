@@ -8,6 +8,10 @@ pub const DEFAULT_NODE_GRPC_PORT: u16 = 18790;
 pub const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 /// Largest inbound frame before the handshake [EXT]: a real `connect` is < 8 KiB.
 pub const MAX_PREAUTH_PAYLOAD: usize = 64 * 1024;
+/// Largest gRPC message between a gateway and a node-agent, each way: a request carries a
+/// whole inbound frame (attachments up to `MAX_PAYLOAD`), an answer a whole `chat.history`
+/// (6 MiB budget) or one large message. tonic refuses anything over 4 MiB unless told.
+pub const MAX_GRPC_MESSAGE: usize = 2 * MAX_PAYLOAD;
 /// Outbound bytes a connection may have queued before the slow-consumer rule applies.
 pub const MAX_BUFFERED_BYTES: usize = 15 * 1024 * 1024;
 /// Period of the `tick` event.

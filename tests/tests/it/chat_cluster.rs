@@ -469,3 +469,48 @@ async fn a_node_stopping_mid_run_hands_its_queue_to_another() {
     let events = run_events(&mut client, "t2", false).await;
     assert_eq!(final_text(&events), "echo: next please");
 }
+
+/// Frames as large as the protocol allows cross the gateway → node gRPC hop both ways (tonic
+/// refuses messages over 4 MiB unless told): a `chat.send` with a 4.5 MB image, and a
+/// `chat.history` answer of 5.4 MB.
+#[tokio::test]
+async fn large_requests_and_answers_cross_the_grpc_hop() {
+    use base64::Engine;
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let _node = node(&nats, "node-1").await;
+    publish_config(&nats, &model_config(&double)).await;
+    let mut client = a.client().await.unwrap();
+    wait_nodes(&client, 1).await;
+
+    let image = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 4_500_000]);
+    let ack = client
+        .call("chat.send", json!({"sessionKey": "big", "message": "look", "idempotencyKey": "run-big",
+               "attachments": [{"fileName": "big.png", "mimeType": "image/png", "content": image}]}))
+        .await
+        .unwrap();
+    assert_eq!(ack["status"], "started", "{ack}");
+    let events = run_events(&mut client, "run-big", false).await;
+    assert!(final_text(&events).starts_with("echo: look"), "{events:?}");
+
+    // Six injected messages of 900,000 characters: each fits a NATS message, together they
+    // are more than 4 MiB.
+    let text = "y".repeat(900_000);
+    for _ in 0..6 {
+        let injected = client
+            .call("chat.inject", json!({"sessionKey": "big", "message": text}))
+            .await
+            .unwrap();
+        assert_eq!(injected["ok"], true);
+    }
+    let history = client
+        .call("chat.history", json!({"sessionKey": "big"}))
+        .await
+        .unwrap();
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 8, "user, answer, six injected");
+    assert!(messages[2..]
+        .iter()
+        .all(|m| m["content"][0]["text"] == text.as_str()));
+}
