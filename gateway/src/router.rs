@@ -147,6 +147,7 @@ fn caller(ctx: &Ctx, session: &Session) -> Caller {
         gateway_id: ctx.gateway_id.clone(),
         caps: session.caps.clone(),
         display_name: session.client.display_name.clone().unwrap_or_default(),
+        protocol: session.protocol.number() as u32,
     }
 }
 

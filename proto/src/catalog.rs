@@ -98,6 +98,14 @@ pub const METHODS: &[MethodSpec] = &[
     node("chat.inject", Admin, CAP_AGENTS, Some("sessionKey"), false),
     // Protocol 4 (PROTOCOL-v4.md §9): the Control UI opens a chat with it.
     node("chat.startup", Read, CAP_AGENTS, Some("sessionKey"), true),
+    // Protocol 4: one whole message of a history whose rows were cut.
+    node(
+        "chat.message.get",
+        Read,
+        CAP_AGENTS,
+        Some("sessionKey"),
+        true,
+    ),
     // §5.2 agent
     node("agent", Write, CAP_AGENTS, Some("sessionKey"), true),
     node("agent.wait", Write, CAP_AGENTS, Some("runId"), true),

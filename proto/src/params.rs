@@ -19,6 +19,19 @@ pub const CHAT_SEND_KEYS: [&str; 9] = [
     "cliMcpServers",
 ];
 pub const CHAT_HISTORY_KEYS: [&str; 2] = ["sessionKey", "limit"];
+/// `chat.history` on protocol 4 (PROTOCOL-v4.md §9): also the agent and a text cap.
+pub const CHAT_HISTORY_V4_KEYS: [&str; 4] = ["sessionKey", "limit", "agentId", "maxChars"];
+/// `chat.startup` (protocol 4 only): the v4 history params, or a short id to resolve.
+pub const CHAT_STARTUP_KEYS: [&str; 6] = [
+    "sessionKey",
+    "limit",
+    "agentId",
+    "maxChars",
+    "shortId",
+    "slugHint",
+];
+/// `chat.message.get` (protocol 4 only), a closed set as upstream's schema.
+pub const CHAT_MESSAGE_GET_KEYS: [&str; 4] = ["sessionKey", "agentId", "messageId", "maxChars"];
 pub const CHAT_ABORT_KEYS: [&str; 2] = ["sessionKey", "runId"];
 
 /// A method's params object, read field by field.
@@ -38,6 +51,11 @@ impl<'a> Params<'a> {
             }),
             _ => Err(RpcError::invalid_params(method, "at root: must be object")),
         }
+    }
+
+    /// The method whose params these are.
+    pub fn method(&self) -> &'a str {
+        self.method
     }
 
     /// `invalid <method> params: <detail>`.
@@ -129,6 +147,14 @@ impl<'a> Params<'a> {
                 }
                 None => Err(self.invalid(format!("at /{key}: must be integer"))),
             },
+        }
+    }
+
+    /// An optional integer in `min..=max`.
+    pub fn optional_u64_in(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, RpcError> {
+        match self.optional_u64(key, min)? {
+            Some(n) if n > max => Err(self.invalid(format!("at /{key}: must be <= {max}"))),
+            n => Ok(n),
         }
     }
 }

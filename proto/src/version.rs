@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::catalog::{self, Access, Role, SCOPE_ADMIN, SCOPE_APPROVALS, SCOPE_PAIRING};
 use crate::catalog::{SCOPE_READ, SCOPE_WRITE};
 use crate::errors::{ErrorCode, RpcError};
-use crate::params::{CHAT_ABORT_KEYS, CHAT_HISTORY_KEYS, CHAT_SEND_KEYS};
+use crate::params::{CHAT_ABORT_KEYS, CHAT_HISTORY_KEYS, CHAT_HISTORY_V4_KEYS};
+use crate::params::{CHAT_SEND_KEYS, CHAT_STARTUP_KEYS};
 
 /// A protocol version this server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -46,10 +47,11 @@ const V4_NODE_ONLY: [&str; 11] = [
 ];
 
 /// Methods only protocol-4 clients know (§9); a v3 connection is told `unknown method`.
-const V4_ONLY_METHODS: [&str; 7] = [
+const V4_ONLY_METHODS: [&str; 8] = [
     "diagnostics.stability",
     "exec.approval.list",
     "chat.startup",
+    "chat.message.get",
     "sessions.subscribe",
     "sessions.unsubscribe",
     "sessions.messages.subscribe",
@@ -63,8 +65,8 @@ const V4_ONLY_EVENTS: [&str; 2] = ["sessions.changed", "session.message"];
 /// forwarding (v4 clients send many more, §9 "be lenient on input").
 const V4_KNOWN_PARAMS: [(&str, &[&str]); 4] = [
     ("chat.send", &CHAT_SEND_KEYS),
-    ("chat.history", &CHAT_HISTORY_KEYS),
-    ("chat.startup", &["sessionKey", "limit", "shortId"]),
+    ("chat.history", &CHAT_HISTORY_V4_KEYS),
+    ("chat.startup", &CHAT_STARTUP_KEYS),
     ("chat.abort", &CHAT_ABORT_KEYS),
 ];
 
@@ -92,6 +94,28 @@ fn v4_access(method: &str) -> Option<V4Access> {
     Some(access)
 }
 
+/// Upstream's default `maxChars` of a v4 `chat.history`: longer text blocks are cut.
+pub const HISTORY_MAX_CHARS: usize = 8_000;
+/// What ends a cut text; the Control UI looks for it and loads the whole message with
+/// `chat.message.get`.
+pub const TRUNCATED_MARK: &str = "\n...(truncated)...";
+
+/// How `chat.history` shows transcript messages to a v4 connection: each with its id and
+/// position (`__openclaw: {id, seq}`), every text block cut at `max_chars` characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView {
+    pub max_chars: usize,
+}
+
+impl Default for MessageView {
+    /// The view of v4-only payloads (`session.message`): upstream's default cut.
+    fn default() -> Self {
+        MessageView {
+            max_chars: HISTORY_MAX_CHARS,
+        }
+    }
+}
+
 /// How `config.get` answers this caller (§5.2 decision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigView {
@@ -107,6 +131,15 @@ impl Protocol {
         SUPPORTED
             .into_iter()
             .find(|p| (min..=max).contains(&p.number()))
+    }
+
+    /// The version a node-agent call was made on (`Caller.protocol`; 0, from an older
+    /// gateway, is 3).
+    pub fn from_number(number: u32) -> Protocol {
+        match number {
+            4 => Protocol::V4,
+            _ => Protocol::V3,
+        }
     }
 
     pub fn number(self) -> u64 {
@@ -202,6 +235,28 @@ impl Protocol {
         match self {
             Protocol::V3 => None,
             Protocol::V4 => Some(json!([])),
+        }
+    }
+
+    /// The params `chat.history` takes (v3 strict; v4 also `agentId`, `maxChars`).
+    pub fn chat_history_keys(self) -> &'static [&'static str] {
+        match self {
+            Protocol::V3 => &CHAT_HISTORY_KEYS,
+            Protocol::V4 => &CHAT_HISTORY_V4_KEYS,
+        }
+    }
+
+    /// How history shows messages: as stored on v3 (`None`); on v4 marked with ids and cut
+    /// at the caller's `maxChars` or upstream's default.
+    pub fn history_view(self, max_chars: Option<u64>) -> Option<MessageView> {
+        match self {
+            Protocol::V3 => None,
+            Protocol::V4 => Some(match max_chars {
+                Some(max_chars) => MessageView {
+                    max_chars: max_chars as usize,
+                },
+                None => MessageView::default(),
+            }),
         }
     }
 
@@ -425,6 +480,33 @@ mod tests {
         assert!(Protocol::V3
             .authorize(Role::Operator, &admin, "chat.startup")
             .is_ok());
+    }
+
+    #[test]
+    fn history_is_shown_as_stored_on_v3_and_marked_on_v4() {
+        assert_eq!(Protocol::from_number(0), Protocol::V3, "an older gateway");
+        assert_eq!(Protocol::from_number(4), Protocol::V4);
+        assert_eq!(Protocol::V3.history_view(None), None);
+        assert_eq!(
+            Protocol::V4.history_view(None),
+            Some(MessageView {
+                max_chars: HISTORY_MAX_CHARS
+            })
+        );
+        assert_eq!(
+            Protocol::V4.history_view(Some(100)),
+            Some(MessageView { max_chars: 100 })
+        );
+        assert!(!Protocol::V3.chat_history_keys().contains(&"maxChars"));
+        assert!(Protocol::V4.chat_history_keys().contains(&"maxChars"));
+        let kept = Protocol::V4.lenient_params(
+            "chat.history",
+            json!({"sessionKey": "main", "maxChars": 5, "cursor": "c", "agentId": "main"}),
+        );
+        assert_eq!(
+            kept,
+            json!({"sessionKey": "main", "maxChars": 5, "agentId": "main"})
+        );
     }
 
     #[test]

@@ -11,15 +11,19 @@ use serde_json::{json, Value};
 use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
-use argent_proto::params::{Params, CHAT_ABORT_KEYS, CHAT_HISTORY_KEYS, CHAT_SEND_KEYS};
+use argent_proto::params::CHAT_STARTUP_KEYS;
+use argent_proto::params::{Params, CHAT_ABORT_KEYS, CHAT_MESSAGE_GET_KEYS, CHAT_SEND_KEYS};
 use argent_proto::subjects;
+use argent_proto::version::{MessageView, Protocol};
 
+use crate::runtime::message_view;
 use crate::runtime::providers::Providers;
 use crate::runtime::run::{self, assistant_message};
 use crate::runtime::runs::{self, ConnRef, Enqueued, RunRecord, RunRequest, RunStatus};
 use crate::runtime::sessions::{agent_of, agent_session_key, canonical_key};
+use crate::runtime::sessions::{is_short_id, sessions_by_short_id};
 use crate::runtime::{status, Runtime};
-use crate::shared_config;
+use crate::shared_config::{self, AgentsConfig};
 
 /// Longest single wait of `agent.result`; the gateway asks again until the run ends.
 const RESULT_POLL: Duration = Duration::from_secs(25);
@@ -27,8 +31,13 @@ const RESULT_POLL: Duration = Duration::from_secs(25);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Decoded size limit per attachment (§1.7).
 const MAX_ATTACHMENT_BYTES: usize = 5_000_000;
-/// `chat.history` JSON budget (§1.7).
+/// `chat.history` JSON budget (§1.7); also the largest message `chat.message.get` returns.
 const HISTORY_BUDGET: usize = 6 * 1024 * 1024;
+/// Largest `maxChars` a v4 `chat.history` may ask for (upstream's schema).
+const HISTORY_MAX_CHARS_LIMIT: u64 = 500_000;
+/// `chat.message.get` text cap: its default and the largest `maxChars` (upstream's).
+const MESSAGE_GET_MAX_CHARS: u64 = 1_000_000;
+const MESSAGE_GET_MAX_CHARS_LIMIT: u64 = 2_000_000;
 
 /// The cap a client declares to receive tool-stream events (§3.6).
 const CAP_TOOL_EVENTS: &str = "tool-events";
@@ -329,15 +338,7 @@ pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<
     let steering = busy_mode(&p)?;
     let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let agent_id = match p.optional_str("agentId")? {
-        Some(id) => {
-            let id = id.to_ascii_lowercase();
-            if agents.get(&id).is_none() {
-                return Err(RpcError::bad_params(format!(
-                    "invalid agent params: unknown agent id \"{id}\""
-                )));
-            }
-            id
-        }
+        Some(id) => known_agent("agent", &id, &agents)?,
         None => agents.default_id.clone(),
     };
     for key in ["channel", "replyChannel"] {
@@ -462,62 +463,200 @@ pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         .map(aborted_result)
 }
 
-/// `chat.startup` (protocol 4): `chat.history` of `sessionKey`. Opening a chat by
-/// `shortId` needs session resolution, which this release does not have.
-pub async fn startup(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
-    let mut params = params;
-    let short_id = params.as_object_mut().and_then(|p| p.remove("shortId"));
-    let has_key = params.get("sessionKey").is_some();
-    if short_id.is_some() && !has_key {
-        return Err(RpcError::invalid_params(
-            "chat.startup",
-            "opening a chat by shortId is not supported by this gateway; pass sessionKey",
-        ));
+/// The canonical session key of a chat read: `raw` as given, which a v4 `agentId` may
+/// qualify (a bare key then belongs to that agent; an `agent:` key must be that agent's).
+fn qualified_key(p: &Params, raw: &str, agents: &AgentsConfig) -> Result<String, RpcError> {
+    let Some(agent_id) = p.optional_str("agentId")? else {
+        return Ok(canonical_key(raw, agents));
+    };
+    let agent_id = known_agent(p.method(), &agent_id, agents)?;
+    let key = agent_session_key(Some(raw), &agent_id, agents);
+    if key.starts_with("agent:") && agent_of(&key, agents) != agent_id {
+        return Err(RpcError::bad_params(format!(
+            "agentId \"{agent_id}\" does not match session key \"{raw}\""
+        )));
     }
-    history(rt, params).await
+    Ok(key)
 }
 
-pub async fn history(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
-    let p = Params::new("chat.history", params)?.only(&CHAT_HISTORY_KEYS)?;
-    let raw_key = p.required_str("sessionKey")?;
-    let limit = p.optional_u64("limit", 1)?.unwrap_or(200);
-    if limit > 1000 {
-        return Err(p.invalid("at /limit: must be <= 1000"));
+/// A configured agent's id, lowercased.
+fn known_agent(method: &str, id: &str, agents: &AgentsConfig) -> Result<String, RpcError> {
+    let id = id.to_ascii_lowercase();
+    if agents.get(&id).is_none() {
+        return Err(RpcError::bad_params(format!(
+            "invalid {method} params: unknown agent id \"{id}\""
+        )));
     }
+    Ok(id)
+}
+
+/// `chat.history` (§5.1); on protocol 4 every message carries its id and position and long
+/// texts are cut (PROTOCOL-v4.md §9).
+pub async fn history(rt: &Runtime, params: Value, caller: &Caller) -> Result<Value, RpcError> {
+    let protocol = Protocol::from_number(caller.protocol);
+    let p = Params::new("chat.history", params)?.only(protocol.chat_history_keys())?;
+    let raw_key = p.required_str("sessionKey")?;
+    let page = HistoryPage::asked(&p, protocol)?;
     let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let session_key = canonical_key(&raw_key, &agents);
+    let session_key = qualified_key(&p, &raw_key, &agents)?;
+    page.read(rt, raw_key, &session_key).await
+}
+
+/// `chat.startup` (protocol 4): `chat.history` of `sessionKey`, or of the session a short
+/// chat link names (`shortId` with `agentId`; `slugHint` picks among several), the latter
+/// with `resolution` added.
+pub async fn startup(rt: &Runtime, params: Value, caller: &Caller) -> Result<Value, RpcError> {
+    let protocol = Protocol::from_number(caller.protocol);
+    let p = Params::new("chat.startup", params)?.only(&CHAT_STARTUP_KEYS)?;
+    let Some(short_id) = p.optional_str("shortId")? else {
+        let raw_key = p.required_str("sessionKey")?;
+        let page = HistoryPage::asked(&p, protocol)?;
+        let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
+        let session_key = qualified_key(&p, &raw_key, &agents)?;
+        return page.read(rt, raw_key, &session_key).await;
+    };
+    if p.get("sessionKey").is_some() {
+        return Err(p.invalid("at root: sessionKey and shortId exclude each other"));
+    }
+    if !is_short_id(&short_id) {
+        return Err(p.invalid("at /shortId: must be 8 to 32 hexadecimal digits"));
+    }
+    let agent_id = p.required_str("agentId")?;
+    let slug_hint = p.optional_str("slugHint")?;
+    let page = HistoryPage::asked(&p, protocol)?;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
+    let agent_id = known_agent("chat.startup", &agent_id, &agents)?;
+    let entries = rt.sessions.list().await?;
+    let found = sessions_by_short_id(
+        &entries,
+        &agent_id,
+        &short_id,
+        slug_hint.as_deref(),
+        &agents,
+    );
+    let entry = match found.as_slice() {
+        [entry] => *entry,
+        [] => {
+            return Err(RpcError::bad_params(format!(
+                "no session of agent \"{agent_id}\" matches shortId \"{short_id}\""
+            )))
+        }
+        several => {
+            return Err(RpcError::bad_params(format!(
+                "shortId \"{short_id}\" matches {} sessions of agent \"{agent_id}\"; give more of the id or a slugHint",
+                several.len()
+            )))
+        }
+    };
+    let key = entry.key.clone();
+    let mut out = page.read(rt, key.clone(), &key).await?;
+    out["resolution"] = json!({
+        "ok": true, "key": key, "sessionId": entry.session_id, "agentId": agent_id,
+        "shortId": short_id.to_ascii_lowercase(),
+    });
+    Ok(out)
+}
+
+/// What a history read asks for: the last `limit` messages, as stored (v3) or in the v4
+/// view.
+struct HistoryPage {
+    limit: usize,
+    view: Option<MessageView>,
+}
+
+impl HistoryPage {
+    fn asked(p: &Params, protocol: Protocol) -> Result<Self, RpcError> {
+        let limit = p.optional_u64_in("limit", 1, 1000)?.unwrap_or(200) as usize;
+        let max_chars = p.optional_u64_in("maxChars", 1, HISTORY_MAX_CHARS_LIMIT)?;
+        Ok(HistoryPage {
+            limit,
+            view: protocol.history_view(max_chars),
+        })
+    }
+
+    /// The page of `session_key`, oldest messages dropped further to stay within the
+    /// budget; `raw_key` is the key as the caller gave it.
+    async fn read(
+        self,
+        rt: &Runtime,
+        raw_key: String,
+        session_key: &str,
+    ) -> Result<Value, RpcError> {
+        let Some(entry) = rt.sessions.get(session_key).await? else {
+            return Ok(json!({"sessionKey": raw_key, "messages": []}));
+        };
+        let all = rt
+            .transcripts
+            .read(&entry.session_id)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        let start = all.len().saturating_sub(self.limit);
+        let shown: Vec<Value> = all
+            .into_iter()
+            .enumerate()
+            .skip(start)
+            .map(|(index, message)| match self.view {
+                Some(view) => message_view::project(&message, Some(index + 1), view),
+                None => message,
+            })
+            .collect();
+        // Newest first: keep adding while the budget lasts, then restore the order.
+        let mut used = 0;
+        let mut kept = Vec::new();
+        for message in shown.into_iter().rev() {
+            let size = serde_json::to_vec(&message).map(|b| b.len()).unwrap_or(0);
+            if used + size > HISTORY_BUDGET {
+                break;
+            }
+            used += size;
+            kept.push(message);
+        }
+        kept.reverse();
+        let mut out =
+            json!({"sessionKey": raw_key, "sessionId": entry.session_id, "messages": kept});
+        for setting in ["thinkingLevel", "verboseLevel"] {
+            if let Some(value) = entry.extra.get(setting) {
+                out[setting] = value.clone();
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `chat.message.get` (protocol 4): one whole message, by the id history gave it, so a
+/// client can expand a row that was cut. `{ok:true, message}`, or `{ok:false,
+/// unavailableReason}` (`not_found`, `oversized`).
+pub async fn message_get(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("chat.message.get", params)?.only(&CHAT_MESSAGE_GET_KEYS)?;
+    let raw_key = p.required_str("sessionKey")?;
+    let message_id = p.required_str("messageId")?;
+    let max_chars = p
+        .optional_u64_in("maxChars", 1, MESSAGE_GET_MAX_CHARS_LIMIT)?
+        .unwrap_or(MESSAGE_GET_MAX_CHARS) as usize;
+    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
+    let session_key = qualified_key(&p, &raw_key, &agents)?;
+    let unavailable = |reason: &str| json!({"ok": false, "unavailableReason": reason});
     let Some(entry) = rt.sessions.get(&session_key).await? else {
-        return Ok(json!({"sessionKey": raw_key, "messages": []}));
+        return Ok(unavailable("not_found"));
     };
     let all = rt
         .transcripts
         .read(&entry.session_id)
         .await
         .map_err(|e| e.to_rpc())?;
-    let mut messages: Vec<Value> = all
-        .into_iter()
-        .rev()
-        .take(limit as usize)
-        .collect::<Vec<_>>();
-    // Newest first: keep adding while the budget lasts, then restore the order.
-    let mut used = 0;
-    let mut kept = Vec::new();
-    for message in messages.drain(..) {
-        let size = serde_json::to_vec(&message).map(|b| b.len()).unwrap_or(0);
-        if used + size > HISTORY_BUDGET {
-            break;
-        }
-        used += size;
-        kept.push(message);
+    let Some((index, message)) = all
+        .iter()
+        .enumerate()
+        .find(|(_, m)| message_view::message_id(m) == message_id)
+    else {
+        return Ok(unavailable("not_found"));
+    };
+    let shown = message_view::project(message, Some(index + 1), MessageView { max_chars });
+    let size = serde_json::to_vec(&shown).map_or(usize::MAX, |b| b.len());
+    if size > HISTORY_BUDGET {
+        return Ok(unavailable("oversized"));
     }
-    kept.reverse();
-    let mut out = json!({"sessionKey": raw_key, "sessionId": entry.session_id, "messages": kept});
-    for setting in ["thinkingLevel", "verboseLevel"] {
-        if let Some(value) = entry.extra.get(setting) {
-            out[setting] = value.clone();
-        }
-    }
-    Ok(out)
+    Ok(json!({"ok": true, "message": shown}))
 }
 
 pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {

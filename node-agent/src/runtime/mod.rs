@@ -5,6 +5,7 @@
 //! * [`run`] — executing one run: the agent loop, event emission, transcript.
 //! * [`providers`] — model providers through `genai`.
 //! * [`sessions`] — session keys and entries. [`tools`] — the agent's tools.
+//! * [`message_view`] — how transcript messages look to protocol-4 clients (ids, cut text).
 //!
 //! Cluster behaviour: whichever node takes a session's lease drives its runs one after
 //! another; other nodes append to the lease's queue. Every node watches the leases; one
@@ -12,6 +13,7 @@
 //! dead node was executing and continues with the queue. Aborts, steering messages and
 //! completions travel as control messages on the event bus.
 
+pub mod message_view;
 pub mod providers;
 pub mod run;
 pub mod runs;

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use argent_proto::subjects;
+use argent_proto::version::MessageView;
 
+use super::message_view;
 use super::providers::{self, ModelChoice, Providers, TurnEvent};
 use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus, BEAT_INTERVAL};
 use super::{tools, LocalRun, Runtime};
@@ -649,8 +651,15 @@ async fn append(rt: &Runtime, session: (&str, &str), message: &Value) {
     announce_message(rt, session_key, session_id, message).await;
 }
 
+/// `session.message` goes to protocol-4 subscribers only, so it carries their view of the
+/// message (id mark, cut text) and its id.
 async fn announce_message(rt: &Runtime, session_key: &str, session_id: &str, message: &Value) {
-    let payload = json!({"sessionKey": session_key, "sessionId": session_id, "message": message});
+    let view = MessageView::default();
+    let payload = json!({
+        "sessionKey": session_key, "sessionId": session_id,
+        "messageId": message_view::message_id(message),
+        "message": message_view::project(message, None, view),
+    });
     rt.publish("session.message", &payload, None).await;
 }
 

@@ -70,6 +70,63 @@ pub fn kind_of(key: &str) -> &'static str {
     }
 }
 
+/// Whether `text` has the form of a short id: 8–32 hexadecimal digits.
+pub fn is_short_id(text: &str) -> bool {
+    (8..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The UUID a key ends in (`agent:main:dashboard:<uuid>`), as 32 lowercase hex digits.
+fn trailing_uuid(key: &str) -> Option<String> {
+    let last = key.rsplit(':').next()?;
+    uuid::Uuid::try_parse(last)
+        .ok()
+        .map(|u| u.simple().to_string())
+}
+
+/// A display name as a URL slug: lowercase words joined by `-`.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+/// The sessions of `agent_id` a short chat link names (PROTOCOL-v4.md §9 `chat.startup`):
+/// those whose key ends in a UUID that starts with `short_id`. When several do, `slug_hint`
+/// keeps the ones whose display name has that slug.
+pub fn sessions_by_short_id<'a>(
+    entries: &'a [SessionEntry],
+    agent_id: &str,
+    short_id: &str,
+    slug_hint: Option<&str>,
+    agents: &AgentsConfig,
+) -> Vec<&'a SessionEntry> {
+    let short = short_id.to_ascii_lowercase();
+    let matches: Vec<&SessionEntry> = entries
+        .iter()
+        .filter(|e| agent_of(&e.key, agents) == agent_id)
+        .filter(|e| trailing_uuid(&e.key).is_some_and(|u| u.starts_with(&short)))
+        .collect();
+    let Some(hint) = slug_hint.map(slug).filter(|_| matches.len() > 1) else {
+        return matches;
+    };
+    let named: Vec<&SessionEntry> = matches
+        .iter()
+        .copied()
+        .filter(|e| e.display_names().any(|name| slug(name) == hint))
+        .collect();
+    if named.is_empty() {
+        matches
+    } else {
+        named
+    }
+}
+
 /// A session entry. Settings a client set that we do not interpret are kept in `extra`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -130,6 +187,17 @@ impl SessionEntry {
         entry.derived_title = None;
         entry.aborted_last_run = false;
         entry
+    }
+
+    /// What a user may call the session: its label, display name, derived title.
+    pub fn display_names(&self) -> impl Iterator<Item = &str> {
+        [
+            self.label.as_deref(),
+            self.extra.get("displayName").and_then(Value::as_str),
+            self.derived_title.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     pub fn to_value(&self) -> Value {
@@ -254,5 +322,70 @@ mod tests {
         assert_eq!(agent_of("global", &a), "main");
         assert_eq!(kind_of("agent:ops:slack:group:g1"), "group");
         assert_eq!(kind_of("agent:ops:main"), "direct");
+    }
+
+    #[test]
+    fn short_ids_name_sessions_by_their_trailing_uuid() {
+        let a = agents(json!({"agents": {"list": [{"id": "main"}, {"id": "ops"}]}}));
+        let entry = |key: &str, label: Option<&str>| SessionEntry {
+            label: label.map(str::to_string),
+            ..SessionEntry::fresh(key)
+        };
+        let entries = [
+            entry(
+                "agent:main:dashboard:3f9a1c2e-0000-4000-8000-000000000001",
+                Some("Trip plans"),
+            ),
+            entry(
+                "agent:main:dashboard:3f9a1c2e-0000-4000-8000-000000000002",
+                Some("Taxes"),
+            ),
+            entry(
+                "agent:main:dashboard:7777aaaa-0000-4000-8000-000000000003",
+                None,
+            ),
+            entry(
+                "agent:ops:dashboard:3f9a1c2e-0000-4000-8000-000000000004",
+                None,
+            ),
+            entry("agent:main:main", None),
+        ];
+        let keys = |found: Vec<&SessionEntry>| -> Vec<String> {
+            found.into_iter().map(|e| e.key.clone()).collect()
+        };
+        assert!(is_short_id("3f9a1c2e") && is_short_id(&"a".repeat(32)));
+        assert!(
+            !is_short_id("3f9a1c2") && !is_short_id("3f9a1c2g") && !is_short_id(&"a".repeat(33))
+        );
+        assert_eq!(
+            keys(sessions_by_short_id(&entries, "main", "7777AAAA", None, &a)),
+            ["agent:main:dashboard:7777aaaa-0000-4000-8000-000000000003"]
+        );
+        // Two of main's sessions share the prefix (ops' is another agent's): ambiguous …
+        assert_eq!(
+            sessions_by_short_id(&entries, "main", "3f9a1c2e", None, &a).len(),
+            2
+        );
+        // … until the slug of a display name picks one; an unknown slug narrows nothing.
+        assert_eq!(
+            keys(sessions_by_short_id(
+                &entries,
+                "main",
+                "3f9a1c2e",
+                Some("trip-plans"),
+                &a
+            )),
+            ["agent:main:dashboard:3f9a1c2e-0000-4000-8000-000000000001"]
+        );
+        assert_eq!(
+            sessions_by_short_id(&entries, "main", "3f9a1c2e", Some("nope"), &a).len(),
+            2
+        );
+        let longer = "3f9a1c2e000040008000000000000002";
+        assert_eq!(
+            sessions_by_short_id(&entries, "main", longer, None, &a).len(),
+            1
+        );
+        assert!(sessions_by_short_id(&entries, "main", "deadbeef", None, &a).is_empty());
     }
 }

@@ -137,6 +137,7 @@ const METHODS: &[(&str, char)] = &[
     ("definitely.not.a.method", 'U'),
     // Protocol-4 methods (PROTOCOL-v4.md §9) are unknown to these v3 connections.
     ("chat.startup", 'U'),
+    ("chat.message.get", 'U'),
     ("diagnostics.stability", 'U'),
     ("exec.approval.list", 'U'),
     ("sessions.subscribe", 'U'),

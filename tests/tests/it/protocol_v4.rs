@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use argent_tests::device::{Attempt, Device};
 use argent_tests::model_double::ModelDouble;
 use argent_tests::raw::{Next, RawWs};
-use argent_tests::{Gateway, Nats};
+use argent_tests::{Gateway, Nats, Node};
 
 use crate::chat_cluster::{gateway, node, publish_config, wait_nodes};
 use crate::chat_local::model_config;
@@ -43,6 +43,36 @@ async fn raw_connect(
         panic!("no connect response")
     };
     (challenge, response, ws)
+}
+
+/// A cluster that answers chats: NATS, gateways A and B, one node-agent on the model
+/// double; `client` is a protocol-3 admin client of A, once the node is registered.
+struct ChatCluster {
+    a: Gateway,
+    b: Gateway,
+    client: argent_client::Client,
+    _node: Node,
+    _nats: Nats,
+    _double: ModelDouble,
+}
+
+async fn chat_cluster() -> ChatCluster {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let node = node(&nats, "node-1").await;
+    publish_config(&nats, &model_config(&double)).await;
+    let client = a.client().await.unwrap();
+    wait_nodes(&client, 1).await;
+    ChatCluster {
+        a,
+        b,
+        client,
+        _node: node,
+        _nats: nats,
+        _double: double,
+    }
 }
 
 async fn call(ws: &mut RawWs, id: &str, method: &str, params: Value) -> Value {
@@ -85,6 +115,7 @@ async fn each_connection_gets_its_own_version_on_one_cluster() {
         );
         assert!(v3["payload"]["features"].get("capabilities").is_none());
         assert!(!methods(&v3).contains(&"chat.startup".to_string()));
+        assert!(!methods(&v3).contains(&"chat.message.get".to_string()));
         // 3..4 → 4; 4..4 → 4, `auth` always, with the enforced scopes.
         let (_, mixed, _ws) = raw_connect(gw, (3, 4), Some(&["operator.read"]), |_| {}).await;
         assert_eq!(mixed["payload"]["protocol"], 4);
@@ -98,6 +129,7 @@ async fn each_connection_gets_its_own_version_on_one_cluster() {
         let listed = methods(&v4);
         for m in [
             "chat.startup",
+            "chat.message.get",
             "diagnostics.stability",
             "logs.tail",
             "cron.list",
@@ -481,16 +513,12 @@ async fn read_until(ws: &mut RawWs, rebuilt: &mut Rebuilt, run_id: &str, stop: f
 
 #[tokio::test]
 async fn delta_text_rebuilds_the_final_text_on_the_other_gateway() {
-    let double = ModelDouble::start().await;
-    let nats = Nats::start().await.unwrap();
-    let a = gateway(&nats, "gw-a").await;
-    let b = gateway(&nats, "gw-b").await;
-    let _node = node(&nats, "node-1").await;
-    publish_config(&nats, &model_config(&double)).await;
-    let sender = a.client().await.unwrap();
-    wait_nodes(&sender, 1).await;
-    let (_, _, mut v4) = raw_connect(&b, (4, 4), Some(&["operator.write"]), |_| {}).await;
-    let (_, _, mut v3) = raw_connect(&b, (3, 3), None, |_| {}).await;
+    let cluster = chat_cluster().await;
+    let ChatCluster {
+        b, client: sender, ..
+    } = &cluster;
+    let (_, _, mut v4) = raw_connect(b, (4, 4), Some(&["operator.write"]), |_| {}).await;
+    let (_, _, mut v3) = raw_connect(b, (3, 3), None, |_| {}).await;
     // Follow the session list and this session's messages (written by the node, on A's side).
     let subscribed = call(
         &mut v4,
@@ -882,4 +910,311 @@ async fn v4_pairing_details_and_reset_scope() {
     .await;
     assert_eq!(reset["error"]["code"], "FORBIDDEN", "{reset}");
     assert_eq!(reset["error"]["details"]["missingScope"], "operator.admin");
+}
+
+fn ids(history: &Value) -> Vec<(String, u64)> {
+    history["payload"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mark = &m["__openclaw"];
+            (
+                mark["id"].as_str().unwrap().to_string(),
+                mark["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn first_text(message: &Value) -> &str {
+    message["content"][0]["text"].as_str().unwrap()
+}
+
+/// v4 history rows carry ids and positions and cut long texts; `chat.message.get` on the
+/// other gateway returns the whole message by that id; v3 history stays as stored.
+#[tokio::test]
+async fn cut_history_rows_are_expanded_by_id_on_the_other_gateway() {
+    const MARK: &str = "\n...(truncated)...";
+    let cluster = chat_cluster().await;
+    let ChatCluster {
+        a, b, client: v3, ..
+    } = &cluster;
+    let (_, _, mut on_a) = raw_connect(a, (4, 4), Some(&["operator.write"]), |_| {}).await;
+    let (_, _, mut on_b) = raw_connect(b, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    call(
+        &mut on_a,
+        "s",
+        "sessions.messages.subscribe",
+        json!({"key": "long"}),
+    )
+    .await;
+
+    // A 18,000-character answer, longer than a v4 history row shows.
+    call(&mut on_a, "send", "chat.send",
+        json!({"sessionKey": "long", "message": "[[long:3000]] tell me", "idempotencyKey": "run-long"}))
+        .await;
+    let rebuilt = rebuild(&mut on_a, "run-long").await;
+    let answer = rebuilt.final_text.clone().unwrap();
+    assert!(answer.chars().count() > 17_000, "{}", answer.len());
+
+    let history = call(
+        &mut on_b,
+        "h",
+        "chat.history",
+        json!({"sessionKey": "long"}),
+    )
+    .await;
+    let rows = history["payload"]["messages"].as_array().unwrap().clone();
+    let marks = ids(&history);
+    assert_eq!(rows.len(), 2, "{history}");
+    assert_eq!(
+        (marks[0].1, marks[1].1),
+        (1, 2),
+        "positions in the transcript"
+    );
+    assert_ne!(marks[0].0, marks[1].0);
+    assert!(
+        first_text(&rows[0]).ends_with("tell me"),
+        "short texts whole"
+    );
+    let cut = first_text(&rows[1]);
+    assert_eq!(
+        cut,
+        format!("{}{MARK}", &answer[..8_000]),
+        "cut at upstream's 8,000"
+    );
+    // The ids are the ones `session.message` announced.
+    let announced: Vec<&str> = rebuilt
+        .messages
+        .iter()
+        .map(|m| m["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(announced, [marks[0].0.as_str(), marks[1].0.as_str()]);
+    assert_eq!(
+        rebuilt.messages[1]["message"]["__openclaw"]["id"],
+        marks[1].0.as_str()
+    );
+    // A caller's own cap, and the agent qualifying a bare key.
+    let narrow = call(
+        &mut on_b,
+        "h2",
+        "chat.history",
+        json!({"sessionKey": "long", "agentId": "main", "maxChars": 100, "limit": 1}),
+    )
+    .await;
+    let narrow_rows = narrow["payload"]["messages"].as_array().unwrap();
+    assert_eq!(narrow_rows.len(), 1, "{narrow}");
+    assert_eq!(
+        first_text(&narrow_rows[0]),
+        format!("{}{MARK}", &answer[..100])
+    );
+    assert_eq!(ids(&narrow), [marks[1].clone()], "the same id at any cap");
+
+    // The whole message by its id, through the other gateway.
+    let whole = call(
+        &mut on_b,
+        "g",
+        "chat.message.get",
+        json!({"sessionKey": "long", "messageId": marks[1].0}),
+    )
+    .await;
+    assert_eq!(whole["payload"]["ok"], true, "{whole}");
+    assert_eq!(first_text(&whole["payload"]["message"]), answer);
+    assert_eq!(whole["payload"]["message"]["__openclaw"]["seq"], 2);
+    let capped = call(&mut on_b, "g2", "chat.message.get",
+        json!({"sessionKey": "agent:main:long", "agentId": "main", "messageId": marks[1].0, "maxChars": 10})).await;
+    assert_eq!(
+        first_text(&capped["payload"]["message"]),
+        format!("{}{MARK}", &answer[..10])
+    );
+    for (params, reason) in [
+        (
+            json!({"sessionKey": "long", "messageId": "0123456789abcdef"}),
+            "not_found",
+        ),
+        (
+            json!({"sessionKey": "never-used", "messageId": marks[1].0}),
+            "not_found",
+        ),
+    ] {
+        let miss = call(&mut on_b, "m", "chat.message.get", params).await;
+        assert_eq!(
+            miss["payload"],
+            json!({"ok": false, "unavailableReason": reason})
+        );
+    }
+    // Bad input: the exact error shape, the socket stays usable.
+    for (method, params, message) in [
+        (
+            "chat.message.get",
+            json!({"sessionKey": "long"}),
+            "invalid chat.message.get params: at root: must have required property 'messageId'",
+        ),
+        (
+            "chat.message.get",
+            json!({"sessionKey": "long", "messageId": "x", "cursor": "c"}),
+            "invalid chat.message.get params: at root: unexpected property 'cursor'",
+        ),
+        (
+            "chat.message.get",
+            json!({"sessionKey": "long", "messageId": "x", "maxChars": 0}),
+            "invalid chat.message.get params: at /maxChars: must be >= 1",
+        ),
+        (
+            "chat.history",
+            json!({"sessionKey": "long", "maxChars": 500_001}),
+            "invalid chat.history params: at /maxChars: must be <= 500000",
+        ),
+        (
+            "chat.history",
+            json!({"sessionKey": "long", "agentId": "nobody"}),
+            "invalid chat.history params: unknown agent id \"nobody\"",
+        ),
+        (
+            "chat.history",
+            json!({"sessionKey": "agent:claude:x", "agentId": "main"}),
+            "agentId \"main\" does not match session key \"agent:claude:x\"",
+        ),
+    ] {
+        let refused = call(&mut on_b, "bad", method, params).await;
+        assert_eq!(refused["error"]["code"], "INVALID_REQUEST", "{refused}");
+        assert_eq!(refused["error"]["message"], message);
+    }
+
+    // v3: the stored messages, whole and unmarked; no `chat.message.get`, no `maxChars`.
+    let stored = v3
+        .call("chat.history", json!({"sessionKey": "long"}))
+        .await
+        .unwrap();
+    let stored_rows = stored["messages"].as_array().unwrap();
+    assert_eq!(first_text(&stored_rows[1]), answer);
+    assert!(stored_rows.iter().all(|m| m.get("__openclaw").is_none()));
+    let err = v3
+        .call(
+            "chat.message.get",
+            json!({"sessionKey": "long", "messageId": marks[1].0}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown method: chat.message.get"),
+        "{err}"
+    );
+    let err = v3
+        .call(
+            "chat.history",
+            json!({"sessionKey": "long", "maxChars": 100}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unexpected property 'maxChars'"),
+        "{err}"
+    );
+}
+
+/// `chat.startup` opens a chat from a short link: the hex prefix of the UUID its key ends
+/// in, among the agent's sessions; a slug of the display name picks among several.
+#[tokio::test]
+async fn chat_startup_resolves_a_short_id() {
+    let cluster = chat_cluster().await;
+    let ChatCluster {
+        a, client: admin, ..
+    } = &cluster;
+    let keys = [
+        "agent:main:dashboard:5eed0000-1111-4222-8333-000000000001",
+        "agent:main:dashboard:5eed0000-1111-4222-8333-000000000002",
+        "agent:main:dashboard:abcdef12-1111-4222-8333-000000000003",
+    ];
+    // The first message names a session (its derived title): the second is "Trip plans".
+    for (i, (key, first)) in keys
+        .iter()
+        .zip(["hello 0", "Trip plans", "hello 2"])
+        .enumerate()
+    {
+        admin
+            .call(
+                "chat.send",
+                json!({"sessionKey": key, "message": first, "idempotencyKey": format!("run-{i}")}),
+            )
+            .await
+            .unwrap();
+    }
+    let titled = argent_tests::eventually(Duration::from_secs(15), || async {
+        let list = admin
+            .call("sessions.list", json!({"includeDerivedTitles": true}))
+            .await
+            .ok()?;
+        let titles = list["sessions"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["derivedTitle"].is_string())
+            .count();
+        (titles == 3).then_some(())
+    })
+    .await;
+    assert!(titled.is_some(), "every run ended");
+    let (_, _, mut ws) = raw_connect(a, (4, 4), Some(&["operator.read"]), |_| {}).await;
+
+    let opened = call(
+        &mut ws,
+        "1",
+        "chat.startup",
+        json!({"shortId": "ABCDEF12", "agentId": "main"}),
+    )
+    .await;
+    let payload = &opened["payload"];
+    assert_eq!(payload["sessionKey"], keys[2], "{opened}");
+    assert_eq!(payload["resolution"]["key"], keys[2]);
+    assert_eq!(payload["resolution"]["shortId"], "abcdef12");
+    assert_eq!(payload["sessionId"], payload["resolution"]["sessionId"]);
+    assert_eq!(first_text(&payload["messages"][1]), "echo: hello 2");
+    assert!(payload["messages"][0]["__openclaw"]["id"].is_string());
+
+    let ambiguous = call(
+        &mut ws,
+        "2",
+        "chat.startup",
+        json!({"shortId": "5eed0000", "agentId": "main"}),
+    )
+    .await;
+    assert_eq!(
+        ambiguous["error"]["message"],
+        "shortId \"5eed0000\" matches 2 sessions of agent \"main\"; give more of the id or a slugHint"
+    );
+    let picked = call(
+        &mut ws,
+        "3",
+        "chat.startup",
+        json!({"shortId": "5eed0000", "agentId": "main", "slugHint": "trip-plans"}),
+    )
+    .await;
+    assert_eq!(picked["payload"]["resolution"]["key"], keys[1], "{picked}");
+    for (params, message) in [
+        (
+            json!({"shortId": "feedface", "agentId": "main"}),
+            "no session of agent \"main\" matches shortId \"feedface\"",
+        ),
+        (
+            json!({"shortId": "abcdef12", "agentId": "claude"}),
+            "no session of agent \"claude\" matches shortId \"abcdef12\"",
+        ),
+        (
+            json!({"shortId": "abcdef12"}),
+            "invalid chat.startup params: at root: must have required property 'agentId'",
+        ),
+        (
+            json!({"shortId": "xyz", "agentId": "main"}),
+            "invalid chat.startup params: at /shortId: must be 8 to 32 hexadecimal digits",
+        ),
+        (
+            json!({"shortId": "abcdef12", "agentId": "main", "sessionKey": "main"}),
+            "invalid chat.startup params: at root: sessionKey and shortId exclude each other",
+        ),
+    ] {
+        let refused = call(&mut ws, "x", "chat.startup", params).await;
+        assert_eq!(refused["error"]["code"], "INVALID_REQUEST", "{refused}");
+        assert_eq!(refused["error"]["message"], message);
+    }
 }
