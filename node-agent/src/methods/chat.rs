@@ -34,10 +34,10 @@ const MAX_ATTACHMENT_BYTES: usize = 5_000_000;
 /// `chat.history` JSON budget (§1.7); also the largest message `chat.message.get` returns.
 const HISTORY_BUDGET: usize = 6 * 1024 * 1024;
 /// Largest `maxChars` a v4 `chat.history` may ask for (upstream's schema).
-const HISTORY_MAX_CHARS_LIMIT: u64 = 500_000;
-/// `chat.message.get` text cap: its default and the largest `maxChars` (upstream's).
-const MESSAGE_GET_MAX_CHARS: u64 = 1_000_000;
-const MESSAGE_GET_MAX_CHARS_LIMIT: u64 = 2_000_000;
+const LARGEST_HISTORY_MAX_CHARS: u64 = 500_000;
+/// `chat.message.get` text cap without a `maxChars`, and the largest one (upstream's).
+const MESSAGE_GET_DEFAULT_MAX_CHARS: u64 = 1_000_000;
+const LARGEST_MESSAGE_GET_MAX_CHARS: u64 = 2_000_000;
 
 /// The cap a client declares to receive tool-stream events (§3.6).
 const CAP_TOOL_EVENTS: &str = "tool-events";
@@ -567,7 +567,7 @@ struct HistoryPage {
 impl HistoryPage {
     fn asked(p: &Params, protocol: Protocol) -> Result<Self, RpcError> {
         let limit = p.optional_u64_in("limit", 1, 1000)?.unwrap_or(200) as usize;
-        let max_chars = p.optional_u64_in("maxChars", 1, HISTORY_MAX_CHARS_LIMIT)?;
+        let max_chars = p.optional_u64_in("maxChars", 1, LARGEST_HISTORY_MAX_CHARS)?;
         Ok(HistoryPage {
             limit,
             view: protocol.history_view(max_chars),
@@ -585,18 +585,14 @@ impl HistoryPage {
         let Some(entry) = rt.sessions.get(session_key).await? else {
             return Ok(json!({"sessionKey": raw_key, "messages": []}));
         };
-        let all = rt
-            .transcripts
-            .read(&entry.session_id)
-            .await
-            .map_err(|e| e.to_rpc())?;
+        let all = rt.transcript(&entry.session_id).await?;
         let start = all.len().saturating_sub(self.limit);
         let shown: Vec<Value> = all
             .into_iter()
             .enumerate()
             .skip(start)
             .map(|(index, message)| match self.view {
-                Some(view) => message_view::project(&message, Some(index + 1), view),
+                Some(view) => message_view::project(message, Some(index + 1), view),
                 None => message,
             })
             .collect();
@@ -631,21 +627,17 @@ pub async fn message_get(rt: &Runtime, params: Value) -> Result<Value, RpcError>
     let raw_key = p.required_str("sessionKey")?;
     let message_id = p.required_str("messageId")?;
     let max_chars = p
-        .optional_u64_in("maxChars", 1, MESSAGE_GET_MAX_CHARS_LIMIT)?
-        .unwrap_or(MESSAGE_GET_MAX_CHARS) as usize;
+        .optional_u64_in("maxChars", 1, LARGEST_MESSAGE_GET_MAX_CHARS)?
+        .unwrap_or(MESSAGE_GET_DEFAULT_MAX_CHARS) as usize;
     let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
     let session_key = qualified_key(&p, &raw_key, &agents)?;
     let unavailable = |reason: &str| json!({"ok": false, "unavailableReason": reason});
     let Some(entry) = rt.sessions.get(&session_key).await? else {
         return Ok(unavailable("not_found"));
     };
-    let all = rt
-        .transcripts
-        .read(&entry.session_id)
-        .await
-        .map_err(|e| e.to_rpc())?;
+    let all = rt.transcript(&entry.session_id).await?;
     let Some((index, message)) = all
-        .iter()
+        .into_iter()
         .enumerate()
         .find(|(_, m)| message_view::message_id(m) == message_id)
     else {

@@ -106,17 +106,11 @@ fn row(entry: &SessionEntry, titles: bool, last_message: bool) -> Value {
 
 /// The fields `search` matches: display name, label, subject, session id, key.
 fn searchable(e: &SessionEntry) -> impl Iterator<Item = &str> {
-    let extra = |k: &str| e.extra.get(k).and_then(Value::as_str);
-    [
-        Some(e.key.as_str()),
-        Some(e.session_id.as_str()),
-        e.label.as_deref(),
-        e.derived_title.as_deref(),
-        extra("displayName"),
-        extra("subject"),
-    ]
-    .into_iter()
-    .flatten()
+    let subject = e.extra.get("subject").and_then(Value::as_str);
+    [e.key.as_str(), e.session_id.as_str()]
+        .into_iter()
+        .chain(e.display_names())
+        .chain(subject)
 }
 
 pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
@@ -363,11 +357,7 @@ async fn compact_transcript(
     let Some(entry) = rt.sessions.get(key).await? else {
         return Ok(json!({"ok": true, "key": key, "compacted": false, "reason": "no sessionId"}));
     };
-    let messages = rt
-        .transcripts
-        .read(&entry.session_id)
-        .await
-        .map_err(|e| e.to_rpc())?;
+    let messages = rt.transcript(&entry.session_id).await?;
     if messages.is_empty() {
         return Ok(json!({"ok": true, "key": key, "compacted": false, "reason": "no transcript"}));
     }
@@ -429,11 +419,7 @@ async fn summarize_session(
             "session not found or has no sessionId",
         ));
     };
-    let messages = rt
-        .transcripts
-        .read(&entry.session_id)
-        .await
-        .map_err(|e| e.to_rpc())?;
+    let messages = rt.transcript(&entry.session_id).await?;
     let tokens_before = estimate_tokens(&messages);
     if messages.len() <= KEEP_TAIL {
         return Ok(

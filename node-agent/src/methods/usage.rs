@@ -80,11 +80,7 @@ pub async fn cost(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         .map_err(|e| e.to_rpc())?;
     let mut daily: BTreeMap<String, Day> = BTreeMap::new();
     for session in rt.sessions.list().await? {
-        let transcript = rt
-            .transcripts
-            .read(&session.session_id)
-            .await
-            .map_err(|e| e.to_rpc())?;
+        let transcript = rt.transcript(&session.session_id).await?;
         for message in transcript.iter().filter(|m| m["role"] == "assistant") {
             let Some(usage) = message.get("usage") else {
                 continue;

@@ -31,17 +31,16 @@ pub fn message_id(message: &Value) -> String {
 
 /// The v4 view of a stored message; `seq` is its 1-based position in the transcript, when
 /// known.
-pub fn project(message: &Value, seq: Option<usize>, view: MessageView) -> Value {
-    let mut mark = json!({"id": message_id(message)});
+pub fn project(mut message: Value, seq: Option<usize>, view: MessageView) -> Value {
+    let mut mark = json!({"id": message_id(&message)});
     if let Some(seq) = seq {
         mark["seq"] = json!(seq);
     }
-    let mut shown = message.clone();
-    cut_text(&mut shown, view.max_chars);
-    if let Some(object) = shown.as_object_mut() {
+    cut_text(&mut message, view.max_chars);
+    if let Some(object) = message.as_object_mut() {
         object.insert(MARK_KEY.into(), mark);
     }
-    shown
+    message
 }
 
 /// Cuts every text block (or a plain-string content) to `max_chars` characters.
@@ -93,7 +92,7 @@ mod tests {
             {"type": "text", "text": "héllo wörld"},
             {"type": "toolCall", "id": "t", "arguments": "x".repeat(50)},
         ]});
-        let shown = project(&stored, Some(3), MessageView { max_chars: 4 });
+        let shown = project(stored.clone(), Some(3), MessageView { max_chars: 4 });
         assert_eq!(shown["content"][0]["text"], format!("héll{TRUNCATED_MARK}"));
         assert_eq!(
             shown["content"][1], stored["content"][1],
@@ -103,11 +102,11 @@ mod tests {
             shown[MARK_KEY],
             json!({"id": message_id(&stored), "seq": 3})
         );
-        let whole = project(&stored, None, MessageView { max_chars: 11 });
+        let whole = project(stored.clone(), None, MessageView { max_chars: 11 });
         assert_eq!(whole["content"][0]["text"], "héllo wörld");
         assert_eq!(whole[MARK_KEY], json!({"id": message_id(&stored)}));
         let plain = project(
-            &json!({"content": "abcdef"}),
+            json!({"content": "abcdef"}),
             None,
             MessageView { max_chars: 2 },
         );

@@ -106,6 +106,14 @@ impl Runtime {
         }
     }
 
+    /// Every message of a session's transcript, oldest first (empty when it has none).
+    pub async fn transcript(&self, session_id: &str) -> Result<Vec<Value>, RpcError> {
+        self.transcripts
+            .read(session_id)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
     pub async fn control(&self, name: &str, body: Value) {
         self.publish(name, &body, None).await
     }

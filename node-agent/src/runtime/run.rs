@@ -654,11 +654,10 @@ async fn append(rt: &Runtime, session: (&str, &str), message: &Value) {
 /// `session.message` goes to protocol-4 subscribers only, so it carries their view of the
 /// message (id mark, cut text) and its id.
 async fn announce_message(rt: &Runtime, session_key: &str, session_id: &str, message: &Value) {
-    let view = MessageView::default();
+    let shown = message_view::project(message.clone(), None, MessageView::default());
     let payload = json!({
         "sessionKey": session_key, "sessionId": session_id,
-        "messageId": message_view::message_id(message),
-        "message": message_view::project(message, None, view),
+        "messageId": shown[message_view::MARK_KEY]["id"], "message": shown,
     });
     rt.publish("session.message", &payload, None).await;
 }

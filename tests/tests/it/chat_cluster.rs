@@ -40,6 +40,36 @@ pub async fn publish_config(nats: &Nats, config: &Value) {
         .unwrap();
 }
 
+/// A cluster that answers chats: NATS, gateways A and B, one node-agent on the model
+/// double; `client` is a protocol-3 admin client of A, once the node is registered.
+pub struct ChatCluster {
+    pub a: Gateway,
+    pub b: Gateway,
+    pub client: Client,
+    _node: Node,
+    _nats: Nats,
+    _double: ModelDouble,
+}
+
+pub async fn chat_cluster() -> ChatCluster {
+    let double = ModelDouble::start().await;
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let node = node(&nats, "node-1").await;
+    publish_config(&nats, &model_config(&double)).await;
+    let client = a.client().await.unwrap();
+    wait_nodes(&client, 1).await;
+    ChatCluster {
+        a,
+        b,
+        client,
+        _node: node,
+        _nats: nats,
+        _double: double,
+    }
+}
+
 /// Every value of a bucket.
 async fn bucket_values(nats: &Nats, bucket: &str) -> Vec<Value> {
     let js = async_nats::jetstream::new(nats.client().await.unwrap());
@@ -476,13 +506,8 @@ async fn a_node_stopping_mid_run_hands_its_queue_to_another() {
 #[tokio::test]
 async fn large_requests_and_answers_cross_the_grpc_hop() {
     use base64::Engine;
-    let double = ModelDouble::start().await;
-    let nats = Nats::start().await.unwrap();
-    let a = gateway(&nats, "gw-a").await;
-    let _node = node(&nats, "node-1").await;
-    publish_config(&nats, &model_config(&double)).await;
-    let mut client = a.client().await.unwrap();
-    wait_nodes(&client, 1).await;
+    let cluster = chat_cluster().await;
+    let mut client = cluster.a.client().await.unwrap();
 
     let image = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 4_500_000]);
     let ack = client

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use argent_tests::device::{Attempt, Device};
 use argent_tests::model_double::ModelDouble;
 use argent_tests::raw::{Next, RawWs};
-use argent_tests::{Gateway, Nats, Node};
+use argent_tests::{Gateway, Nats};
 
-use crate::chat_cluster::{gateway, node, publish_config, wait_nodes};
+use crate::chat_cluster::{chat_cluster, gateway, node, publish_config, wait_nodes, ChatCluster};
 use crate::chat_local::model_config;
 use crate::slow_consumer::small_buffer_gateway;
 
@@ -43,36 +43,6 @@ async fn raw_connect(
         panic!("no connect response")
     };
     (challenge, response, ws)
-}
-
-/// A cluster that answers chats: NATS, gateways A and B, one node-agent on the model
-/// double; `client` is a protocol-3 admin client of A, once the node is registered.
-struct ChatCluster {
-    a: Gateway,
-    b: Gateway,
-    client: argent_client::Client,
-    _node: Node,
-    _nats: Nats,
-    _double: ModelDouble,
-}
-
-async fn chat_cluster() -> ChatCluster {
-    let double = ModelDouble::start().await;
-    let nats = Nats::start().await.unwrap();
-    let a = gateway(&nats, "gw-a").await;
-    let b = gateway(&nats, "gw-b").await;
-    let node = node(&nats, "node-1").await;
-    publish_config(&nats, &model_config(&double)).await;
-    let client = a.client().await.unwrap();
-    wait_nodes(&client, 1).await;
-    ChatCluster {
-        a,
-        b,
-        client,
-        _node: node,
-        _nats: nats,
-        _double: double,
-    }
 }
 
 async fn call(ws: &mut RawWs, id: &str, method: &str, params: Value) -> Value {
@@ -1217,4 +1187,82 @@ async fn chat_startup_resolves_a_short_id() {
         assert_eq!(refused["error"]["code"], "INVALID_REQUEST", "{refused}");
         assert_eq!(refused["error"]["message"], message);
     }
+}
+
+/// The one-process gateway gives v4 connections the same view (its in-process node-agent
+/// learns the version too), and a message too large for one answer is `oversized`.
+#[tokio::test]
+async fn one_process_v4_view_and_oversized_messages() {
+    const MARK: &str = "\n...(truncated)...";
+    let double = ModelDouble::start().await;
+    let gw = crate::chat_local::local_gateway(&model_config(&double)).await;
+    let admin = gw.client().await.unwrap();
+    admin
+        .call(
+            "chat.send",
+            json!({"sessionKey": "huge", "message": "hi", "idempotencyKey": "r1"}),
+        )
+        .await
+        .unwrap();
+    let answered = argent_tests::eventually(Duration::from_secs(15), || async {
+        let texts = crate::chat_local::history_texts(&admin, "huge").await;
+        (texts.len() == 2).then_some(())
+    })
+    .await;
+    assert!(answered.is_some());
+    // 1.6 million four-byte characters: 6.4 MB of JSON, more than one answer carries.
+    let text = "🦀".repeat(1_600_000);
+    let injected = admin
+        .call(
+            "chat.inject",
+            json!({"sessionKey": "huge", "message": text}),
+        )
+        .await
+        .unwrap();
+    let id = injected["messageId"].as_str().unwrap().to_string();
+    let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+
+    let history = call(&mut ws, "h", "chat.history", json!({"sessionKey": "huge"})).await;
+    let marks = ids(&history);
+    assert_eq!(
+        marks.len(),
+        3,
+        "{}",
+        history["payload"]["messages"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        marks[2],
+        (id.clone(), 3),
+        "the injected message keeps its own id"
+    );
+    let rows = history["payload"]["messages"].as_array().unwrap();
+    assert_eq!(
+        first_text(&rows[2]),
+        format!("{}{MARK}", "🦀".repeat(8_000))
+    );
+
+    let too_big = call(
+        &mut ws,
+        "g",
+        "chat.message.get",
+        json!({"sessionKey": "huge", "messageId": id, "maxChars": 2_000_000}),
+    )
+    .await;
+    assert_eq!(
+        too_big["payload"],
+        json!({"ok": false, "unavailableReason": "oversized"})
+    );
+    let capped = call(
+        &mut ws,
+        "g2",
+        "chat.message.get",
+        json!({"sessionKey": "huge", "messageId": id}),
+    )
+    .await;
+    assert_eq!(capped["payload"]["ok"], true);
+    assert_eq!(
+        first_text(&capped["payload"]["message"]),
+        format!("{}{MARK}", "🦀".repeat(1_000_000)),
+        "cut at the default 1,000,000 characters"
+    );
 }
