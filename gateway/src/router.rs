@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use argent_planes::calls::{Call, CallError, NodeClient};
-use argent_proto::catalog::{self, Forward, Placement};
+use argent_proto::catalog::{self, Answer, Forward, MethodSpec, Placement};
 use argent_proto::errors::RpcError;
 use argent_proto::frames::{encode_error, encode_ok, encode_ok_raw, encode_response, Request};
 use argent_proto::grpc::Caller;
@@ -91,47 +91,44 @@ async fn route(
         .protocol
         .authorize_params(&session.scopes, spec.name, &params)?;
     let params = session.protocol.lenient_params(spec.name, params);
-    match spec.placement {
-        Placement::Gateway => methods::call(ctx, session, spec.name, params)
-            .await
-            .map(Reply::Value),
-        Placement::Node(forward) if spec.name == "agent" => {
-            agent(ctx, session, &request.id, params, forward, outbox).await
+    let (method, forward) = match spec.placement {
+        Placement::Gateway(method) => {
+            return methods::call(ctx, session, spec.name, method, params)
+                .await
+                .map(Reply::Value)
         }
+        Placement::Planned => return Err(RpcError::not_implemented(spec.name)),
+        Placement::Node(method, forward) => (method, forward),
+    };
+    let timeout = call_timeout(ctx, spec, &params);
+    let call = NodeCall {
+        request_id: &request.id,
+        spec,
+        forward,
+    };
+    match spec.answer {
+        Answer::AckThenFinal => agent(ctx, session, call, params, outbox).await,
         // v4 `cron.list` is paged here, over the node's whole list (PROTOCOL-v4.md §9).
-        Placement::Node(forward)
-            if spec.name == "cron.list" && session.protocol == Protocol::V4 =>
-        {
+        Answer::PagedOnV4 if session.protocol == Protocol::V4 => {
             let node_params = methods::cron_page::node_params(&params);
-            let timeout = call_timeout(ctx, spec.name, &params);
-            let answer = self::forward(
-                ctx,
-                session,
-                &request.id,
-                spec.name,
-                node_params,
-                forward,
-                timeout,
-            )
-            .await?;
+            let answer = self::forward(ctx, session, &call, node_params, timeout).await?;
             methods::cron_page::page(&params, &answer).map(Reply::Value)
         }
-        Placement::Node(forward) => {
-            let timeout = call_timeout(ctx, spec.name, &params);
-            self::forward(
-                ctx,
-                session,
-                &request.id,
-                spec.name,
-                params,
-                forward,
-                timeout,
-            )
-            .await
-            .map(Reply::Json)
+        Answer::Once | Answer::PagedOnV4 => {
+            tracing::trace!(?method, "forwarding");
+            self::forward(ctx, session, &call, params, timeout)
+                .await
+                .map(Reply::Json)
         }
-        Placement::Planned => Err(RpcError::not_implemented(spec.name)),
     }
+}
+
+/// One forwarded call: which method, routed how, for which request.
+#[derive(Clone, Copy)]
+struct NodeCall<'a> {
+    request_id: &'a str,
+    spec: &'static MethodSpec,
+    forward: Forward,
 }
 
 fn caller(ctx: &Ctx, session: &Session) -> Caller {
@@ -152,17 +149,9 @@ fn caller(ctx: &Ctx, session: &Session) -> Caller {
 }
 
 /// How long the gateway waits for a node's answer: the configured call timeout, or longer
-/// for a method whose params ask to wait (`agent.wait`).
-fn call_timeout(ctx: &Ctx, method: &str, params: &Value) -> Duration {
-    let asked = match method {
-        "agent.wait" => params["timeoutMs"].as_u64().unwrap_or(30_000).min(600_000),
-        catalog::AGENT_RESULT => 25_000,
-        // A model-written summary may take up to two minutes.
-        "sessions.compact" | "commands.compact" => 125_000,
-        // A forced cron run answers when the job finished (an agent turn: ≤ 10 min).
-        "cron.run" => 605_000,
-        _ => 0,
-    };
+/// for a method that itself waits or takes long (the catalog's timeout rule).
+fn call_timeout(ctx: &Ctx, spec: &MethodSpec, params: &Value) -> Duration {
+    let asked = spec.timeout.asked_ms(params);
     ctx.limits
         .call_timeout
         .max(Duration::from_millis(asked) + Duration::from_secs(5))
@@ -175,30 +164,23 @@ fn call_timeout(ctx: &Ctx, method: &str, params: &Value) -> Duration {
 async fn agent(
     ctx: &Arc<Ctx>,
     session: &Session,
-    request_id: &str,
+    call: NodeCall<'_>,
     params: Value,
-    forward: Forward,
     outbox: &Arc<Outbox>,
 ) -> Result<Reply, RpcError> {
-    let timeout = call_timeout(ctx, "agent", &params);
-    let ack_json =
-        self::forward(ctx, session, request_id, "agent", params, forward, timeout).await?;
+    let timeout = call_timeout(ctx, call.spec, &params);
+    let ack_json = self::forward(ctx, session, &call, params, timeout).await?;
     let ack: Value = serde_json::from_str(&ack_json)
         .map_err(|e| RpcError::unavailable(format!("unreadable agent answer: {e}")))?;
     if ack["status"] != "accepted" {
         // Steering answers, or the cached final result of a repeated key: one frame.
-        return Ok(agent_final(request_id, ack));
+        return Ok(agent_final(call.request_id, ack));
     }
     let (ctx, session, outbox) = (ctx.clone(), session.clone(), outbox.clone());
-    let (id, run_id) = (request_id.to_string(), ack["runId"].clone());
-    let by_run = Forward {
-        capability: forward.capability,
-        route_param: Some("runId"),
-        idempotent: true,
-    };
+    let (id, run_id) = (call.request_id.to_string(), ack["runId"].clone());
     tokio::spawn(
         async move {
-            let result = agent_result(&ctx, &session, &id, run_id, by_run, &outbox).await;
+            let result = agent_result(&ctx, &session, &id, run_id, &outbox).await;
             outbox.push_text(encode_reply(&id, result));
         }
         .in_current_span(),
@@ -212,22 +194,18 @@ async fn agent_result(
     session: &Session,
     request_id: &str,
     run_id: Value,
-    by_run: Forward,
     outbox: &Outbox,
 ) -> Result<Reply, RpcError> {
+    let spec = &catalog::AGENT_RESULT_METHOD;
+    let call = NodeCall {
+        request_id,
+        spec,
+        forward: catalog::AGENT_RESULT_FORWARD,
+    };
     let asked = json!({ "runId": run_id });
-    let timeout = call_timeout(ctx, catalog::AGENT_RESULT, &asked);
+    let timeout = call_timeout(ctx, spec, &asked);
     loop {
-        let answer = self::forward(
-            ctx,
-            session,
-            request_id,
-            catalog::AGENT_RESULT,
-            asked.clone(),
-            by_run,
-            timeout,
-        )
-        .await;
+        let answer = self::forward(ctx, session, &call, asked.clone(), timeout).await;
         match answer {
             Ok(text) => {
                 let value: Value = serde_json::from_str(&text)
@@ -272,12 +250,11 @@ fn agent_final(request_id: &str, payload: Value) -> Reply {
 async fn forward(
     ctx: &Ctx,
     session: &Session,
-    request_id: &str,
-    method: &'static str,
+    call: &NodeCall<'_>,
     params: Value,
-    forward: Forward,
     timeout: Duration,
 ) -> Result<String, RpcError> {
+    let (request_id, method, forward) = (call.request_id, call.spec.name, call.forward);
     let key = forward
         .route_param
         .and_then(|p| params.get(p))

@@ -19,6 +19,7 @@ use argent_proto::subjects::BUCKET_NODES;
 
 use crate::runtime::Runtime;
 use crate::service::NodeService;
+use crate::tools::Toolbox;
 use crate::worker::{Worker, CAPABILITIES};
 
 /// The planes a node-agent works on.
@@ -36,6 +37,7 @@ impl NodePlanes {
             self.state.clone(),
             self.bus.clone(),
             self.transcripts.clone(),
+            Arc::new(Toolbox::standard()),
         );
         Arc::new(Worker::new(
             node_id.to_string(),

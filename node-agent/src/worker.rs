@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use argent_planes::calls::MethodHandler;
 use argent_planes::state::StateStore;
+use argent_proto::catalog::{self, NodeMethod};
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
@@ -61,6 +62,60 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Runs one method. The `match` has no wildcard: a node method of the catalog without a
+    /// handler does not compile.
+    async fn execute(
+        &self,
+        method: NodeMethod,
+        params: Value,
+        caller: &Caller,
+    ) -> Result<Value, RpcError> {
+        use NodeMethod as M;
+        let (state, rt, s) = (self.state.as_ref(), &self.runtime, &self.scheduler);
+        match method {
+            M::AgentsList => agents::list(state, params).await,
+            M::AgentIdentityGet => agents::identity_get(state, params).await,
+            M::AgentsFilesList => agents::files_list(state, params).await,
+            M::AgentsFilesGet => agents::files_get(state, params).await,
+            M::AgentsFilesSet => agents::files_set(state, params).await,
+            M::ChatSend => chat::send(rt, params, caller).await,
+            M::ChatAbort => chat::abort(rt, params).await,
+            M::ChatHistory => chat::history(rt, params, caller).await,
+            M::ChatStartup => chat::startup(rt, params, caller).await,
+            M::ChatMessageGet => chat::message_get(rt, params).await,
+            M::ChatInject => chat::inject(rt, params).await,
+            M::Agent => chat::agent(rt, params, caller).await,
+            M::AgentWait => chat::wait(rt, params).await,
+            M::AgentResult => chat::result(rt, params).await,
+            M::SessionsList => sessions::list(rt, params).await,
+            M::SessionsPreview => sessions::preview(rt, params).await,
+            M::SessionsReset => sessions::reset(rt, params).await,
+            M::SessionsCompact => sessions::compact(rt, params).await,
+            M::CommandsCompact => sessions::command_compact(rt, params).await,
+            M::ModelsList => sessions::models(rt, params).await,
+            M::UsageCost => usage::cost(rt, params).await,
+            M::CronList => cron::list(s, params).await,
+            M::CronStatus => cron::status(s, params).await,
+            M::CronRuns => cron::runs(s, params).await,
+            M::CronAdd => cron::add(s, params).await,
+            M::CronUpdate => cron::update(s, params).await,
+            M::CronRun => cron::run(s, params).await,
+            M::CronRemove => cron::remove(s, params).await,
+            M::LastHeartbeat => automation::last_heartbeat(s, params).await,
+            M::SetHeartbeats => automation::set_heartbeats(s, params).await,
+            M::Wake => automation::wake(s, params).await,
+            M::TasksAdd => automation::tasks_add(s, params).await,
+            M::TasksList => automation::tasks_list(s, params).await,
+            M::ExecutionWorkerStatus => automation::worker_status_method(s, params).await,
+            M::ExecutionWorkerRunNow => automation::worker_run_now(s, params).await,
+            M::ExecutionWorkerPause => automation::worker_pause(s, params, true).await,
+            M::ExecutionWorkerResume => automation::worker_pause(s, params, false).await,
+            M::ExecutionWorkerMetricsReset => automation::worker_metrics_reset(s, params).await,
+        }
+    }
+}
+
 #[async_trait]
 impl MethodHandler for Worker {
     async fn invoke(
@@ -72,48 +127,12 @@ impl MethodHandler for Worker {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&self.in_flight);
         tracing::debug!(method, conn = %caller.conn_id, gateway = %caller.gateway_id, "executing");
-        let state = self.state.as_ref();
-        match method {
-            "agents.list" => agents::list(state, params).await,
-            "agent.identity.get" => agents::identity_get(state, params).await,
-            "agents.files.list" => agents::files_list(state, params).await,
-            "agents.files.get" => agents::files_get(state, params).await,
-            "agents.files.set" => agents::files_set(state, params).await,
-            "chat.send" => chat::send(&self.runtime, params, caller).await,
-            "chat.abort" => chat::abort(&self.runtime, params).await,
-            "chat.history" => chat::history(&self.runtime, params, caller).await,
-            "chat.startup" => chat::startup(&self.runtime, params, caller).await,
-            "chat.message.get" => chat::message_get(&self.runtime, params).await,
-            "chat.inject" => chat::inject(&self.runtime, params).await,
-            "agent" => chat::agent(&self.runtime, params, caller).await,
-            "agent.wait" => chat::wait(&self.runtime, params).await,
-            argent_proto::catalog::AGENT_RESULT => chat::result(&self.runtime, params).await,
-            "sessions.list" => sessions::list(&self.runtime, params).await,
-            "sessions.preview" => sessions::preview(&self.runtime, params).await,
-            "sessions.reset" => sessions::reset(&self.runtime, params).await,
-            "sessions.compact" => sessions::compact(&self.runtime, params).await,
-            "commands.compact" => sessions::command_compact(&self.runtime, params).await,
-            "models.list" => sessions::models(&self.runtime, params).await,
-            "usage.cost" => usage::cost(&self.runtime, params).await,
-            "cron.list" => cron::list(&self.scheduler, params).await,
-            "cron.status" => cron::status(&self.scheduler, params).await,
-            "cron.runs" => cron::runs(&self.scheduler, params).await,
-            "cron.add" => cron::add(&self.scheduler, params).await,
-            "cron.update" => cron::update(&self.scheduler, params).await,
-            "cron.run" => cron::run(&self.scheduler, params).await,
-            "cron.remove" => cron::remove(&self.scheduler, params).await,
-            "last-heartbeat" => automation::last_heartbeat(&self.scheduler, params).await,
-            "set-heartbeats" => automation::set_heartbeats(&self.scheduler, params).await,
-            "wake" => automation::wake(&self.scheduler, params).await,
-            "tasks.add" => automation::tasks_add(&self.scheduler, params).await,
-            "tasks.list" => automation::tasks_list(&self.scheduler, params).await,
-            m if m.starts_with("execution.worker.") => {
-                automation::worker(&self.scheduler, m, params).await
-            }
-            other => Err(RpcError::unavailable(format!(
-                "node-agent {} does not execute {other}",
+        let Some(method) = catalog::lookup_node_method(method).and_then(|s| s.node_method()) else {
+            return Err(RpcError::unavailable(format!(
+                "node-agent {} does not execute {method}",
                 self.node_id
-            ))),
-        }
+            )));
+        };
+        self.execute(method, params, caller).await
     }
 }

@@ -1,6 +1,13 @@
-//! The method and event catalog: the single source of truth for method names, their scope
-//! class (PROTOCOL.md §3.2–§3.4), where they run, and `features.methods` / `features.events`.
-//! [`authorize`] is the algorithm of §3.3 over it.
+//! The method and event catalog: the single source of truth for every fact about a method —
+//! its name, scope class (PROTOCOL.md §3.2–§3.4), where it runs and how it is routed, the
+//! protocol versions that know it, how long the gateway waits for it and how it answers —
+//! and for `features.methods` / `features.events`. [`authorize`] is the algorithm of §3.3
+//! over it.
+//!
+//! A method that runs somewhere names its handler by a variant of [`GatewayMethod`] or
+//! [`NodeMethod`]. Both dispatchers (`argent_gateway::methods::call`, the node-agent's
+//! `Worker`) `match` those enums without a wildcard, so a catalog entry without a handler
+//! does not compile, and a unit test below checks that every variant has exactly one entry.
 
 use crate::errors::RpcError;
 
@@ -28,15 +35,122 @@ pub struct Forward {
     pub idempotent: bool,
 }
 
+/// Declares a handler enum and the list of its variants (for the completeness test).
+macro_rules! handler_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+        }
+    };
+}
+
+handler_enum! {
+    /// The handler of a method the gateway answers itself, against the state plane.
+    GatewayMethod {
+        Health, Status, SystemPresence, LogsTail, DiagnosticsStability,
+        ConfigGet, ConfigSet, ConfigPatch, ConfigApply, ConfigSchema,
+        ExecApprovalRequest, ExecApprovalResolve, ExecApprovalList,
+        SessionsSubscribe, SessionsUnsubscribe, SessionsMessagesSubscribe,
+        SessionsMessagesUnsubscribe,
+        DevicePairList, DevicePairApprove, DevicePairReject, DeviceTokenRotate,
+        DeviceTokenRevoke,
+        NodePairRequest, NodePairList, NodePairApprove, NodePairReject, NodePairVerify,
+        NodeRename, NodeList, NodeDescribe, NodeInvoke, NodeInvokeResult, NodeEvent,
+        SkillsBins,
+    }
+}
+
+handler_enum! {
+    /// The handler of a method a node-agent executes.
+    NodeMethod {
+        ChatSend, ChatHistory, ChatAbort, ChatInject, ChatStartup, ChatMessageGet,
+        Agent, AgentWait, AgentResult, AgentIdentityGet,
+        SessionsList, SessionsPreview, SessionsReset, SessionsCompact, CommandsCompact,
+        CronList, CronStatus, CronRuns, CronAdd, CronUpdate, CronRun, CronRemove,
+        ModelsList,
+        ExecutionWorkerStatus, ExecutionWorkerRunNow, ExecutionWorkerPause,
+        ExecutionWorkerResume, ExecutionWorkerMetricsReset,
+        TasksAdd, TasksList,
+        LastHeartbeat, SetHeartbeats, Wake,
+        AgentsList, AgentsFilesList, AgentsFilesGet, AgentsFilesSet,
+        UsageCost,
+    }
+}
+
 /// Where a method runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// Answered by the gateway itself against the state plane.
-    Gateway,
+    Gateway(GatewayMethod),
     /// Forwarded to a node-agent over gRPC.
-    Node(Forward),
+    Node(NodeMethod, Forward),
     /// In the catalog, but its capability is not built yet: answers `UNAVAILABLE`.
     Planned,
+}
+
+/// The protocol versions whose clients know a method (PROTOCOL-v4.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// Protocol 3 and 4.
+    All,
+    /// Protocol 4 only; a v3 connection is told `unknown method`.
+    V4Only,
+    /// No client: called by gateways on node-agents only ([`AGENT_RESULT`]).
+    Internal,
+}
+
+/// How long the gateway waits for a forwarded method. Whatever the rule asks, the wait is
+/// at least the gateway's configured call timeout, and 5 s are added for the hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The configured call timeout (`--call-timeout-ms`).
+    Default,
+    /// The method itself waits as long as a param says (`agent.wait`'s `timeoutMs`).
+    FromParam {
+        param: &'static str,
+        default_ms: u64,
+        max_ms: u64,
+    },
+    /// The method is known to take this long at most (a model-written summary, a forced
+    /// cron run).
+    Fixed(u64),
+}
+
+impl Timeout {
+    /// How long the method itself may take for these params, in milliseconds.
+    pub fn asked_ms(self, params: &serde_json::Value) -> u64 {
+        match self {
+            Timeout::Default => 0,
+            Timeout::FromParam {
+                param,
+                default_ms,
+                max_ms,
+            } => params
+                .get(param)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(default_ms)
+                .min(max_ms),
+            Timeout::Fixed(ms) => ms,
+        }
+    }
+}
+
+/// How a method answers the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// One response.
+    Once,
+    /// An ack at once, then the final result when the run ends (`agent`, §1.4): the gateway
+    /// asks the node for [`AGENT_RESULT`] until it has it.
+    AckThenFinal,
+    /// On protocol 4 the gateway cuts the node's whole list into pages (`cron.list`,
+    /// PROTOCOL-v4.md §9); protocol 3 gets the list as the node answers it.
+    PagedOnV4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +158,45 @@ pub struct MethodSpec {
     pub name: &'static str,
     pub access: Access,
     pub placement: Placement,
+    pub versions: Versions,
+    pub timeout: Timeout,
+    pub answer: Answer,
+}
+
+impl MethodSpec {
+    const fn new(name: &'static str, access: Access, placement: Placement) -> Self {
+        MethodSpec {
+            name,
+            access,
+            placement,
+            versions: Versions::All,
+            timeout: Timeout::Default,
+            answer: Answer::Once,
+        }
+    }
+
+    const fn v4_only(mut self) -> Self {
+        self.versions = Versions::V4Only;
+        self
+    }
+
+    const fn waits(mut self, timeout: Timeout) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    const fn answers(mut self, answer: Answer) -> Self {
+        self.answer = answer;
+        self
+    }
+
+    /// The node-agent handler, for a forwarded method.
+    pub fn node_method(&self) -> Option<NodeMethod> {
+        match self.placement {
+            Placement::Node(method, _) => Some(method),
+            _ => None,
+        }
+    }
 }
 
 /// Capability of node-agents that serve agent identity and workspace documents.
@@ -53,224 +206,288 @@ pub const CAP_AGENTS: &str = "agents";
 /// asked by the gateway after the ack until the run ends.
 pub const AGENT_RESULT: &str = "agent.result";
 
-const fn m(name: &'static str, access: Access) -> MethodSpec {
-    MethodSpec {
-        name,
-        access,
-        placement: Placement::Planned,
-    }
+const fn planned(name: &'static str, access: Access) -> MethodSpec {
+    MethodSpec::new(name, access, Placement::Planned)
 }
 
-const fn gw(name: &'static str, access: Access) -> MethodSpec {
-    MethodSpec {
-        name,
-        access,
-        placement: Placement::Gateway,
-    }
+const fn gw(name: &'static str, access: Access, method: GatewayMethod) -> MethodSpec {
+    MethodSpec::new(name, access, Placement::Gateway(method))
 }
 
 const fn node(
     name: &'static str,
     access: Access,
-    capability: &'static str,
+    method: NodeMethod,
     route_param: Option<&'static str>,
     idempotent: bool,
 ) -> MethodSpec {
-    MethodSpec {
-        name,
-        access,
-        placement: Placement::Node(Forward {
-            capability,
-            route_param,
-            idempotent,
-        }),
-    }
+    let forward = Forward {
+        capability: CAP_AGENTS,
+        route_param,
+        idempotent,
+    };
+    MethodSpec::new(name, access, Placement::Node(method, forward))
 }
 
 use Access::{Admin, Approvals, NodeOnly, Pairing, Read, Write};
+use GatewayMethod as G;
+use NodeMethod as N;
+
+/// A model-written summary may take up to two minutes.
+const COMPACTION: Timeout = Timeout::Fixed(125_000);
+const SESSION: Option<&str> = Some("sessionKey");
+const AGENT_ID: Option<&str> = Some("agentId");
 
 /// Every method of PROTOCOL.md §3.4 and §5, in the order of the document.
 pub const METHODS: &[MethodSpec] = &[
     // §5.1 chat
-    node("chat.send", Write, CAP_AGENTS, Some("sessionKey"), true),
-    node("chat.history", Read, CAP_AGENTS, Some("sessionKey"), true),
-    node("chat.abort", Write, CAP_AGENTS, Some("sessionKey"), true),
-    node("chat.inject", Admin, CAP_AGENTS, Some("sessionKey"), false),
+    node("chat.send", Write, N::ChatSend, SESSION, true),
+    node("chat.history", Read, N::ChatHistory, SESSION, true),
+    node("chat.abort", Write, N::ChatAbort, SESSION, true),
+    node("chat.inject", Admin, N::ChatInject, SESSION, false),
     // Protocol 4 (PROTOCOL-v4.md §9): the Control UI opens a chat with it.
-    node("chat.startup", Read, CAP_AGENTS, Some("sessionKey"), true),
+    node("chat.startup", Read, N::ChatStartup, SESSION, true).v4_only(),
     // Protocol 4: one whole message of a history whose rows were cut.
-    node(
-        "chat.message.get",
-        Read,
-        CAP_AGENTS,
-        Some("sessionKey"),
-        true,
-    ),
+    node("chat.message.get", Read, N::ChatMessageGet, SESSION, true).v4_only(),
     // §5.2 agent
-    node("agent", Write, CAP_AGENTS, Some("sessionKey"), true),
-    node("agent.wait", Write, CAP_AGENTS, Some("runId"), true),
+    node("agent", Write, N::Agent, SESSION, true).answers(Answer::AckThenFinal),
+    node("agent.wait", Write, N::AgentWait, Some("runId"), true).waits(Timeout::FromParam {
+        param: "timeoutMs",
+        default_ms: 30_000,
+        max_ms: 600_000,
+    }),
     node(
         "agent.identity.get",
         Read,
-        CAP_AGENTS,
-        Some("agentId"),
+        N::AgentIdentityGet,
+        AGENT_ID,
         true,
     ),
     // §5.3 config
-    gw("config.get", Admin),
-    gw("config.set", Admin),
-    gw("config.patch", Admin),
-    gw("config.apply", Admin),
-    gw("config.schema", Admin),
+    gw("config.get", Admin, G::ConfigGet),
+    gw("config.set", Admin, G::ConfigSet),
+    gw("config.patch", Admin, G::ConfigPatch),
+    gw("config.apply", Admin, G::ConfigApply),
+    gw("config.schema", Admin, G::ConfigSchema),
     // §5.4 sessions
-    node("sessions.list", Read, CAP_AGENTS, None, true),
-    node("sessions.preview", Read, CAP_AGENTS, None, true),
-    node("sessions.reset", Admin, CAP_AGENTS, Some("key"), false),
-    node("sessions.compact", Admin, CAP_AGENTS, Some("key"), false),
-    m("sessions.delete", Admin),
-    m("sessions.patch", Admin),
-    m("sessions.search", Admin),
-    m("sessions.resolve", Admin),
+    node("sessions.list", Read, N::SessionsList, None, true),
+    node("sessions.preview", Read, N::SessionsPreview, None, true),
+    node(
+        "sessions.reset",
+        Admin,
+        N::SessionsReset,
+        Some("key"),
+        false,
+    ),
+    node(
+        "sessions.compact",
+        Admin,
+        N::SessionsCompact,
+        Some("key"),
+        false,
+    )
+    .waits(COMPACTION),
+    planned("sessions.delete", Admin),
+    planned("sessions.patch", Admin),
+    planned("sessions.search", Admin),
+    planned("sessions.resolve", Admin),
     node(
         "commands.compact",
         Write,
-        CAP_AGENTS,
-        Some("sessionKey"),
+        N::CommandsCompact,
+        SESSION,
+        false,
+    )
+    .waits(COMPACTION),
+    planned("commands.list", Read),
+    // §5.5 cron
+    node("cron.list", Read, N::CronList, None, true).answers(Answer::PagedOnV4),
+    node("cron.status", Read, N::CronStatus, None, true),
+    node("cron.runs", Read, N::CronRuns, None, true),
+    node("cron.add", Admin, N::CronAdd, None, false),
+    node("cron.update", Admin, N::CronUpdate, None, true),
+    // A forced run answers when the job finished (an agent turn: ≤ 10 min).
+    node("cron.run", Admin, N::CronRun, None, false).waits(Timeout::Fixed(605_000)),
+    node("cron.remove", Admin, N::CronRemove, None, true),
+    // §5.6 models
+    node("models.list", Read, N::ModelsList, None, true),
+    // §5.7 knowledge
+    planned("knowledge.search", Read),
+    planned("knowledge.ingest", Write),
+    planned("knowledge.library.list", Read),
+    planned("knowledge.collections.list", Read),
+    planned("knowledge.vault.ingest", Write),
+    planned("knowledge.library.delete", Write),
+    planned("knowledge.library.reindex", Write),
+    planned("knowledge.collections.grant", Write),
+    // §5.8 execution worker
+    node(
+        "execution.worker.status",
+        Read,
+        N::ExecutionWorkerStatus,
+        None,
+        true,
+    ),
+    node(
+        "execution.worker.runNow",
+        Write,
+        N::ExecutionWorkerRunNow,
+        None,
         false,
     ),
-    m("commands.list", Read),
-    // §5.5 cron
-    node("cron.list", Read, CAP_AGENTS, None, true),
-    node("cron.status", Read, CAP_AGENTS, None, true),
-    node("cron.runs", Read, CAP_AGENTS, None, true),
-    node("cron.add", Admin, CAP_AGENTS, None, false),
-    node("cron.update", Admin, CAP_AGENTS, None, true),
-    node("cron.run", Admin, CAP_AGENTS, None, false),
-    node("cron.remove", Admin, CAP_AGENTS, None, true),
-    // §5.6 models
-    node("models.list", Read, CAP_AGENTS, None, true),
-    // §5.7 knowledge
-    m("knowledge.search", Read),
-    m("knowledge.ingest", Write),
-    m("knowledge.library.list", Read),
-    m("knowledge.collections.list", Read),
-    m("knowledge.vault.ingest", Write),
-    m("knowledge.library.delete", Write),
-    m("knowledge.library.reindex", Write),
-    m("knowledge.collections.grant", Write),
-    // §5.8 execution worker
-    node("execution.worker.status", Read, CAP_AGENTS, None, true),
-    node("execution.worker.runNow", Write, CAP_AGENTS, None, false),
-    node("execution.worker.pause", Write, CAP_AGENTS, None, true),
-    node("execution.worker.resume", Write, CAP_AGENTS, None, true),
+    node(
+        "execution.worker.pause",
+        Write,
+        N::ExecutionWorkerPause,
+        None,
+        true,
+    ),
+    node(
+        "execution.worker.resume",
+        Write,
+        N::ExecutionWorkerResume,
+        None,
+        true,
+    ),
     node(
         "execution.worker.metrics.reset",
         Write,
-        CAP_AGENTS,
+        N::ExecutionWorkerMetricsReset,
         None,
         false,
     ),
     // [EXT] the execution worker's task queues
-    node("tasks.add", Write, CAP_AGENTS, None, false),
-    node("tasks.list", Read, CAP_AGENTS, None, true),
+    node("tasks.add", Write, N::TasksAdd, None, false),
+    node("tasks.list", Read, N::TasksList, None, true),
     // §5.9 channels
-    m("channels.status", Read),
-    m("channels.logout", Admin),
-    m("send", Write),
+    planned("channels.status", Read),
+    planned("channels.logout", Admin),
+    planned("send", Write),
     // §5.10 health, status, presence
-    gw("health", Read),
-    gw("status", Read),
-    gw("system-presence", Read),
-    node("last-heartbeat", Read, CAP_AGENTS, None, true),
-    node("set-heartbeats", Admin, CAP_AGENTS, None, true),
-    m("system-event", Admin),
-    node("wake", Write, CAP_AGENTS, None, false),
-    m("talk.mode", Write),
+    gw("health", Read, G::Health),
+    gw("status", Read, G::Status),
+    gw("system-presence", Read, G::SystemPresence),
+    node("last-heartbeat", Read, N::LastHeartbeat, None, true),
+    node("set-heartbeats", Admin, N::SetHeartbeats, None, true),
+    planned("system-event", Admin),
+    node("wake", Write, N::Wake, None, false),
+    planned("talk.mode", Write),
     // §5.11 tts
-    m("tts.status", Read),
-    m("tts.convert", Write),
-    m("tts.providers", Read),
-    m("tts.enable", Write),
-    m("tts.disable", Write),
-    m("tts.setProvider", Write),
+    planned("tts.status", Read),
+    planned("tts.convert", Write),
+    planned("tts.providers", Read),
+    planned("tts.enable", Write),
+    planned("tts.disable", Write),
+    planned("tts.setProvider", Write),
     // §5.12 agents
-    node("agents.list", Read, CAP_AGENTS, None, true),
+    node("agents.list", Read, N::AgentsList, None, true),
     node(
         "agents.files.list",
         Admin,
-        CAP_AGENTS,
-        Some("agentId"),
+        N::AgentsFilesList,
+        AGENT_ID,
         true,
     ),
-    node("agents.files.get", Admin, CAP_AGENTS, Some("agentId"), true),
-    node("agents.files.set", Admin, CAP_AGENTS, Some("agentId"), true),
-    m("agents.profile.get", Read),
-    m("agents.profile.update", Write),
+    node("agents.files.get", Admin, N::AgentsFilesGet, AGENT_ID, true),
+    node("agents.files.set", Admin, N::AgentsFilesSet, AGENT_ID, true),
+    planned("agents.profile.get", Read),
+    planned("agents.profile.update", Write),
     // §5.13 pairing, nodes, devices
-    gw("node.pair.request", Pairing),
-    gw("node.pair.list", Pairing),
-    gw("node.pair.approve", Pairing),
-    gw("node.pair.reject", Pairing),
-    gw("node.pair.verify", Pairing),
-    gw("node.rename", Pairing),
-    gw("device.pair.list", Pairing),
-    gw("device.pair.approve", Pairing),
-    gw("device.pair.reject", Pairing),
-    gw("device.token.rotate", Pairing),
-    gw("device.token.revoke", Pairing),
-    gw("node.list", Read),
-    gw("node.describe", Read),
-    gw("node.invoke", Write),
-    gw("node.invoke.result", NodeOnly),
-    gw("node.event", NodeOnly),
-    gw("skills.bins", NodeOnly),
+    gw("node.pair.request", Pairing, G::NodePairRequest),
+    gw("node.pair.list", Pairing, G::NodePairList),
+    gw("node.pair.approve", Pairing, G::NodePairApprove),
+    gw("node.pair.reject", Pairing, G::NodePairReject),
+    gw("node.pair.verify", Pairing, G::NodePairVerify),
+    gw("node.rename", Pairing, G::NodeRename),
+    gw("device.pair.list", Pairing, G::DevicePairList),
+    gw("device.pair.approve", Pairing, G::DevicePairApprove),
+    gw("device.pair.reject", Pairing, G::DevicePairReject),
+    gw("device.token.rotate", Pairing, G::DeviceTokenRotate),
+    gw("device.token.revoke", Pairing, G::DeviceTokenRevoke),
+    gw("node.list", Read, G::NodeList),
+    gw("node.describe", Read, G::NodeDescribe),
+    gw("node.invoke", Write, G::NodeInvoke),
+    gw("node.invoke.result", NodeOnly, G::NodeInvokeResult),
+    gw("node.event", NodeOnly, G::NodeEvent),
+    gw("skills.bins", NodeOnly, G::SkillsBins),
     // §5.14 exec approvals
-    gw("exec.approval.request", Approvals),
-    gw("exec.approval.resolve", Approvals),
+    gw("exec.approval.request", Approvals, G::ExecApprovalRequest),
+    gw("exec.approval.resolve", Approvals, G::ExecApprovalResolve),
     // Protocol 4 (PROTOCOL-v4.md §9): pending approvals, for clients that connect later.
-    gw("exec.approval.list", Approvals),
-    m("exec.approvals.get", Admin),
-    m("exec.approvals.set", Admin),
-    m("exec.approvals.node.get", Admin),
-    m("exec.approvals.node.set", Admin),
+    gw("exec.approval.list", Approvals, G::ExecApprovalList).v4_only(),
+    planned("exec.approvals.get", Admin),
+    planned("exec.approvals.set", Admin),
+    planned("exec.approvals.node.get", Admin),
+    planned("exec.approvals.node.set", Admin),
     // §3.4 / §5.15 other methods real clients call
-    m("usage.status", Read),
-    node("usage.cost", Read, CAP_AGENTS, None, true),
-    gw("logs.tail", Read),
+    planned("usage.status", Read),
+    node("usage.cost", Read, N::UsageCost, None, true),
+    gw("logs.tail", Read, G::LogsTail),
     // Protocol 4 (PROTOCOL-v4.md §9).
-    gw("diagnostics.stability", Read),
-    gw("sessions.subscribe", Read),
-    gw("sessions.unsubscribe", Read),
-    gw("sessions.messages.subscribe", Read),
-    gw("sessions.messages.unsubscribe", Read),
-    m("family.members", Read),
-    m("family.telemetry", Read),
-    m("family.register", Write),
-    m("skills.status", Read),
-    m("skills.personal", Read),
+    gw("diagnostics.stability", Read, G::DiagnosticsStability).v4_only(),
+    gw("sessions.subscribe", Read, G::SessionsSubscribe).v4_only(),
+    gw("sessions.unsubscribe", Read, G::SessionsUnsubscribe).v4_only(),
+    gw(
+        "sessions.messages.subscribe",
+        Read,
+        G::SessionsMessagesSubscribe,
+    )
+    .v4_only(),
+    gw(
+        "sessions.messages.unsubscribe",
+        Read,
+        G::SessionsMessagesUnsubscribe,
+    )
+    .v4_only(),
+    planned("family.members", Read),
+    planned("family.telemetry", Read),
+    planned("family.register", Write),
+    planned("skills.status", Read),
+    planned("skills.personal", Read),
     // [QUIRK] mutating methods in upstream's read list.
-    m("skills.personal.update", Read),
-    m("skills.personal.resolveConflict", Read),
-    m("skills.personal.delete", Read),
-    m("skills.install", Admin),
-    m("skills.update", Admin),
-    m("tools.status", Read),
-    m("voicewake.get", Read),
-    m("voicewake.set", Write),
-    m("connectors.catalog", Read),
-    m("credentials.list", Read),
-    m("workflows.list", Read),
-    m("jobs.overview", Read),
-    m("providers.status", Read),
-    m("terminal.create", Write),
-    m("terminal.write", Write),
-    m("terminal.resize", Write),
-    m("terminal.kill", Write),
-    m("terminal.read", Admin),
-    m("browser.request", Write),
-    m("contemplation.runOnce", Write),
-    m("poll", Admin),
+    planned("skills.personal.update", Read),
+    planned("skills.personal.resolveConflict", Read),
+    planned("skills.personal.delete", Read),
+    planned("skills.install", Admin),
+    planned("skills.update", Admin),
+    planned("tools.status", Read),
+    planned("voicewake.get", Read),
+    planned("voicewake.set", Write),
+    planned("connectors.catalog", Read),
+    planned("credentials.list", Read),
+    planned("workflows.list", Read),
+    planned("jobs.overview", Read),
+    planned("providers.status", Read),
+    planned("terminal.create", Write),
+    planned("terminal.write", Write),
+    planned("terminal.resize", Write),
+    planned("terminal.kill", Write),
+    planned("terminal.read", Admin),
+    planned("browser.request", Write),
+    planned("contemplation.runOnce", Write),
+    planned("poll", Admin),
 ];
+
+/// How [`AGENT_RESULT`] is routed: to any node (the run record is shared), by the run id.
+pub const AGENT_RESULT_FORWARD: Forward = Forward {
+    capability: CAP_AGENTS,
+    route_param: Some("runId"),
+    idempotent: true,
+};
+
+/// [`AGENT_RESULT`]'s entry; its longest single wait is 25 s, then the gateway asks again.
+pub const AGENT_RESULT_METHOD: MethodSpec = MethodSpec {
+    versions: Versions::Internal,
+    timeout: Timeout::Fixed(25_000),
+    ..MethodSpec::new(
+        AGENT_RESULT,
+        Admin,
+        Placement::Node(N::AgentResult, AGENT_RESULT_FORWARD),
+    )
+};
+
+/// Methods no client calls: gateways call them on node-agents.
+pub const INTERNAL_METHODS: &[MethodSpec] = &[AGENT_RESULT_METHOD];
 
 /// Methods the seed's `device` role may call besides the read methods (§3.1, [EXT]).
 const DEVICE_EXTRA: [&str; 7] = [
@@ -283,9 +500,17 @@ const DEVICE_EXTRA: [&str; 7] = [
     "talk.mode",
 ];
 
-/// Looks a method up by name.
+/// Looks a client-facing method up by name.
 pub fn lookup(name: &str) -> Option<&'static MethodSpec> {
     METHODS.iter().find(|spec| spec.name == name)
+}
+
+/// Looks up any method a node-agent may be asked to run, internal ones included.
+pub fn lookup_node_method(name: &str) -> Option<&'static MethodSpec> {
+    METHODS
+        .iter()
+        .chain(INTERNAL_METHODS)
+        .find(|spec| spec.name == name && spec.node_method().is_some())
 }
 
 /// Every method of the catalog.
@@ -491,6 +716,61 @@ mod tests {
 
     fn scopes(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Every handler variant names exactly one catalog entry, so the exhaustive `match`es
+    /// of the two dispatchers cover the catalog and nothing else.
+    #[test]
+    fn every_handler_has_exactly_one_entry() {
+        let all = || METHODS.iter().chain(INTERNAL_METHODS);
+        for method in GatewayMethod::ALL {
+            let entries: Vec<_> = all()
+                .filter(|s| s.placement == Placement::Gateway(*method))
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(entries.len(), 1, "{method:?} has entries {entries:?}");
+        }
+        for method in NodeMethod::ALL {
+            let entries: Vec<_> = all()
+                .filter(|s| s.node_method() == Some(*method))
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(entries.len(), 1, "{method:?} has entries {entries:?}");
+        }
+        assert_eq!(
+            lookup_node_method(AGENT_RESULT).and_then(|s| s.node_method()),
+            Some(NodeMethod::AgentResult)
+        );
+        assert!(
+            lookup(AGENT_RESULT).is_none(),
+            "internal methods are hidden"
+        );
+        assert!(
+            lookup_node_method("health").is_none(),
+            "gateway methods are not forwarded"
+        );
+    }
+
+    #[test]
+    fn timeouts_follow_their_rule() {
+        let wait = lookup("agent.wait").unwrap().timeout;
+        assert_eq!(wait.asked_ms(&serde_json::json!({})), 30_000);
+        assert_eq!(wait.asked_ms(&serde_json::json!({"timeoutMs": 5})), 5);
+        assert_eq!(
+            wait.asked_ms(&serde_json::json!({"timeoutMs": 9e9})),
+            30_000
+        );
+        assert_eq!(
+            wait.asked_ms(&serde_json::json!({"timeoutMs": 10_000_000})),
+            600_000
+        );
+        assert_eq!(
+            lookup("health")
+                .unwrap()
+                .timeout
+                .asked_ms(&serde_json::json!({})),
+            0
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 
 use crate::catalog::{self, Access, Role, SCOPE_ADMIN, SCOPE_APPROVALS, SCOPE_PAIRING};
-use crate::catalog::{SCOPE_READ, SCOPE_WRITE};
+use crate::catalog::{Versions, SCOPE_READ, SCOPE_WRITE};
 use crate::errors::{ErrorCode, RpcError};
 use crate::params::{CHAT_ABORT_KEYS, CHAT_HISTORY_KEYS, CHAT_HISTORY_V4_KEYS};
 use crate::params::{CHAT_SEND_KEYS, CHAT_STARTUP_KEYS};
@@ -44,18 +44,6 @@ const V4_NODE_ONLY: [&str; 11] = [
     "node.skills.update",
     "node.runnerInventory.update",
     "node.pluginSurface.refresh",
-];
-
-/// Methods only protocol-4 clients know (§9); a v3 connection is told `unknown method`.
-const V4_ONLY_METHODS: [&str; 8] = [
-    "diagnostics.stability",
-    "exec.approval.list",
-    "chat.startup",
-    "chat.message.get",
-    "sessions.subscribe",
-    "sessions.unsubscribe",
-    "sessions.messages.subscribe",
-    "sessions.messages.unsubscribe",
 ];
 
 /// Events only protocol-4 connections can receive (after subscribing).
@@ -179,7 +167,11 @@ impl Protocol {
 
     /// Whether this version has `method` at all.
     pub fn knows_method(self, method: &str) -> bool {
-        self == Protocol::V4 || !V4_ONLY_METHODS.contains(&method)
+        match catalog::lookup(method).map(|spec| spec.versions) {
+            Some(Versions::V4Only) => self == Protocol::V4,
+            Some(Versions::Internal) => false,
+            Some(Versions::All) | None => true,
+        }
     }
 
     /// The params to forward: on v4, the keys the method understands (`queueMode:"steer"`

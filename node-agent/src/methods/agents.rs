@@ -1,88 +1,25 @@
-//! `agents.list`, `agent.identity.get`, `agents.files.list|get|set` (PROTOCOL.md §5.2, §5.12).
-//!
-//! Workspace documents live in the state plane (`argent_agents/<agentId>.<file>`), so every
-//! node-agent sees the same files and a node can die without losing any.
+//! `agents.list`, `agent.identity.get`, `agents.files.list|get|set` (PROTOCOL.md §5.2, §5.12)
+//! over the documents of [`crate::workspace`].
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use argent_planes::state::StateStore;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
-use argent_proto::subjects::BUCKET_AGENTS;
 
 use crate::shared_config::{self, AgentsConfig};
-
-/// The bootstrap documents, in listing order (then `MEMORY.md` or `memory.md`).
-pub const BOOTSTRAP_FILES: [&str; 7] = [
-    "AGENTS.md",
-    "SOUL.md",
-    "TOOLS.md",
-    "IDENTITY.md",
-    "USER.md",
-    "HEARTBEAT.md",
-    "BOOTSTRAP.md",
-];
-const MEMORY_FILES: [&str; 2] = ["MEMORY.md", "memory.md"];
-
-/// The allowed names: this whitelist is also the path-traversal guard.
-pub fn is_allowed(name: &str) -> bool {
-    BOOTSTRAP_FILES.contains(&name) || MEMORY_FILES.contains(&name)
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredFile {
-    content: String,
-    updated_at_ms: u64,
-}
+use crate::workspace::{self, is_allowed, Document, BOOTSTRAP_FILES, MEMORY_FILES};
 
 async fn agents(state: &dyn StateStore) -> Result<AgentsConfig, RpcError> {
     Ok(shared_config::load_with_agents(state).await?.1)
 }
 
-/// Where an agent's documents live, as shown to clients.
-fn workspace(agent_id: &str) -> String {
-    format!("{BUCKET_AGENTS}/{agent_id}")
-}
-
-fn file_key(agent_id: &str, name: &str) -> String {
-    format!("{agent_id}.{name}")
-}
-
-/// The text of one workspace document, if it exists.
-pub async fn document(
-    state: &dyn StateStore,
-    agent_id: &str,
-    name: &str,
-) -> Result<Option<String>, RpcError> {
-    Ok(read_file(state, agent_id, name).await?.map(|f| f.content))
-}
-
-async fn read_file(
-    state: &dyn StateStore,
-    agent_id: &str,
-    name: &str,
-) -> Result<Option<StoredFile>, RpcError> {
-    let entry = state
-        .get(BUCKET_AGENTS, &file_key(agent_id, name))
-        .await
-        .map_err(|e| e.to_rpc())?;
-    entry
-        .map(|e| {
-            serde_json::from_slice(&e.value)
-                .map_err(|err| RpcError::unavailable(format!("stored {name} is unreadable: {err}")))
-        })
-        .transpose()
-}
-
-fn file_entry(agent_id: &str, name: &str, file: Option<&StoredFile>, with_content: bool) -> Value {
+fn file_entry(agent_id: &str, name: &str, file: Option<&Document>, with_content: bool) -> Value {
     let mut entry = Map::new();
     entry.insert("name".into(), json!(name));
     entry.insert(
         "path".into(),
-        json!(format!("{}/{name}", workspace(agent_id))),
+        json!(format!("{}/{name}", workspace::location(agent_id))),
     );
     entry.insert("missing".into(), json!(file.is_none()));
     if let Some(file) = file {
@@ -200,7 +137,7 @@ pub async fn identity_get(state: &dyn StateStore, params: Value) -> Result<Value
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if let Some(file) = read_file(state, &agent_id, "IDENTITY.md").await? {
+    if let Some(file) = workspace::read(state, &agent_id, "IDENTITY.md").await? {
         identity.extend(parse_identity_md(&file.content));
     }
     let text = |key: &str| {
@@ -235,13 +172,13 @@ pub async fn files_list(state: &dyn StateStore, params: Value) -> Result<Value, 
     let agent_id = known_agent(state, &params).await?;
     let mut files = Vec::new();
     for name in BOOTSTRAP_FILES {
-        let file = read_file(state, &agent_id, name).await?;
+        let file = workspace::read(state, &agent_id, name).await?;
         files.push(file_entry(&agent_id, name, file.as_ref(), false));
     }
-    let upper = read_file(state, &agent_id, MEMORY_FILES[0]).await?;
+    let upper = workspace::read(state, &agent_id, MEMORY_FILES[0]).await?;
     let lower = match upper {
         Some(_) => None,
-        None => read_file(state, &agent_id, MEMORY_FILES[1]).await?,
+        None => workspace::read(state, &agent_id, MEMORY_FILES[1]).await?,
     };
     match (upper, lower) {
         (None, Some(lower)) => {
@@ -254,17 +191,17 @@ pub async fn files_list(state: &dyn StateStore, params: Value) -> Result<Value, 
             false,
         )),
     }
-    Ok(json!({"agentId": agent_id, "workspace": workspace(&agent_id), "files": files}))
+    Ok(json!({"agentId": agent_id, "workspace": workspace::location(&agent_id), "files": files}))
 }
 
 pub async fn files_get(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
     let params = Params::new("agents.files.get", params)?.only(&["agentId", "name"])?;
     let agent_id = known_agent(state, &params).await?;
     let name = checked_name(&params)?;
-    let file = read_file(state, &agent_id, &name).await?;
+    let file = workspace::read(state, &agent_id, &name).await?;
     Ok(json!({
         "agentId": agent_id,
-        "workspace": workspace(&agent_id),
+        "workspace": workspace::location(&agent_id),
         "file": file_entry(&agent_id, &name, file.as_ref(), true),
     }))
 }
@@ -274,19 +211,11 @@ pub async fn files_set(state: &dyn StateStore, params: Value) -> Result<Value, R
     let agent_id = known_agent(state, &params).await?;
     let name = checked_name(&params)?;
     let content = params.required_text("content")?;
-    let stored = StoredFile {
-        content,
-        updated_at_ms: argent_proto::now_ms(),
-    };
-    let value = Bytes::from(serde_json::to_vec(&stored).expect("stored files serialize"));
-    state
-        .put(BUCKET_AGENTS, &file_key(&agent_id, &name), value)
-        .await
-        .map_err(|e| e.to_rpc())?;
+    let stored = workspace::write(state, &agent_id, &name, content).await?;
     Ok(json!({
         "ok": true,
         "agentId": agent_id,
-        "workspace": workspace(&agent_id),
+        "workspace": workspace::location(&agent_id),
         "file": file_entry(&agent_id, &name, Some(&stored), true),
     }))
 }
@@ -307,12 +236,5 @@ mod tests {
     fn session_keys_name_their_agent() {
         assert_eq!(agent_of_session("agent:ops:main"), Some("ops".into()));
         assert_eq!(agent_of_session("main"), None);
-    }
-
-    #[test]
-    fn whitelist_guards_paths() {
-        assert!(is_allowed("SOUL.md"));
-        assert!(!is_allowed("../etc/passwd"));
-        assert!(!is_allowed("soul.md"));
     }
 }

@@ -164,66 +164,79 @@ async fn worker_status(s: &Scheduler) -> Result<Value, RpcError> {
     }))
 }
 
-pub async fn worker(s: &Scheduler, method: &str, params: Value) -> Result<Value, RpcError> {
-    let p = Params::new(method, params)?;
+/// The params of an execution-worker method with the agents it targets (`agentId`, or all).
+async fn worker_targets<'a>(
+    s: &Scheduler,
+    method: &'a str,
+    params: Value,
+    keys: &[&str],
+) -> Result<(Params<'a>, Option<String>, Vec<String>), RpcError> {
+    let p = Params::new(method, params)?.only(keys)?;
     let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
-    match method {
-        "execution.worker.status" => {
-            let p = p.only(&["agentId"])?;
-            targets(&p, &agents)?;
-            worker_status(s).await
-        }
-        "execution.worker.runNow" => {
-            let p = p.only(&["agentId", "reason"])?;
-            let (agent_id, ids) = targets(&p, &agents)?;
-            let reason = p.optional_str("reason")?;
-            let mut dispatched = false;
-            let mut paused = false;
-            let mut running = false;
-            for id in &ids {
-                let record = modify_worker(s, id, |r| {
-                    r.rerun_requested = true;
-                    r.last_dispatch_requested_at = Some(argent_proto::now_ms());
-                    r.last_dispatch_reason = reason.clone();
-                })
-                .await?;
-                paused |= record.paused;
-                running |= record.claim.is_some();
-                dispatched |= !record.paused;
-            }
-            let status = worker_status(s).await?;
-            paused |= status["globalPaused"] == true;
-            let mut dispatch = json!({"ok": true, "scope": scope(&agent_id), "dispatched": dispatched && !paused,
-                                      "paused": paused, "running": running, "reason": reason});
-            if let Some(id) = agent_id {
-                dispatch["agentId"] = json!(id);
-            }
-            Ok(json!({"dispatch": dispatch, "status": status}))
-        }
-        "execution.worker.pause" | "execution.worker.resume" => {
-            let p = p.only(&["agentId"])?;
-            let (agent_id, _) = targets(&p, &agents)?;
-            let paused = method.ends_with("pause");
-            match &agent_id {
-                Some(id) => {
-                    modify_worker(s, id, |r| r.paused = paused).await?;
-                }
-                None => set_global_pause(s, paused).await?,
-            }
-            control(s, &agent_id, json!({"paused": paused})).await
-        }
-        "execution.worker.metrics.reset" => {
-            let p = p.only(&["agentId"])?;
-            let (agent_id, ids) = targets(&p, &agents)?;
-            for id in &ids {
-                modify_worker(s, id, |r| r.metrics = Default::default()).await?;
-            }
-            control(s, &agent_id, json!({"resetCount": ids.len()})).await
-        }
-        other => Err(RpcError::unavailable(format!(
-            "{other} is not an execution worker method"
-        ))),
+    let (agent_id, ids) = targets(&p, &agents)?;
+    Ok((p, agent_id, ids))
+}
+
+/// `execution.worker.status {agentId?}`.
+pub async fn worker_status_method(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    worker_targets(s, "execution.worker.status", params, &["agentId"]).await?;
+    worker_status(s).await
+}
+
+/// `execution.worker.runNow {agentId?, reason?}`: the next cycle starts at once.
+pub async fn worker_run_now(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let (p, agent_id, ids) =
+        worker_targets(s, "execution.worker.runNow", params, &["agentId", "reason"]).await?;
+    let reason = p.optional_str("reason")?;
+    let mut dispatched = false;
+    let mut paused = false;
+    let mut running = false;
+    for id in &ids {
+        let record = modify_worker(s, id, |r| {
+            r.rerun_requested = true;
+            r.last_dispatch_requested_at = Some(argent_proto::now_ms());
+            r.last_dispatch_reason = reason.clone();
+        })
+        .await?;
+        paused |= record.paused;
+        running |= record.claim.is_some();
+        dispatched |= !record.paused;
     }
+    let status = worker_status(s).await?;
+    paused |= status["globalPaused"] == true;
+    let mut dispatch = json!({"ok": true, "scope": scope(&agent_id), "dispatched": dispatched && !paused,
+                              "paused": paused, "running": running, "reason": reason});
+    if let Some(id) = agent_id {
+        dispatch["agentId"] = json!(id);
+    }
+    Ok(json!({"dispatch": dispatch, "status": status}))
+}
+
+/// `execution.worker.pause` / `resume {agentId?}`: one agent's worker, or all.
+pub async fn worker_pause(s: &Scheduler, params: Value, paused: bool) -> Result<Value, RpcError> {
+    let method = if paused {
+        "execution.worker.pause"
+    } else {
+        "execution.worker.resume"
+    };
+    let (_, agent_id, _) = worker_targets(s, method, params, &["agentId"]).await?;
+    match &agent_id {
+        Some(id) => {
+            modify_worker(s, id, |r| r.paused = paused).await?;
+        }
+        None => set_global_pause(s, paused).await?,
+    }
+    control(s, &agent_id, json!({"paused": paused})).await
+}
+
+/// `execution.worker.metrics.reset {agentId?}`.
+pub async fn worker_metrics_reset(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
+    let (_, agent_id, ids) =
+        worker_targets(s, "execution.worker.metrics.reset", params, &["agentId"]).await?;
+    for id in &ids {
+        modify_worker(s, id, |r| r.metrics = Default::default()).await?;
+    }
+    control(s, &agent_id, json!({"resetCount": ids.len()})).await
 }
 
 async fn control(

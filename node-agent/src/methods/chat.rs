@@ -8,7 +8,6 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 use argent_proto::params::CHAT_STARTUP_KEYS;
@@ -16,10 +15,10 @@ use argent_proto::params::{Params, CHAT_ABORT_KEYS, CHAT_MESSAGE_GET_KEYS, CHAT_
 use argent_proto::subjects;
 use argent_proto::version::{MessageView, Protocol};
 
+use crate::runtime::control::{abort_runs, check_provider, start_run};
 use crate::runtime::message_view;
-use crate::runtime::providers::Providers;
-use crate::runtime::run::{self, assistant_message};
-use crate::runtime::runs::{self, ConnRef, Enqueued, RunRecord, RunRequest, RunStatus};
+use crate::runtime::run::assistant_message;
+use crate::runtime::runs::{self, ConnRef, RunRecord, RunRequest, RunStatus};
 use crate::runtime::sessions::{agent_of, agent_session_key, canonical_key};
 use crate::runtime::sessions::{is_short_id, sessions_by_short_id};
 use crate::runtime::{status, Runtime};
@@ -114,61 +113,6 @@ fn tool_events_to(caller: &Caller) -> Option<ConnRef> {
         })
 }
 
-/// A new run (`Ok(None)`) or the record of an earlier one with the same key.
-pub(crate) async fn start_run(
-    rt: &Arc<Runtime>,
-    method: &str,
-    session_key: &str,
-    run_id: &str,
-    request: RunRequest,
-) -> Result<Option<RunRecord>, RpcError> {
-    let record = RunRecord {
-        run_id: run_id.to_string(),
-        method: method.to_string(),
-        session_key: session_key.to_string(),
-        status: RunStatus::Queued,
-        accepted_at: argent_proto::now_ms(),
-        started_at: None,
-        ended_at: None,
-        error: None,
-        text: None,
-        stop_reason: None,
-        node_id: None,
-        usage: None,
-        abort_requested: None,
-        request,
-    };
-    if let Some(existing) = rt.runs.create(&record).await? {
-        return Ok(Some(existing));
-    }
-    let refuse = |err: RpcError| async {
-        // The key was not used: a retry must be able to start it.
-        let _ = rt.runs.delete(run_id).await;
-        Err(err)
-    };
-    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id).await {
-        Ok(Enqueued::Started(lease)) => {
-            rt.drive(lease, false);
-            Ok(None)
-        }
-        Ok(Enqueued::Queued(position)) => {
-            tracing::debug!(run = run_id, position, "run queued behind the active one");
-            Ok(None)
-        }
-        Ok(Enqueued::Busy) => {
-            refuse(RpcError::agent_busy(
-                format!(
-                "agent busy: session {session_key} already has {} messages waiting; retry later",
-                runs::MAX_QUEUE
-            ),
-                2000,
-            ))
-            .await
-        }
-        Err(err) => refuse(err.to_rpc()).await,
-    }
-}
-
 /// Steering (§5.1 step 5): inject into the session's active run, wherever it runs.
 async fn steer(
     rt: &Runtime,
@@ -199,44 +143,6 @@ async fn steer(
     let mut out = status(run_id, "steered");
     out["targetRunId"] = json!(target);
     Ok(out)
-}
-
-/// Aborts runs of a session (all, or `only`): queued ones here, the active one through its
-/// holder. Returns the ids.
-pub async fn abort_runs(
-    rt: &Runtime,
-    session_key: &str,
-    only: Option<&str>,
-    reason: &str,
-) -> Result<Vec<String>, RpcError> {
-    let queued = runs::dequeue(rt.state.as_ref(), session_key, only)
-        .await
-        .map_err(|e: StateError| e.to_rpc())?;
-    for id in &queued {
-        run::abort_queued(rt, id, reason).await;
-    }
-    let mut ids = Vec::new();
-    let lease = runs::read_lease(rt.state.as_ref(), session_key)
-        .await
-        .map_err(|e| e.to_rpc())?;
-    if let Some(active) = lease.and_then(|(l, _)| l.active) {
-        if only.is_none_or(|o| o == active) {
-            // Recorded first: the holder checks it when the run registers, so an abort
-            // that arrives before that is not lost.
-            let reason_text = reason.to_string();
-            rt.runs
-                .update(&active, |r| r.abort_requested = Some(reason_text.clone()))
-                .await?;
-            rt.control(
-                subjects::CONTROL_RUN_ABORT,
-                json!({"runId": active, "reason": reason}),
-            )
-            .await;
-            ids.push(active);
-        }
-    }
-    ids.extend(queued);
-    Ok(ids)
 }
 
 fn aborted_result(ids: Vec<String>) -> Value {
@@ -290,16 +196,6 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
             RunStatus::Error => Err(RpcError::unavailable(earlier.error.unwrap_or_default())),
         },
     }
-}
-
-/// Refuses before the ack when no model can run the turn, saying how to configure one.
-pub(crate) fn check_provider(config: &Value, agent_id: &str) -> Result<(), RpcError> {
-    Providers::from_config(config)
-        .and_then(|p| p.choose(agent_id))
-        .map(|_| ())
-        .map_err(|e| {
-            RpcError::unavailable(e.to_string()).with_detail("reason", "no_model_provider")
-        })
 }
 
 const AGENT_PARAMS: &[&str] = &[

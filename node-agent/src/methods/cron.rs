@@ -4,38 +4,18 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 
-use argent_planes::state::{list_json, modify_json, StateStore};
+use argent_planes::state::modify_json;
 use argent_proto::config::CatchUp;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_CRON;
 
-use crate::runtime::Runtime;
 use crate::scheduler::cron::{self, Started, Trigger};
 use crate::scheduler::jobs::{self, job_key, runs_log, unknown_job, CronJob};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{job_store, Scheduler};
 use crate::shared_config;
-
-/// Every stored job.
-pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, RpcError> {
-    let mut out: Vec<CronJob> = list_json(state, BUCKET_CRON, "job.")
-        .await?
-        .into_iter()
-        .map(|(_, job)| job)
-        .collect();
-    // By next wake time; jobs with none last.
-    out.sort_by_key(|j| {
-        (
-            j.state.next_run_at_ms.is_none(),
-            j.state.next_run_at_ms,
-            j.created_at_ms,
-        )
-    });
-    Ok(out)
-}
 
 fn job_id(p: &Params) -> Result<String, RpcError> {
     match (p.optional_str("id")?, p.optional_str("jobId")?) {
@@ -47,7 +27,7 @@ fn job_id(p: &Params) -> Result<String, RpcError> {
 pub async fn list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("cron.list", params)?.only(&["includeDisabled"])?;
     let include_disabled = p.optional_bool("includeDisabled")?.unwrap_or(false);
-    let jobs: Vec<Value> = all_jobs(s.rt.state.as_ref())
+    let jobs: Vec<Value> = job_store::all_jobs(s.rt.state.as_ref())
         .await?
         .into_iter()
         .filter(|j| include_disabled || j.enabled)
@@ -59,7 +39,7 @@ pub async fn list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
 pub async fn status(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     Params::new("cron.status", params)?.only(&[])?;
     let config = shared_config::load(s.rt.state.as_ref()).await?;
-    let jobs = all_jobs(s.rt.state.as_ref()).await?;
+    let jobs = job_store::all_jobs(s.rt.state.as_ref()).await?;
     let next = jobs.iter().filter_map(|j| j.state.next_run_at_ms).min();
     Ok(json!({
         "enabled": cron::enabled(&config),
@@ -89,27 +69,8 @@ pub async fn runs(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     Ok(json!({"entries": entries}))
 }
 
-/// Creates a job (`cron.add`, and the agent's cron tool).
-pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, RpcError> {
-    let job = jobs::new_job(
-        params,
-        uuid::Uuid::new_v4().to_string(),
-        argent_proto::now_ms(),
-    )?;
-    let bytes = Bytes::from(serde_json::to_vec(&job).expect("jobs serialize"));
-    rt.state
-        .create(BUCKET_CRON, &job_key(&job.id), bytes)
-        .await?;
-    cron::publish(
-        rt,
-        json!({"jobId": job.id, "action": "added", "nextRunAtMs": job.state.next_run_at_ms}),
-    )
-    .await;
-    Ok(job)
-}
-
 pub async fn add(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
-    Ok(create(&s.rt, params).await?.to_value())
+    Ok(job_store::create(&s.rt, params).await?.to_value())
 }
 
 pub async fn update(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
@@ -169,20 +130,9 @@ pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
     }
 }
 
-/// Deletes a job (`cron.remove`, and the agent's cron tool); whether it existed.
-pub async fn delete(rt: &Runtime, id: &str) -> Result<bool, RpcError> {
-    let key = job_key(id);
-    if rt.state.get(BUCKET_CRON, &key).await?.is_none() {
-        return Ok(false);
-    }
-    rt.state.delete(BUCKET_CRON, &key).await?;
-    cron::publish(rt, json!({"jobId": id, "action": "removed"})).await;
-    Ok(true)
-}
-
 pub async fn remove(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("cron.remove", params)?.only(&["id", "jobId"])?;
     let id = job_id(&p)?;
-    let removed = delete(&s.rt, &id).await?;
+    let removed = job_store::delete(&s.rt, &id).await?;
     Ok(json!({"ok": true, "removed": removed}))
 }

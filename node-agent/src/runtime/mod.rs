@@ -3,8 +3,10 @@
 //!
 //! * [`runs`] — run records (dedupe cache, results) and session leases (one writer per run).
 //! * [`run`] — executing one run: the agent loop, event emission, transcript.
+//! * [`control`] — starting and aborting runs, and the provider check before a turn.
 //! * [`providers`] — model providers through `genai`.
-//! * [`sessions`] — session keys and entries. [`tools`] — the agent's tools.
+//! * [`sessions`] — session keys and entries. [`tools`] — the [`tools::ToolHost`] the runtime
+//!   offers the model (the tools themselves are `crate::tools`).
 //! * [`message_view`] — how transcript messages look to protocol-4 clients (ids, cut text).
 //!
 //! Cluster behaviour: whichever node takes a session's lease drives its runs one after
@@ -13,6 +15,7 @@
 //! dead node was executing and continues with the queue. Aborts, steering messages and
 //! completions travel as control messages on the event bus.
 
+pub mod control;
 pub mod message_view;
 pub mod providers;
 pub mod run;
@@ -37,6 +40,7 @@ use argent_proto::subjects::{self, BUCKET_LEASES};
 
 use self::runs::{Lease, LeaseHandle, Runs};
 use self::sessions::Sessions;
+use self::tools::ToolHost;
 
 /// A lease whose beat has not changed for this long belongs to a dead node.
 pub const LEASE_STALE_AFTER: Duration = Duration::from_secs(5);
@@ -55,6 +59,8 @@ pub struct Runtime {
     pub transcripts: Arc<dyn TranscriptLog>,
     pub runs: Runs,
     pub sessions: Sessions,
+    /// The agent's tools.
+    pub tools: Arc<dyn ToolHost>,
     pub(crate) local: Mutex<HashMap<String, LocalRun>>,
     /// Ids of runs that finished anywhere in the cluster (wakes waiters).
     done: broadcast::Sender<String>,
@@ -69,6 +75,7 @@ impl Runtime {
         state: Arc<dyn StateStore>,
         bus: Arc<dyn EventBus>,
         transcripts: Arc<dyn TranscriptLog>,
+        tools: Arc<dyn ToolHost>,
     ) -> Arc<Self> {
         let (done, _) = broadcast::channel(1024);
         let runtime = Arc::new(Runtime {
@@ -79,6 +86,7 @@ impl Runtime {
             state,
             bus,
             transcripts,
+            tools,
             local: Mutex::new(HashMap::new()),
             done,
             stopping: watch::channel(false).0,

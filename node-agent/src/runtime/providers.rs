@@ -324,6 +324,7 @@ pub enum TurnEvent {
 }
 
 /// The tool a model may call: name, description, JSON schema of its arguments.
+#[derive(Debug, Clone)]
 pub struct ToolSpec {
     pub name: &'static str,
     pub description: &'static str,

@@ -16,9 +16,9 @@ use argent_proto::version::MessageView;
 use super::message_view;
 use super::providers::{self, ModelChoice, Providers, TurnEvent};
 use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus, BEAT_INTERVAL};
-use super::{tools, LocalRun, Runtime};
-use crate::methods::agents::{self, BOOTSTRAP_FILES};
+use super::{LocalRun, Runtime};
 use crate::shared_config::{self, AgentsConfig};
+use crate::workspace::{self, BOOTSTRAP_FILES};
 
 /// `chat` deltas (and the `agent` assistant events beside them) at most this often (§4.2).
 const DELTA_INTERVAL: Duration = Duration::from_millis(150);
@@ -289,6 +289,7 @@ struct Setup {
     session_id: String,
     session_key: String,
     agent_id: String,
+    tools: Vec<providers::ToolSpec>,
 }
 
 async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
@@ -328,6 +329,7 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
         session_id: entry.session_id,
         session_key: record.session_key.clone(),
         agent_id,
+        tools: rt.tools.specs(),
     })
 }
 
@@ -357,7 +359,7 @@ async fn system_prompt(
     let documents = futures_util::future::join_all(
         files
             .iter()
-            .map(|file| agents::document(rt.state.as_ref(), agent_id, file)),
+            .map(|file| workspace::text(rt.state.as_ref(), agent_id, file)),
     )
     .await;
     for (file, document) in files.iter().zip(documents) {
@@ -520,7 +522,7 @@ async fn stream_one_turn(
         setup.choice.clone(),
         setup.system.clone(),
         setup.messages.clone(),
-        tools::specs(),
+        setup.tools.clone(),
         tx,
     ));
     let _cancel = AbortOnDrop(task.abort_handle());
@@ -619,7 +621,10 @@ async fn run_tools(
             .tool(json!({"phase": "start", "name": call.fn_name, "toolCallId": call.call_id, "args": call.fn_arguments}))
             .await
             .map_err(lost)?;
-        let outcome = tools::execute(rt, &setup.agent_id, &call.fn_name, &call.fn_arguments).await;
+        let outcome = rt
+            .tools
+            .execute(rt, &setup.agent_id, &call.fn_name, &call.fn_arguments)
+            .await;
         emitter
             .tool(json!({
                 "phase": "result", "name": call.fn_name, "toolCallId": call.call_id,

@@ -209,7 +209,7 @@ async fn run_turn(
     }
     let session_key = format!("agent:{agent_id}:{}", agents.main_key);
     let run_id = format!("hb-{agent_id}-{at}");
-    if let Err(err) = crate::methods::chat::check_provider(&config, agent_id) {
+    if let Err(err) = crate::runtime::control::check_provider(&config, agent_id) {
         return ("skipped", err.message);
     }
     let outcome = turn::run(

@@ -17,6 +17,7 @@ pub mod claim;
 pub mod cron;
 pub mod execution;
 pub mod heartbeat;
+pub mod job_store;
 pub mod jobs;
 pub mod schedule;
 pub mod turn;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::methods::chat::{abort_runs, check_provider, start_run};
+use crate::runtime::control::{abort_runs, check_provider, start_run};
 use crate::runtime::runs::{RunRecord, RunRequest, RunStatus};
 use crate::runtime::Runtime;
 use crate::shared_config;

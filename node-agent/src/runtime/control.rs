@@ -1,0 +1,119 @@
+//! Run control shared by the chat methods and the scheduler: starting a run (or finding
+//! the earlier one with the same key), aborting a session's runs wherever they execute,
+//! and refusing a turn no model can run.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use argent_planes::state::StateError;
+use argent_proto::errors::RpcError;
+use argent_proto::subjects;
+
+use super::providers::Providers;
+use super::run;
+use super::runs::{self, Enqueued, RunRecord, RunRequest, RunStatus};
+use super::Runtime;
+
+/// A new run (`Ok(None)`) or the record of an earlier one with the same key.
+pub async fn start_run(
+    rt: &Arc<Runtime>,
+    method: &str,
+    session_key: &str,
+    run_id: &str,
+    request: RunRequest,
+) -> Result<Option<RunRecord>, RpcError> {
+    let record = RunRecord {
+        run_id: run_id.to_string(),
+        method: method.to_string(),
+        session_key: session_key.to_string(),
+        status: RunStatus::Queued,
+        accepted_at: argent_proto::now_ms(),
+        started_at: None,
+        ended_at: None,
+        error: None,
+        text: None,
+        stop_reason: None,
+        node_id: None,
+        usage: None,
+        abort_requested: None,
+        request,
+    };
+    if let Some(existing) = rt.runs.create(&record).await? {
+        return Ok(Some(existing));
+    }
+    let refuse = |err: RpcError| async {
+        // The key was not used: a retry must be able to start it.
+        let _ = rt.runs.delete(run_id).await;
+        Err(err)
+    };
+    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id).await {
+        Ok(Enqueued::Started(lease)) => {
+            rt.drive(lease, false);
+            Ok(None)
+        }
+        Ok(Enqueued::Queued(position)) => {
+            tracing::debug!(run = run_id, position, "run queued behind the active one");
+            Ok(None)
+        }
+        Ok(Enqueued::Busy) => {
+            refuse(RpcError::agent_busy(
+                format!(
+                "agent busy: session {session_key} already has {} messages waiting; retry later",
+                runs::MAX_QUEUE
+            ),
+                2000,
+            ))
+            .await
+        }
+        Err(err) => refuse(err.to_rpc()).await,
+    }
+}
+
+/// Aborts runs of a session (all, or `only`): queued ones here, the active one through its
+/// holder. Returns the ids.
+pub async fn abort_runs(
+    rt: &Runtime,
+    session_key: &str,
+    only: Option<&str>,
+    reason: &str,
+) -> Result<Vec<String>, RpcError> {
+    let queued = runs::dequeue(rt.state.as_ref(), session_key, only)
+        .await
+        .map_err(|e: StateError| e.to_rpc())?;
+    for id in &queued {
+        run::abort_queued(rt, id, reason).await;
+    }
+    let mut ids = Vec::new();
+    let lease = runs::read_lease(rt.state.as_ref(), session_key)
+        .await
+        .map_err(|e| e.to_rpc())?;
+    if let Some(active) = lease.and_then(|(l, _)| l.active) {
+        if only.is_none_or(|o| o == active) {
+            // Recorded first: the holder checks it when the run registers, so an abort
+            // that arrives before that is not lost.
+            let reason_text = reason.to_string();
+            rt.runs
+                .update(&active, |r| r.abort_requested = Some(reason_text.clone()))
+                .await?;
+            rt.control(
+                subjects::CONTROL_RUN_ABORT,
+                json!({"runId": active, "reason": reason}),
+            )
+            .await;
+            ids.push(active);
+        }
+    }
+    ids.extend(queued);
+    Ok(ids)
+}
+
+/// Refuses before the ack when no model can run the turn, saying how to configure one.
+pub fn check_provider(config: &Value, agent_id: &str) -> Result<(), RpcError> {
+    Providers::from_config(config)
+        .and_then(|p| p.choose(agent_id))
+        .map(|_| ())
+        .map_err(|e| {
+            RpcError::unavailable(e.to_string()).with_detail("reason", "no_model_provider")
+        })
+}

@@ -1,0 +1,63 @@
+//! The cron job store: jobs are records in the state plane (`argent_cron/job.<id>`); adding
+//! or removing one announces it with a `cron` event. Used by the `cron.*` methods and by the
+//! agent's reminder tool.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use argent_planes::state::{list_json, StateStore};
+use argent_proto::errors::RpcError;
+use argent_proto::subjects::BUCKET_CRON;
+
+use crate::runtime::Runtime;
+
+use super::cron;
+use super::jobs::{self, job_key, CronJob};
+
+/// Every stored job.
+pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, RpcError> {
+    let mut out: Vec<CronJob> = list_json(state, BUCKET_CRON, "job.")
+        .await?
+        .into_iter()
+        .map(|(_, job)| job)
+        .collect();
+    // By next wake time; jobs with none last.
+    out.sort_by_key(|j| {
+        (
+            j.state.next_run_at_ms.is_none(),
+            j.state.next_run_at_ms,
+            j.created_at_ms,
+        )
+    });
+    Ok(out)
+}
+
+/// Creates a job (`cron.add`, and the agent's cron tool).
+pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, RpcError> {
+    let job = jobs::new_job(
+        params,
+        uuid::Uuid::new_v4().to_string(),
+        argent_proto::now_ms(),
+    )?;
+    let bytes = Bytes::from(serde_json::to_vec(&job).expect("jobs serialize"));
+    rt.state
+        .create(BUCKET_CRON, &job_key(&job.id), bytes)
+        .await?;
+    cron::publish(
+        rt,
+        json!({"jobId": job.id, "action": "added", "nextRunAtMs": job.state.next_run_at_ms}),
+    )
+    .await;
+    Ok(job)
+}
+
+/// Deletes a job (`cron.remove`, and the agent's cron tool); whether it existed.
+pub async fn delete(rt: &Runtime, id: &str) -> Result<bool, RpcError> {
+    let key = job_key(id);
+    if rt.state.get(BUCKET_CRON, &key).await?.is_none() {
+        return Ok(false);
+    }
+    rt.state.delete(BUCKET_CRON, &key).await?;
+    cron::publish(rt, json!({"jobId": id, "action": "removed"})).await;
+    Ok(true)
+}

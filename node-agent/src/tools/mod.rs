@@ -1,0 +1,73 @@
+//! The agent's tools, one file each, offered to the model through the runtime's
+//! [`ToolHost`]. Adding a tool: a file with a type implementing [`Tool`], and one line in
+//! [`Toolbox::standard`]. Exec, knowledge and send tools arrive with their issues.
+
+mod documents;
+mod reminders;
+mod tasks;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::runtime::providers::ToolSpec;
+use crate::runtime::tools::{ToolHost, ToolOutcome};
+use crate::runtime::Runtime;
+
+/// One tool: its spec for the model, and how a call runs.
+#[async_trait]
+pub trait Tool: Send + Sync {
+    fn spec(&self) -> ToolSpec;
+    async fn run(&self, rt: &Runtime, agent_id: &str, args: &Value) -> ToolOutcome;
+}
+
+/// The tools every agent has.
+pub struct Toolbox {
+    tools: Vec<Box<dyn Tool>>,
+}
+
+impl Toolbox {
+    pub fn standard() -> Self {
+        Toolbox {
+            tools: vec![
+                Box::new(documents::ReadFile),
+                Box::new(documents::ListFiles),
+                Box::new(reminders::Reminders),
+                Box::new(tasks::AddTask),
+            ],
+        }
+    }
+}
+
+#[async_trait]
+impl ToolHost for Toolbox {
+    fn specs(&self) -> Vec<ToolSpec> {
+        self.tools.iter().map(|tool| tool.spec()).collect()
+    }
+
+    async fn execute(&self, rt: &Runtime, agent_id: &str, name: &str, args: &Value) -> ToolOutcome {
+        match self.tools.iter().find(|tool| tool.spec().name == name) {
+            Some(tool) => tool.run(rt, agent_id, args).await,
+            None => ToolOutcome::failed(format!("unknown tool {name}")),
+        }
+    }
+}
+
+/// A string argument of a tool call, if present.
+fn text_arg<'a>(args: &'a Value, key: &str) -> Option<&'a str> {
+    args.get(key).and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_are_unique() {
+        let mut names: Vec<&str> = Toolbox::standard().specs().iter().map(|s| s.name).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count);
+        assert_eq!(count, 4);
+    }
+}
