@@ -179,8 +179,7 @@ impl Ctx {
     pub fn tick_interval(&self) -> Duration {
         self.shared_config
             .get()
-            .pointer("/gateway/tickIntervalMs")
-            .and_then(serde_json::Value::as_u64)
+            .tick_interval_ms()
             .filter(|ms| (1_000..=3_600_000).contains(ms))
             .map_or(self.limits.tick_interval, Duration::from_millis)
     }

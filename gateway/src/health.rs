@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
-use argent_node_agent::scheduler::heartbeat;
-use argent_node_agent::shared_config::AgentsConfig;
 use argent_planes::members::GatewayRecord;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 
@@ -152,13 +150,13 @@ pub fn compute(ctx: &Ctx) -> Value {
     let started = Instant::now();
     let now = argent_proto::now_ms();
     let config = ctx.shared_config.get();
-    let agents = AgentsConfig::from_config(&config);
+    let agents = config.agents();
     let cluster = cluster_section(ctx);
     let agent_rows: Vec<Value> = agents
         .agents
         .iter()
         .map(|a| {
-            let every = heartbeat::interval(&config, &a.id);
+            let every = config.heartbeat_every(&a.id);
             let heartbeat = match every {
                 Some(every) => {
                     json!({"enabled": true, "every": humantime::format_duration(every).to_string(),
@@ -184,7 +182,7 @@ pub fn compute(ctx: &Ctx) -> Value {
         "channels": {},
         "channelOrder": [],
         "channelLabels": {},
-        "heartbeatSeconds": heartbeat::interval(&config, &agents.default_id).map_or(0, |d| d.as_secs()),
+        "heartbeatSeconds": config.heartbeat_every(&agents.default_id).map_or(0, |d| d.as_secs()),
         "defaultAgentId": agents.default_id,
         "agents": agent_rows,
         "authProviders": [],

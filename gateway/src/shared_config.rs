@@ -16,13 +16,15 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 use argent_planes::state::{StateError, StateStore};
+use argent_proto::config::SharedConfig;
 use argent_proto::subjects::{BUCKET_CONFIG, CONFIG_KEY};
 
 use crate::config::Loaded;
 use crate::context::{Ctx, Mode};
 
 pub struct SharedConfigView {
-    current: Arc<RwLock<Arc<Value>>>,
+    /// Parsed and validated once per change of the document.
+    current: Arc<RwLock<Arc<SharedConfig>>>,
     /// Generation of the config file last published (one-process default).
     published: AtomicU64,
     /// Serializes read-check-write of the config file (one-process default; in a cluster
@@ -69,7 +71,7 @@ pub fn without_secrets(config: &Value) -> Value {
 
 impl SharedConfigView {
     pub fn new(mode: Mode, state: Arc<dyn StateStore>) -> Self {
-        let current = Arc::new(RwLock::new(Arc::new(Value::Object(Default::default()))));
+        let current = Arc::new(RwLock::new(Arc::new(SharedConfig::default())));
         if let Mode::Cluster { .. } = mode {
             let current = current.clone();
             tokio::spawn(async move {
@@ -85,7 +87,7 @@ impl SharedConfigView {
                                 .and_then(|v| std::str::from_utf8(v).ok())
                                 .and_then(|raw| argent_proto::config::parse(raw).ok())
                                 .unwrap_or_else(|| Value::Object(Default::default()));
-                            *current.write() = Arc::new(value);
+                            *current.write() = Arc::new(SharedConfig::from_document(value));
                         }
                     }
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -184,8 +186,8 @@ impl SharedConfigView {
         }
     }
 
-    /// The document as last seen.
-    pub fn get(&self) -> Arc<Value> {
+    /// The config as last seen.
+    pub fn get(&self) -> Arc<SharedConfig> {
         self.current.read().clone()
     }
 
@@ -196,10 +198,10 @@ impl SharedConfigView {
             return;
         }
         let shared = without_secrets(&file.document);
-        if *self.get() == shared {
+        if self.get().document() == &shared {
             return;
         }
-        *self.current.write() = Arc::new(shared.clone());
+        *self.current.write() = Arc::new(SharedConfig::from_document(shared.clone()));
         let bytes = Bytes::from(serde_json::to_vec(&shared).expect("JSON values serialize"));
         match state.put(BUCKET_CONFIG, CONFIG_KEY, bytes).await {
             // Remembered only once published, so a failed put is retried next time.

@@ -39,11 +39,7 @@ impl NodePlanes {
             self.transcripts.clone(),
             Arc::new(Toolbox::standard()),
         );
-        Arc::new(Worker::new(
-            node_id.to_string(),
-            self.state.clone(),
-            runtime,
-        ))
+        Arc::new(Worker::new(node_id.to_string(), runtime))
     }
 }
 

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use argent_planes::calls::MethodHandler;
-use argent_planes::state::StateStore;
 use argent_proto::catalog::{self, NodeMethod};
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
@@ -21,7 +20,6 @@ pub const CAPABILITIES: &[&str] = &[argent_proto::catalog::CAP_AGENTS];
 
 pub struct Worker {
     node_id: String,
-    state: Arc<dyn StateStore>,
     runtime: Arc<Runtime>,
     scheduler: Arc<Scheduler>,
     in_flight: AtomicU64,
@@ -37,11 +35,10 @@ impl Drop for InFlight<'_> {
 }
 
 impl Worker {
-    pub fn new(node_id: String, state: Arc<dyn StateStore>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(node_id: String, runtime: Arc<Runtime>) -> Self {
         let scheduler = Scheduler::start(runtime.clone());
         Worker {
             node_id,
-            state,
             runtime,
             scheduler,
             in_flight: AtomicU64::new(0),
@@ -72,13 +69,13 @@ impl Worker {
         caller: &Caller,
     ) -> Result<Value, RpcError> {
         use NodeMethod as M;
-        let (state, rt, s) = (self.state.as_ref(), &self.runtime, &self.scheduler);
+        let (rt, s) = (&self.runtime, &self.scheduler);
         match method {
-            M::AgentsList => agents::list(state, params).await,
-            M::AgentIdentityGet => agents::identity_get(state, params).await,
-            M::AgentsFilesList => agents::files_list(state, params).await,
-            M::AgentsFilesGet => agents::files_get(state, params).await,
-            M::AgentsFilesSet => agents::files_set(state, params).await,
+            M::AgentsList => agents::list(rt, params).await,
+            M::AgentIdentityGet => agents::identity_get(rt, params).await,
+            M::AgentsFilesList => agents::files_list(rt, params).await,
+            M::AgentsFilesGet => agents::files_get(rt, params).await,
+            M::AgentsFilesSet => agents::files_set(rt, params).await,
             M::ChatSend => chat::send(rt, params, caller).await,
             M::ChatAbort => chat::abort(rt, params).await,
             M::ChatHistory => chat::history(rt, params, caller).await,

@@ -137,6 +137,160 @@ fn check_schedules(
     }
 }
 
+/// The shared config as every component reads it: parsed and validated once per change of
+/// the stored document, then shared as an `Arc`. Settings are read through its accessors,
+/// never by walking the document by path; the document itself is kept verbatim (unknown
+/// sections included) for `config.get` and for components that forward it whole.
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    document: Value,
+    typed: ArgentConfig,
+    agents: crate::agents::AgentsConfig,
+    /// Why the document did not validate (its settings then read as defaults).
+    problems: Vec<Issue>,
+}
+
+impl SharedConfig {
+    /// Validates a parsed document into its snapshot. An invalid document (a hand-edited
+    /// file) still yields a snapshot: its agents are read leniently, its other settings take
+    /// their defaults, and [`SharedConfig::problems`] says why.
+    pub fn from_document(document: Value) -> Self {
+        let (typed, problems) = match validate(&document) {
+            Ok(typed) => (typed, Vec::new()),
+            Err(issues) => (ArgentConfig::default(), issues),
+        };
+        SharedConfig {
+            agents: crate::agents::AgentsConfig::from_config(&document),
+            document,
+            typed,
+            problems,
+        }
+    }
+
+    /// The document as stored.
+    pub fn document(&self) -> &Value {
+        &self.document
+    }
+
+    pub fn problems(&self) -> &[Issue] {
+        &self.problems
+    }
+
+    /// The configured agents, the default agent, the main key and the session scope.
+    pub fn agents(&self) -> &crate::agents::AgentsConfig {
+        &self.agents
+    }
+
+    /// `gateway.tickIntervalMs`.
+    pub fn tick_interval_ms(&self) -> Option<u64> {
+        self.typed.gateway.as_ref()?.tick_interval_ms
+    }
+
+    /// `gateway.nodes.pairing.autoApproveLocal`: nodes on this host are paired silently.
+    pub fn auto_approve_local_nodes(&self) -> bool {
+        let gateway = self.typed.gateway.as_ref();
+        gateway
+            .and_then(|g| g.other.get("nodes"))
+            .and_then(|n| n.pointer("/pairing/autoApproveLocal"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    }
+
+    /// `cron.enabled` (default true).
+    pub fn cron_enabled(&self) -> bool {
+        self.typed.cron.as_ref().and_then(|c| c.enabled) != Some(false)
+    }
+
+    /// `cron.catchUp` (default `once`).
+    pub fn cron_catch_up(&self) -> CatchUp {
+        self.typed
+            .cron
+            .as_ref()
+            .and_then(|c| c.catch_up)
+            .unwrap_or_default()
+    }
+
+    fn agent_entry(&self, agent_id: &str) -> Option<&AgentConfig> {
+        let list = self.typed.agents.as_ref()?.list.as_ref()?;
+        list.iter().find(|a| a.id.eq_ignore_ascii_case(agent_id))
+    }
+
+    fn defaults(&self) -> Option<&AgentDefaults> {
+        self.typed.agents.as_ref()?.defaults.as_ref()
+    }
+
+    /// The agent's heartbeat interval (its own, else `agents.defaults`); `None`: no heartbeat.
+    pub fn heartbeat_every(&self, agent_id: &str) -> Option<Duration> {
+        let own = self
+            .agent_entry(agent_id)
+            .and_then(|a| a.heartbeat.as_ref());
+        let every = own
+            .and_then(|h| h.every.as_ref())
+            .or_else(|| self.defaults()?.heartbeat.as_ref()?.every.as_ref())?;
+        parse_duration(every).ok().filter(|d| !d.is_zero())
+    }
+
+    /// `agents.defaults.heartbeat.prompt`.
+    pub fn heartbeat_prompt(&self) -> Option<&str> {
+        self.defaults()?.heartbeat.as_ref()?.prompt.as_deref()
+    }
+
+    /// The agent's execution-worker settings: each field its own, else `agents.defaults`.
+    pub fn execution_worker(&self, agent_id: &str) -> ExecutionWorkerConfig {
+        let own = self
+            .agent_entry(agent_id)
+            .and_then(|a| a.execution_worker.clone())
+            .unwrap_or_default();
+        let Some(base) = self.defaults().and_then(|d| d.execution_worker.clone()) else {
+            return own;
+        };
+        ExecutionWorkerConfig {
+            enabled: own.enabled.or(base.enabled),
+            every: own.every.or(base.every),
+            model: own.model.or(base.model),
+            max_run_minutes: own.max_run_minutes.or(base.max_run_minutes),
+            max_tasks_per_cycle: own.max_tasks_per_cycle.or(base.max_tasks_per_cycle),
+            session_main_key: own.session_main_key.or(base.session_main_key),
+            scope: own.scope.or(base.scope),
+            require_evidence: own.require_evidence.or(base.require_evidence),
+            max_no_progress_attempts: own
+                .max_no_progress_attempts
+                .or(base.max_no_progress_attempts),
+            other: own.other,
+        }
+    }
+
+    /// The model an agent uses (`provider/model`): its own, else `agents.defaults.model`.
+    pub fn agent_model(&self, agent_id: &str) -> Option<&ModelRef> {
+        self.agent_entry(agent_id)
+            .and_then(|a| a.model.as_ref())
+            .or_else(|| self.defaults()?.model.as_ref())
+    }
+
+    /// The configured model providers, by id.
+    pub fn providers(&self) -> Option<&BTreeMap<String, ProviderConfig>> {
+        self.typed.models.as_ref()?.providers.as_ref()
+    }
+}
+
+impl Default for SharedConfig {
+    /// The config of a cluster that has none yet: `{}`.
+    fn default() -> Self {
+        SharedConfig::from_document(Value::Object(Map::new()))
+    }
+}
+
+impl ModelRef {
+    /// The primary `provider/model` (`None` when empty).
+    pub fn primary(&self) -> Option<&str> {
+        let primary = match self {
+            ModelRef::Name(name) => name,
+            ModelRef::Choice { primary, .. } => primary,
+        };
+        Some(primary.as_str()).filter(|p| !p.is_empty())
+    }
+}
+
 /// The whole document. Sections this release does not read are kept as they are.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

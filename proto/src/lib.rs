@@ -12,11 +12,14 @@
 //! * [`subjects`] — NATS subject and JetStream bucket names, spelled once.
 //! * [`params`] — reading method params with upstream-style validation messages.
 //! * [`limits`] — protocol constants (Appendix B).
-//! * [`config`] — the shared config document: JSON5 parsing, validation, JSON Schema.
+//! * [`config`] — the shared config document: JSON5 parsing, validation, JSON Schema, and
+//!   [`config::SharedConfig`], the parsed snapshot every component reads settings from.
+//! * [`agents`] — the configured agents. [`session_key`] — session keys, built one way.
 //! * [`version`] — protocol 3 / 4 negotiation and every rule that differs between them.
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod catalog;
 pub mod config;
 pub mod connect;
@@ -24,6 +27,7 @@ pub mod errors;
 pub mod frames;
 pub mod limits;
 pub mod params;
+pub mod session_key;
 pub mod subjects;
 pub mod version;
 

@@ -2,7 +2,6 @@
 
 use serde_json::{json, Value};
 
-use argent_node_agent::shared_config::AgentsConfig;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
@@ -21,7 +20,8 @@ pub fn health(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
 
 pub fn status(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Params::new("status", params)?.only(&[])?;
-    let agents = AgentsConfig::from_config(&ctx.shared_config.get());
+    let config = ctx.shared_config.get();
+    let agents = config.agents();
     Ok(json!({
         "heartbeat": {"defaultAgentId": agents.default_id, "agents": []},
         "channelSummary": [],

@@ -5,10 +5,9 @@
 
 use serde_json::{json, Value};
 
-use argent_node_agent::runtime::sessions::canonical_key;
-use argent_node_agent::shared_config::AgentsConfig;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
+use argent_proto::session_key::SessionKey;
 
 use crate::context::Ctx;
 use crate::ws::session::Session;
@@ -37,7 +36,7 @@ pub fn messages(
         Some(key) => key,
         None => p.required_str("sessionKey")?,
     };
-    let key = canonical_key(&raw, &AgentsConfig::from_config(&ctx.shared_config.get()));
+    let key = SessionKey::canonical(&raw, ctx.shared_config.get().agents()).into_string();
     if on {
         session.subscriptions.add_messages(&key)?;
     } else {

@@ -21,12 +21,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-use argent_node_agent::shared_config::AgentsConfig;
 use argent_planes::calls::node_call_secret;
 use argent_proto::catalog::Role;
 use argent_proto::connect::ConnectParams;
 use argent_proto::frames::{encode_error, encode_ok, parse_request, EncodedEvent};
 use argent_proto::limits::MAX_PAYLOAD;
+use argent_proto::session_key::SessionKey;
 use argent_proto::version::Protocol;
 
 use crate::context::Ctx;
@@ -365,7 +365,8 @@ fn node_session(ctx: &Ctx, session: &Session, params: &ConnectParams) -> Value {
 }
 
 fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
-    let agents = AgentsConfig::from_config(&ctx.shared_config.get());
+    let config = ctx.shared_config.get();
+    let agents = config.agents();
     let protocol = session.protocol;
     let mut hello = json!({
         "type": "hello-ok",
@@ -382,7 +383,7 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
             "sessionDefaults": {
                 "defaultAgentId": agents.default_id,
                 "mainKey": agents.main_key,
-                "mainSessionKey": format!("agent:{}:{}", agents.default_id, agents.main_key),
+                "mainSessionKey": SessionKey::main_of(&agents.default_id, agents).into_string(),
                 "scope": agents.scope,
             },
         },

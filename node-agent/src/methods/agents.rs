@@ -3,15 +3,16 @@
 
 use serde_json::{json, Map, Value};
 
-use argent_planes::state::StateStore;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
-use crate::shared_config::{self, AgentsConfig};
+use super::shared_config;
+use crate::runtime::Runtime;
 use crate::workspace::{self, is_allowed, Document, BOOTSTRAP_FILES, MEMORY_FILES};
+use argent_proto::agents::AgentsConfig;
 
-async fn agents(state: &dyn StateStore) -> Result<AgentsConfig, RpcError> {
-    Ok(shared_config::load_with_agents(state).await?.1)
+async fn agents(rt: &Runtime) -> Result<AgentsConfig, RpcError> {
+    Ok(shared_config(rt).await?.agents().clone())
 }
 
 fn file_entry(agent_id: &str, name: &str, file: Option<&Document>, with_content: bool) -> Value {
@@ -33,9 +34,9 @@ fn file_entry(agent_id: &str, name: &str, file: Option<&Document>, with_content:
 }
 
 /// Resolves `agentId` to a configured agent (`unknown agent id` otherwise).
-async fn known_agent(state: &dyn StateStore, params: &Params<'_>) -> Result<String, RpcError> {
+async fn known_agent(rt: &Runtime, params: &Params<'_>) -> Result<String, RpcError> {
     let agent_id = params.required_str("agentId")?.trim().to_ascii_lowercase();
-    if agents(state).await?.get(&agent_id).is_none() {
+    if agents(rt).await?.get(&agent_id).is_none() {
         return Err(RpcError::bad_params("unknown agent id"));
     }
     Ok(agent_id)
@@ -49,9 +50,9 @@ fn checked_name(params: &Params<'_>) -> Result<String, RpcError> {
     Ok(name)
 }
 
-pub async fn list(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Params::new("agents.list", params)?;
-    let config = agents(state).await?;
+    let config = agents(rt).await?;
     let agents: Vec<Value> = config
         .agents
         .iter()
@@ -107,9 +108,10 @@ fn parse_identity_md(text: &str) -> Map<String, Value> {
     found
 }
 
-pub async fn identity_get(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+pub async fn identity_get(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let state = rt.state.as_ref();
     let params = Params::new("agent.identity.get", params)?.only(&["agentId", "sessionKey"])?;
-    let config = agents(state).await?;
+    let config = agents(rt).await?;
     let requested = params
         .optional_str("agentId")?
         .map(|s| s.to_ascii_lowercase());
@@ -167,9 +169,10 @@ pub async fn identity_get(state: &dyn StateStore, params: Value) -> Result<Value
     Ok(result)
 }
 
-pub async fn files_list(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+pub async fn files_list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let state = rt.state.as_ref();
     let params = Params::new("agents.files.list", params)?.only(&["agentId"])?;
-    let agent_id = known_agent(state, &params).await?;
+    let agent_id = known_agent(rt, &params).await?;
     let mut files = Vec::new();
     for name in BOOTSTRAP_FILES {
         let file = workspace::read(state, &agent_id, name).await?;
@@ -194,9 +197,10 @@ pub async fn files_list(state: &dyn StateStore, params: Value) -> Result<Value, 
     Ok(json!({"agentId": agent_id, "workspace": workspace::location(&agent_id), "files": files}))
 }
 
-pub async fn files_get(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+pub async fn files_get(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let state = rt.state.as_ref();
     let params = Params::new("agents.files.get", params)?.only(&["agentId", "name"])?;
-    let agent_id = known_agent(state, &params).await?;
+    let agent_id = known_agent(rt, &params).await?;
     let name = checked_name(&params)?;
     let file = workspace::read(state, &agent_id, &name).await?;
     Ok(json!({
@@ -206,9 +210,10 @@ pub async fn files_get(state: &dyn StateStore, params: Value) -> Result<Value, R
     }))
 }
 
-pub async fn files_set(state: &dyn StateStore, params: Value) -> Result<Value, RpcError> {
+pub async fn files_set(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let state = rt.state.as_ref();
     let params = Params::new("agents.files.set", params)?.only(&["agentId", "name", "content"])?;
-    let agent_id = known_agent(state, &params).await?;
+    let agent_id = known_agent(rt, &params).await?;
     let name = checked_name(&params)?;
     let content = params.required_text("content")?;
     let stored = workspace::write(state, &agent_id, &name, content).await?;

@@ -9,9 +9,10 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_CRON;
 
+use super::shared_config;
 use crate::scheduler::execution::{self, WorkerRecord, WorkerSettings, GLOBAL_KEY};
 use crate::scheduler::{heartbeat, Scheduler};
-use crate::shared_config::{self, AgentsConfig};
+use argent_proto::agents::AgentsConfig;
 
 pub async fn last_heartbeat(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     Params::new("last-heartbeat", params)?.only(&[])?;
@@ -36,7 +37,8 @@ pub async fn wake(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
         _ => return Err(p.invalid("at /mode: must be equal to one of the allowed values")),
     };
     let text = p.required_text("text")?;
-    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    let config = shared_config(&s.rt).await?;
+    let agents = config.agents();
     heartbeat::enqueue(s, &agents.default_id, &text, now).await?;
     Ok(json!({"ok": true}))
 }
@@ -92,7 +94,8 @@ async fn set_global_pause(s: &Scheduler, paused: bool) -> Result<(), RpcError> {
 
 /// Status of §5.8 from the stored records, the task queues and the config.
 async fn worker_status(s: &Scheduler) -> Result<Value, RpcError> {
-    let (config, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
+    let config = shared_config(&s.rt).await?;
+    let agents = config.agents();
     let state = s.rt.state.as_ref();
     let global_paused = state
         .get(BUCKET_CRON, GLOBAL_KEY)
@@ -172,8 +175,9 @@ async fn worker_targets<'a>(
     keys: &[&str],
 ) -> Result<(Params<'a>, Option<String>, Vec<String>), RpcError> {
     let p = Params::new(method, params)?.only(keys)?;
-    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
-    let (agent_id, ids) = targets(&p, &agents)?;
+    let config = shared_config(&s.rt).await?;
+    let agents = config.agents();
+    let (agent_id, ids) = targets(&p, agents)?;
     Ok((p, agent_id, ids))
 }
 
@@ -257,9 +261,10 @@ async fn control(
 /// `tasks.add {agentId?, title, detail?}` [EXT]: queues a task for the agent's worker.
 pub async fn tasks_add(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("tasks.add", params)?.only(&["agentId", "title", "detail"])?;
-    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
-    let (agent_id, _) = targets(&p, &agents)?;
-    let agent_id = agent_id.unwrap_or(agents.default_id);
+    let config = shared_config(&s.rt).await?;
+    let agents = config.agents();
+    let (agent_id, _) = targets(&p, agents)?;
+    let agent_id = agent_id.unwrap_or_else(|| agents.default_id.clone());
     let title = p.required_text("title")?;
     let task = execution::add_task(
         s.rt.state.as_ref(),
@@ -274,8 +279,9 @@ pub async fn tasks_add(s: &Scheduler, params: Value) -> Result<Value, RpcError> 
 /// `tasks.list {agentId?, status?}` [EXT].
 pub async fn tasks_list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("tasks.list", params)?.only(&["agentId", "status"])?;
-    let (_, agents) = shared_config::load_with_agents(s.rt.state.as_ref()).await?;
-    let (_, ids) = targets(&p, &agents)?;
+    let config = shared_config(&s.rt).await?;
+    let agents = config.agents();
+    let (_, ids) = targets(&p, agents)?;
     let status = p.optional_str("status")?;
     let mut out = Vec::new();
     for id in ids {

@@ -15,14 +15,15 @@ use argent_proto::params::{Params, CHAT_ABORT_KEYS, CHAT_MESSAGE_GET_KEYS, CHAT_
 use argent_proto::subjects;
 use argent_proto::version::{MessageView, Protocol};
 
+use super::shared_config;
 use crate::runtime::control::{abort_runs, check_provider, start_run};
 use crate::runtime::message_view;
 use crate::runtime::run::assistant_message;
 use crate::runtime::runs::{self, ConnRef, RunRecord, RunRequest, RunStatus};
-use crate::runtime::sessions::{agent_of, agent_session_key, canonical_key};
 use crate::runtime::sessions::{is_short_id, sessions_by_short_id};
 use crate::runtime::{status, Runtime};
-use crate::shared_config::{self, AgentsConfig};
+use argent_proto::agents::AgentsConfig;
+use argent_proto::session_key::{agent_of, SessionKey};
 
 /// Longest single wait of `agent.result`; the gateway asks again until the run ends.
 const RESULT_POLL: Duration = Duration::from_secs(25);
@@ -159,8 +160,9 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
     p.optional_bool("deliver")?;
     let timeout_ms = p.optional_u64("timeoutMs", 0)?.unwrap_or(0);
     let (attached, images) = attachments_text("chat.send", p.get("attachments"))?;
-    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let session_key = canonical_key(&raw_key, &agents);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let session_key = SessionKey::canonical(&raw_key, agents).into_string();
     if message.trim().is_empty() && attached.is_empty() {
         return Err(RpcError::bad_params("message or attachment required"));
     }
@@ -169,7 +171,7 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
             .await
             .map(aborted_result);
     }
-    let agent_id = agent_of(&session_key, &agents).to_string();
+    let agent_id = agent_of(&session_key, agents).to_string();
     if steering {
         if images {
             return Err(RpcError::bad_params(
@@ -232,9 +234,10 @@ pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<
     let message = p.required_str("message")?;
     let run_id = p.required_str("idempotencyKey")?;
     let steering = busy_mode(&p)?;
-    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
     let agent_id = match p.optional_str("agentId")? {
-        Some(id) => known_agent("agent", &id, &agents)?,
+        Some(id) => known_agent("agent", &id, agents)?,
         None => agents.default_id.clone(),
     };
     for key in ["channel", "replyChannel"] {
@@ -258,7 +261,7 @@ pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<
         p.optional_str(key)?;
     }
     let raw_key = p.optional_str("sessionKey")?;
-    let session_key = agent_session_key(raw_key.as_deref(), &agent_id, &agents);
+    let session_key = SessionKey::for_agent(raw_key.as_deref(), &agent_id, agents).into_string();
     let timeout_ms = p
         .optional_u64("timeout", 0)?
         .unwrap_or(0)
@@ -342,8 +345,9 @@ pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("chat.abort", params)?.only(&CHAT_ABORT_KEYS)?;
     let raw_key = p.required_str("sessionKey")?;
     let run_id = p.optional_str("runId")?;
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let session_key = canonical_key(&raw_key, &agents);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let session_key = SessionKey::canonical(&raw_key, agents).into_string();
     if let Some(run_id) = &run_id {
         match rt.runs.get(run_id).await? {
             Some(record) if !record.status.is_final() => {
@@ -363,10 +367,10 @@ pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
 /// qualify (a bare key then belongs to that agent; an `agent:` key must be that agent's).
 fn qualified_key(p: &Params, raw: &str, agents: &AgentsConfig) -> Result<String, RpcError> {
     let Some(agent_id) = p.optional_str("agentId")? else {
-        return Ok(canonical_key(raw, agents));
+        return Ok(SessionKey::canonical(raw, agents).into_string());
     };
     let agent_id = known_agent(p.method(), &agent_id, agents)?;
-    let key = agent_session_key(Some(raw), &agent_id, agents);
+    let key = SessionKey::for_agent(Some(raw), &agent_id, agents).into_string();
     if key.starts_with("agent:") && agent_of(&key, agents) != agent_id {
         return Err(RpcError::bad_params(format!(
             "agentId \"{agent_id}\" does not match session key \"{raw}\""
@@ -393,8 +397,9 @@ pub async fn history(rt: &Runtime, params: Value, caller: &Caller) -> Result<Val
     let p = Params::new("chat.history", params)?.only(protocol.chat_history_keys())?;
     let raw_key = p.required_str("sessionKey")?;
     let page = HistoryPage::asked(&p, protocol)?;
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let session_key = qualified_key(&p, &raw_key, &agents)?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let session_key = qualified_key(&p, &raw_key, agents)?;
     page.read(rt, raw_key, &session_key).await
 }
 
@@ -407,8 +412,9 @@ pub async fn startup(rt: &Runtime, params: Value, caller: &Caller) -> Result<Val
     let Some(short_id) = p.optional_str("shortId")? else {
         let raw_key = p.required_str("sessionKey")?;
         let page = HistoryPage::asked(&p, protocol)?;
-        let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-        let session_key = qualified_key(&p, &raw_key, &agents)?;
+        let config = shared_config(rt).await?;
+        let agents = config.agents();
+        let session_key = qualified_key(&p, &raw_key, agents)?;
         return page.read(rt, raw_key, &session_key).await;
     };
     if p.get("sessionKey").is_some() {
@@ -420,16 +426,11 @@ pub async fn startup(rt: &Runtime, params: Value, caller: &Caller) -> Result<Val
     let agent_id = p.required_str("agentId")?;
     let slug_hint = p.optional_str("slugHint")?;
     let page = HistoryPage::asked(&p, protocol)?;
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let agent_id = known_agent("chat.startup", &agent_id, &agents)?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let agent_id = known_agent("chat.startup", &agent_id, agents)?;
     let entries = rt.sessions.list().await?;
-    let found = sessions_by_short_id(
-        &entries,
-        &agent_id,
-        &short_id,
-        slug_hint.as_deref(),
-        &agents,
-    );
+    let found = sessions_by_short_id(&entries, &agent_id, &short_id, slug_hint.as_deref(), agents);
     let entry = match found.as_slice() {
         [entry] => *entry,
         [] => {
@@ -525,8 +526,9 @@ pub async fn message_get(rt: &Runtime, params: Value) -> Result<Value, RpcError>
     let max_chars = p
         .optional_u64_in("maxChars", 1, LARGEST_MESSAGE_GET_MAX_CHARS)?
         .unwrap_or(MESSAGE_GET_DEFAULT_MAX_CHARS) as usize;
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let session_key = qualified_key(&p, &raw_key, &agents)?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let session_key = qualified_key(&p, &raw_key, agents)?;
     let unavailable = |reason: &str| json!({"ok": false, "unavailableReason": reason});
     let Some(entry) = rt.sessions.get(&session_key).await? else {
         return Ok(unavailable("not_found"));
@@ -555,8 +557,9 @@ pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     if label.as_ref().is_some_and(|l| l.chars().count() > 100) {
         return Err(p.invalid("at /label: must NOT have more than 100 characters"));
     }
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let session_key = canonical_key(&raw_key, &agents);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let session_key = SessionKey::canonical(&raw_key, agents).into_string();
     let Some(entry) = rt.sessions.get(&session_key).await? else {
         return Err(RpcError::session_not_found("session not found"));
     };

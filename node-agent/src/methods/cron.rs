@@ -12,10 +12,10 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_CRON;
 
+use super::shared_config;
 use crate::scheduler::cron::{self, Started, Trigger};
 use crate::scheduler::jobs::{self, job_key, runs_log, unknown_job, CronJob};
 use crate::scheduler::{job_store, Scheduler};
-use crate::shared_config;
 
 fn job_id(p: &Params) -> Result<String, RpcError> {
     match (p.optional_str("id")?, p.optional_str("jobId")?) {
@@ -38,11 +38,11 @@ pub async fn list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
 
 pub async fn status(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     Params::new("cron.status", params)?.only(&[])?;
-    let config = shared_config::load(s.rt.state.as_ref()).await?;
+    let config = shared_config(&s.rt).await?;
     let jobs = job_store::all_jobs(s.rt.state.as_ref()).await?;
     let next = jobs.iter().filter_map(|j| j.state.next_run_at_ms).min();
     Ok(json!({
-        "enabled": cron::enabled(&config),
+        "enabled": config.cron_enabled(),
         "storePath": format!("state://{BUCKET_CRON}"),
         "jobs": jobs.len(),
         "nextWakeAtMs": next,

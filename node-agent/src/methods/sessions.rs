@@ -10,12 +10,14 @@ use tokio::sync::mpsc;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
+use super::shared_config;
 use crate::runtime::providers::{self, Providers, TurnEvent};
 use crate::runtime::run::message_text;
 use crate::runtime::runs::{self, Enqueued};
-use crate::runtime::sessions::{agent_of, canonical_key, kind_of, SessionEntry};
+use crate::runtime::sessions::SessionEntry;
 use crate::runtime::Runtime;
-use crate::shared_config::{self, AgentsConfig};
+use argent_proto::agents::AgentsConfig;
+use argent_proto::session_key::{agent_of, kind_of, SessionKey};
 
 /// Messages `commands.compact` keeps verbatim after the summary.
 const KEEP_TAIL: usize = 4;
@@ -142,7 +144,8 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let spawned_by = p.optional_str("spawnedBy")?;
     let agent_id = p.optional_str("agentId")?.map(|a| a.to_ascii_lowercase());
     let search = p.optional_str("search")?.map(|s| s.to_lowercase());
-    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
     let now = argent_proto::now_ms();
     let mut entries: Vec<SessionEntry> = rt
         .sessions
@@ -164,7 +167,7 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
                     .is_none_or(|s| e.spawned_by.as_ref() == Some(s))
                 && agent_id
                     .as_ref()
-                    .is_none_or(|a| agent_of(&e.key, &agents) == a)
+                    .is_none_or(|a| agent_of(&e.key, agents) == a)
                 && search
                     .as_ref()
                     .is_none_or(|s| searchable(e).any(|f| f.to_lowercase().contains(s.as_str())))
@@ -174,7 +177,8 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     if let Some(limit) = limit {
         entries.truncate(limit as usize);
     }
-    let defaults = match Providers::from_config(&config).and_then(|p| p.choose(&agents.default_id))
+    let defaults = match Providers::from_config(config.document())
+        .and_then(|p| p.choose(&agents.default_id))
     {
         Ok(choice) => {
             json!({"modelProvider": choice.provider.id, "model": choice.model, "contextTokens": choice.context_window})
@@ -211,10 +215,11 @@ pub async fn preview(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     }
     let limit = p.optional_u64("limit", 1)?.unwrap_or(12) as usize;
     let max_chars = p.optional_u64("maxChars", 20)?.unwrap_or(240) as usize;
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
     let mut previews = Vec::new();
     for key in keys.iter().take(64) {
-        let canonical = canonical_key(key, &agents);
+        let canonical = SessionKey::canonical(key, agents).into_string();
         let status_of =
             |status: &str, items: Vec<Value>| json!({"key": key, "status": status, "items": items});
         let entry = match rt.sessions.get(&canonical).await {
@@ -250,8 +255,9 @@ pub async fn preview(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
 pub async fn reset(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("sessions.reset", params)?.only(&["key"])?;
     let raw = p.required_str("key")?;
-    let (_, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let key = canonical_key(&raw, &agents);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let key = SessionKey::canonical(&raw, agents).into_string();
     refuse_if_running(rt, &key).await?;
     let entry = rt.sessions.update(&key, |e| *e = e.reset()).await?;
     Ok(json!({"ok": true, "key": key, "entry": entry.to_value()}))
@@ -337,12 +343,13 @@ pub async fn compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, RpcError
     let p = Params::new("sessions.compact", params)?.only(&["key", "maxLines"])?;
     let raw = p.required_str("key")?;
     let max_lines = p.optional_u64("maxLines", 1)?.unwrap_or(400) as usize;
-    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let key = canonical_key(&raw, &agents);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let key = SessionKey::canonical(&raw, agents).into_string();
     holding_lease(
         rt,
         &key,
-        compact_transcript(rt, &key, max_lines, &config, &agents),
+        compact_transcript(rt, &key, max_lines, config.document(), agents),
     )
     .await
 }
@@ -396,13 +403,14 @@ pub async fn command_compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, 
     let p = Params::new("commands.compact", params)?.only(&["sessionKey", "instructions"])?;
     let raw = p.required_str("sessionKey")?;
     let instructions = p.optional_str("instructions")?;
-    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let key = canonical_key(&raw, &agents);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let key = SessionKey::canonical(&raw, agents).into_string();
     let instructions = instructions.as_deref();
     holding_lease(
         rt,
         &key,
-        summarize_session(rt, &key, instructions, &config, &agents),
+        summarize_session(rt, &key, instructions, config.document(), agents),
     )
     .await
 }
@@ -445,8 +453,9 @@ async fn summarize_session(
 
 pub async fn models(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Params::new("models.list", params)?.only(&[])?;
-    let (config, _) = shared_config::load_with_agents(rt.state.as_ref()).await?;
-    let providers =
-        Providers::from_config(&config).map_err(|e| RpcError::unavailable(e.to_string()))?;
+    let config = shared_config(rt).await?;
+
+    let providers = Providers::from_config(config.document())
+        .map_err(|e| RpcError::unavailable(e.to_string()))?;
     Ok(json!({"models": providers::list_models(&providers).await}))
 }

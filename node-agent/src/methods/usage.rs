@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
+use super::shared_config;
 use crate::runtime::Runtime;
-use crate::shared_config;
+use argent_proto::config::SharedConfig;
 
 const DEFAULT_DAYS: u64 = 30;
 const MAX_DAYS: u64 = 366;
@@ -51,11 +52,10 @@ impl Day {
 }
 
 /// USD per million input / output tokens of `provider/model`, when configured.
-fn price(config: &Value, provider: &str, model: &str) -> Option<(f64, f64)> {
-    let models = config.pointer(&format!("/models/providers/{provider}/models"))?;
-    let entry = models.as_array()?.iter().find(|m| m["id"] == model)?;
-    let cost = entry.get("cost")?;
-    Some((cost["input"].as_f64()?, cost["output"].as_f64()?))
+fn price(config: &SharedConfig, provider: &str, model: &str) -> Option<(f64, f64)> {
+    let models = config.providers()?.get(provider)?.models.as_ref()?;
+    let cost = models.iter().find(|m| m.id == model)?.cost.as_ref()?;
+    Some((cost.input?, cost.output?))
 }
 
 pub async fn cost(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
@@ -75,9 +75,7 @@ pub async fn cost(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let today = Utc::now().date_naive();
     let last_day = date("endDate")?.unwrap_or(today);
     let first_day = date("startDate")?.unwrap_or(last_day - Duration::days(days as i64 - 1));
-    let config = shared_config::load(rt.state.as_ref())
-        .await
-        .map_err(|e| e.to_rpc())?;
+    let config = shared_config(rt).await?;
     let mut daily: BTreeMap<String, Day> = BTreeMap::new();
     for session in rt.sessions.list().await? {
         let transcript = rt.transcript(&session.session_id).await?;

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use argent_planes::state::StateError;
+use argent_proto::config::SharedConfig;
 use argent_proto::errors::RpcError;
 use argent_proto::subjects;
 
@@ -109,8 +110,8 @@ pub async fn abort_runs(
 }
 
 /// Refuses before the ack when no model can run the turn, saying how to configure one.
-pub fn check_provider(config: &Value, agent_id: &str) -> Result<(), RpcError> {
-    Providers::from_config(config)
+pub fn check_provider(config: &SharedConfig, agent_id: &str) -> Result<(), RpcError> {
+    Providers::from_config(config.document())
         .and_then(|p| p.choose(agent_id))
         .map(|_| ())
         .map_err(|e| {

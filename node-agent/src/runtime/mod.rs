@@ -41,6 +41,7 @@ use argent_proto::subjects::{self, BUCKET_LEASES};
 use self::runs::{Lease, LeaseHandle, Runs};
 use self::sessions::Sessions;
 use self::tools::ToolHost;
+use crate::shared_config::ConfigSource;
 
 /// A lease whose beat has not changed for this long belongs to a dead node.
 pub const LEASE_STALE_AFTER: Duration = Duration::from_secs(5);
@@ -59,6 +60,8 @@ pub struct Runtime {
     pub transcripts: Arc<dyn TranscriptLog>,
     pub runs: Runs,
     pub sessions: Sessions,
+    /// The shared config, one parsed snapshot per stored revision.
+    pub config: ConfigSource,
     /// The agent's tools.
     pub tools: Arc<dyn ToolHost>,
     pub(crate) local: Mutex<HashMap<String, LocalRun>>,
@@ -82,6 +85,7 @@ impl Runtime {
             node_id,
             runs: Runs::new(state.clone()),
             sessions: Sessions::new(state.clone(), bus.clone()),
+            config: ConfigSource::new(state.clone()),
             leases: Members::watch(state.clone(), BUCKET_LEASES, LEASE_STALE_AFTER),
             state,
             bus,

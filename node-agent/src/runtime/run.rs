@@ -17,8 +17,8 @@ use super::message_view;
 use super::providers::{self, ModelChoice, Providers, TurnEvent};
 use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus, BEAT_INTERVAL};
 use super::{LocalRun, Runtime};
-use crate::shared_config::{self, AgentsConfig};
 use crate::workspace::{self, BOOTSTRAP_FILES};
+use argent_proto::agents::AgentsConfig;
 
 /// `chat` deltas (and the `agent` assistant events beside them) at most this often (§4.2).
 const DELTA_INTERVAL: Duration = Duration::from_millis(150);
@@ -293,10 +293,9 @@ struct Setup {
 }
 
 async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
-    let (config, agents) = shared_config::load_with_agents(rt.state.as_ref())
-        .await
-        .map_err(|e| e.message)?;
-    let providers = Providers::from_config(&config).map_err(|e| e.to_string())?;
+    let config = rt.config.current().await.map_err(|e| e.to_string())?;
+    let agents = config.agents();
+    let providers = Providers::from_config(config.document()).map_err(|e| e.to_string())?;
     let agent_id = record.request.agent_id.clone();
     let choice = providers.choose(&agent_id).map_err(|e| e.to_string())?;
     let entry = rt
@@ -321,7 +320,7 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
         .read(&entry.session_id)
         .await
         .map_err(|e| format!("cannot read the transcript: {e}"))?;
-    let system = system_prompt(rt, &agents, &agent_id, record, &history).await;
+    let system = system_prompt(rt, agents, &agent_id, record, &history).await;
     Ok(Setup {
         choice,
         system,

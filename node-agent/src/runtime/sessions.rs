@@ -11,64 +11,8 @@ use argent_planes::state::{list_json, modify_json, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_SESSIONS;
 
-use crate::shared_config::AgentsConfig;
-
-/// Canonical form of a session key given by a client (§5.0).
-pub fn canonical_key(raw: &str, agents: &AgentsConfig) -> String {
-    let key = raw.trim().to_ascii_lowercase();
-    let main = || {
-        if agents.scope == "global" {
-            "global".to_string()
-        } else {
-            format!("agent:{}:{}", agents.default_id, agents.main_key)
-        }
-    };
-    if key == "main" || key == agents.main_key {
-        return main();
-    }
-    if key == "global" || key == "unknown" {
-        return key;
-    }
-    if let Some(rest) = key.strip_prefix("agent:main:") {
-        // The upstream clients' aliases of the main agent follow the configured default.
-        if agents.default_id != "main" && agents.get("main").is_none() {
-            return format!("agent:{}:{rest}", agents.default_id);
-        }
-    }
-    if key.starts_with("agent:") {
-        return key;
-    }
-    format!("agent:{}:{key}", agents.default_id)
-}
-
-/// The key for the `agent` method: a bare key belongs to the given agent.
-pub fn agent_session_key(raw: Option<&str>, agent_id: &str, agents: &AgentsConfig) -> String {
-    match raw.map(str::trim).filter(|k| !k.is_empty()) {
-        None => format!("agent:{agent_id}:{}", agents.main_key),
-        Some(key) if key.contains(':') || key == "main" || key == "global" => {
-            canonical_key(key, agents)
-        }
-        Some(key) => format!("agent:{agent_id}:{}", key.to_ascii_lowercase()),
-    }
-}
-
-/// The agent a canonical key belongs to (`global`/`unknown`: the default agent).
-pub fn agent_of<'a>(key: &'a str, agents: &'a AgentsConfig) -> &'a str {
-    key.strip_prefix("agent:")
-        .and_then(|rest| rest.split(':').next())
-        .filter(|id| !id.is_empty())
-        .unwrap_or(&agents.default_id)
-}
-
-/// `direct`, `group`, `global` or `unknown` (sessions.list `kinds`).
-pub fn kind_of(key: &str) -> &'static str {
-    match key {
-        "global" => "global",
-        "unknown" => "unknown",
-        _ if key.contains(":group:") || key.contains(":channel:") => "group",
-        _ => "direct",
-    }
-}
+use argent_proto::agents::AgentsConfig;
+use argent_proto::session_key::agent_of;
 
 /// Whether `text` has the form of a short id: 8–32 hexadecimal digits.
 pub fn is_short_id(text: &str) -> bool {
@@ -292,36 +236,6 @@ mod tests {
 
     fn agents(config: Value) -> AgentsConfig {
         AgentsConfig::from_config(&config)
-    }
-
-    #[test]
-    fn canonical_keys_follow_the_protocol() {
-        let a = agents(json!({}));
-        assert_eq!(canonical_key("main", &a), "agent:main:main");
-        assert_eq!(canonical_key("Agent:Main:Main", &a), "agent:main:main");
-        assert_eq!(canonical_key("x", &a), "agent:main:x");
-        assert_eq!(canonical_key("global", &a), "global");
-        assert_eq!(canonical_key("agent:ops:dm:bob", &a), "agent:ops:dm:bob");
-        let g = agents(json!({"session": {"scope": "global"}}));
-        assert_eq!(canonical_key("main", &g), "global");
-        let home = agents(json!({"agents": {"list": [{"id": "home"}]}}));
-        assert_eq!(canonical_key("agent:main:main", &home), "agent:home:main");
-        assert_eq!(canonical_key("main", &home), "agent:home:main");
-    }
-
-    #[test]
-    fn agent_method_keys_belong_to_the_agent() {
-        let a = agents(json!({"agents": {"list": [{"id": "main"}, {"id": "ops"}]}}));
-        assert_eq!(agent_session_key(None, "ops", &a), "agent:ops:main");
-        assert_eq!(agent_session_key(Some("Work"), "ops", &a), "agent:ops:work");
-        assert_eq!(
-            agent_session_key(Some("agent:main:x"), "ops", &a),
-            "agent:main:x"
-        );
-        assert_eq!(agent_of("agent:ops:work", &a), "ops");
-        assert_eq!(agent_of("global", &a), "main");
-        assert_eq!(kind_of("agent:ops:slack:group:g1"), "group");
-        assert_eq!(kind_of("agent:ops:main"), "direct");
     }
 
     #[test]

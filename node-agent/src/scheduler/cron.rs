@@ -20,7 +20,8 @@ use super::jobs::{job_key, run_entry, runs_log, CronJob};
 use super::turn::{self, Turn};
 use super::{heartbeat, Scheduler};
 use crate::runtime::Runtime;
-use crate::shared_config::AgentsConfig;
+use argent_proto::config::SharedConfig;
+use argent_proto::session_key::SessionKey;
 
 /// Lateness after which an occurrence counts as missed (see the module docs).
 pub const MISSED_GRACE_MS: u64 = 60_000;
@@ -49,21 +50,10 @@ pub enum Started {
     Unknown,
 }
 
-fn catch_up(config: &Value) -> CatchUp {
-    match config.pointer("/cron/catchUp").and_then(Value::as_str) {
-        Some("skip") => CatchUp::Skip,
-        _ => CatchUp::Once,
-    }
-}
-
-pub fn enabled(config: &Value) -> bool {
-    config.pointer("/cron/enabled").and_then(Value::as_bool) != Some(false)
-}
-
 /// One scheduler pass: start due jobs, settle claims of dead nodes.
-pub fn tick(s: &Arc<Scheduler>, config: &Value, now: u64) {
-    let enabled = enabled(config);
-    let policy = catch_up(config);
+pub fn tick(s: &Arc<Scheduler>, config: &SharedConfig, now: u64) {
+    let enabled = config.cron_enabled();
+    let policy = config.cron_catch_up();
     for (key, job) in s.records::<CronJob>("job.") {
         if let Some(claim) = job.state.claim.clone() {
             if claim.is_stale(now) {
@@ -287,11 +277,11 @@ pub async fn publish(rt: &Runtime, payload: Value) {
 
 /// Runs the payload: `(succeeded, summary or error)`.
 async fn execute(s: &Arc<Scheduler>, job: &CronJob, occurrence_ms: u64) -> (bool, String) {
-    let config = match crate::shared_config::load(s.rt.state.as_ref()).await {
+    let config = match s.rt.config.current().await {
         Ok(config) => config,
         Err(err) => return (false, format!("cannot read the config: {err}")),
     };
-    let agents = AgentsConfig::from_config(&config);
+    let agents = config.agents();
     let agent_id = job
         .agent_id
         .clone()
@@ -325,13 +315,14 @@ async fn execute(s: &Arc<Scheduler>, job: &CronJob, occurrence_ms: u64) -> (bool
                 .and_then(Value::as_u64)
                 .filter(|t| *t > 0)
                 .map_or(DEFAULT_TURN_TIMEOUT, Duration::from_secs);
-            let session_key = format!("agent:{agent_id}:cron:{}", job.id);
+            let session_key = SessionKey::of_agent(&agent_id, &format!("cron:{}", job.id));
+            let session_key = session_key.as_str();
             let run_id = format!("cron-{}-{occurrence_ms}", job.id);
             let outcome = turn::run(
                 &s.rt,
                 Turn {
                     agent_id: &agent_id,
-                    session_key: &session_key,
+                    session_key,
                     run_id: &run_id,
                     message: text("message"),
                     timeout,

@@ -20,7 +20,8 @@ use argent_proto::subjects::{BUCKET_CRON, BUCKET_TASKS};
 use super::claim::{release, while_beating, Claim};
 use super::turn::{self, Turn};
 use super::{step, Period, Scheduler, Step};
-use crate::shared_config::{agent_setting, AgentsConfig};
+use argent_proto::config::SharedConfig;
+use argent_proto::session_key::SessionKey;
 
 pub const GLOBAL_KEY: &str = "worker-global";
 const DEFAULT_EVERY: Duration = Duration::from_secs(20 * 60);
@@ -50,37 +51,35 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub fn of(config: &Value, agent_id: &str) -> Self {
-        let get = |field: &str| agent_setting(config, agent_id, "executionWorker", field);
-        let every_value = get("every");
-        let every = every_value
+    pub fn of(config: &SharedConfig, agent_id: &str) -> Self {
+        let own = config.execution_worker(agent_id);
+        let every = own
+            .every
+            .as_ref()
             .and_then(|v| parse_duration(v).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_EVERY);
-        let text = |field: &str, default: &str| {
-            get(field)
-                .and_then(Value::as_str)
-                .unwrap_or(default)
-                .to_string()
-        };
-        let number =
-            |field: &str, default: u64| get(field).and_then(Value::as_u64).unwrap_or(default);
         WorkerSettings {
-            enabled: get("enabled").and_then(Value::as_bool).unwrap_or(false),
+            enabled: own.enabled.unwrap_or(false),
             every,
-            every_text: every_value
+            every_text: own
+                .every
+                .as_ref()
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| humantime::format_duration(every).to_string()),
-            model: get("model").and_then(Value::as_str).map(str::to_string),
-            session_main_key: text("sessionMainKey", DEFAULT_SESSION),
-            max_run_minutes: number("maxRunMinutes", DEFAULT_MAX_RUN_MINUTES).max(1),
-            max_tasks_per_cycle: number("maxTasksPerCycle", DEFAULT_MAX_TASKS).max(1),
-            scope: text("scope", "agent"),
-            require_evidence: get("requireEvidence")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            max_no_progress_attempts: number("maxNoProgressAttempts", 3).max(1),
+            model: own.model,
+            session_main_key: own
+                .session_main_key
+                .unwrap_or_else(|| DEFAULT_SESSION.to_string()),
+            max_run_minutes: own
+                .max_run_minutes
+                .unwrap_or(DEFAULT_MAX_RUN_MINUTES)
+                .max(1),
+            max_tasks_per_cycle: own.max_tasks_per_cycle.unwrap_or(DEFAULT_MAX_TASKS).max(1),
+            scope: own.scope.unwrap_or_else(|| "agent".to_string()),
+            require_evidence: own.require_evidence.unwrap_or(false),
+            max_no_progress_attempts: own.max_no_progress_attempts.unwrap_or(3).max(1),
         }
     }
 
@@ -199,9 +198,9 @@ pub fn globally_paused(s: &Scheduler) -> bool {
 }
 
 /// One scheduler pass over the agents whose worker is enabled.
-pub fn tick(s: &Arc<Scheduler>, config: &Value, now: u64) {
+pub fn tick(s: &Arc<Scheduler>, config: &SharedConfig, now: u64) {
     let paused_all = globally_paused(s);
-    for agent in AgentsConfig::from_config(config).agents {
+    for agent in &config.agents().agents {
         let settings = WorkerSettings::of(config, &agent.id);
         if !settings.enabled {
             continue;
@@ -257,7 +256,7 @@ async fn cycle(s: &Arc<Scheduler>, agent_id: &str) {
     if !matches!(claimed, Ok(Some(()))) {
         return;
     }
-    let config = crate::shared_config::load(store).await.unwrap_or_default();
+    let config = s.rt.config.current().await.unwrap_or_default();
     let settings = WorkerSettings::of(&config, agent_id);
     let report = while_beating::<WorkerRecord, _>(
         store,
@@ -318,7 +317,7 @@ async fn work(
             return report;
         }
     };
-    let session_key = format!("agent:{agent_id}:{}", settings.session_main_key);
+    let session_key = SessionKey::of_agent(agent_id, &settings.session_main_key).into_string();
     for task in queued.take(settings.max_tasks_per_cycle as usize) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

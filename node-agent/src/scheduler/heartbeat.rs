@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use argent_planes::state::{modify_json, StateError};
-use argent_proto::config::parse_duration;
+use argent_proto::config::SharedConfig;
+use argent_proto::session_key::SessionKey;
 use argent_proto::subjects::BUCKET_CRON;
 
 use super::claim::{release, while_beating, Claim};
 use super::turn::{self, Turn};
 use super::{step, Period, Scheduler, Step};
-use crate::shared_config::{agent_setting, AgentsConfig};
 
 /// Events waiting for one agent's heartbeat, at most (the oldest are dropped).
 const MAX_QUEUED_EVENTS: usize = 50;
@@ -56,15 +56,9 @@ pub struct HeartbeatRecord {
 super::periodic_record!(HeartbeatRecord);
 
 /// The agent's heartbeat interval (`None`: no periodic heartbeat).
-pub fn interval(config: &Value, agent_id: &str) -> Option<Duration> {
-    let every = agent_setting(config, agent_id, "heartbeat", "every")?;
-    parse_duration(every).ok().filter(|d| !d.is_zero())
-}
-
-fn prompt(config: &Value) -> String {
+fn prompt(config: &SharedConfig) -> String {
     config
-        .pointer("/agents/defaults/heartbeat/prompt")
-        .and_then(Value::as_str)
+        .heartbeat_prompt()
         .unwrap_or(DEFAULT_PROMPT)
         .to_string()
 }
@@ -76,11 +70,12 @@ fn heartbeats_enabled(s: &Scheduler) -> bool {
 }
 
 /// One scheduler pass over the agents.
-pub fn tick(s: &Arc<Scheduler>, config: &Value, now: u64) {
+pub fn tick(s: &Arc<Scheduler>, config: &SharedConfig, now: u64) {
     let enabled = heartbeats_enabled(s);
-    for agent in AgentsConfig::from_config(config).agents {
+    for agent in &config.agents().agents {
         let key = key(&agent.id);
-        let every = interval(config, &agent.id)
+        let every = config
+            .heartbeat_every(&agent.id)
             .filter(|_| enabled)
             .map(|d| d.as_millis() as u64);
         let record = s.record::<HeartbeatRecord>(&key);
@@ -165,8 +160,10 @@ async fn beat_once(s: &Arc<Scheduler>, agent_id: &str) {
     )
     .await;
     let failed = status == "failed";
-    let config = crate::shared_config::load(store).await.unwrap_or_default();
-    let every = interval(&config, agent_id).map(|d| d.as_millis() as u64);
+    let config = s.rt.config.current().await.unwrap_or_default();
+    let every = config
+        .heartbeat_every(agent_id)
+        .map(|d| d.as_millis() as u64);
     let _ = release::<HeartbeatRecord>(store, BUCKET_CRON, &key, &claim, |r| {
         r.period.ran(Some(now), every);
         if failed {
@@ -194,12 +191,10 @@ async fn run_turn(
     events: &[SystemEvent],
     at: u64,
 ) -> (&'static str, String) {
-    let store = s.rt.state.as_ref();
-    let config = match crate::shared_config::load(store).await {
+    let config = match s.rt.config.current().await {
         Ok(config) => config,
         Err(err) => return ("failed", format!("cannot read the config: {err}")),
     };
-    let agents = AgentsConfig::from_config(&config);
     let mut message = prompt(&config);
     if !events.is_empty() {
         message.push_str("\n\nSystem events:");
@@ -207,7 +202,7 @@ async fn run_turn(
             message.push_str(&format!("\n- {}", event.text));
         }
     }
-    let session_key = format!("agent:{agent_id}:{}", agents.main_key);
+    let session_key = SessionKey::main_of(agent_id, config.agents()).into_string();
     let run_id = format!("hb-{agent_id}-{at}");
     if let Err(err) = crate::runtime::control::check_provider(&config, agent_id) {
         return ("skipped", err.message);
@@ -240,8 +235,10 @@ async fn run_turn(
 /// A claim whose node died: the heartbeat counts as failed and is rescheduled.
 async fn settle_dead(s: &Arc<Scheduler>, agent_id: &str, claim: &Claim) {
     let store = s.rt.state.as_ref();
-    let config = crate::shared_config::load(store).await.unwrap_or_default();
-    let every = interval(&config, agent_id).map(|d| d.as_millis() as u64);
+    let config = s.rt.config.current().await.unwrap_or_default();
+    let every = config
+        .heartbeat_every(agent_id)
+        .map(|d| d.as_millis() as u64);
     let settled = release::<HeartbeatRecord>(store, BUCKET_CRON, &key(agent_id), claim, |r| {
         r.period.ran(None, every)
     })

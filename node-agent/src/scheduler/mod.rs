@@ -38,7 +38,6 @@ use serde::{Deserialize, Serialize};
 use self::claim::{Claim, Claimable};
 
 use crate::runtime::Runtime;
-use crate::shared_config;
 
 /// How often each node looks for due records.
 const TICK: Duration = Duration::from_millis(200);
@@ -254,7 +253,7 @@ async fn tick_loop(scheduler: std::sync::Weak<Scheduler>) {
         if *s.rt.stopping.borrow() {
             return;
         }
-        let config = match shared_config::load(s.rt.state.as_ref()).await {
+        let config = match s.rt.config.current().await {
             Ok(config) => config,
             Err(err) => {
                 tracing::debug!(%err, "scheduler cannot read the config");

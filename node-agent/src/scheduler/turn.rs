@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::runtime::control::{abort_runs, check_provider, start_run};
 use crate::runtime::runs::{RunRecord, RunRequest, RunStatus};
 use crate::runtime::Runtime;
-use crate::shared_config;
 
 /// A turn's outcome as the scheduler reports it.
 #[derive(Debug, Clone)]
@@ -54,7 +53,7 @@ pub struct Turn<'a> {
 
 /// Runs the turn and waits for its end (at most `timeout`, then it is aborted).
 pub async fn run(rt: &Arc<Runtime>, turn: Turn<'_>) -> TurnOutcome {
-    let config = match shared_config::load(rt.state.as_ref()).await {
+    let config = match rt.config.current().await {
         Ok(config) => config,
         Err(err) => return TurnOutcome::failed(format!("cannot read the config: {err}")),
     };
