@@ -10,22 +10,26 @@
 //!    dispatches a catalog method to its family.
 //! 3. [`methods`] — RPC adapters, one module per method family: they parse params, call a
 //!    service and render the answer, nothing more.
-//! 4. [`tools`] — the agent's tools, one file each, handed to the runtime as its
+//! 4. [`respond`] — the one place where a service error becomes a wire error.
+//! 5. [`tools`] — the agent's tools, one file each, handed to the runtime as its
 //!    [`runtime::tools::ToolHost`].
-//! 5. [`scheduler`] — cron (and its job store), heartbeats and execution-worker cycles,
+//! 6. [`scheduler`] — cron (and its job store), heartbeats and execution-worker cycles,
 //!    claimed exactly once across the cluster.
-//! 6. [`runtime`] — the agent runtime: runs and their control, leases, model providers,
+//! 7. [`runtime`] — the agent runtime: runs and their control, leases, model providers,
 //!    sessions, transcripts.
-//! 7. [`workspace`] (an agent's documents), [`shared_config`] (the parts of the
-//!    cluster-shared configuration the node reads) — on the planes only.
+//! 8. [`workspace`] (an agent's documents), [`shared_config`] (the config snapshot of each
+//!    stored revision) — on the planes only.
+//! 9. [`error`] — [`error::ServiceError`], what the services fail with.
 //!
 //! The gateway embeds a [`worker::Worker`] directly in its one-process default mode.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod error;
 pub mod join;
 pub mod methods;
+pub mod respond;
 pub mod runtime;
 pub mod scheduler;
 pub mod service;
@@ -51,11 +55,13 @@ mod layering {
         ("service", 1),
         ("worker", 2),
         ("methods", 3),
-        ("tools", 4),
-        ("scheduler", 5),
-        ("runtime", 6),
-        ("workspace", 7),
-        ("shared_config", 7),
+        ("respond", 4),
+        ("tools", 5),
+        ("scheduler", 6),
+        ("runtime", 7),
+        ("workspace", 8),
+        ("shared_config", 8),
+        ("error", 9),
     ];
 
     fn layer(module: &str) -> Option<u8> {

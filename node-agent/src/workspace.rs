@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ServiceError;
 use argent_planes::state::StateStore;
-use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_AGENTS;
 
 /// The bootstrap documents, in listing order (then `MEMORY.md` or `memory.md`).
@@ -51,7 +51,7 @@ pub async fn text(
     state: &dyn StateStore,
     agent_id: &str,
     name: &str,
-) -> Result<Option<String>, RpcError> {
+) -> Result<Option<String>, ServiceError> {
     Ok(read(state, agent_id, name).await?.map(|d| d.content))
 }
 
@@ -60,15 +60,13 @@ pub async fn read(
     state: &dyn StateStore,
     agent_id: &str,
     name: &str,
-) -> Result<Option<Document>, RpcError> {
-    let entry = state
-        .get(BUCKET_AGENTS, &key(agent_id, name))
-        .await
-        .map_err(|e| e.to_rpc())?;
+) -> Result<Option<Document>, ServiceError> {
+    let entry = state.get(BUCKET_AGENTS, &key(agent_id, name)).await?;
     entry
         .map(|e| {
-            serde_json::from_slice(&e.value)
-                .map_err(|err| RpcError::unavailable(format!("stored {name} is unreadable: {err}")))
+            serde_json::from_slice(&e.value).map_err(|err| {
+                ServiceError::Unreadable(format!("stored {name} is unreadable: {err}"))
+            })
         })
         .transpose()
 }
@@ -79,7 +77,7 @@ pub async fn write(
     agent_id: &str,
     name: &str,
     content: String,
-) -> Result<Document, RpcError> {
+) -> Result<Document, ServiceError> {
     let document = Document {
         content,
         updated_at_ms: argent_proto::now_ms(),
@@ -87,8 +85,7 @@ pub async fn write(
     let value = Bytes::from(serde_json::to_vec(&document).expect("documents serialize"));
     state
         .put(BUCKET_AGENTS, &key(agent_id, name), value)
-        .await
-        .map_err(|e| e.to_rpc())?;
+        .await?;
     Ok(document)
 }
 

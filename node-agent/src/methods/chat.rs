@@ -16,6 +16,7 @@ use argent_proto::subjects;
 use argent_proto::version::{MessageView, Protocol};
 
 use super::shared_config;
+use crate::respond;
 use crate::runtime::control::{abort_runs, check_provider, start_run};
 use crate::runtime::message_view;
 use crate::runtime::run::assistant_message;
@@ -123,7 +124,7 @@ async fn steer(
 ) -> Result<Value, RpcError> {
     let lease = runs::read_lease(rt.state.as_ref(), session_key)
         .await
-        .map_err(|e| e.to_rpc())?;
+        .map_err(respond::state)?;
     let Some(target) = lease.and_then(|(l, _)| l.active) else {
         return Ok(status(run_id, "not_active"));
     };
@@ -167,9 +168,8 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
         return Err(RpcError::bad_params("message or attachment required"));
     }
     if is_stop_command(&message) {
-        return abort_runs(rt, &session_key, None, "stop")
-            .await
-            .map(aborted_result);
+        let aborted = abort_runs(rt, &session_key, None, "stop").await?;
+        return Ok(aborted_result(aborted));
     }
     let agent_id = agent_of(&session_key, agents).to_string();
     if steering {
@@ -358,9 +358,8 @@ pub async fn abort(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
             _ => return Ok(aborted_result(Vec::new())),
         }
     }
-    abort_runs(rt, &session_key, run_id.as_deref(), "rpc")
-        .await
-        .map(aborted_result)
+    let aborted = abort_runs(rt, &session_key, run_id.as_deref(), "rpc").await?;
+    Ok(aborted_result(aborted))
 }
 
 /// The canonical session key of a chat read: `raw` as given, which a v4 `agentId` may
@@ -574,7 +573,7 @@ pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     rt.transcripts
         .append(&entry.session_id, &stored)
         .await
-        .map_err(|e| e.to_rpc())?;
+        .map_err(respond::state)?;
     rt.publish(
         "chat",
         &json!({

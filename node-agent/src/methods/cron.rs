@@ -62,7 +62,7 @@ pub async fn runs(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
             .await
             .map_err(|e| match e {
                 argent_planes::state::StateError::InvalidKey(_) => unknown_job(&id),
-                other => other.to_rpc(),
+                other => other.into(),
             })?;
     let skip = entries.len().saturating_sub(limit as usize);
     entries.drain(..skip);
@@ -120,7 +120,7 @@ pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
     };
     match cron::run_occurrence(s, &id, trigger, CatchUp::Once).await? {
         Started::Ran => Ok(json!({"ok": true, "ran": true})),
-        Started::Unknown => Err(unknown_job(&id)),
+        Started::Unknown => Err(unknown_job(&id).into()),
         Started::AlreadyRunning => {
             Ok(json!({"ok": true, "ran": false, "reason": "already-running"}))
         }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use argent_proto::config::SharedConfig;
 use argent_proto::errors::RpcError;
 
+use crate::respond;
 use crate::runtime::Runtime;
 
 /// The shared config snapshot a method reads its settings from.
 pub(crate) async fn shared_config(rt: &Runtime) -> Result<Arc<SharedConfig>, RpcError> {
-    rt.config.current().await.map_err(|e| e.to_rpc())
+    rt.config.current().await.map_err(respond::state)
 }

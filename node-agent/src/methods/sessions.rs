@@ -11,6 +11,7 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use super::shared_config;
+use crate::respond;
 use crate::runtime::providers::{self, Providers, TurnEvent};
 use crate::runtime::run::message_text;
 use crate::runtime::runs::{self, Enqueued};
@@ -28,7 +29,7 @@ const SUMMARY_TIMEOUT: Duration = Duration::from_secs(120);
 async fn refuse_if_running(rt: &Runtime, key: &str) -> Result<(), RpcError> {
     let lease = runs::read_lease(rt.state.as_ref(), key)
         .await
-        .map_err(|e| e.to_rpc())?;
+        .map_err(respond::state)?;
     let Some((lease, _)) = lease else {
         return Ok(());
     };
@@ -65,13 +66,13 @@ async fn holding_lease<T>(
         refuse_if_running(rt, key).await?;
         let enqueued = runs::enqueue(&rt.state, key, &marker, &rt.node_id)
             .await
-            .map_err(|e| e.to_rpc())?;
+            .map_err(respond::state)?;
         match enqueued {
             Enqueued::Started(lease) => break lease,
             Enqueued::Queued(_) => {
                 runs::dequeue(rt.state.as_ref(), key, Some(&marker))
                     .await
-                    .map_err(|e| e.to_rpc())?;
+                    .map_err(respond::state)?;
             }
             Enqueued::Busy => {}
         }
@@ -333,8 +334,8 @@ async fn clear_counters(rt: &Runtime, key: &str) -> Result<(), RpcError> {
             e.output_tokens = 0;
             e.total_tokens = 0;
         })
-        .await
-        .map(|_| ())
+        .await?;
+    Ok(())
 }
 
 /// Keeps the last `maxLines` messages; with a model available the dropped part is replaced
@@ -390,7 +391,7 @@ async fn compact_transcript(
         .transcripts
         .replace(&entry.session_id, &next)
         .await
-        .map_err(|e| e.to_rpc())?;
+        .map_err(respond::state)?;
     clear_counters(rt, key).await?;
     Ok(json!({
         "ok": true, "key": key, "compacted": true, "archived": archived, "kept": kept.len(),
@@ -443,7 +444,7 @@ async fn summarize_session(
     rt.transcripts
         .replace(&entry.session_id, &next)
         .await
-        .map_err(|e| e.to_rpc())?;
+        .map_err(respond::state)?;
     clear_counters(rt, key).await?;
     Ok(json!({
         "ok": true, "compacted": true, "tokensBefore": tokens_before,

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use argent_planes::state::StateError;
+use crate::error::ServiceError;
 use argent_proto::config::SharedConfig;
-use argent_proto::errors::RpcError;
 use argent_proto::subjects;
 
 use super::providers::Providers;
@@ -23,7 +22,7 @@ pub async fn start_run(
     session_key: &str,
     run_id: &str,
     request: RunRequest,
-) -> Result<Option<RunRecord>, RpcError> {
+) -> Result<Option<RunRecord>, ServiceError> {
     let record = RunRecord {
         run_id: run_id.to_string(),
         method: method.to_string(),
@@ -43,7 +42,7 @@ pub async fn start_run(
     if let Some(existing) = rt.runs.create(&record).await? {
         return Ok(Some(existing));
     }
-    let refuse = |err: RpcError| async {
+    let refuse = |err: ServiceError| async {
         // The key was not used: a retry must be able to start it.
         let _ = rt.runs.delete(run_id).await;
         Err(err)
@@ -57,17 +56,15 @@ pub async fn start_run(
             tracing::debug!(run = run_id, position, "run queued behind the active one");
             Ok(None)
         }
-        Ok(Enqueued::Busy) => {
-            refuse(RpcError::agent_busy(
-                format!(
+        Ok(Enqueued::Busy) => refuse(ServiceError::Busy {
+            message: format!(
                 "agent busy: session {session_key} already has {} messages waiting; retry later",
                 runs::MAX_QUEUE
             ),
-                2000,
-            ))
-            .await
-        }
-        Err(err) => refuse(err.to_rpc()).await,
+            retry_after_ms: 2000,
+        })
+        .await,
+        Err(err) => refuse(err.into()).await,
     }
 }
 
@@ -78,17 +75,13 @@ pub async fn abort_runs(
     session_key: &str,
     only: Option<&str>,
     reason: &str,
-) -> Result<Vec<String>, RpcError> {
-    let queued = runs::dequeue(rt.state.as_ref(), session_key, only)
-        .await
-        .map_err(|e: StateError| e.to_rpc())?;
+) -> Result<Vec<String>, ServiceError> {
+    let queued = runs::dequeue(rt.state.as_ref(), session_key, only).await?;
     for id in &queued {
         run::abort_queued(rt, id, reason).await;
     }
     let mut ids = Vec::new();
-    let lease = runs::read_lease(rt.state.as_ref(), session_key)
-        .await
-        .map_err(|e| e.to_rpc())?;
+    let lease = runs::read_lease(rt.state.as_ref(), session_key).await?;
     if let Some(active) = lease.and_then(|(l, _)| l.active) {
         if only.is_none_or(|o| o == active) {
             // Recorded first: the holder checks it when the run registers, so an abort
@@ -110,11 +103,9 @@ pub async fn abort_runs(
 }
 
 /// Refuses before the ack when no model can run the turn, saying how to configure one.
-pub fn check_provider(config: &SharedConfig, agent_id: &str) -> Result<(), RpcError> {
+pub fn check_provider(config: &SharedConfig, agent_id: &str) -> Result<(), ServiceError> {
     Providers::from_config(config.document())
         .and_then(|p| p.choose(agent_id))
         .map(|_| ())
-        .map_err(|e| {
-            RpcError::unavailable(e.to_string()).with_detail("reason", "no_model_provider")
-        })
+        .map_err(|e| ServiceError::NoProvider(e.to_string()))
 }

@@ -31,11 +31,11 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::error::ServiceError;
 use argent_planes::bus::{BusEvent, BusMessage, EventBus};
 use argent_planes::members::Members;
 use argent_planes::state::StateStore;
 use argent_planes::transcripts::TranscriptLog;
-use argent_proto::errors::RpcError;
 use argent_proto::subjects::{self, BUCKET_LEASES};
 
 use self::runs::{Lease, LeaseHandle, Runs};
@@ -119,11 +119,11 @@ impl Runtime {
     }
 
     /// Every message of a session's transcript, oldest first (empty when it has none).
-    pub async fn transcript(&self, session_id: &str) -> Result<Vec<Value>, RpcError> {
+    pub async fn transcript(&self, session_id: &str) -> Result<Vec<Value>, ServiceError> {
         self.transcripts
             .read(session_id)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(ServiceError::from)
     }
 
     pub async fn control(&self, name: &str, body: Value) {
@@ -135,7 +135,7 @@ impl Runtime {
         &self,
         run_id: &str,
         timeout: Duration,
-    ) -> Result<Option<runs::RunRecord>, RpcError> {
+    ) -> Result<Option<runs::RunRecord>, ServiceError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut done = self.done.subscribe();
         loop {

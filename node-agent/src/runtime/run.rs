@@ -200,8 +200,8 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
         Ok(_) => return Ok(()),
         Err(err) => {
             // Ended with an error rather than left queued forever (waiters would hang).
-            tracing::warn!(run = run_id, err = %err.message, "run record unreadable; run failed");
-            let error = format!("the run could not be started: {}", err.message);
+            tracing::warn!(run = run_id, err = %err, "run record unreadable; run failed");
+            let error = format!("the run could not be started: {err}");
             complete(rt, run_id, |r| {
                 r.status = RunStatus::Error;
                 r.ended_at = Some(argent_proto::now_ms());
@@ -245,7 +245,7 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
             }
         }
         Ok(None) => return Ok(()),
-        Err(err) => tracing::warn!(run = run_id, err = %err.message, "run record not updated"),
+        Err(err) => tracing::warn!(run = run_id, err = %err, "run record not updated"),
     }
     let mut emitter = Emitter::new(rt, lease, &record);
     emitter
@@ -302,7 +302,7 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
         .sessions
         .ensure(&record.session_key)
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| e.to_string())?;
     let mut user = json!({
         "role": "user", "content": [{"type": "text", "text": record.request.message}],
         "timestamp": argent_proto::now_ms(), "runId": record.run_id,
@@ -743,7 +743,7 @@ async fn finish(
         })
         .await
     {
-        tracing::warn!(err = %err.message, "session entry not updated");
+        tracing::warn!(err = %err, "session entry not updated");
     }
     let end = ended_at();
     let message = (!text.is_empty()).then(|| assistant_message(&text));
@@ -812,7 +812,7 @@ async fn finish(
 /// Writes a run's final record and tells every node (waiters of `agent.wait`/`agent`).
 pub(crate) async fn complete(rt: &Runtime, run_id: &str, change: impl FnMut(&mut RunRecord)) {
     if let Err(err) = rt.runs.update(run_id, change).await {
-        tracing::warn!(run = run_id, err = %err.message, "final run record not written");
+        tracing::warn!(run = run_id, err = %err, "final run record not written");
     }
     rt.control(subjects::CONTROL_RUN_DONE, json!({"runId": run_id}))
         .await;

@@ -20,8 +20,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::error::ServiceError;
 use argent_planes::state::{modify_json, StateError, StateStore};
-use argent_proto::errors::RpcError;
 use argent_proto::subjects::{BUCKET_LEASES, BUCKET_RUNS};
 
 /// How often a holder beats (takeover comes after `LEASE_STALE_AFTER` without a change).
@@ -159,7 +159,7 @@ impl Runs {
     }
 
     /// Creates the record; `Some(existing)` when the run id was seen before (a duplicate).
-    pub async fn create(&self, record: &RunRecord) -> Result<Option<RunRecord>, RpcError> {
+    pub async fn create(&self, record: &RunRecord) -> Result<Option<RunRecord>, ServiceError> {
         let key = run_key(&record.run_id);
         for _ in 0..2 {
             match self.state.create(BUCKET_RUNS, &key, encode(record)).await {
@@ -170,27 +170,22 @@ impl Runs {
                     }
                     // Removed in between (expired): create again.
                 }
-                Err(err) => return Err(err.to_rpc()),
+                Err(err) => return Err(err.into()),
             }
         }
-        Err(
-            RpcError::unavailable(format!("run {} is being replaced; retry", record.run_id))
-                .retryable(Some(200)),
-        )
+        Err(ServiceError::Contended {
+            message: format!("run {} is being replaced; retry", record.run_id),
+            retry_after_ms: Some(200),
+        })
     }
 
-    pub async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, RpcError> {
-        let Some(entry) = self
-            .state
-            .get(BUCKET_RUNS, &run_key(run_id))
-            .await
-            .map_err(|e| e.to_rpc())?
-        else {
+    pub async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, ServiceError> {
+        let Some(entry) = self.state.get(BUCKET_RUNS, &run_key(run_id)).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&entry.value)
-            .map(Some)
-            .map_err(|e| RpcError::unavailable(format!("run record {run_id} is unreadable: {e}")))
+        serde_json::from_slice(&entry.value).map(Some).map_err(|e| {
+            ServiceError::Unreadable(format!("run record {run_id} is unreadable: {e}"))
+        })
     }
 
     /// Changes a record (read, modify, compare-and-set); `None` when it does not exist.
@@ -198,13 +193,13 @@ impl Runs {
         &self,
         run_id: &str,
         mut change: impl FnMut(&mut RunRecord),
-    ) -> Result<Option<RunRecord>, RpcError> {
+    ) -> Result<Option<RunRecord>, ServiceError> {
         modify_json(
             self.state.as_ref(),
             BUCKET_RUNS,
             &run_key(run_id),
             |current| {
-                Ok::<_, RpcError>(current.map(|mut record: RunRecord| {
+                Ok::<_, ServiceError>(current.map(|mut record: RunRecord| {
                     change(&mut record);
                     (record.clone(), record)
                 }))
@@ -213,11 +208,11 @@ impl Runs {
         .await
     }
 
-    pub async fn delete(&self, run_id: &str) -> Result<(), RpcError> {
+    pub async fn delete(&self, run_id: &str) -> Result<(), ServiceError> {
         self.state
             .delete(BUCKET_RUNS, &run_key(run_id))
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(ServiceError::from)
     }
 
     /// Forgets finished runs older than [`REMEMBER_MS`]; returns how many.

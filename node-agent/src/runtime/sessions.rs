@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::ServiceError;
 use argent_planes::bus::{BusEvent, EventBus};
 use argent_planes::state::{list_json, modify_json, StateStore};
-use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_SESSIONS;
 
 use argent_proto::agents::AgentsConfig;
@@ -160,8 +160,8 @@ pub struct Sessions {
     bus: Arc<dyn EventBus>,
 }
 
-fn unreadable(key: &str, err: serde_json::Error) -> RpcError {
-    RpcError::unavailable(format!("session entry {key} is unreadable: {err}"))
+fn unreadable(key: &str, err: serde_json::Error) -> ServiceError {
+    ServiceError::Unreadable(format!("session entry {key} is unreadable: {err}"))
 }
 
 impl Sessions {
@@ -169,12 +169,8 @@ impl Sessions {
         Sessions { state, bus }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<SessionEntry>, RpcError> {
-        let entry = self
-            .state
-            .get(BUCKET_SESSIONS, &store_key(key))
-            .await
-            .map_err(|e| e.to_rpc())?;
+    pub async fn get(&self, key: &str) -> Result<Option<SessionEntry>, ServiceError> {
+        let entry = self.state.get(BUCKET_SESSIONS, &store_key(key)).await?;
         entry
             .map(|e| serde_json::from_slice(&e.value).map_err(|err| unreadable(key, err)))
             .transpose()
@@ -186,7 +182,7 @@ impl Sessions {
         &self,
         key: &str,
         mut change: impl FnMut(&mut SessionEntry),
-    ) -> Result<SessionEntry, RpcError> {
+    ) -> Result<SessionEntry, ServiceError> {
         let written = modify_json(
             self.state.as_ref(),
             BUCKET_SESSIONS,
@@ -194,12 +190,13 @@ impl Sessions {
             |current| {
                 let mut entry = current.unwrap_or_else(|| SessionEntry::fresh(key));
                 change(&mut entry);
-                Ok::<_, RpcError>(Some((entry.clone(), entry)))
+                Ok::<_, ServiceError>(Some((entry.clone(), entry)))
             },
         )
         .await?;
-        let entry = written.ok_or_else(|| {
-            RpcError::unavailable(format!("session {key} was not written; retry"))
+        let entry = written.ok_or_else(|| ServiceError::Contended {
+            message: format!("session {key} was not written; retry"),
+            retry_after_ms: None,
         })?;
         let changed = serde_json::json!({
             "sessionKey": key, "reason": "updated", "ts": argent_proto::now_ms(),
@@ -216,14 +213,14 @@ impl Sessions {
     }
 
     /// The entry, created when missing.
-    pub async fn ensure(&self, key: &str) -> Result<SessionEntry, RpcError> {
+    pub async fn ensure(&self, key: &str) -> Result<SessionEntry, ServiceError> {
         match self.get(key).await? {
             Some(entry) => Ok(entry),
             None => self.update(key, |_| {}).await,
         }
     }
 
-    pub async fn list(&self) -> Result<Vec<SessionEntry>, RpcError> {
+    pub async fn list(&self) -> Result<Vec<SessionEntry>, ServiceError> {
         let entries = list_json(self.state.as_ref(), BUCKET_SESSIONS, "").await?;
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())
     }

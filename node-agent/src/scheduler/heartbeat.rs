@@ -205,7 +205,7 @@ async fn run_turn(
     let session_key = SessionKey::main_of(agent_id, config.agents()).into_string();
     let run_id = format!("hb-{agent_id}-{at}");
     if let Err(err) = crate::runtime::control::check_provider(&config, agent_id) {
-        return ("skipped", err.message);
+        return ("skipped", err.to_string());
     }
     let outcome = turn::run(
         &s.rt,

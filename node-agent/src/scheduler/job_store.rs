@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::error::ServiceError;
 use argent_planes::state::{list_json, StateStore};
-use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_CRON;
 
 use crate::runtime::Runtime;
@@ -15,7 +15,7 @@ use super::cron;
 use super::jobs::{self, job_key, CronJob};
 
 /// Every stored job.
-pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, RpcError> {
+pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, ServiceError> {
     let mut out: Vec<CronJob> = list_json(state, BUCKET_CRON, "job.")
         .await?
         .into_iter()
@@ -33,7 +33,7 @@ pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, RpcError> 
 }
 
 /// Creates a job (`cron.add`, and the agent's cron tool).
-pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, RpcError> {
+pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, ServiceError> {
     let job = jobs::new_job(
         params,
         uuid::Uuid::new_v4().to_string(),
@@ -52,7 +52,7 @@ pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, RpcError> {
 }
 
 /// Deletes a job (`cron.remove`, and the agent's cron tool); whether it existed.
-pub async fn delete(rt: &Runtime, id: &str) -> Result<bool, RpcError> {
+pub async fn delete(rt: &Runtime, id: &str) -> Result<bool, ServiceError> {
     let key = job_key(id);
     if rt.state.get(BUCKET_CRON, &key).await?.is_none() {
         return Ok(false);

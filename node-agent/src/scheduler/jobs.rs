@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use argent_proto::errors::RpcError;
+use crate::error::ServiceError;
 
 use super::claim::{Claim, Claimable};
 use super::schedule::{iso, Schedule};
@@ -121,8 +121,8 @@ impl CronJob {
 const MAIN_KINDS: &[&str] = &["systemEvent", "audioAlert"];
 const ISOLATED_KINDS: &[&str] = &["agentTurn", "vipEmailScan", "slackSignalScan"];
 
-fn invalid(method: &str, detail: &str) -> RpcError {
-    RpcError::invalid_params(method, detail)
+fn invalid(method: &str, detail: &str) -> ServiceError {
+    ServiceError::invalid(method, detail)
 }
 
 /// `{data:{…}}` / `{job:{…}}` unwrapped.
@@ -141,7 +141,7 @@ fn unwrap_job(params: Value) -> Value {
 }
 
 /// Upstream's schedule normalisation: `atMs` → ISO `at`, the kind inferred from the fields.
-fn normalise_schedule(method: &str, schedule: &mut Value) -> Result<(), RpcError> {
+fn normalise_schedule(method: &str, schedule: &mut Value) -> Result<(), ServiceError> {
     let Some(object) = schedule.as_object_mut() else {
         return Err(invalid(method, "at /schedule: must be object"));
     };
@@ -172,7 +172,11 @@ fn normalise_schedule(method: &str, schedule: &mut Value) -> Result<(), RpcError
     Ok(())
 }
 
-fn bool_field(method: &str, object: &mut Map<String, Value>, key: &str) -> Result<(), RpcError> {
+fn bool_field(
+    method: &str,
+    object: &mut Map<String, Value>,
+    key: &str,
+) -> Result<(), ServiceError> {
     if let Some(value) = object.get_mut(key) {
         *value = match &*value {
             Value::Bool(b) => json!(b),
@@ -214,9 +218,9 @@ fn legacy_delivery(object: &mut Map<String, Value>) {
 
 /// Checks the payload and its pairing with the session target. A rule violation is thrown
 /// upstream, which surfaces as `UNAVAILABLE`.
-fn check_payload(method: &str, job: &CronJob) -> Result<(), RpcError> {
+fn check_payload(method: &str, job: &CronJob) -> Result<(), ServiceError> {
     let kind = job.payload_kind();
-    let required = |field: &str| -> Result<(), RpcError> {
+    let required = |field: &str| -> Result<(), ServiceError> {
         match job.payload.get(field).and_then(Value::as_str) {
             Some(text) if !text.trim().is_empty() => Ok(()),
             _ => Err(invalid(
@@ -254,7 +258,7 @@ fn check_payload(method: &str, job: &CronJob) -> Result<(), RpcError> {
         } else {
             "isolated cron jobs require payload.kind=\"agentTurn\", \"vipEmailScan\" or \"slackSignalScan\""
         };
-        return Err(RpcError::unavailable(format!("Error: {needs}")));
+        return Err(ServiceError::Refused(needs.to_string()));
     }
     if !matches!(job.wake_mode.as_str(), "next-heartbeat" | "now") {
         return Err(invalid(
@@ -274,7 +278,7 @@ fn check_payload(method: &str, job: &CronJob) -> Result<(), RpcError> {
 }
 
 /// Checks the schedule, including the `at` window (≥ now − 1 min, ≤ now + 10 years).
-fn check_schedule(method: &str, job: &CronJob, now_ms: u64) -> Result<(), RpcError> {
+fn check_schedule(method: &str, job: &CronJob, now_ms: u64) -> Result<(), ServiceError> {
     let schedule = job
         .schedule()
         .map_err(|e| invalid(method, &format!("at /schedule: {e}")))?;
@@ -291,7 +295,7 @@ fn check_schedule(method: &str, job: &CronJob, now_ms: u64) -> Result<(), RpcErr
 }
 
 /// The job in `value`, or the params error naming the field (`at /<prefix>/<path>: …`).
-fn decode(method: &str, value: &Value, prefix: &str) -> Result<CronJob, RpcError> {
+fn decode(method: &str, value: &Value, prefix: &str) -> Result<CronJob, ServiceError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string().replace('.', "/");
         invalid(method, &format!("at {prefix}/{path}: {}", e.inner()))
@@ -299,7 +303,7 @@ fn decode(method: &str, value: &Value, prefix: &str) -> Result<CronJob, RpcError
 }
 
 /// `cron.add`: the normalised, validated new job (with its first due time).
-pub fn new_job(params: Value, id: String, now_ms: u64) -> Result<CronJob, RpcError> {
+pub fn new_job(params: Value, id: String, now_ms: u64) -> Result<CronJob, ServiceError> {
     const METHOD: &str = "cron.add";
     let mut params = unwrap_job(params);
     let Some(object) = params.as_object_mut() else {
@@ -382,7 +386,7 @@ pub fn new_job(params: Value, id: String, now_ms: u64) -> Result<CronJob, RpcErr
 }
 
 /// `cron.update`: `patch` applied to `job` (payload, delivery and state merge as partials).
-pub fn apply_patch(job: &CronJob, patch: &Value, now_ms: u64) -> Result<CronJob, RpcError> {
+pub fn apply_patch(job: &CronJob, patch: &Value, now_ms: u64) -> Result<CronJob, ServiceError> {
     const METHOD: &str = "cron.update";
     let Some(patch) = patch.as_object() else {
         return Err(invalid(METHOD, "at /patch: must be object"));
@@ -450,8 +454,8 @@ pub fn run_entry(
     entry
 }
 
-pub fn unknown_job(id: &str) -> RpcError {
-    RpcError::unavailable(format!("Error: unknown cron job id: {id}"))
+pub fn unknown_job(id: &str) -> ServiceError {
+    ServiceError::UnknownJob(id.to_string())
 }
 
 #[cfg(test)]
@@ -490,7 +494,10 @@ mod tests {
 
     #[test]
     fn add_refuses_what_upstream_refuses() {
-        let add = |v: Value| new_job(v, "j".into(), NOW).unwrap_err();
+        // As the client sees it.
+        let add = |v: Value| {
+            argent_proto::errors::RpcError::from(new_job(v, "j".into(), NOW).unwrap_err())
+        };
         let e = add(
             json!({"name": "x", "schedule": {"everyMs": 1000}, "sessionTarget": "main",
                            "payload": {"kind": "agentTurn", "message": "m"}}),

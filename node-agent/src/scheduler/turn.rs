@@ -58,7 +58,7 @@ pub async fn run(rt: &Arc<Runtime>, turn: Turn<'_>) -> TurnOutcome {
         Err(err) => return TurnOutcome::failed(format!("cannot read the config: {err}")),
     };
     if let Err(err) = check_provider(&config, turn.agent_id) {
-        return TurnOutcome::failed(err.message);
+        return TurnOutcome::failed(err.to_string());
     }
     let request = RunRequest {
         message: turn.message,
@@ -70,7 +70,7 @@ pub async fn run(rt: &Arc<Runtime>, turn: Turn<'_>) -> TurnOutcome {
         tool_events_to: None,
     };
     if let Err(err) = start_run(rt, turn.method, turn.session_key, turn.run_id, request).await {
-        return TurnOutcome::failed(err.message);
+        return TurnOutcome::failed(err.to_string());
     }
     match rt.wait_final(turn.run_id, turn.timeout).await {
         Ok(Some(record)) => TurnOutcome::from_record(&record),
@@ -81,6 +81,6 @@ pub async fn run(rt: &Arc<Runtime>, turn: Turn<'_>) -> TurnOutcome {
                 turn.timeout.as_secs()
             ))
         }
-        Err(err) => TurnOutcome::failed(err.message),
+        Err(err) => TurnOutcome::failed(err.to_string()),
     }
 }

@@ -35,7 +35,7 @@ impl Tool for ReadFile {
         match workspace::text(rt.state.as_ref(), agent_id, file).await {
             Ok(Some(text)) => ToolOutcome::done(text),
             Ok(None) => ToolOutcome::failed(format!("{file} does not exist in the workspace")),
-            Err(err) => ToolOutcome::failed(format!("cannot read {file}: {}", err.message)),
+            Err(err) => ToolOutcome::failed(format!("cannot read {file}: {err}")),
         }
     }
 }
@@ -58,9 +58,7 @@ impl Tool for ListFiles {
             match workspace::text(rt.state.as_ref(), agent_id, file).await {
                 Ok(Some(_)) => present.push(*file),
                 Ok(None) => {}
-                Err(err) => {
-                    return ToolOutcome::failed(format!("cannot list documents: {}", err.message))
-                }
+                Err(err) => return ToolOutcome::failed(format!("cannot list documents: {err}")),
             }
         }
         ToolOutcome::done(present.join("\n"))

@@ -46,13 +46,13 @@ impl Tool for Reminders {
                         .collect();
                     ToolOutcome::done(Value::Array(mine).to_string())
                 }
-                Err(err) => ToolOutcome::failed(err.message),
+                Err(err) => ToolOutcome::failed(err.to_string()),
             },
             Some("remove") => match text_arg(args, "id") {
                 Some(id) => match job_store::delete(rt, id).await {
                     Ok(true) => ToolOutcome::done(format!("reminder {id} removed")),
                     Ok(false) => ToolOutcome::failed(format!("no reminder {id}")),
-                    Err(err) => ToolOutcome::failed(err.message),
+                    Err(err) => ToolOutcome::failed(err.to_string()),
                 },
                 None => ToolOutcome::failed("cron remove needs an \"id\""),
             },
@@ -85,6 +85,6 @@ async fn add(rt: &Runtime, agent_id: &str, args: &Value) -> ToolOutcome {
             "reminder {} scheduled (next run at {:?} ms)",
             job.id, job.state.next_run_at_ms
         )),
-        Err(err) => ToolOutcome::failed(err.message),
+        Err(err) => ToolOutcome::failed(err.to_string()),
     }
 }

@@ -1,0 +1,73 @@
+//! The one place where a node-agent error becomes a wire error (PROTOCOL.md §1.6, §1.10).
+//! Method adapters return [`RpcError`]; `?` on a service call converts through here.
+
+use argent_planes::state::StateError;
+use argent_proto::errors::RpcError;
+
+use crate::error::ServiceError;
+
+/// How long a client should wait before retrying after a passing state-plane failure.
+const STATE_RETRY_AFTER_MS: u64 = 1000;
+
+impl From<ServiceError> for RpcError {
+    fn from(err: ServiceError) -> Self {
+        let message = err.to_string();
+        match err {
+            // ARCHITECTURE.md failure model: state methods fail fast with a retryable
+            // `UNAVAILABLE` while NATS is gone, or when another writer won a race.
+            ServiceError::State(StateError::Unavailable(_) | StateError::WrongRevision) => {
+                RpcError::unavailable(message).retryable(Some(STATE_RETRY_AFTER_MS))
+            }
+            ServiceError::State(_)
+            | ServiceError::Unreadable(_)
+            | ServiceError::UnknownJob(_)
+            | ServiceError::Refused(_) => RpcError::unavailable(message),
+            ServiceError::Contended {
+                retry_after_ms: Some(after),
+                ..
+            } => RpcError::unavailable(message).retryable(Some(after)),
+            ServiceError::Contended { .. } => RpcError::unavailable(message),
+            ServiceError::Busy { retry_after_ms, .. } => {
+                RpcError::agent_busy(message, retry_after_ms)
+            }
+            ServiceError::NoProvider(_) => {
+                RpcError::unavailable(message).with_detail("reason", "no_model_provider")
+            }
+            ServiceError::InvalidInput { method, detail } => {
+                RpcError::invalid_params(&method, &detail)
+            }
+        }
+    }
+}
+
+/// A state-plane failure met directly by a method adapter.
+pub fn state(err: StateError) -> RpcError {
+    ServiceError::from(err).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_wire_shape() {
+        let busy = RpcError::from(ServiceError::Busy {
+            message: "agent busy".into(),
+            retry_after_ms: 2000,
+        });
+        assert_eq!(
+            (busy.jsonrpc_code(), busy.retry_after_ms),
+            (-32000, Some(2000))
+        );
+        let gone = state(StateError::Unavailable("nats down".into()));
+        assert_eq!(gone.retryable, Some(true));
+        assert_eq!(gone.message, "state store unavailable: nats down");
+        let invalid = RpcError::from(ServiceError::invalid("cron.add", "at /name: x"));
+        assert_eq!(invalid.message, "invalid cron.add params: at /name: x");
+        assert_eq!(invalid.jsonrpc_code(), -32602);
+        let no_model = RpcError::from(ServiceError::NoProvider("configure one".into()));
+        assert_eq!(no_model.details["reason"], "no_model_provider");
+        let job = RpcError::from(ServiceError::UnknownJob("j1".into()));
+        assert_eq!(job.message, "Error: unknown cron job id: j1");
+    }
+}
