@@ -13,6 +13,7 @@
 //! * [`config`], [`shared_config`] — the state dir, the token, the shared config document.
 //! * [`http`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`; [`stability`] — event-loop
 //!   and queue figures for `diagnostics.stability`.
+//! * [`respond`] — the one place where an internal error becomes a wire error.
 //! * [`cli`] — the `argent` command line (`gateway run|status`, `call`).
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod node_commands;
 pub mod node_invoke;
 pub mod presence;
+pub mod respond;
 pub mod router;
 pub mod select;
 pub mod server;

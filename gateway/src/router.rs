@@ -16,6 +16,7 @@ use argent_proto::version::Protocol;
 
 use crate::context::Ctx;
 use crate::methods;
+use crate::respond;
 use crate::select;
 use crate::ws::outbox::Outbox;
 use crate::ws::session::Session;
@@ -269,12 +270,7 @@ async fn forward(
     }
     let ranked = select::rank(&nodes, forward.capability, &key);
     if ranked.is_empty() {
-        return Err(RpcError::unavailable(format!(
-            "no live node-agent with capability \"{}\" to run {method}; start one with `argent-node run`",
-            forward.capability
-        ))
-        .with_detail("reason", "no_node")
-        .retryable(Some(1000)));
+        return Err(respond::no_node(forward.capability, method));
     }
     let call = Call {
         method: method.to_string(),
@@ -298,12 +294,7 @@ async fn forward(
             Ok(payload) => return Ok(payload),
             Err(CallError::Rpc(err)) => return Err(err),
             Err(CallError::Timeout(after)) => {
-                return Err(RpcError::unavailable(format!(
-                    "node-agent {} did not answer {method} within {} ms",
-                    node.id,
-                    after.as_millis()
-                ))
-                .retryable(Some(1000)))
+                return Err(respond::node_timeout(&node.id, method, after))
             }
             Err(failure) => {
                 tracing::warn!(node = %node.id, why = %failure, method, "node-agent unreachable");
@@ -319,9 +310,5 @@ async fn forward(
             }
         }
     }
-    Err(
-        RpcError::unavailable(format!("{method} failed: {last_failure}"))
-            .with_detail("reason", "node_unavailable")
-            .retryable(Some(500)),
-    )
+    Err(respond::nodes_unreachable(method, &last_failure))
 }

@@ -33,18 +33,6 @@ pub enum StateError {
     Failed(String),
 }
 
-impl StateError {
-    /// The wire error for a handler that hit this (ARCHITECTURE.md failure model: state
-    /// methods fail fast with a retryable `UNAVAILABLE` when NATS is gone).
-    pub fn to_rpc(&self) -> argent_proto::errors::RpcError {
-        let err = argent_proto::errors::RpcError::unavailable(self.to_string());
-        match self {
-            StateError::Unavailable(_) | StateError::WrongRevision => err.retryable(Some(1000)),
-            _ => err,
-        }
-    }
-}
-
 /// Watcher channel capacity. A watch that cannot keep up ends; the watcher watches again
 /// and starts from a fresh snapshot.
 pub const WATCH_CAPACITY: usize = 1024;
@@ -136,12 +124,6 @@ pub async fn list_json<T: serde::de::DeserializeOwned>(
         }
     }
     Ok(out)
-}
-
-impl From<StateError> for argent_proto::errors::RpcError {
-    fn from(err: StateError) -> Self {
-        err.to_rpc()
-    }
 }
 
 /// Checks a key against the characters JetStream KV accepts, so both stores agree.

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use argent_planes::state::{modify_json, StateStore};
+use argent_planes::state::{modify_json, StateError, StateStore};
 use argent_proto::errors::RpcError;
 use argent_proto::subjects::BUCKET_AUTH;
 
@@ -164,7 +164,7 @@ impl DeviceStore {
             .state
             .get(BUCKET_AUTH, key)
             .await
-            .map_err(|e| e.to_rpc())?;
+            .map_err(crate::respond::state)?;
         entry
             .map(|e| {
                 serde_json::from_slice(&e.value)
@@ -186,9 +186,13 @@ impl DeviceStore {
     ) -> Result<T, RpcError> {
         let key = device_key(device_id);
         modify_json(self.state.as_ref(), BUCKET_AUTH, &key, |current| {
-            change(current).map(Some)
+            change(current).map(Some).map_err(ChangeError::Refused)
         })
-        .await?
+        .await
+        .map_err(|err| match err {
+            ChangeError::Store(err) => crate::respond::state(err),
+            ChangeError::Refused(err) => err,
+        })?
         .ok_or_else(|| RpcError::unavailable("device record was not written; retry"))
     }
 
@@ -198,7 +202,7 @@ impl DeviceStore {
             .state
             .keys(BUCKET_AUTH, prefix)
             .await
-            .map_err(|e| e.to_rpc())?;
+            .map_err(crate::respond::state)?;
         let mut out = Vec::new();
         for key in keys {
             if let Some((record, _)) = self.read::<T>(&key).await? {
@@ -215,14 +219,14 @@ impl DeviceStore {
             .put(BUCKET_AUTH, key, bytes)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_rpc())
+            .map_err(crate::respond::state)
     }
 
     pub(crate) async fn remove(&self, key: &str) -> Result<(), RpcError> {
         self.state
             .delete(BUCKET_AUTH, key)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(crate::respond::state)
     }
 
     pub async fn devices(&self) -> Result<Vec<PairedDevice>, RpcError> {
@@ -272,7 +276,7 @@ impl DeviceStore {
             .state
             .keys(BUCKET_AUTH, "pending.")
             .await
-            .map_err(|e| e.to_rpc())?;
+            .map_err(crate::respond::state)?;
         let mut out = Vec::new();
         for key in keys {
             if let Some((request, _)) = self.read::<PendingRequest>(&key).await? {
@@ -447,5 +451,17 @@ impl DeviceStore {
         })
         .await?;
         Ok((token, record))
+    }
+}
+
+/// What changing a device record can fail with: the store, or the change refusing.
+enum ChangeError {
+    Store(StateError),
+    Refused(RpcError),
+}
+
+impl From<StateError> for ChangeError {
+    fn from(err: StateError) -> Self {
+        ChangeError::Store(err)
     }
 }

@@ -14,6 +14,7 @@ use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_APPROVALS;
 
 use crate::context::Ctx;
+use crate::respond;
 use crate::ws::session::Session;
 
 const DEFAULT_TIMEOUT_MS: u64 = 120_000;
@@ -59,10 +60,6 @@ impl Approval {
 /// Keys are limited to `[A-Za-z0-9_=./-]`; ids are free text.
 fn key(id: &str) -> String {
     hex::encode(id.as_bytes())
-}
-
-fn state_error(err: StateError) -> RpcError {
-    err.to_rpc()
 }
 
 fn unknown() -> RpcError {
@@ -116,7 +113,7 @@ pub async fn request(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
             let current = store
                 .get(BUCKET_APPROVALS, &key(&id))
                 .await
-                .map_err(state_error)?;
+                .map_err(respond::state)?;
             let old: Option<Approval> = current
                 .as_ref()
                 .and_then(|e| serde_json::from_slice(&e.value).ok());
@@ -130,7 +127,7 @@ pub async fn request(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
                 _ => return Err(RpcError::bad_params("approval id already pending")),
             }
         }
-        Err(err) => return Err(state_error(err)),
+        Err(err) => return Err(respond::state(err)),
     }
     ctx.publish("exec.approval.requested", &approval.requested())
         .await;
@@ -149,7 +146,7 @@ async fn wait_for_decision(ctx: &Ctx, id: &str, expires_at_ms: u64) -> Result<Va
             .state
             .get(BUCKET_APPROVALS, &key(id))
             .await
-            .map_err(state_error)?;
+            .map_err(respond::state)?;
         let decision = entry
             .and_then(|e| serde_json::from_slice::<Approval>(&e.value).ok())
             .and_then(|a| a.decision);
@@ -175,7 +172,7 @@ pub async fn resolve(ctx: &Ctx, session: &Session, params: Value) -> Result<Valu
     let entry = store
         .get(BUCKET_APPROVALS, &key(&id))
         .await
-        .map_err(state_error)?
+        .map_err(respond::state)?
         .ok_or_else(unknown)?;
     let mut approval: Approval = serde_json::from_slice(&entry.value).map_err(|_| unknown())?;
     if !approval.pending(argent_proto::now_ms()) {
@@ -189,7 +186,7 @@ pub async fn resolve(ctx: &Ctx, session: &Session, params: Value) -> Result<Valu
         .await
         .map_err(|err| match err {
             StateError::WrongRevision => unknown(),
-            other => state_error(other),
+            other => respond::state(other),
         })?;
     let resolved_by = session
         .client
@@ -208,7 +205,7 @@ pub async fn list(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let now = argent_proto::now_ms();
     let all: Vec<(String, Approval)> = list_json(ctx.state.as_ref(), BUCKET_APPROVALS, "")
         .await
-        .map_err(state_error)?;
+        .map_err(respond::state)?;
     let mut pending: Vec<Approval> = all
         .into_iter()
         .map(|(_, a)| a)

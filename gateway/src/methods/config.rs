@@ -12,6 +12,7 @@ use argent_proto::params::Params;
 use argent_proto::version::ConfigView;
 
 use crate::context::Ctx;
+use crate::respond;
 use crate::shared_config::{Document, WriteError};
 use crate::ws::session::Session;
 
@@ -86,7 +87,7 @@ fn check_base(doc: &Document, p: &Params) -> Result<(), RpcError> {
 }
 
 fn changed() -> RpcError {
-    RpcError::bad_params(WriteError::Changed.to_string())
+    respond::config_write(WriteError::Changed)
 }
 
 /// Parses and validates a whole document.
@@ -104,11 +105,10 @@ fn checked(raw: &str) -> Result<Value, RpcError> {
 }
 
 async fn store(ctx: &Ctx, base: &Document, raw: String) -> Result<(), RpcError> {
-    match ctx.shared_config.write(ctx, base, raw).await {
-        Ok(()) => Ok(()),
-        Err(WriteError::Changed) => Err(changed()),
-        Err(err) => Err(RpcError::unavailable(err.to_string()).retryable(Some(1000))),
-    }
+    ctx.shared_config
+        .write(ctx, base, raw)
+        .await
+        .map_err(respond::config_write)
 }
 
 pub async fn set(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {

@@ -10,13 +10,14 @@ use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_CRON;
 
 use super::shared_config;
+use crate::respond;
 use crate::scheduler::execution::{self, WorkerRecord, WorkerSettings, GLOBAL_KEY};
 use crate::scheduler::{heartbeat, Scheduler};
 use argent_proto::agents::AgentsConfig;
 
 pub async fn last_heartbeat(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     Params::new("last-heartbeat", params)?.only(&[])?;
-    Ok(heartbeat::last(s).await?)
+    heartbeat::last(s).await.map_err(respond::state)
 }
 
 pub async fn set_heartbeats(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
@@ -24,7 +25,9 @@ pub async fn set_heartbeats(s: &Scheduler, params: Value) -> Result<Value, RpcEr
     let enabled = p
         .optional_bool("enabled")?
         .ok_or_else(|| p.invalid("at root: must have required property 'enabled'"))?;
-    heartbeat::set_enabled(s, enabled).await?;
+    heartbeat::set_enabled(s, enabled)
+        .await
+        .map_err(respond::state)?;
     Ok(json!({"ok": true, "enabled": enabled}))
 }
 
@@ -39,7 +42,9 @@ pub async fn wake(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     let text = p.required_text("text")?;
     let config = shared_config(&s.rt).await?;
     let agents = config.agents();
-    heartbeat::enqueue(s, &agents.default_id, &text, now).await?;
+    heartbeat::enqueue(s, &agents.default_id, &text, now)
+        .await
+        .map_err(respond::state)?;
     Ok(json!({"ok": true}))
 }
 
@@ -82,13 +87,17 @@ async fn modify_worker(
             Ok::<_, StateError>(Some((r.clone(), r)))
         },
     )
-    .await?;
+    .await
+    .map_err(respond::state)?;
     Ok(written.unwrap_or_default())
 }
 
 async fn set_global_pause(s: &Scheduler, paused: bool) -> Result<(), RpcError> {
     let bytes = bytes::Bytes::from(json!({"paused": paused}).to_string());
-    s.rt.state.put(BUCKET_CRON, GLOBAL_KEY, bytes).await?;
+    s.rt.state
+        .put(BUCKET_CRON, GLOBAL_KEY, bytes)
+        .await
+        .map_err(respond::state)?;
     Ok(())
 }
 
@@ -99,7 +108,8 @@ async fn worker_status(s: &Scheduler) -> Result<Value, RpcError> {
     let state = s.rt.state.as_ref();
     let global_paused = state
         .get(BUCKET_CRON, GLOBAL_KEY)
-        .await?
+        .await
+        .map_err(respond::state)?
         .and_then(|e| serde_json::from_slice::<Value>(&e.value).ok())
         .and_then(|v| v["paused"].as_bool())
         .unwrap_or(false);
@@ -109,10 +119,13 @@ async fn worker_status(s: &Scheduler) -> Result<Value, RpcError> {
         let settings = WorkerSettings::of(&config, &agent.id);
         let record: WorkerRecord = state
             .get(BUCKET_CRON, &execution::key(&agent.id))
-            .await?
+            .await
+            .map_err(respond::state)?
             .and_then(|e| serde_json::from_slice(&e.value).ok())
             .unwrap_or_default();
-        let tasks = execution::tasks(state, &agent.id).await?;
+        let tasks = execution::tasks(state, &agent.id)
+            .await
+            .map_err(respond::state)?;
         let queued = tasks.iter().filter(|t| t.status == "queued").count();
         let blocked = tasks.iter().filter(|t| t.status == "blocked").count();
         let running = record.claim.as_ref().is_some_and(|c| !c.is_stale(now));
@@ -272,7 +285,8 @@ pub async fn tasks_add(s: &Scheduler, params: Value) -> Result<Value, RpcError> 
         &title,
         p.optional_str("detail")?,
     )
-    .await?;
+    .await
+    .map_err(respond::state)?;
     Ok(json!({"ok": true, "task": task}))
 }
 
@@ -285,7 +299,10 @@ pub async fn tasks_list(s: &Scheduler, params: Value) -> Result<Value, RpcError>
     let status = p.optional_str("status")?;
     let mut out = Vec::new();
     for id in ids {
-        for task in execution::tasks(s.rt.state.as_ref(), &id).await? {
+        for task in execution::tasks(s.rt.state.as_ref(), &id)
+            .await
+            .map_err(respond::state)?
+        {
             if status.as_deref().is_none_or(|st| st == task.status) {
                 out.push(task);
             }

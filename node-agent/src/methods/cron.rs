@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use argent_planes::state::modify_json;
 use argent_proto::config::CatchUp;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 use argent_proto::subjects::BUCKET_CRON;
 
 use super::shared_config;
+use crate::respond;
 use crate::scheduler::cron::{self, Started, Trigger};
-use crate::scheduler::jobs::{self, job_key, runs_log, unknown_job, CronJob};
+use crate::scheduler::jobs::{job_key, runs_log, unknown_job, CronJob};
 use crate::scheduler::{job_store, Scheduler};
 
 fn job_id(p: &Params) -> Result<String, RpcError> {
@@ -80,24 +80,7 @@ pub async fn update(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
         .get("patch")
         .cloned()
         .ok_or_else(|| p.invalid("at root: must have required property 'patch'"))?;
-    let now = argent_proto::now_ms();
-    let updated = modify_json(
-        s.rt.state.as_ref(),
-        BUCKET_CRON,
-        &job_key(&id),
-        |job: Option<CronJob>| {
-            let job = job.ok_or_else(|| unknown_job(&id))?;
-            let updated = jobs::apply_patch(&job, &patch, now)?;
-            Ok::<_, RpcError>(Some((updated.clone(), updated)))
-        },
-    )
-    .await?
-    .ok_or_else(|| unknown_job(&id))?;
-    cron::publish(
-        &s.rt,
-        json!({"jobId": id, "action": "updated", "nextRunAtMs": updated.state.next_run_at_ms}),
-    )
-    .await;
+    let updated = job_store::update(&s.rt, &id, &patch).await?;
     Ok(updated.to_value())
 }
 
@@ -106,7 +89,11 @@ pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
     let id = job_id(&p)?;
     let trigger = match p.optional_str("mode")?.as_deref() {
         None | Some("due") => {
-            let entry = s.rt.state.get(BUCKET_CRON, &job_key(&id)).await?;
+            let entry =
+                s.rt.state
+                    .get(BUCKET_CRON, &job_key(&id))
+                    .await
+                    .map_err(respond::state)?;
             let job: CronJob = entry
                 .and_then(|e| serde_json::from_slice(&e.value).ok())
                 .ok_or_else(|| unknown_job(&id))?;
@@ -118,7 +105,10 @@ pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
         Some("force") => Trigger::Force,
         Some(_) => return Err(p.invalid("at /mode: must be equal to one of the allowed values")),
     };
-    match cron::run_occurrence(s, &id, trigger, CatchUp::Once).await? {
+    match cron::run_occurrence(s, &id, trigger, CatchUp::Once)
+        .await
+        .map_err(respond::state)?
+    {
         Started::Ran => Ok(json!({"ok": true, "ran": true})),
         Started::Unknown => Err(unknown_job(&id).into()),
         Started::AlreadyRunning => {

@@ -56,14 +56,16 @@ pub async fn start_run(
             tracing::debug!(run = run_id, position, "run queued behind the active one");
             Ok(None)
         }
-        Ok(Enqueued::Busy) => refuse(ServiceError::Busy {
-            message: format!(
+        Ok(Enqueued::Busy) => {
+            refuse(ServiceError::Busy {
+                message: format!(
                 "agent busy: session {session_key} already has {} messages waiting; retry later",
                 runs::MAX_QUEUE
             ),
-            retry_after_ms: 2000,
-        })
-        .await,
+                retry_after_ms: 2000,
+            })
+            .await
+        }
         Err(err) => refuse(err.into()).await,
     }
 }

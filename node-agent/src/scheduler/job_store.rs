@@ -6,13 +6,13 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::error::ServiceError;
-use argent_planes::state::{list_json, StateStore};
+use argent_planes::state::{list_json, modify_json, StateStore};
 use argent_proto::subjects::BUCKET_CRON;
 
 use crate::runtime::Runtime;
 
 use super::cron;
-use super::jobs::{self, job_key, CronJob};
+use super::jobs::{self, job_key, unknown_job, CronJob};
 
 /// Every stored job.
 pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, ServiceError> {
@@ -49,6 +49,29 @@ pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, ServiceError
     )
     .await;
     Ok(job)
+}
+
+/// Applies a `cron.update` patch to a job (compare-and-set on its record) and announces it.
+pub async fn update(rt: &Runtime, id: &str, patch: &Value) -> Result<CronJob, ServiceError> {
+    let now = argent_proto::now_ms();
+    let updated = modify_json(
+        rt.state.as_ref(),
+        BUCKET_CRON,
+        &job_key(id),
+        |job: Option<CronJob>| {
+            let job = job.ok_or_else(|| unknown_job(id))?;
+            let updated = jobs::apply_patch(&job, patch, now)?;
+            Ok::<_, ServiceError>(Some((updated.clone(), updated)))
+        },
+    )
+    .await?
+    .ok_or_else(|| unknown_job(id))?;
+    cron::publish(
+        rt,
+        json!({"jobId": id, "action": "updated", "nextRunAtMs": updated.state.next_run_at_ms}),
+    )
+    .await;
+    Ok(updated)
 }
 
 /// Deletes a job (`cron.remove`, and the agent's cron tool); whether it existed.
