@@ -27,6 +27,12 @@ pub enum ServiceError {
     /// No model provider can run the agent's turn (how to configure one).
     #[error("{0}")]
     NoProvider(String),
+    /// A model provider failed (or none could run) where the operation needed one.
+    #[error("{0}")]
+    ProviderFailed(String),
+    /// The session does not exist (or has no transcript yet).
+    #[error("{0}")]
+    SessionNotFound(String),
     /// The caller's input is invalid; `detail` names the path (`at /schedule/kind: …`).
     #[error("invalid {method} params: {detail}")]
     InvalidInput { method: String, detail: String },

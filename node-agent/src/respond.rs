@@ -21,6 +21,7 @@ impl From<ServiceError> for RpcError {
             ServiceError::State(_)
             | ServiceError::Unreadable(_)
             | ServiceError::UnknownJob(_)
+            | ServiceError::ProviderFailed(_)
             | ServiceError::Refused(_) => RpcError::unavailable(message),
             ServiceError::Contended {
                 retry_after_ms: Some(after),
@@ -33,6 +34,7 @@ impl From<ServiceError> for RpcError {
             ServiceError::NoProvider(_) => {
                 RpcError::unavailable(message).with_detail("reason", "no_model_provider")
             }
+            ServiceError::SessionNotFound(_) => RpcError::session_not_found(message),
             ServiceError::InvalidInput { method, detail } => {
                 RpcError::invalid_params(&method, &detail)
             }

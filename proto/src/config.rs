@@ -186,16 +186,6 @@ impl SharedConfig {
         self.typed.gateway.as_ref()?.tick_interval_ms
     }
 
-    /// `gateway.nodes.pairing.autoApproveLocal`: nodes on this host are paired silently.
-    pub fn auto_approve_local_nodes(&self) -> bool {
-        let gateway = self.typed.gateway.as_ref();
-        gateway
-            .and_then(|g| g.other.get("nodes"))
-            .and_then(|n| n.pointer("/pairing/autoApproveLocal"))
-            .and_then(Value::as_bool)
-            == Some(true)
-    }
-
     /// `cron.enabled` (default true).
     pub fn cron_enabled(&self) -> bool {
         self.typed.cron.as_ref().and_then(|c| c.enabled) != Some(false)
@@ -621,6 +611,59 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn snapshot_accessors_inherit_from_defaults() {
+        let config = SharedConfig::from_document(json!({
+            "agents": {
+                "defaults": {"model": "p/base", "heartbeat": {"every": "30m", "prompt": "beat"},
+                             "executionWorker": {"enabled": true, "every": "20m", "maxTasksPerCycle": 2}},
+                "list": [{"id": "main"},
+                         {"id": "Ops", "model": {"primary": "p/big", "fallbacks": ["p/small"]},
+                          "heartbeat": {"every": "0"}, "executionWorker": {"maxTasksPerCycle": 5}}]
+            },
+            "cron": {"enabled": false, "catchUp": "skip"},
+            "gateway": {"tickIntervalMs": 5000},
+            "custom": {"kept": true}
+        }));
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        assert_eq!(
+            config.heartbeat_every("main"),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(config.heartbeat_every("ops"), None, "\"0\" turns it off");
+        assert_eq!(config.heartbeat_prompt(), Some("beat"));
+        let worker = config.execution_worker("ops");
+        assert_eq!(
+            (worker.enabled, worker.max_tasks_per_cycle),
+            (Some(true), Some(5))
+        );
+        assert_eq!(
+            config.agent_model("main").and_then(ModelRef::primary),
+            Some("p/base")
+        );
+        assert_eq!(
+            config.agent_model("OPS").and_then(ModelRef::primary),
+            Some("p/big")
+        );
+        assert!(!config.cron_enabled());
+        assert_eq!(config.cron_catch_up(), CatchUp::Skip);
+        assert_eq!(config.tick_interval_ms(), Some(5000));
+        assert_eq!(config.document()["custom"]["kept"], true);
+        assert_eq!(config.agents().default_id, "main");
+    }
+
+    #[test]
+    fn an_invalid_document_reads_as_defaults_and_says_why() {
+        let config = SharedConfig::from_document(json!({
+            "gateway": {"tickIntervalMs": "soon"},
+            "agents": {"list": [{"id": "ops"}]}
+        }));
+        assert_eq!(config.problems().len(), 1);
+        assert_eq!(config.tick_interval_ms(), None);
+        assert_eq!(config.agents().default_id, "ops", "agents are still read");
+        assert!(config.cron_enabled());
+    }
+
     use super::*;
 
     #[test]

@@ -4,6 +4,7 @@
 //! * [`runs`] — run records (dedupe cache, results) and session leases (one writer per run).
 //! * [`run`] — executing one run: the agent loop, event emission, transcript.
 //! * [`control`] — starting and aborting runs, and the provider check before a turn.
+//! * [`compaction`] — compaction and the reset check, which must not race a turn.
 //! * [`providers`] — model providers through `genai`.
 //! * [`sessions`] — session keys and entries. [`tools`] — the [`tools::ToolHost`] the runtime
 //!   offers the model (the tools themselves are `crate::tools`).
@@ -15,6 +16,7 @@
 //! dead node was executing and continues with the queue. Aborts, steering messages and
 //! completions travel as control messages on the event bus.
 
+pub mod compaction;
 pub mod control;
 pub mod message_view;
 pub mod providers;

@@ -8,6 +8,7 @@ mod cluster;
 mod device;
 mod frames;
 mod handshake;
+mod layering;
 mod local;
 mod node_join;
 mod node_pairing;
