@@ -337,3 +337,27 @@ mod tests {
         }
     }
 }
+
+/// One process with everything, or a stateless edge of a NATS cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    Cluster { nats_url: String },
+}
+
+impl Mode {
+    /// Which token wins when the config file and the environment both have one.
+    pub fn precedence(&self) -> Precedence {
+        match self {
+            Mode::Local => Precedence::FileFirst,
+            Mode::Cluster { .. } => Precedence::EnvFirst,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Cluster { .. } => "cluster",
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! Everything a connection or a request needs from its gateway, shared behind one `Arc`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,38 +11,15 @@ use argent_planes::state::StateStore;
 
 use crate::auth::limiter::AuthLimiter;
 use crate::chat_stream::DeltaTexts;
-use crate::config::{ConfigFile, Loaded, Precedence, SharedSecrets};
-use crate::health::HealthState;
+pub use crate::config::Mode;
+use crate::config::{ConfigFile, Loaded, SharedSecrets};
+use crate::health::{Health, HealthSources, Identity};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::node_invoke::{NodeInvokes, NodeSubscriptions};
 use crate::presence::Presence;
 use crate::shared_config::SharedConfigView;
 use crate::stability::Stability;
-
-/// One process with everything, or a stateless edge of a NATS cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    Local,
-    Cluster { nats_url: String },
-}
-
-impl Mode {
-    /// Which token wins when the config file and the environment both have one.
-    pub fn precedence(&self) -> Precedence {
-        match self {
-            Mode::Local => Precedence::FileFirst,
-            Mode::Cluster { .. } => Precedence::EnvFirst,
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Local => "local",
-            Mode::Cluster { .. } => "cluster",
-        }
-    }
-}
 
 /// Tunables with protocol defaults; tests shorten some of them.
 #[derive(Debug, Clone)]
@@ -90,7 +66,7 @@ pub struct Ctx {
     pub started: Instant,
     pub started_at_ms: u64,
     pub state_dir: PathBuf,
-    pub config_file: ConfigFile,
+    pub config_file: Arc<ConfigFile>,
     /// Secrets from the environment or the first-run generation, when the file has none.
     pub limits: Limits,
     pub state: Arc<dyn StateStore>,
@@ -98,23 +74,22 @@ pub struct Ctx {
     pub nodes: Members<NodeRecord>,
     pub gateways: Members<GatewayRecord>,
     pub node_clients: NodeClients,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     /// The last `chat` delta text of each live run, for v4 `deltaText`.
     pub delta_texts: DeltaTexts,
     /// Event-loop and queue figures for `diagnostics.stability`.
-    pub stability: Stability,
+    pub stability: Arc<Stability>,
     pub presence: Arc<Presence>,
-    pub health: HealthState,
-    pub shared_config: SharedConfigView,
+    pub health: Arc<Health>,
+    pub shared_config: Arc<SharedConfigView>,
     pub metrics: Arc<Metrics>,
     pub nats: Option<async_nats::Client>,
     pub ws_url: String,
     pub auth_limiter: AuthLimiter,
-    pub node_invokes: NodeInvokes,
+    pub node_invokes: Arc<NodeInvokes>,
     pub node_subscriptions: NodeSubscriptions,
     /// Node-agents that joined by pairing and whose pairing is valid (refreshed every second).
     pub paired_nodes: parking_lot::RwLock<std::collections::HashSet<String>>,
-    draining: AtomicBool,
 }
 
 pub struct CtxParts {
@@ -122,7 +97,7 @@ pub struct CtxParts {
     pub host: String,
     pub mode: Mode,
     pub state_dir: PathBuf,
-    pub config_file: ConfigFile,
+    pub config_file: Arc<ConfigFile>,
     pub limits: Limits,
     pub state: Arc<dyn StateStore>,
     pub bus: Arc<dyn EventBus>,
@@ -137,24 +112,54 @@ pub struct CtxParts {
 impl Ctx {
     pub fn new(parts: CtxParts) -> Self {
         let presence = Arc::new(Presence::new(parts.gateway_id.clone(), parts.state.clone()));
-        let shared_config = SharedConfigView::new(parts.mode.clone(), parts.state.clone());
+        let shared_config = Arc::new(SharedConfigView::new(
+            parts.mode.clone(),
+            parts.state.clone(),
+            parts.config_file.clone(),
+        ));
+        let hub = Arc::new(Hub::new(parts.metrics.clone()));
+        let node_invokes = Arc::new(NodeInvokes::new(
+            parts.gateway_id.clone(),
+            parts.bus.clone(),
+            hub.clone(),
+        ));
+        let started_at_ms = argent_proto::now_ms();
+        let health = Arc::new(Health::new(
+            Identity {
+                gateway_id: parts.gateway_id.clone(),
+                host: parts.host.clone(),
+                version: env!("CARGO_PKG_VERSION"),
+                ws_url: parts.ws_url.clone(),
+                started_at_ms,
+                mode: parts.mode.clone(),
+            },
+            HealthSources {
+                gateways: parts.gateways.clone(),
+                nodes: parts.nodes.clone(),
+                hub: hub.clone(),
+                presence: presence.clone(),
+                shared_config: shared_config.clone(),
+                metrics: parts.metrics.clone(),
+                nats: parts.nats.clone(),
+            },
+        ));
         let auth_limiter = AuthLimiter::new(
             parts.limits.auth_failures_per_minute,
             parts.limits.pending_handshakes_per_address,
         );
         Ctx {
-            hub: Hub::new(parts.metrics.clone()),
+            hub: hub.clone(),
             delta_texts: DeltaTexts::default(),
-            stability: Stability::default(),
+            stability: Arc::new(Stability::new(parts.metrics.clone())),
             presence,
-            health: HealthState::new(),
+            health,
             shared_config,
             gateway_id: parts.gateway_id,
             host: parts.host,
             version: env!("CARGO_PKG_VERSION"),
             mode: parts.mode,
             started: Instant::now(),
-            started_at_ms: argent_proto::now_ms(),
+            started_at_ms,
             state_dir: parts.state_dir,
             config_file: parts.config_file,
             limits: parts.limits,
@@ -167,10 +172,9 @@ impl Ctx {
             nats: parts.nats,
             ws_url: parts.ws_url,
             auth_limiter,
-            node_invokes: NodeInvokes::default(),
+            node_invokes,
             node_subscriptions: NodeSubscriptions::default(),
             paired_nodes: Default::default(),
-            draining: AtomicBool::new(false),
         }
     }
 
@@ -210,25 +214,16 @@ impl Ctx {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.health.is_draining()
     }
 
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        self.metrics.draining.set(1);
-    }
-
-    /// False while NATS is away (cluster mode).
-    pub fn nats_connected(&self) -> bool {
-        match &self.nats {
-            None => true,
-            Some(client) => client.connection_state() == async_nats::connection::State::Connected,
-        }
+        self.health.start_draining()
     }
 
     /// Ready for traffic: not draining and, in cluster mode, connected to NATS.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.nats_connected()
+        !self.health.is_draining() && self.health.nats_connected()
     }
 
     /// Publishes an event (or a control message) to every gateway; a failure is logged,

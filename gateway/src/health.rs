@@ -1,7 +1,7 @@
 //! The health summary (PROTOCOL.md §5.10 `health`, §4.2 `health` event), aggregated across
 //! the cluster, and its `stateVersion.health`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,27 +11,86 @@ use serde_json::{json, Value};
 use argent_planes::members::GatewayRecord;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 
-use crate::context::Ctx;
+use argent_planes::members::{Members, NodeRecord};
+
+use crate::config::Mode;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::shared_config::SharedConfigView;
 
 /// How long a computed summary is reused for snapshots (`hello-ok`).
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
-pub struct HealthState {
+/// Who this gateway is, as its registry record and the summary show it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub gateway_id: String,
+    pub host: String,
+    pub version: &'static str,
+    pub ws_url: String,
+    pub started_at_ms: u64,
+    pub mode: Mode,
+}
+
+/// What the summary is computed from: the cluster registry, this gateway's connections and
+/// NATS link, the shared config; and the last summary with its `stateVersion.health`.
+pub struct Health {
+    pub identity: Identity,
+    gateways: Members<GatewayRecord>,
+    nodes: Members<NodeRecord>,
+    hub: Arc<Hub>,
+    presence: Arc<Presence>,
+    shared_config: Arc<SharedConfigView>,
+    metrics: Arc<Metrics>,
+    nats: Option<async_nats::Client>,
+    draining: AtomicBool,
     cached: RwLock<Option<(Instant, Arc<Value>)>>,
     version: AtomicU64,
 }
 
-impl Default for HealthState {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The handles [`Health`] reads.
+pub struct HealthSources {
+    pub gateways: Members<GatewayRecord>,
+    pub nodes: Members<NodeRecord>,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub shared_config: Arc<SharedConfigView>,
+    pub metrics: Arc<Metrics>,
+    pub nats: Option<async_nats::Client>,
 }
 
-impl HealthState {
-    pub fn new() -> Self {
-        HealthState {
+impl Health {
+    pub fn new(identity: Identity, sources: HealthSources) -> Self {
+        Health {
+            identity,
+            gateways: sources.gateways,
+            nodes: sources.nodes,
+            hub: sources.hub,
+            presence: sources.presence,
+            shared_config: sources.shared_config,
+            metrics: sources.metrics,
+            nats: sources.nats,
+            draining: AtomicBool::new(false),
             cached: RwLock::new(None),
             version: AtomicU64::new(argent_proto::now_ms()),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.metrics.draining.set(1);
+    }
+
+    /// Connected to NATS (always true in the one-process default).
+    pub fn nats_connected(&self) -> bool {
+        match &self.nats {
+            None => true,
+            Some(client) => client.connection_state() == async_nats::connection::State::Connected,
         }
     }
 
@@ -57,66 +116,71 @@ impl HealthState {
     }
 }
 
-/// This gateway's own registry record, as the cluster sees it.
-pub fn self_record(ctx: &Ctx) -> GatewayRecord {
-    GatewayRecord {
-        id: ctx.gateway_id.clone(),
-        host: ctx.host.clone(),
-        version: ctx.version.to_string(),
-        url: ctx.ws_url.clone(),
-        connections: ctx.hub.len() as u64,
-        draining: ctx.is_draining(),
-        started_at_ms: ctx.started_at_ms,
-        heartbeat_at_ms: argent_proto::now_ms(),
+impl Health {
+    /// This gateway's own registry record, as the cluster sees it.
+    pub fn self_record(&self) -> GatewayRecord {
+        let me = &self.identity;
+        GatewayRecord {
+            id: me.gateway_id.clone(),
+            host: me.host.clone(),
+            version: me.version.to_string(),
+            url: me.ws_url.clone(),
+            connections: self.hub.len() as u64,
+            draining: self.is_draining(),
+            started_at_ms: me.started_at_ms,
+            heartbeat_at_ms: argent_proto::now_ms(),
+        }
     }
-}
 
-/// `cluster: {gateways, nodes, degraded, reasons}` [EXT].
-pub fn cluster_section(ctx: &Ctx) -> Value {
-    let now = argent_proto::now_ms();
-    // This gateway as it is now; the others as of their last heartbeat.
-    let mut gateways: Vec<GatewayRecord> = ctx
-        .gateways
-        .live()
-        .into_iter()
-        .filter(|g| g.id != ctx.gateway_id)
-        .collect();
-    gateways.push(self_record(ctx));
-    gateways.sort_by(|a, b| a.id.cmp(&b.id));
-    let gateways: Vec<Value> = gateways
-        .iter()
-        .map(|g| {
-            json!({"id": g.id, "host": g.host, "version": g.version, "url": g.url,
+    /// `cluster: {gateways, nodes, degraded, reasons}` [EXT].
+    pub fn cluster_section(&self) -> Value {
+        let me = &self.identity.gateway_id;
+        let now = argent_proto::now_ms();
+        // This gateway as it is now; the others as of their last heartbeat.
+        let mut gateways: Vec<GatewayRecord> = self
+            .gateways
+            .live()
+            .into_iter()
+            .filter(|g| &g.id != me)
+            .collect();
+        gateways.push(self.self_record());
+        gateways.sort_by(|a, b| a.id.cmp(&b.id));
+        let gateways: Vec<Value> = gateways
+            .iter()
+            .map(|g| {
+                json!({"id": g.id, "host": g.host, "version": g.version, "url": g.url,
                    "connections": g.connections, "draining": g.draining,
                    "uptimeMs": now.saturating_sub(g.started_at_ms),
-                   "self": g.id == ctx.gateway_id})
-        })
-        .collect();
-    let nodes = ctx.nodes.live();
-    ctx.metrics.live_nodes.set(nodes.len() as i64);
-    let node_rows: Vec<Value> = nodes
-        .iter()
-        .map(|n| {
-            json!({"id": n.id, "address": n.address, "host": n.host, "version": n.version,
+                   "self": &g.id == me})
+            })
+            .collect();
+        let nodes = self.nodes.live();
+        self.metrics.live_nodes.set(nodes.len() as i64);
+        let node_rows: Vec<Value> = nodes
+            .iter()
+            .map(|n| {
+                json!({"id": n.id, "address": n.address, "host": n.host, "version": n.version,
                    "capabilities": n.capabilities, "inFlight": n.in_flight,
                    "uptimeMs": now.saturating_sub(n.started_at_ms)})
+            })
+            .collect();
+        let mut reasons = Vec::new();
+        if !self.nats_connected() {
+            reasons
+                .push("NATS is unreachable: shared state and cross-gateway events are unavailable");
+        }
+        if nodes.is_empty() {
+            reasons.push("no live node-agent: forwarded methods are unavailable");
+        }
+        json!({
+            "mode": self.identity.mode.name(),
+            "gatewayId": me,
+            "gateways": gateways,
+            "nodes": node_rows,
+            "degraded": !reasons.is_empty(),
+            "reasons": reasons,
         })
-        .collect();
-    let mut reasons = Vec::new();
-    if !ctx.nats_connected() {
-        reasons.push("NATS is unreachable: shared state and cross-gateway events are unavailable");
     }
-    if nodes.is_empty() {
-        reasons.push("no live node-agent: forwarded methods are unavailable");
-    }
-    json!({
-        "mode": ctx.mode.name(),
-        "gatewayId": ctx.gateway_id,
-        "gateways": gateways,
-        "nodes": node_rows,
-        "degraded": !reasons.is_empty(),
-        "reasons": reasons,
-    })
 }
 
 fn critical_alerts(cluster: &Value, now: u64) -> Vec<Value> {
@@ -145,14 +209,15 @@ fn critical_alerts(cluster: &Value, now: u64) -> Vec<Value> {
         .collect()
 }
 
-/// Computes the summary now.
-pub fn compute(ctx: &Ctx) -> Value {
-    let started = Instant::now();
-    let now = argent_proto::now_ms();
-    let config = ctx.shared_config.get();
-    let agents = config.agents();
-    let cluster = cluster_section(ctx);
-    let agent_rows: Vec<Value> = agents
+impl Health {
+    /// Computes the summary now.
+    pub fn compute(&self) -> Value {
+        let started = Instant::now();
+        let now = argent_proto::now_ms();
+        let config = self.shared_config.get();
+        let agents = config.agents();
+        let cluster = self.cluster_section();
+        let agent_rows: Vec<Value> = agents
         .agents
         .iter()
         .map(|a| {
@@ -175,59 +240,60 @@ pub fn compute(ctx: &Ctx) -> Value {
             row
         })
         .collect();
-    json!({
-        "ok": true,
-        "ts": now,
-        "durationMs": started.elapsed().as_millis() as u64,
-        "channels": {},
-        "channelOrder": [],
-        "channelLabels": {},
-        "heartbeatSeconds": config.heartbeat_every(&agents.default_id).map_or(0, |d| d.as_secs()),
-        "defaultAgentId": agents.default_id,
-        "agents": agent_rows,
-        "authProviders": [],
-        "sessions": {"path": "argent_runs", "count": 0, "recent": []},
-        "criticalAlerts": critical_alerts(&cluster, now),
-        "cluster": cluster,
-    })
-}
-
-/// The summary for a snapshot: reused if younger than a second.
-pub fn snapshot(ctx: &Ctx) -> Arc<Value> {
-    if let Some((at, value)) = ctx.health.cached.read().as_ref() {
-        if at.elapsed() < SNAPSHOT_MAX_AGE {
-            return value.clone();
-        }
+        json!({
+            "ok": true,
+            "ts": now,
+            "durationMs": started.elapsed().as_millis() as u64,
+            "channels": {},
+            "channelOrder": [],
+            "channelLabels": {},
+            "heartbeatSeconds": config.heartbeat_every(&agents.default_id).map_or(0, |d| d.as_secs()),
+            "defaultAgentId": agents.default_id,
+            "agents": agent_rows,
+            "authProviders": [],
+            "sessions": {"path": "argent_runs", "count": 0, "recent": []},
+            "criticalAlerts": critical_alerts(&cluster, now),
+            "cluster": cluster,
+        })
     }
-    refresh(ctx)
-}
 
-/// Recomputes and caches the summary, bumping `stateVersion.health`.
-pub fn refresh(ctx: &Ctx) -> Arc<Value> {
-    let value = Arc::new(compute(ctx));
-    ctx.health.bump();
-    *ctx.health.cached.write() = Some((Instant::now(), value.clone()));
-    value
-}
+    /// The summary for a snapshot: reused if younger than a second.
+    pub fn snapshot(&self) -> Arc<Value> {
+        if let Some((at, value)) = self.cached.read().as_ref() {
+            if at.elapsed() < SNAPSHOT_MAX_AGE {
+                return value.clone();
+            }
+        }
+        self.refresh()
+    }
 
-fn event(ctx: &Ctx, value: &Value) -> Arc<EncodedEvent> {
-    let version = StateVersion {
-        presence: ctx.presence.version(),
-        health: ctx.health.version(),
-    };
-    Arc::new(EncodedEvent::from_value("health", value, Some(version)))
-}
+    /// Recomputes and caches the summary, bumping `stateVersion.health`.
+    pub fn refresh(&self) -> Arc<Value> {
+        let value = Arc::new(self.compute());
+        self.bump();
+        *self.cached.write() = Some((Instant::now(), value.clone()));
+        value
+    }
 
-/// Recomputes and sends `health` to this gateway's connections (each gateway refreshes for
-/// its own clients; the summary itself is cluster-wide).
-pub fn broadcast(ctx: &Ctx) {
-    let value = refresh(ctx);
-    ctx.hub.deliver(&event(ctx, &value));
-}
+    fn event(&self, value: &Value) -> Arc<EncodedEvent> {
+        let version = StateVersion {
+            presence: self.presence.version(),
+            health: self.version(),
+        };
+        Arc::new(EncodedEvent::from_value("health", value, Some(version)))
+    }
 
-/// The `health` event a new connection gets right after `hello-ok`. Upstream broadcasts it
-/// to everyone on every connect; only the new client needs it, and a connect storm would
-/// otherwise send every client a health event per connect.
-pub fn welcome(ctx: &Ctx) -> Arc<EncodedEvent> {
-    event(ctx, &snapshot(ctx))
+    /// Recomputes and sends `health` to this gateway's connections (each gateway refreshes for
+    /// its own clients; the summary itself is cluster-wide).
+    pub fn broadcast(&self) {
+        let value = self.refresh();
+        self.hub.deliver(&self.event(&value));
+    }
+
+    /// The `health` event a new connection gets right after `hello-ok`. Upstream broadcasts it
+    /// to everyone on every connect; only the new client needs it, and a connect storm would
+    /// otherwise send every client a health event per connect.
+    pub fn welcome(&self) -> Arc<EncodedEvent> {
+        self.event(&self.snapshot())
+    }
 }

@@ -20,7 +20,7 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
     if ctx.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if !ctx.nats_connected() {
+    } else if !ctx.health.nats_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "nats unreachable\n")
     } else {
         (StatusCode::OK, "ready\n")
@@ -30,7 +30,7 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
     ctx.metrics
         .nats_connected
-        .set(i64::from(ctx.nats_connected()));
+        .set(i64::from(ctx.health.nats_connected()));
     ctx.metrics.live_nodes.set(ctx.nodes.live().len() as i64);
     (
         [(

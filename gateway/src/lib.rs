@@ -1,6 +1,8 @@
 //! The Argent gateway: the stateless WebSocket edge of the cluster.
 //!
-//! * [`server`] — starting and draining a gateway: planes, listeners, background loops.
+//! * [`server`] — starting and draining a gateway: planes, listeners, background loops;
+//!   [`embedded_node`] — the in-process node-agent of the one-process default (the only
+//!   user of the node-agent crate, behind the default feature `embedded-node`).
 //! * [`ws`] — one task per WebSocket connection: handshake, request loop, bounded outbox.
 //! * [`auth`] — shared-secret checks and the exact failure messages.
 //! * [`router`] — authorization on every request, then local method or forwarding to a
@@ -23,6 +25,7 @@ pub mod chat_stream;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod embedded_node;
 pub mod health;
 pub mod http;
 pub mod hub;

@@ -14,7 +14,9 @@ use argent_proto::errors::RpcError;
 use argent_proto::frames::EncodedEvent;
 use argent_proto::subjects::{CONTROL_NODE_INVOKE, CONTROL_NODE_RESULT};
 
-use crate::context::Ctx;
+use argent_planes::bus::{BusEvent, EventBus};
+
+use crate::hub::Hub;
 
 /// What the owner remembers of an invoke it handed to a node.
 struct Owned {
@@ -67,8 +69,12 @@ impl NodeSubscriptions {
     }
 }
 
-#[derive(Default)]
 pub struct NodeInvokes {
+    gateway_id: String,
+    /// Both hops are control messages on the bus.
+    bus: Arc<dyn EventBus>,
+    /// Where the owner finds the node's socket.
+    hub: Arc<Hub>,
     /// Requester side: invoke id → the waiting `node.invoke`.
     waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// Owner side: invoke id → where the result goes.
@@ -76,10 +82,23 @@ pub struct NodeInvokes {
 }
 
 impl NodeInvokes {
+    pub fn new(gateway_id: String, bus: Arc<dyn EventBus>, hub: Arc<Hub>) -> Self {
+        NodeInvokes {
+            gateway_id,
+            bus,
+            hub,
+            waiting: Mutex::default(),
+            owned: Mutex::default(),
+        }
+    }
+
+    async fn publish(&self, subject: &str, body: &Value) {
+        publish(&self.bus, subject, body).await
+    }
+
     /// Requester: sends the invoke towards the node's gateway and waits for the outcome.
     pub async fn invoke(
         &self,
-        ctx: &Ctx,
         session: &Value,
         command: &str,
         params_json: Option<String>,
@@ -91,12 +110,12 @@ impl NodeInvokes {
         self.waiting.lock().insert(invoke_id.clone(), tx);
         let node_id = session["nodeId"].as_str().unwrap_or_default();
         let request = json!({
-            "invokeId": invoke_id, "replyTo": ctx.gateway_id,
+            "invokeId": invoke_id, "replyTo": self.gateway_id,
             "gatewayId": session["gatewayId"], "connId": session["connId"],
             "nodeId": node_id, "command": command, "paramsJSON": params_json,
             "timeoutMs": timeout_ms, "idempotencyKey": idempotency_key,
         });
-        ctx.publish(CONTROL_NODE_INVOKE, &request).await;
+        self.publish(CONTROL_NODE_INVOKE, &request).await;
         let outcome = tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), rx).await;
         self.waiting.lock().remove(&invoke_id);
         let result = match outcome {
@@ -123,7 +142,7 @@ impl NodeInvokes {
     }
 
     /// Owner: a control message asked this gateway to hand an invoke to one of its nodes.
-    pub fn deliver_request(&self, ctx: &Arc<Ctx>, request: &Value) {
+    pub fn deliver_request(self: &Arc<Self>, request: &Value) {
         let conn_id = request["connId"].as_str().unwrap_or_default();
         let invoke_id = request["invokeId"].as_str().unwrap_or_default().to_string();
         let event = Arc::new(EncodedEvent::from_value(
@@ -142,22 +161,19 @@ impl NodeInvokes {
                 command: request["command"].as_str().unwrap_or_default().to_string(),
             },
         );
-        if !ctx.hub.send_to(conn_id, &event) {
-            self.fail(
-                ctx.clone(),
-                &invoke_id,
-                "NOT_CONNECTED",
-                "node not connected",
-            );
+        if !self.hub.send_to(conn_id, &event) {
+            self.fail(&invoke_id, "NOT_CONNECTED", "node not connected");
             return;
         }
         // The caller stops waiting after its timeout; the entry goes a little later, so a
         // node that never answers does not hold memory for the life of its connection.
         let timeout_ms = request["timeoutMs"].as_u64().unwrap_or(30_000);
-        let ctx = ctx.clone();
+        let invokes = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(timeout_ms + 5_000)).await;
-            ctx.node_invokes.owned.lock().remove(&invoke_id);
+            if let Some(invokes) = invokes.upgrade() {
+                invokes.owned.lock().remove(&invoke_id);
+            }
         });
     }
 
@@ -166,7 +182,6 @@ impl NodeInvokes {
     /// answer it.
     pub async fn complete(
         &self,
-        ctx: &Ctx,
         caller_node: &str,
         caller_conn: &str,
         result: &Value,
@@ -192,7 +207,7 @@ impl NodeInvokes {
                 relay[key] = v.clone();
             }
         }
-        ctx.publish(CONTROL_NODE_RESULT, &relay).await;
+        self.publish(CONTROL_NODE_RESULT, &relay).await;
         Ok(true)
     }
 
@@ -205,17 +220,18 @@ impl NodeInvokes {
     }
 
     /// Owner: fails one owned invoke (node gone).
-    fn fail(&self, ctx: Arc<Ctx>, invoke_id: &str, code: &str, message: &str) {
+    fn fail(&self, invoke_id: &str, code: &str, message: &str) {
         let Some(owned) = self.owned.lock().remove(invoke_id) else {
             return;
         };
         let relay = json!({"invokeId": invoke_id, "replyTo": owned.reply_to, "ok": false,
                            "nodeId": owned.node_id, "error": {"code": code, "message": message}});
-        tokio::spawn(async move { ctx.publish(CONTROL_NODE_RESULT, &relay).await });
+        let bus = self.bus.clone();
+        tokio::spawn(async move { publish(&bus, CONTROL_NODE_RESULT, &relay).await });
     }
 
     /// Owner: a node connection closed; its pending invokes fail at once.
-    pub fn node_disconnected(&self, ctx: &Arc<Ctx>, conn_id: &str) {
+    pub fn node_disconnected(&self, conn_id: &str) {
         let ids: Vec<(String, String)> = self
             .owned
             .lock()
@@ -225,11 +241,17 @@ impl NodeInvokes {
             .collect();
         for (id, command) in ids {
             self.fail(
-                ctx.clone(),
                 &id,
                 "NOT_CONNECTED",
                 &format!("node disconnected ({command})"),
             );
         }
+    }
+}
+
+/// Publishes a control message; a failure is logged (the waiting side times out).
+async fn publish(bus: &Arc<dyn EventBus>, subject: &str, body: &Value) {
+    if let Err(err) = bus.publish(BusEvent::new(subject, body)).await {
+        tracing::warn!(subject, %err, "node invoke control message not published");
     }
 }

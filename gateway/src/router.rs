@@ -18,25 +18,35 @@ use crate::context::Ctx;
 use crate::methods;
 use crate::respond;
 use crate::select;
-use crate::ws::outbox::Outbox;
 use crate::ws::session::Session;
+
+/// Where a later answer to a request goes (the final result of `agent`, §1.4): the
+/// connection's outbox, which the router sees only through this.
+pub trait Responder: Send + Sync {
+    /// Queues a whole response frame for the client.
+    fn send_later(&self, frame: String);
+    /// The client has gone: nobody is waiting for a later answer.
+    fn is_closed(&self) -> bool;
+}
 
 /// How many nodes an idempotent call may try before giving up.
 const MAX_ATTEMPTS: usize = 3;
 
 /// Handles one request and returns the encoded response frame. A method that answers twice
-/// (`agent`) returns its first answer; a task pushes the second to `outbox` later.
+/// (`agent`) returns its first answer; a task sends the second through `responder` later.
 pub async fn handle(
     ctx: &Arc<Ctx>,
     session: &Session,
     request: Request,
-    outbox: &Arc<Outbox>,
+    responder: &Arc<dyn Responder>,
 ) -> String {
     let span = tracing::info_span!("request", method = %request.method, id = %request.id, conn = %session.conn_id);
     let method_label = catalog::lookup(&request.method)
         .map(|m| m.name)
         .unwrap_or("unknown");
-    let result = route(ctx, session, &request, outbox).instrument(span).await;
+    let result = route(ctx, session, &request, responder)
+        .instrument(span)
+        .await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(err) => err.code.as_str(),
@@ -72,7 +82,7 @@ async fn route(
     ctx: &Arc<Ctx>,
     session: &Session,
     request: &Request,
-    outbox: &Arc<Outbox>,
+    responder: &Arc<dyn Responder>,
 ) -> Result<Reply, RpcError> {
     session
         .protocol
@@ -108,7 +118,7 @@ async fn route(
         forward,
     };
     match spec.answer {
-        Answer::AckThenFinal => agent(ctx, session, call, params, outbox).await,
+        Answer::AckThenFinal => agent(ctx, session, call, params, responder).await,
         // v4 `cron.list` is paged here, over the node's whole list (PROTOCOL-v4.md §9).
         Answer::PagedOnV4 if session.protocol == Protocol::V4 => {
             let node_params = methods::cron_page::node_params(&params);
@@ -167,7 +177,7 @@ async fn agent(
     session: &Session,
     call: NodeCall<'_>,
     params: Value,
-    outbox: &Arc<Outbox>,
+    responder: &Arc<dyn Responder>,
 ) -> Result<Reply, RpcError> {
     let timeout = call_timeout(ctx, call.spec, &params);
     let ack_json = self::forward(ctx, session, &call, params, timeout).await?;
@@ -177,12 +187,12 @@ async fn agent(
         // Steering answers, or the cached final result of a repeated key: one frame.
         return Ok(agent_final(call.request_id, ack));
     }
-    let (ctx, session, outbox) = (ctx.clone(), session.clone(), outbox.clone());
+    let (ctx, session, responder) = (ctx.clone(), session.clone(), responder.clone());
     let (id, run_id) = (call.request_id.to_string(), ack["runId"].clone());
     tokio::spawn(
         async move {
-            let result = agent_result(&ctx, &session, &id, run_id, &outbox).await;
-            outbox.push_text(encode_reply(&id, result));
+            let result = agent_result(&ctx, &session, &id, run_id, responder.as_ref()).await;
+            responder.send_later(encode_reply(&id, result));
         }
         .in_current_span(),
     );
@@ -195,7 +205,7 @@ async fn agent_result(
     session: &Session,
     request_id: &str,
     run_id: Value,
-    outbox: &Outbox,
+    responder: &dyn Responder,
 ) -> Result<Reply, RpcError> {
     let spec = &catalog::AGENT_RESULT_METHOD;
     let call = NodeCall {
@@ -221,7 +231,7 @@ async fn agent_result(
             }
             Err(err) => return Err(err),
         }
-        if outbox.is_closed() {
+        if responder.is_closed() {
             return Err(RpcError::unavailable("connection closed"));
         }
     }

@@ -12,15 +12,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use argent_node_agent::agent::{NodePlanes, RunningNode};
 use argent_planes::bus::{BusMessage, EventBus, LocalBus, NatsBus};
-use argent_planes::calls::{MethodHandler, NodeClients};
+use argent_planes::calls::NodeClients;
 use argent_planes::cluster::{self, NatsOptions};
+use argent_planes::embedded::EmbeddedDb;
 use argent_planes::members::{host_name, spawn_heartbeat, Members, STALE_AFTER};
 use argent_planes::state::StateStore;
-use argent_planes::state_file::FileStore;
+use argent_planes::state_embedded::EmbeddedStore;
 use argent_planes::state_nats::NatsStore;
-use argent_planes::transcripts::FileTranscripts;
+use argent_planes::transcripts::EmbeddedTranscripts;
 use argent_proto::catalog::Audience;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 use argent_proto::limits::RESTART_EXPECTED_MS;
@@ -28,7 +28,7 @@ use argent_proto::subjects::{self, BUCKET_GATEWAYS, BUCKET_NODES};
 
 use crate::config::{self, ConfigFile};
 use crate::context::{Ctx, CtxParts, Limits, Mode};
-use crate::health;
+use crate::embedded_node::EmbeddedNode;
 use crate::methods::presence::presence_list;
 use crate::metrics::Metrics;
 use crate::shared_config::SharedConfigView;
@@ -64,7 +64,7 @@ pub struct RunningGateway {
     stop_accepting: watch::Sender<bool>,
     accept: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
-    embedded_node: Option<RunningNode>,
+    embedded_node: Option<EmbeddedNode>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -124,7 +124,7 @@ impl RunningGateway {
                 format!("cannot create state dir {}", options.state_dir.display())
             })?;
         }
-        let config_file = ConfigFile::new(config::config_path(&options.state_dir));
+        let config_file = Arc::new(ConfigFile::new(config::config_path(&options.state_dir)));
         ensure_secret(&config_file, &mode)?;
         let credential =
             config::resolve_secrets(&config_file.load()?, config_file.path(), mode.precedence())
@@ -132,9 +132,16 @@ impl RunningGateway {
                 .unwrap_or_default();
 
         let metrics = Arc::new(Metrics::new());
+        // One embedded database for the state and the transcripts: redb locks its file.
+        let embedded_db = match &mode {
+            Mode::Local => Some(EmbeddedDb::open(Some(&options.state_dir))?),
+            Mode::Cluster { .. } => None,
+        };
         let (state, bus, nats): (Arc<dyn StateStore>, Arc<dyn EventBus>, _) = match &mode {
             Mode::Local => (
-                Arc::new(FileStore::open(Some(&options.state_dir))?),
+                Arc::new(EmbeddedStore::on(
+                    embedded_db.as_ref().context("no embedded database")?,
+                )?),
                 Arc::new(LocalBus::new()),
                 None,
             ),
@@ -154,19 +161,16 @@ impl RunningGateway {
             }
         };
 
-        let embedded_node = if mode == Mode::Local && options.embedded_node {
-            let planes = NodePlanes {
-                state: state.clone(),
-                bus: bus.clone(),
-                transcripts: Arc::new(FileTranscripts::open(Some(&options.state_dir))?),
-            };
-            Some(RunningNode::embedded(format!("{gateway_id}-node"), planes))
-        } else {
-            None
+        let embedded_node = match (&embedded_db, options.embedded_node) {
+            (Some(db), true) => Some(EmbeddedNode::start(
+                format!("{gateway_id}-node"),
+                state.clone(),
+                bus.clone(),
+                Arc::new(EmbeddedTranscripts::on(db)),
+            )?),
+            _ => None,
         };
-        let local_handler = embedded_node
-            .as_ref()
-            .map(|node| node.worker.clone() as Arc<dyn MethodHandler>);
+        let local_handler = embedded_node.as_ref().map(EmbeddedNode::handler);
 
         let listener = TcpListener::bind((options.bind, options.port))
             .await
@@ -204,9 +208,7 @@ impl RunningGateway {
         ctx.presence.purge_previous_run().await;
         if mode == Mode::Local {
             let loaded = ctx.config_file.load_shared()?;
-            ctx.shared_config
-                .publish_local(state.as_ref(), &loaded)
-                .await;
+            ctx.shared_config.publish_local(&loaded).await;
         } else if let Some(seed) = &options.config_seed {
             let raw = std::fs::read_to_string(seed)
                 .with_context(|| format!("cannot read the seed config {}", seed.display()))?;
@@ -221,7 +223,7 @@ impl RunningGateway {
         let mut background = vec![
             tokio::spawn(deliver_bus_events(ctx.clone())),
             tokio::spawn(tick_loop(ctx.clone())),
-            tokio::spawn(crate::stability::monitor(ctx.clone())),
+            tokio::spawn(crate::stability::monitor(ctx.stability.clone())),
             tokio::spawn(health_loop(ctx.clone())),
             tokio::spawn(presence_loop(ctx.clone())),
             tokio::spawn({
@@ -248,7 +250,7 @@ impl RunningGateway {
             BUCKET_GATEWAYS,
             gateway_id.clone(),
             move || {
-                let record = health::self_record(&record_ctx);
+                let record = record_ctx.health.self_record();
                 Bytes::from(serde_json::to_vec(&record).expect("records serialize"))
             },
             stop_rx.clone(),
@@ -444,7 +446,7 @@ fn control(ctx: &Arc<Ctx>, name: &str, payload: &[u8]) {
             tracing::info!(device = device_id, closed, "device connections closed");
         }
         subjects::CONTROL_NODE_INVOKE if body["gatewayId"] == ctx.gateway_id.as_str() => {
-            ctx.node_invokes.deliver_request(ctx, &body);
+            ctx.node_invokes.deliver_request(&body);
         }
         subjects::CONTROL_NODE_RESULT if body["replyTo"] == ctx.gateway_id.as_str() => {
             ctx.node_invokes.deliver_result(&body);
@@ -494,9 +496,7 @@ async fn config_file_loop(ctx: Arc<Ctx>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let loaded = ctx.config();
-        ctx.shared_config
-            .publish_local(ctx.state.as_ref(), &loaded)
-            .await;
+        ctx.shared_config.publish_local(&loaded).await;
     }
 }
 
@@ -506,7 +506,7 @@ async fn health_loop(ctx: Arc<Ctx>) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        health::broadcast(&ctx);
+        ctx.health.broadcast();
     }
 }
 

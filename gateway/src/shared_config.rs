@@ -19,10 +19,13 @@ use argent_planes::state::{StateError, StateStore};
 use argent_proto::config::SharedConfig;
 use argent_proto::subjects::{BUCKET_CONFIG, CONFIG_KEY};
 
-use crate::config::Loaded;
-use crate::context::{Ctx, Mode};
+use crate::config::{ConfigFile, Loaded, Mode};
 
 pub struct SharedConfigView {
+    mode: Mode,
+    state: Arc<dyn StateStore>,
+    /// The config file (one-process default: the document's source).
+    file: Arc<ConfigFile>,
     /// Parsed and validated once per change of the document.
     current: Arc<RwLock<Arc<SharedConfig>>>,
     /// Generation of the config file last published (one-process default).
@@ -70,10 +73,10 @@ pub fn without_secrets(config: &Value) -> Value {
 }
 
 impl SharedConfigView {
-    pub fn new(mode: Mode, state: Arc<dyn StateStore>) -> Self {
+    pub fn new(mode: Mode, state: Arc<dyn StateStore>, file: Arc<ConfigFile>) -> Self {
         let current = Arc::new(RwLock::new(Arc::new(SharedConfig::default())));
         if let Mode::Cluster { .. } = mode {
-            let current = current.clone();
+            let (current, state) = (current.clone(), state.clone());
             tokio::spawn(async move {
                 loop {
                     if let Ok(mut changes) = state.watch(BUCKET_CONFIG).await {
@@ -95,6 +98,9 @@ impl SharedConfigView {
             });
         }
         SharedConfigView {
+            mode,
+            state,
+            file,
             current,
             published: AtomicU64::new(0),
             file_writes: tokio::sync::Mutex::new(()),
@@ -102,10 +108,10 @@ impl SharedConfigView {
     }
 
     /// Reads the stored document (the file, or the state-plane key in a cluster).
-    pub async fn read(&self, ctx: &Ctx) -> Result<Document, WriteError> {
-        match ctx.mode {
+    pub async fn read(&self) -> Result<Document, WriteError> {
+        match self.mode {
             Mode::Local => {
-                let path = ctx.config_file.path();
+                let path = self.file.path();
                 let raw = match tokio::fs::read_to_string(path).await {
                     Ok(raw) => Some(raw),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -118,7 +124,7 @@ impl SharedConfigView {
                 })
             }
             Mode::Cluster { .. } => {
-                let entry = ctx
+                let entry = self
                     .state
                     .get(BUCKET_CONFIG, CONFIG_KEY)
                     .await
@@ -136,31 +142,31 @@ impl SharedConfigView {
 
     /// Replaces the document read as `base` by `raw`, unless it changed since; every
     /// gateway and node-agent picks the new one up through its watch.
-    pub async fn write(&self, ctx: &Ctx, base: &Document, raw: String) -> Result<(), WriteError> {
-        match ctx.mode {
+    pub async fn write(&self, base: &Document, raw: String) -> Result<(), WriteError> {
+        match self.mode {
             Mode::Local => {
                 let _one_writer = self.file_writes.lock().await;
-                if self.read(ctx).await?.raw != base.raw {
+                if self.read().await?.raw != base.raw {
                     return Err(WriteError::Changed);
                 }
-                crate::config::write_private(ctx.config_file.path(), &raw)
+                crate::config::write_private(self.file.path(), &raw)
                     .map_err(|e| WriteError::Failed(e.to_string()))?;
-                let loaded = ctx
-                    .config_file
+                let loaded = self
+                    .file
                     .load_shared()
                     .map_err(|e| WriteError::Failed(e.to_string()))?;
-                self.publish_local(ctx.state.as_ref(), &loaded).await;
+                self.publish_local(&loaded).await;
                 Ok(())
             }
             Mode::Cluster { .. } => {
                 let bytes = Bytes::from(raw);
                 let written = match base.revision {
                     Some(revision) => {
-                        ctx.state
+                        self.state
                             .update(BUCKET_CONFIG, CONFIG_KEY, bytes, revision)
                             .await
                     }
-                    None => ctx.state.create(BUCKET_CONFIG, CONFIG_KEY, bytes).await,
+                    None => self.state.create(BUCKET_CONFIG, CONFIG_KEY, bytes).await,
                 };
                 match written {
                     Ok(_) => Ok(()),
@@ -192,7 +198,7 @@ impl SharedConfigView {
     }
 
     /// One-process default: adopt the file's content and publish it when it changed.
-    pub async fn publish_local(&self, state: &dyn StateStore, file: &Loaded) {
+    pub async fn publish_local(&self, file: &Loaded) {
         // Generation 0 is the empty stand-in for an unreadable file: never published.
         if file.generation == 0 || self.published.load(Ordering::Relaxed) == file.generation {
             return;
@@ -203,7 +209,7 @@ impl SharedConfigView {
         }
         *self.current.write() = Arc::new(SharedConfig::from_document(shared.clone()));
         let bytes = Bytes::from(serde_json::to_vec(&shared).expect("JSON values serialize"));
-        match state.put(BUCKET_CONFIG, CONFIG_KEY, bytes).await {
+        match self.state.put(BUCKET_CONFIG, CONFIG_KEY, bytes).await {
             // Remembered only once published, so a failed put is retried next time.
             Ok(_) => self.published.store(file.generation, Ordering::Relaxed),
             Err(err) => tracing::warn!(%err, "could not publish the shared config"),

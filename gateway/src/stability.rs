@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::context::Ctx;
+use crate::metrics::Metrics;
 
 /// Events kept; older ones count as `dropped`.
 pub const CAPACITY: usize = 500;
@@ -30,12 +30,20 @@ struct Log {
     slow_consumers_seen: u64,
 }
 
-#[derive(Default)]
 pub struct Stability {
     log: Mutex<Log>,
+    /// Queue figures and slow-consumer closes come from the gateway's metrics.
+    metrics: Arc<Metrics>,
 }
 
 impl Stability {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Stability {
+            log: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// Appends a stability event of `kind` with `fields`.
     pub fn record(&self, kind: &str, fields: Value) {
         let mut log = self.log.lock();
@@ -65,8 +73,14 @@ impl Stability {
     }
 
     /// The `diagnostics.stability` answer: events after `since_seq` (of `kind` when given),
-    /// the newest `limit` of them, and the live figures.
-    pub fn report(&self, ctx: &Ctx, limit: usize, kind: Option<&str>, since_seq: u64) -> Value {
+    /// the newest `limit` of them, and the live figures (`connections` held now).
+    pub fn report(
+        &self,
+        connections: usize,
+        limit: usize,
+        kind: Option<&str>,
+        since_seq: u64,
+    ) -> Value {
         let log = self.log.lock();
         let matching: Vec<&Value> = log
             .events
@@ -75,7 +89,7 @@ impl Stability {
             .filter(|e| kind.is_none_or(|k| e["type"] == k))
             .collect();
         let events: Vec<&Value> = matching[matching.len().saturating_sub(limit)..].to_vec();
-        let metrics = &ctx.metrics;
+        let metrics = &self.metrics;
         let mut report = json!({
             "generatedAt": argent_proto::now_ms(),
             "capacity": CAPACITY,
@@ -90,7 +104,7 @@ impl Stability {
                 "probes": log.probes,
             },
             "queues": {
-                "connections": ctx.hub.len(),
+                "connections": connections,
                 "outboundQueueBytes": metrics.outbound_queue_bytes.get(),
                 "eventsDelivered": metrics.events_delivered.get(),
                 "eventsDropped": metrics.events_dropped.get(),
@@ -107,23 +121,22 @@ impl Stability {
 
 /// Probes the event loop for as long as the gateway runs; also turns new slow-consumer
 /// closes into stability events.
-pub async fn monitor(ctx: Arc<Ctx>) {
+pub async fn monitor(stability: Arc<Stability>) {
     let mut expected = Instant::now() + PROBE_EVERY;
     loop {
         tokio::time::sleep_until(expected).await;
         let now = Instant::now();
-        ctx.stability.probe(now.saturating_duration_since(expected));
+        stability.probe(now.saturating_duration_since(expected));
         expected = now + PROBE_EVERY;
-        let closed = ctx.metrics.slow_consumers.get();
+        let closed = stability.metrics.slow_consumers.get();
         let new = {
-            let mut log = ctx.stability.log.lock();
+            let mut log = stability.log.lock();
             let new = closed.saturating_sub(log.slow_consumers_seen);
             log.slow_consumers_seen = closed;
             new
         };
         if new > 0 {
-            ctx.stability
-                .record("slow-consumer.closed", json!({"connections": new}));
+            stability.record("slow-consumer.closed", json!({"connections": new}));
         }
     }
 }

@@ -3,7 +3,11 @@
 //! (one process, no NATS) and a cluster implementation (NATS, JetStream, gRPC).
 //!
 //! * [`state`] — [`state::StateStore`]: per-bucket key-value state. Embedded:
-//!   [`state_file::FileStore`]; cluster: [`state_nats::NatsStore`] (JetStream KV).
+//!   [`state_embedded::EmbeddedStore`]; cluster: [`state_nats::NatsStore`] (JetStream KV).
+//! * [`transcripts`] — [`transcripts::TranscriptLog`]: each chat session's message log.
+//!   Embedded: [`transcripts::EmbeddedTranscripts`]; cluster: a JetStream stream.
+//! * [`embedded`] — [`embedded::EmbeddedDb`]: the one redb database of a state dir under
+//!   both embedded implementations, with its group-committing writer thread.
 //! * [`bus`] — [`bus::EventBus`]: broadcast events between instances. Embedded: tokio
 //!   broadcast; cluster: NATS core subjects.
 //! * [`members`] — who is alive: node-agents and gateways heartbeat a record into a bucket;
@@ -18,9 +22,10 @@
 pub mod bus;
 pub mod calls;
 pub mod cluster;
+pub mod embedded;
 pub mod members;
 pub mod state;
-pub mod state_file;
+pub mod state_embedded;
 pub mod state_nats;
 pub mod trace;
 pub mod transcripts;

@@ -1,12 +1,14 @@
 //! The transcript plane: the durable, append-only message log of each chat session.
 //!
-//! Embedded: one JSON-lines file per session under `<state dir>/transcripts/`. Cluster: one
-//! JetStream stream, one subject per session (`argent.tx.<sessionId>`), so any node-agent
-//! can continue any session and nothing is lost when a node or gateway dies. Compaction
-//! archives the full log first (`argent.txa.<sessionId>.<ms>` / a `.bak` file), then
-//! replaces it, in an order where a crash can duplicate but never lose messages.
+//! Embedded: a table of the state dir's redb database keyed by (session id, seq); the former
+//! JSON-lines files (`<state dir>/transcripts/*.jsonl`) are imported on first open. Cluster:
+//! one JetStream stream, one subject per session (`argent.tx.<sessionId>`), so any
+//! node-agent can continue any session and nothing is lost when a node or gateway dies.
+//! Compaction archives the full log first (`argent.txa.<sessionId>.<ms>`, or an archive
+//! number in the database), then replaces it: embedded in one transaction; on JetStream in
+//! an order where a crash can duplicate but never lose messages.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 use argent_proto::subjects;
 
+use crate::embedded::{read_transcript, EmbeddedDb, Engine, Op};
 use crate::state::StateError;
 
 #[async_trait]
@@ -32,7 +35,7 @@ pub trait TranscriptLog: Send + Sync {
 
 /// Session ids are ours (UUIDs), but they become file names and subjects: refuse anything
 /// else.
-fn check_id(session_id: &str) -> Result<(), StateError> {
+pub(crate) fn check_id(session_id: &str) -> Result<(), StateError> {
     let ok = !session_id.is_empty()
         && session_id.len() <= 128
         && session_id
@@ -49,137 +52,73 @@ fn encode(message: &Value) -> Vec<u8> {
     serde_json::to_vec(message).expect("JSON values serialize")
 }
 
-/// JSON-lines files, one per session (the one-process default).
-pub struct FileTranscripts {
-    dir: Option<PathBuf>,
-    /// In-memory logs when there is no state dir (tests, `--no-state`).
-    memory: parking_lot::Mutex<std::collections::HashMap<String, Vec<Value>>>,
-    /// Serializes writers: appends and replacements of one process never interleave.
-    write: tokio::sync::Mutex<()>,
+/// Transcripts in the state dir's database (the one-process default): appends are
+/// group-committed with the state store's writes.
+pub struct EmbeddedTranscripts {
+    engine: Arc<Engine>,
+    location: String,
 }
 
-impl FileTranscripts {
+impl EmbeddedTranscripts {
+    /// The transcript log of `<state dir>/argent.redb`, or in memory. A process that also
+    /// has the embedded state store must open both on one [`EmbeddedDb`] (redb locks the
+    /// file): use [`EmbeddedTranscripts::on`].
     pub fn open(state_dir: Option<&std::path::Path>) -> Result<Self, StateError> {
-        let dir = match state_dir {
-            Some(base) => {
-                let dir = base.join("transcripts");
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    StateError::Failed(format!("cannot create {}: {e}", dir.display()))
-                })?;
-                Some(dir)
-            }
-            None => None,
-        };
-        Ok(FileTranscripts {
-            dir,
-            memory: Default::default(),
-            write: tokio::sync::Mutex::new(()),
-        })
+        Ok(Self::on(&EmbeddedDb::open(state_dir)?))
     }
 
-    fn path(&self, dir: &std::path::Path, session_id: &str) -> PathBuf {
-        dir.join(format!("{session_id}.jsonl"))
+    pub fn on(db: &EmbeddedDb) -> Self {
+        EmbeddedTranscripts {
+            engine: db.durable.clone(),
+            location: db.location.clone(),
+        }
     }
-}
-
-fn io_error(what: &str, err: std::io::Error) -> StateError {
-    StateError::Failed(format!("{what}: {err}"))
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StateError> + Send + 'static,
-) -> Result<T, StateError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StateError::Failed(format!("transcript task failed: {e}")))?
 }
 
 #[async_trait]
-impl TranscriptLog for FileTranscripts {
+impl TranscriptLog for EmbeddedTranscripts {
     async fn append(&self, session_id: &str, message: &Value) -> Result<(), StateError> {
         check_id(session_id)?;
-        let Some(dir) = &self.dir else {
-            self.memory
-                .lock()
-                .entry(session_id.to_string())
-                .or_default()
-                .push(message.clone());
-            return Ok(());
+        let op = Op::Append {
+            session: session_id.to_string(),
+            message: encode(message),
         };
-        let path = self.path(dir, session_id);
-        let mut line = encode(message);
-        line.push(b'\n');
-        let _writer = self.write.lock().await;
-        blocking(move || {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_error("cannot open transcript", e))?;
-            file.write_all(&line)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| io_error("cannot append to transcript", e))
-        })
-        .await
+        self.engine.submit(op).await.map(|_| ())
     }
 
     async fn read(&self, session_id: &str) -> Result<Vec<Value>, StateError> {
         check_id(session_id)?;
-        let Some(dir) = &self.dir else {
-            return Ok(self
-                .memory
-                .lock()
-                .get(session_id)
-                .cloned()
-                .unwrap_or_default());
-        };
-        let path = self.path(dir, session_id);
-        blocking(move || {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(io_error("cannot read transcript", e)),
-            };
-            // A torn last line (crash mid-append) is skipped, not fatal.
-            Ok(text
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
+        let db = self.engine.db.clone();
+        let session = session_id.to_string();
+        // A long transcript is megabytes: read and parse it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let messages = read_transcript(&db, &session)?;
+            Ok(messages
+                .iter()
+                .filter_map(|m| match serde_json::from_slice(m) {
+                    Ok(message) => Some(message),
+                    Err(err) => {
+                        tracing::warn!(%session, %err, "unreadable transcript message skipped");
+                        None
+                    }
+                })
                 .collect())
         })
         .await
+        .map_err(|e| StateError::Failed(format!("transcript read of {session_id} failed: {e}")))?
     }
 
     async fn replace(&self, session_id: &str, messages: &[Value]) -> Result<String, StateError> {
         check_id(session_id)?;
-        let Some(dir) = &self.dir else {
-            let mut memory = self.memory.lock();
-            let old = memory.insert(session_id.to_string(), messages.to_vec());
-            let archive = format!("memory:{session_id}.{}", argent_proto::now_ms());
-            memory.insert(archive.clone(), old.unwrap_or_default());
-            return Ok(archive);
+        let op = Op::Replace {
+            session: session_id.to_string(),
+            messages: messages.iter().map(encode).collect(),
         };
-        let path = self.path(dir, session_id);
-        let archive = dir.join(format!("{session_id}.jsonl.bak.{}", argent_proto::now_ms()));
-        let mut body = Vec::new();
-        for message in messages {
-            body.extend_from_slice(&encode(message));
-            body.push(b'\n');
-        }
-        let _writer = self.write.lock().await;
-        blocking(move || {
-            if path.exists() {
-                std::fs::copy(&path, &archive)
-                    .map_err(|e| io_error("cannot archive transcript", e))?;
-            }
-            let temp = path.with_extension("jsonl.tmp");
-            std::fs::write(&temp, &body)
-                .and_then(|()| std::fs::File::open(&temp)?.sync_all())
-                .and_then(|()| std::fs::rename(&temp, &path))
-                .map_err(|e| io_error("cannot rewrite transcript", e))?;
-            Ok(archive.display().to_string())
-        })
-        .await
+        let number = self.engine.submit(op).await?;
+        Ok(format!(
+            "{}#tx/archive/{session_id}/{number}",
+            self.location
+        ))
     }
 }
 
@@ -351,9 +290,10 @@ mod tests {
     use serde_json::json;
 
     #[tokio::test]
-    async fn file_log_appends_reads_and_replaces() {
+    async fn embedded_log_appends_reads_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
-        let log = FileTranscripts::open(Some(dir.path())).unwrap();
+        let db = EmbeddedDb::open(Some(dir.path())).unwrap();
+        let log = EmbeddedTranscripts::on(&db);
         assert!(log.read("s1").await.unwrap().is_empty());
         log.append("s1", &json!({"role": "user", "n": 1}))
             .await
@@ -361,18 +301,67 @@ mod tests {
         log.append("s1", &json!({"role": "assistant", "n": 2}))
             .await
             .unwrap();
+        log.append("s2", &json!({"other": true})).await.unwrap();
         assert_eq!(log.read("s1").await.unwrap().len(), 2);
         let archive = log.replace("s1", &[json!({"n": 2})]).await.unwrap();
+        assert!(archive.ends_with("#tx/archive/s1/1"), "{archive}");
         assert_eq!(log.read("s1").await.unwrap(), vec![json!({"n": 2})]);
-        assert!(std::fs::read_to_string(archive).unwrap().lines().count() == 2);
+        log.append("s1", &json!({"n": 3})).await.unwrap();
+        let second = log.replace("s1", &[]).await.unwrap();
+        assert!(second.ends_with("#tx/archive/s1/2"), "{second}");
+        assert!(log.read("s1").await.unwrap().is_empty());
+        log.append("s1", &json!({"n": 4})).await.unwrap();
+        assert_eq!(log.read("s2").await.unwrap(), vec![json!({"other": true})]);
+        // The state store shares the database (and its file lock).
+        let store = crate::state_embedded::EmbeddedStore::on(&db).unwrap();
+        crate::state::StateStore::put(&store, "argent_sessions", "k", "v".into())
+            .await
+            .unwrap();
+        drop((log, store, db));
         // Reopened: the log is on disk.
-        let again = FileTranscripts::open(Some(dir.path())).unwrap();
-        assert_eq!(again.read("s1").await.unwrap().len(), 1);
+        let again = EmbeddedTranscripts::open(Some(dir.path())).unwrap();
+        assert_eq!(again.read("s1").await.unwrap(), vec![json!({"n": 4})]);
+    }
+
+    #[tokio::test]
+    async fn former_jsonl_files_are_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("transcripts");
+        std::fs::create_dir_all(&files).unwrap();
+        let session = "7c1c6f0e-2b7a-4d0e-9a55-0d7f2a2c1a01";
+        let text = "{\"role\":\"user\",\"content\":\"hi\"}\n{\"role\":\"assistant\",\"content\":\"hello\"}\n{\"role\":\"us";
+        std::fs::write(files.join(format!("{session}.jsonl")), text).unwrap();
+        std::fs::write(
+            files.join(format!("{session}.jsonl.bak.1764000000000")),
+            "{}\n",
+        )
+        .unwrap();
+        let log = EmbeddedTranscripts::open(Some(dir.path())).unwrap();
+        let expected = vec![
+            json!({"role": "user", "content": "hi"}),
+            json!({"role": "assistant", "content": "hello"}),
+        ];
+        assert_eq!(
+            log.read(session).await.unwrap(),
+            expected,
+            "the torn line is skipped"
+        );
+        assert!(files.join(format!("{session}.jsonl.migrated")).exists());
+        assert!(files
+            .join(format!("{session}.jsonl.bak.1764000000000"))
+            .exists());
+        log.append(session, &json!({"n": 3})).await.unwrap();
+        drop(log);
+        // A crash between the import and the rename: the file is back, and not imported again.
+        std::fs::write(files.join(format!("{session}.jsonl")), text).unwrap();
+        let log = EmbeddedTranscripts::open(Some(dir.path())).unwrap();
+        assert_eq!(log.read(session).await.unwrap().len(), 3);
+        assert!(!files.join(format!("{session}.jsonl")).exists());
     }
 
     #[tokio::test]
     async fn ids_that_are_not_ours_are_refused() {
-        let log = FileTranscripts::open(None).unwrap();
+        let log = EmbeddedTranscripts::open(None).unwrap();
         assert!(log.append("../x", &json!({})).await.is_err());
         assert!(log.read("a.b").await.is_err());
     }

@@ -22,7 +22,7 @@ const MAX_RESTART_DELAY_MS: u64 = 60_000;
 
 async fn read(ctx: &Ctx) -> Result<Document, RpcError> {
     ctx.shared_config
-        .read(ctx)
+        .read()
         .await
         .map_err(|e| RpcError::unavailable(e.to_string()).retryable(Some(1000)))
 }
@@ -106,7 +106,7 @@ fn checked(raw: &str) -> Result<Value, RpcError> {
 
 async fn store(ctx: &Ctx, base: &Document, raw: String) -> Result<(), RpcError> {
     ctx.shared_config
-        .write(ctx, base, raw)
+        .write(base, raw)
         .await
         .map_err(respond::config_write)
 }

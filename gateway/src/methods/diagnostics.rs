@@ -47,5 +47,5 @@ pub fn stability(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let since = p.optional_u64("sinceSeq", 0)?.unwrap_or(0);
     Ok(ctx
         .stability
-        .report(ctx, limit as usize, kind.as_deref(), since))
+        .report(ctx.hub.len(), limit as usize, kind.as_deref(), since))
 }

@@ -6,14 +6,13 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use crate::context::Ctx;
-use crate::health;
 
 pub fn health(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let params = Params::new("health", params)?.only(&["probe"])?;
     let summary = if params.optional_bool("probe")? == Some(true) {
-        health::refresh(ctx)
+        ctx.health.refresh()
     } else {
-        health::snapshot(ctx)
+        ctx.health.snapshot()
     };
     Ok((*summary).clone())
 }
@@ -46,6 +45,6 @@ pub fn status(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
             "configPath": ctx.config_file.path().display().to_string(),
             "tokenSource": ctx.secrets().token_source,
         },
-        "cluster": health::cluster_section(ctx),
+        "cluster": ctx.health.cluster_section(),
     }))
 }

@@ -130,7 +130,6 @@ pub async fn invoke(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let params_json = raw_params.map(|p| p.to_string());
     ctx.node_invokes
         .invoke(
-            ctx,
             &session,
             &command,
             params_json,
@@ -164,7 +163,7 @@ pub async fn invoke_result(ctx: &Ctx, session: &Session, params: Value) -> Resul
         .unwrap_or_else(|| session.client.id.clone());
     if ctx
         .node_invokes
-        .complete(ctx, &caller, &session.conn_id, &result)
+        .complete(&caller, &session.conn_id, &result)
         .await?
     {
         Ok(json!({"ok": true}))

@@ -6,11 +6,11 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use crate::context::Ctx;
-use crate::health::self_record;
 use crate::ws::session::Session;
 
 pub fn presence_list(ctx: &Ctx) -> Vec<Value> {
-    ctx.presence.list(&ctx.gateways.live(), &self_record(ctx))
+    ctx.presence
+        .list(&ctx.gateways.live(), &ctx.health.self_record())
 }
 
 pub fn system_presence(ctx: &Ctx, _session: &Session, params: Value) -> Result<Value, RpcError> {

@@ -30,11 +30,10 @@ use argent_proto::session_key::SessionKey;
 use argent_proto::version::Protocol;
 
 use crate::context::Ctx;
-use crate::health;
 use crate::hub::ConnHandle;
 use crate::methods::presence::presence_list;
 use crate::node_commands;
-use crate::router;
+use crate::router::{self, Responder};
 use crate::ws::handshake::{self, Accepted, Policy};
 use crate::ws::limit::{LimitedStream, PreauthGate};
 use crate::ws::outbox::Outbox;
@@ -205,9 +204,7 @@ async fn handshake_phase(
     // Re-read (when changed) at every handshake: a rotated token applies at once.
     let config = ctx.config();
     if ctx.nats.is_none() {
-        ctx.shared_config
-            .publish_local(ctx.state.as_ref(), &config)
-            .await;
+        ctx.shared_config.publish_local(&config).await;
     }
     let secrets = ctx.secrets_in(&config);
     let policy = Policy {
@@ -375,7 +372,7 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> Value {
         "features": FEATURES[protocol as usize],
         "snapshot": {
             "presence": presence_list(ctx),
-            "health": *health::snapshot(ctx),
+            "health": *ctx.health.snapshot(),
             "stateVersion": {"presence": ctx.presence.version(), "health": ctx.health.version()},
             "uptimeMs": ctx.uptime_ms(),
             "configPath": ctx.config_file.path().display().to_string(),
@@ -464,7 +461,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     let hub_key = ctx.hub.register(handle);
     // Nodes get only targeted events, `tick` and `shutdown` (§3.5).
     if session.role != Role::Node {
-        outbox.push_event(&health::welcome(&ctx), true);
+        outbox.push_event(&ctx.health.welcome(), true);
     }
 
     // The writer runs in this task beside the reader (one task per connection): every wait
@@ -525,7 +522,8 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
         let outbox = outbox.clone();
         tokio::spawn(
             async move {
-                let response = router::handle(&ctx, &session, request, &outbox).await;
+                let responder: Arc<dyn Responder> = outbox.clone();
+                let response = router::handle(&ctx, &session, request, &responder).await;
                 outbox.push_text(response);
                 drop(permit);
             }
@@ -535,7 +533,7 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
 
     ctx.hub.unregister(hub_key);
     if session.role == Role::Node {
-        ctx.node_invokes.node_disconnected(&ctx, &session.conn_id);
+        ctx.node_invokes.node_disconnected(&session.conn_id);
         ctx.node_subscriptions.forget(&session.conn_id);
     }
     if tracked {

@@ -80,8 +80,16 @@ async fn holding_lease<T>(
             retry_after_ms: Some(1000),
         })
     });
-    // The marker is no run (the driver skips it); what queued meanwhile runs now.
-    rt.drive(lease, false);
+    // Released before answering, so the caller's next request finds the session free; a
+    // message that queued meanwhile becomes the active run and is driven from here.
+    match lease.advance().await {
+        Ok(None) => {}
+        Ok(Some(_)) => rt.drive(lease, false),
+        // The lease goes stale and another node (or this one) takes it over.
+        Err(err) => {
+            tracing::warn!(%err, session = key, "session lease not released after maintenance")
+        }
+    }
     result
 }
 

@@ -747,6 +747,18 @@ async fn finish(
     }
     let end = ended_at();
     let message = (!text.is_empty()).then(|| assistant_message(&text));
+    // The record first, the events after: a client that saw the final event and acts on
+    // the session at once (compaction, reset) finds the run ended, not still running.
+    let usage_value = json!({"input": usage.input, "output": usage.output});
+    write_final(rt, &record.run_id, |r| {
+        r.status = status;
+        r.ended_at = Some(end);
+        r.error = error.clone();
+        r.text = (!text.is_empty()).then(|| text.clone());
+        r.stop_reason = stop_reason.clone();
+        r.usage = Some(usage_value.clone());
+    })
+    .await;
     match status {
         RunStatus::Ok => {
             emitter
@@ -792,16 +804,7 @@ async fn finish(
         }
         emitter.agent("lifecycle", data).await?;
     }
-    let usage_value = json!({"input": usage.input, "output": usage.output});
-    complete(rt, &record.run_id, |r| {
-        r.status = status;
-        r.ended_at = Some(end);
-        r.error = error.clone();
-        r.text = (!text.is_empty()).then(|| text.clone());
-        r.stop_reason = stop_reason.clone();
-        r.usage = Some(usage_value.clone());
-    })
-    .await;
+    announce_done(rt, &record.run_id).await;
     if shutdown {
         Err(Stop::Shutdown)
     } else {
@@ -811,9 +814,18 @@ async fn finish(
 
 /// Writes a run's final record and tells every node (waiters of `agent.wait`/`agent`).
 pub(crate) async fn complete(rt: &Runtime, run_id: &str, change: impl FnMut(&mut RunRecord)) {
+    write_final(rt, run_id, change).await;
+    announce_done(rt, run_id).await;
+}
+
+async fn write_final(rt: &Runtime, run_id: &str, change: impl FnMut(&mut RunRecord)) {
     if let Err(err) = rt.runs.update(run_id, change).await {
         tracing::warn!(run = run_id, err = %err, "final run record not written");
     }
+}
+
+/// Wakes the waiters of `agent.wait`/`agent` on every node.
+async fn announce_done(rt: &Runtime, run_id: &str) {
     rt.control(subjects::CONTROL_RUN_DONE, json!({"runId": run_id}))
         .await;
 }

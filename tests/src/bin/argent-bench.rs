@@ -11,9 +11,13 @@
 //! * `chat` — against the model-provider double: the latency the cluster adds to the first
 //!   streamed token (time to the first `agent` assistant event through a gateway, minus the
 //!   double's own time to its first token), and `chat`/`agent` delta events delivered per
-//!   second to 1,000 watching clients on two gateways while sessions stream.
+//!   second to 1,000 watching clients on two gateways while sessions stream;
+//! * `store` — the embedded state store alone (no cluster): a durable bucket of 100,000
+//!   keys on a temporary state dir, then single-key `put`s from 16 tasks (each fsynced
+//!   before it returns), the same from one task, and `get`s from 16 tasks: rates, latency
+//!   and CPU per operation.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|fanout|chat] [--quick]`.
+//! Usage: `argent-bench [all|handshake|rtt|idle|fanout|chat|store] [--quick]`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +32,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use argent_planes::calls::node_call_secret;
+use argent_planes::state::StateStore;
+use argent_planes::state_embedded::EmbeddedStore;
 use argent_proto::grpc::node_agent_client::NodeAgentClient;
 use argent_proto::grpc::InvokeRequest;
 use argent_tests::model_double::ModelDouble;
@@ -587,6 +593,178 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
     }))
 }
 
+/// The bucket the `store` scenario fills: durable, and the largest in real use.
+const STORE_BUCKET: &str = argent_proto::subjects::BUCKET_SESSIONS;
+
+fn store_key(n: usize) -> String {
+    format!("agent.main.s{n:07}")
+}
+
+/// A value of about 200 bytes, like a session entry.
+fn store_value(n: usize, round: usize) -> Bytes {
+    let text = format!(
+        r#"{{"sessionId":"{n:08}-0000-4000-8000-{round:012}","updatedAt":1764000000000,"label":"{}"}}"#,
+        "x".repeat(110)
+    );
+    Bytes::from(text)
+}
+
+/// Spreads operation numbers over the bucket (splitmix64), so writers hit keys all over it.
+fn spread(x: u64, below: usize) -> usize {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % below as u64) as usize
+}
+
+/// Runs `total` operations split over `tasks` tokio tasks; returns the wall time, the
+/// latencies (ns) and the process CPU seconds spent.
+async fn store_load<F, Fut>(
+    tasks: usize,
+    total: usize,
+    op: F,
+) -> anyhow::Result<(f64, Vec<u64>, f64)>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let cpu = cpu_seconds(std::process::id())?;
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for t in 0..tasks {
+        let op = op.clone();
+        let count = total / tasks + usize::from(t < total % tasks);
+        running.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            for i in 0..count {
+                let at = Instant::now();
+                op(t, i).await?;
+                latencies.push(at.elapsed().as_nanos() as u64);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for task in running {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok((elapsed, latencies, cpu_seconds(std::process::id())? - cpu))
+}
+
+fn store_report(ops: usize, (secs, mut latencies, cpu): (f64, Vec<u64>, f64)) -> Value {
+    json!({
+        "ops": ops,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "per_sec": (ops as f64 / secs).round(),
+        "latency": percentiles(&mut latencies),
+        "cpu_seconds_per_1000_ops": (cpu / ops as f64 * 1000.0 * 1e4).round() / 1e4,
+        "cpu_us_per_op": (cpu / ops as f64 * 1e6 * 100.0).round() / 100.0,
+    })
+}
+
+async fn bench_store(s: &Settings) -> anyhow::Result<Value> {
+    let keys = s.count(100_000, 5_000);
+    let writes = s.count(100_000, 5_000);
+    let sequential = s.count(5_000, 500);
+    let reads = s.count(400_000, 20_000);
+    let tasks = 16;
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(Some(dir.path()))?);
+
+    let started = Instant::now();
+    {
+        let store = store.clone();
+        store_load(tasks, keys, move |t, i| {
+            let store = store.clone();
+            async move {
+                let n = i * tasks + t;
+                store
+                    .put(STORE_BUCKET, &store_key(n), store_value(n, 0))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let preload_secs = started.elapsed().as_secs_f64();
+    let before = store.commit_stats();
+
+    let writer_store = store.clone();
+    let concurrent = store_load(tasks, writes, move |t, i| {
+        let store = writer_store.clone();
+        async move {
+            let n = spread((t * 1_000_003 + i) as u64, keys);
+            store
+                .put(STORE_BUCKET, &store_key(n), store_value(n, i + 1))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let after = store.commit_stats();
+    let writes_per_commit =
+        (after.writes - before.writes) as f64 / (after.commits - before.commits).max(1) as f64;
+
+    // The same writers on 1,000 of the keys: a commit then rewrites few distinct pages, which
+    // shows what the scattered page writes of the uniform run cost on this disk.
+    let hot_store = store.clone();
+    let hot = store_load(tasks, writes / 4, move |t, i| {
+        let store = hot_store.clone();
+        async move {
+            let n = spread((t * 1_000_003 + i) as u64, 1_000);
+            store
+                .put(STORE_BUCKET, &store_key(n), store_value(n, i + 1))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let seq_store = store.clone();
+    let one_writer = store_load(1, sequential, move |_, i| {
+        let store = seq_store.clone();
+        async move {
+            let n = (i * 7919) % keys;
+            store
+                .put(STORE_BUCKET, &store_key(n), store_value(n, i + 1))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let reader_store = store.clone();
+    let reading = store_load(tasks, reads, move |t, i| {
+        let store = reader_store.clone();
+        async move {
+            let n = (t * 7_919 + i * 104_729) % keys;
+            store
+                .get(STORE_BUCKET, &store_key(n))
+                .await?
+                .context("a preloaded key is missing")?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let file_bytes = std::fs::metadata(dir.path().join(argent_planes::embedded::DB_FILE))?.len();
+    Ok(json!({
+        "store": "EmbeddedStore (redb, group commit)",
+        "bucket": STORE_BUCKET,
+        "preloaded_keys": keys,
+        "value_bytes": store_value(0, 0).len(),
+        "preload_seconds": (preload_secs * 100.0).round() / 100.0,
+        "writes_16_tasks": store_report(writes, concurrent),
+        "writes_per_commit": (writes_per_commit * 10.0).round() / 10.0,
+        "writes_16_tasks_on_1000_hot_keys": store_report(writes / 4, hot),
+        "writes_1_task": store_report(sequential, one_writer),
+        "reads_16_tasks": store_report(reads, reading),
+        "db_file_bytes": file_bytes,
+    }))
+}
+
 /// The next text frame of a watching client, or `None` once `stop` is set or the socket ends.
 async fn next_text(ws: &mut Ws, stop: &AtomicBool) -> Option<Utf8Bytes> {
     while !stop.load(Ordering::Relaxed) {
@@ -626,45 +804,53 @@ async fn main() -> anyhow::Result<()> {
         "quick": settings.quick,
     });
 
-    let nats = Nats::start().await?;
-    if want("handshake") || want("rtt") || want("fanout") || want("chat") {
-        let a = Gateway::cluster(&nats)
-            .args(&["--gateway-id", "bench-a"])
-            .start()
-            .await?;
-        let b = Gateway::cluster(&nats)
-            .args(&["--gateway-id", "bench-b"])
-            .start()
-            .await?;
-        let node = Node::start(&nats, "bench-node").await?;
-        // Wait until the gateway routes to the node.
-        let client = a.client().await?;
-        argent_tests::eventually(Duration::from_secs(10), || async {
-            client.call("agents.list", json!({})).await.ok()
-        })
-        .await
-        .context("node never became routable")?;
-        if want("handshake") {
-            report["handshake"] = bench_handshake(&settings, &a).await?;
-            eprintln!("handshake: {}", report["handshake"]);
-        }
-        if want("rtt") {
-            report["rtt"] = bench_rtt(&settings, &a, &node).await?;
-            eprintln!("rtt: {}", report["rtt"]);
-        }
-        if want("fanout") {
-            report["fanout"] = bench_fanout(&settings, &nats, &[&a, &b]).await?;
-            eprintln!("fanout: {}", report["fanout"]);
-        }
-        if want("chat") {
-            report["chat"] = bench_chat(&settings, &nats, &a, &b).await?;
-            eprintln!("chat: {}", report["chat"]);
-        }
+    // Needs no cluster: run first, and without NATS when it is the only one asked for.
+    if want("store") {
+        report["store"] = bench_store(&settings).await?;
+        eprintln!("store: {}", report["store"]);
     }
-    if want("idle") {
-        let gw = Gateway::local().start().await?;
-        report["idle"] = bench_idle(&settings, &gw).await?;
-        eprintln!("idle: {}", report["idle"]);
+    let cluster = ["handshake", "rtt", "fanout", "chat", "idle"];
+    if cluster.iter().any(|name| want(name)) {
+        let nats = Nats::start().await?;
+        if want("handshake") || want("rtt") || want("fanout") || want("chat") {
+            let a = Gateway::cluster(&nats)
+                .args(&["--gateway-id", "bench-a"])
+                .start()
+                .await?;
+            let b = Gateway::cluster(&nats)
+                .args(&["--gateway-id", "bench-b"])
+                .start()
+                .await?;
+            let node = Node::start(&nats, "bench-node").await?;
+            // Wait until the gateway routes to the node.
+            let client = a.client().await?;
+            argent_tests::eventually(Duration::from_secs(10), || async {
+                client.call("agents.list", json!({})).await.ok()
+            })
+            .await
+            .context("node never became routable")?;
+            if want("handshake") {
+                report["handshake"] = bench_handshake(&settings, &a).await?;
+                eprintln!("handshake: {}", report["handshake"]);
+            }
+            if want("rtt") {
+                report["rtt"] = bench_rtt(&settings, &a, &node).await?;
+                eprintln!("rtt: {}", report["rtt"]);
+            }
+            if want("fanout") {
+                report["fanout"] = bench_fanout(&settings, &nats, &[&a, &b]).await?;
+                eprintln!("fanout: {}", report["fanout"]);
+            }
+            if want("chat") {
+                report["chat"] = bench_chat(&settings, &nats, &a, &b).await?;
+                eprintln!("chat: {}", report["chat"]);
+            }
+        }
+        if want("idle") {
+            let gw = Gateway::local().start().await?;
+            report["idle"] = bench_idle(&settings, &gw).await?;
+            eprintln!("idle: {}", report["idle"]);
+        }
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -96,7 +96,10 @@ fn sources(crate_dir: &str) -> Vec<(String, String)> {
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
                 .join("::");
-            (module, std::fs::read_to_string(&path).expect("readable source"))
+            (
+                module,
+                std::fs::read_to_string(&path).expect("readable source"),
+            )
         })
         .collect()
 }
@@ -147,7 +150,9 @@ fn gateway_services_import_nothing_above_them() {
         }
         for path in crate_paths(&source) {
             if let Some(above) = GATEWAY_ABOVE.iter().find(|a| within(&path, a)) {
-                violations.push(format!("{module} imports crate::{path} ({above} is above it)"));
+                violations.push(format!(
+                    "{module} imports crate::{path} ({above} is above it)"
+                ));
             }
         }
     }

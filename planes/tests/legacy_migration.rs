@@ -1,0 +1,141 @@
+//! A state dir written by the former JSON-file store (`fixtures/legacy-state`, made with it:
+//! three durable buckets, one key updated, one deleted, one bucket written twice) is imported
+//! by the embedded store on its first open, and only then.
+
+use std::path::Path;
+
+use argent_planes::state::{StateError, StateStore};
+use argent_planes::state_embedded::EmbeddedStore;
+use argent_proto::subjects::{BUCKET_AGENTS, BUCKET_CONFIG, BUCKET_SESSIONS};
+use bytes::Bytes;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/legacy-state");
+const BUCKETS: [&str; 3] = ["argent_agents", "argent_config", "argent_sessions"];
+
+/// A copy of the fixture's bucket files into `dir/state/`.
+fn copy_fixture(dir: &Path) {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    for bucket in BUCKETS {
+        let name = format!("{bucket}.json");
+        std::fs::copy(
+            Path::new(FIXTURE).join("state").join(&name),
+            state.join(&name),
+        )
+        .unwrap();
+    }
+}
+
+async fn value(store: &EmbeddedStore, bucket: &str, key: &str) -> Option<(String, u64)> {
+    store
+        .get(bucket, key)
+        .await
+        .unwrap()
+        .map(|e| (String::from_utf8(e.value.to_vec()).unwrap(), e.revision))
+}
+
+#[tokio::test]
+async fn the_former_state_files_are_imported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
+        Some(("be kind, and brief".into(), 3))
+    );
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.AGENTS.md").await,
+        Some(("# Agents\n\nünïcode ✓".into(), 2))
+    );
+    assert_eq!(value(&store, BUCKET_AGENTS, "scratch.tmp").await, None);
+    assert_eq!(
+        store.keys(BUCKET_SESSIONS, "agent.main.").await.unwrap(),
+        vec!["agent.main.main", "agent.main.work"]
+    );
+    assert_eq!(
+        value(&store, BUCKET_SESSIONS, "agent.main.work")
+            .await
+            .map(|(_, r)| r),
+        Some(2)
+    );
+    assert_eq!(
+        value(&store, BUCKET_CONFIG, "argent.json").await,
+        Some((r#"{"gateway":{"port":18790}}"#.into(), 2))
+    );
+    // The agents bucket's counter was 5 (the deleted key took 4 and 5): it continues there.
+    assert_eq!(
+        store
+            .put(BUCKET_AGENTS, "main.TOOLS.md", Bytes::from("t"))
+            .await,
+        Ok(6)
+    );
+    // Revisions carried over are the ones compare-and-set works against.
+    assert_eq!(
+        store
+            .update(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("x"), 2)
+            .await,
+        Err(StateError::WrongRevision)
+    );
+    assert_eq!(
+        store
+            .update(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("new soul"), 3)
+            .await,
+        Ok(7)
+    );
+    for bucket in BUCKETS {
+        let state = dir.path().join("state");
+        assert!(!state.join(format!("{bucket}.json")).exists());
+        assert!(state.join(format!("{bucket}.json.migrated")).exists());
+    }
+    drop(store);
+
+    // As if the process had died after the import committed but before the renames: the
+    // files are back, and must not be imported over what was written since.
+    copy_fixture(dir.path());
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
+        Some(("new soul".into(), 7))
+    );
+    assert_eq!(
+        store
+            .put(BUCKET_AGENTS, "main.TOOLS.md", Bytes::new())
+            .await,
+        Ok(8)
+    );
+    assert!(!dir.path().join("state/argent_agents.json").exists());
+    drop(store);
+
+    // And a plain reopen changes nothing.
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
+        Some(("new soul".into(), 7))
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_former_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let broken = dir.path().join("state/argent_sessions.json");
+    std::fs::write(&broken, "{\"revision\": 3, \"entries\": {").unwrap();
+    let err = match EmbeddedStore::open(Some(dir.path())) {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("a broken file was accepted"),
+    };
+    assert!(err.contains("argent_sessions.json"), "{err}");
+    // Nothing was imported (one transaction for all files) and nothing renamed.
+    assert!(dir.path().join("state/argent_agents.json").exists());
+    std::fs::copy(
+        Path::new(FIXTURE).join("state/argent_sessions.json"),
+        &broken,
+    )
+    .unwrap();
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
+        Some(("be kind, and brief".into(), 3))
+    );
+}
