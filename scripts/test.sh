@@ -13,6 +13,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo check -p argent-gateway --no-default-features --locked
 # Builds every binary the cluster tests start as processes, then runs all tests.
 cargo build --workspace --all-targets --locked
+# The store benchmark needs no cluster: a one-second smoke run keeps the scenario working.
+target/debug/argent-bench store --quick > /dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
