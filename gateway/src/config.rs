@@ -282,6 +282,30 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// One process with everything, or a stateless edge of a NATS cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    Cluster { nats_url: String },
+}
+
+impl Mode {
+    /// Which token wins when the config file and the environment both have one.
+    pub fn precedence(&self) -> Precedence {
+        match self {
+            Mode::Local => Precedence::FileFirst,
+            Mode::Cluster { .. } => Precedence::EnvFirst,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Cluster { .. } => "cluster",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,30 +358,6 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
-        }
-    }
-}
-
-/// One process with everything, or a stateless edge of a NATS cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    Local,
-    Cluster { nats_url: String },
-}
-
-impl Mode {
-    /// Which token wins when the config file and the environment both have one.
-    pub fn precedence(&self) -> Precedence {
-        match self {
-            Mode::Local => Precedence::FileFirst,
-            Mode::Cluster { .. } => Precedence::EnvFirst,
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Local => "local",
-            Mode::Cluster { .. } => "cluster",
         }
     }
 }

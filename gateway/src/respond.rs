@@ -1,9 +1,9 @@
 //! The one place where a gateway-internal error becomes a wire error (PROTOCOL.md §1.6,
-//! §1.10): state-plane failures, config writes, and calls to node-agents that failed.
+//! §1.10): state-plane failures, config reads and writes, and calls to node-agents that
+//! failed.
 
 use std::time::Duration;
 
-use argent_planes::calls::CallError;
 use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 
@@ -24,8 +24,8 @@ pub fn state(err: StateError) -> RpcError {
     }
 }
 
-/// A `config.set|patch|apply` that could not be stored.
-pub fn config_write(err: WriteError) -> RpcError {
+/// The config document could not be read, or a `config.set|patch|apply` not stored.
+pub fn config(err: WriteError) -> RpcError {
     match err {
         // Another writer won: the client must re-read (§5.3 baseHash rule).
         WriteError::Changed => RpcError::bad_params(err.to_string()),
@@ -58,12 +58,4 @@ pub fn nodes_unreachable(method: &str, last_failure: &str) -> RpcError {
     RpcError::unavailable(format!("{method} failed: {last_failure}"))
         .with_detail("reason", "node_unavailable")
         .retryable(Some(500))
-}
-
-/// The failure of one forwarded call that ends it: the node's own error as it answered.
-pub fn answered(err: CallError) -> Option<RpcError> {
-    match err {
-        CallError::Rpc(err) => Some(err),
-        _ => None,
-    }
 }

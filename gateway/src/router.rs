@@ -102,14 +102,14 @@ async fn route(
         .protocol
         .authorize_params(&session.scopes, spec.name, &params)?;
     let params = session.protocol.lenient_params(spec.name, params);
-    let (method, forward) = match spec.placement {
+    let forward = match spec.placement {
         Placement::Gateway(method) => {
             return methods::call(ctx, session, spec.name, method, params)
                 .await
                 .map(Reply::Value)
         }
         Placement::Planned => return Err(RpcError::not_implemented(spec.name)),
-        Placement::Node(method, forward) => (method, forward),
+        Placement::Node(_, forward) => forward,
     };
     let timeout = call_timeout(ctx, spec, &params);
     let call = NodeCall {
@@ -118,19 +118,16 @@ async fn route(
         forward,
     };
     match spec.answer {
-        Answer::AckThenFinal => agent(ctx, session, call, params, responder).await,
+        Answer::AckThenFinal => agent(ctx, session, call, params, timeout, responder).await,
         // v4 `cron.list` is paged here, over the node's whole list (PROTOCOL-v4.md §9).
         Answer::PagedOnV4 if session.protocol == Protocol::V4 => {
             let node_params = methods::cron_page::node_params(&params);
             let answer = self::forward(ctx, session, &call, node_params, timeout).await?;
             methods::cron_page::page(&params, &answer).map(Reply::Value)
         }
-        Answer::Once | Answer::PagedOnV4 => {
-            tracing::trace!(?method, "forwarding");
-            self::forward(ctx, session, &call, params, timeout)
-                .await
-                .map(Reply::Json)
-        }
+        Answer::Once | Answer::PagedOnV4 => self::forward(ctx, session, &call, params, timeout)
+            .await
+            .map(Reply::Json),
     }
 }
 
@@ -177,9 +174,9 @@ async fn agent(
     session: &Session,
     call: NodeCall<'_>,
     params: Value,
+    timeout: Duration,
     responder: &Arc<dyn Responder>,
 ) -> Result<Reply, RpcError> {
-    let timeout = call_timeout(ctx, call.spec, &params);
     let ack_json = self::forward(ctx, session, &call, params, timeout).await?;
     let ack: Value = serde_json::from_str(&ack_json)
         .map_err(|e| RpcError::unavailable(format!("unreadable agent answer: {e}")))?;

@@ -5,6 +5,7 @@ use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 
 use crate::error::ServiceError;
+use crate::runtime::providers::ProviderError;
 
 /// How long a client should wait before retrying after a passing state-plane failure.
 const STATE_RETRY_AFTER_MS: u64 = 1000;
@@ -40,6 +41,11 @@ impl From<ServiceError> for RpcError {
             }
         }
     }
+}
+
+/// A model provider that cannot be used (its configuration), met by a method adapter.
+pub fn provider(err: ProviderError) -> RpcError {
+    ServiceError::ProviderFailed(err.to_string()).into()
 }
 
 /// A state-plane failure met directly by a method adapter.

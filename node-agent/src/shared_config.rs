@@ -44,7 +44,11 @@ impl ConfigSource {
         if !snapshot.problems().is_empty() {
             tracing::warn!(revision, problems = ?snapshot.problems(), "the shared config does not validate; its settings read as defaults");
         }
-        *self.cache.lock() = (revision, snapshot.clone());
+        let mut cache = self.cache.lock();
+        // Two callers may parse at once; the newer revision stays.
+        if revision >= cache.0 {
+            *cache = (revision, snapshot.clone());
+        }
         Ok(snapshot)
     }
 }

@@ -208,8 +208,10 @@ impl Engine {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// False after a failed commit, and when the writer thread is gone (it ended or
+    /// panicked): no write can succeed then.
     pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.jobs.is_closed()
     }
 
     fn stats(&self) -> CommitStats {
@@ -693,17 +695,17 @@ fn migrate_legacy_transcripts(db: &Database, dir: &Path) -> Result<(), StateErro
             {
                 continue;
             }
-            let text = std::fs::read_to_string(path)
+            let bytes = std::fs::read(path)
                 .map_err(|e| failed(format_args!("read {}", path.display()), e))?;
             let mut seq = last_seq(&log, session).map_err(|e| write_failed(&e))?;
             // As the former reader did: a line that is not JSON (a torn last line after a
-            // crash mid-append) is skipped.
-            for line in text.lines() {
-                if serde_json::from_str::<serde::de::IgnoredAny>(line).is_err() {
+            // crash mid-append, possibly cut inside a UTF-8 character) is skipped.
+            for line in bytes.split(|b| *b == b'\n') {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_err() {
                     continue;
                 }
                 seq += 1;
-                log.insert((session, seq), line.as_bytes())
+                log.insert((session, seq), line)
                     .map_err(|e| write_failed(&e))?;
             }
             migrated

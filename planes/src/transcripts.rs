@@ -33,7 +33,7 @@ pub trait TranscriptLog: Send + Sync {
     async fn replace(&self, session_id: &str, messages: &[Value]) -> Result<String, StateError>;
 }
 
-/// Session ids are ours (UUIDs), but they become file names and subjects: refuse anything
+/// Session ids are ours (UUIDs), but they become database keys and NATS subjects: refuse anything
 /// else.
 pub(crate) fn check_id(session_id: &str) -> Result<(), StateError> {
     let ok = !session_id.is_empty()

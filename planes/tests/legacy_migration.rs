@@ -139,3 +139,20 @@ async fn an_unreadable_former_file_is_an_error_naming_it() {
         Some(("be kind, and brief".into(), 3))
     );
 }
+
+#[tokio::test]
+async fn a_former_transcript_with_a_torn_last_line_is_imported_without_it() {
+    use argent_planes::transcripts::{EmbeddedTranscripts, TranscriptLog};
+    let dir = tempfile::tempdir().unwrap();
+    let transcripts = dir.path().join("transcripts");
+    std::fs::create_dir_all(&transcripts).unwrap();
+    // A crash mid-append can cut the last line inside a multi-byte character.
+    let mut body = b"{\"role\":\"user\",\"content\":\"caf\xc3\xa9\"}\n".to_vec();
+    body.extend_from_slice(b"{\"role\":\"assistant\",\"content\":\"caf\xc3");
+    std::fs::write(transcripts.join("s1.jsonl"), body).unwrap();
+    let log = EmbeddedTranscripts::open(Some(dir.path())).unwrap();
+    let messages = log.read("s1").await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["content"], "café");
+    assert!(transcripts.join("s1.jsonl.migrated").exists());
+}

@@ -2,9 +2,9 @@
 //! (JSON5), validated (the typed sections below; unknown sections are kept untouched), and
 //! described (`config.schema`: a JSON Schema generated from these types, plus UI hints).
 //!
-//! Every field is optional: an empty document is a valid config. Components read the parts
-//! they need from the parsed `serde_json::Value`; these types are the contract the
-//! validation and the schema enforce.
+//! Every field is optional: an empty document is a valid config. Components read their
+//! settings through [`SharedConfig`], the snapshot parsed once per change of the document;
+//! these types are the contract the validation and the schema enforce.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,12 +152,13 @@ pub struct SharedConfig {
 
 impl SharedConfig {
     /// Validates a parsed document into its snapshot. An invalid document (a hand-edited
-    /// file) still yields a snapshot: its agents are read leniently, its other settings take
-    /// their defaults, and [`SharedConfig::problems`] says why.
+    /// file) still yields one, read section by section: what is valid counts, an invalid
+    /// section (or agent, or provider) reads as absent, and [`SharedConfig::problems`] says
+    /// why.
     pub fn from_document(document: Value) -> Self {
         let (typed, problems) = match validate(&document) {
             Ok(typed) => (typed, Vec::new()),
-            Err(issues) => (ArgentConfig::default(), issues),
+            Err(issues) => (lenient(&document), issues),
         };
         SharedConfig {
             agents: crate::agents::AgentsConfig::from_config(&document),
@@ -250,16 +251,46 @@ impl SharedConfig {
         }
     }
 
-    /// The model an agent uses (`provider/model`): its own, else `agents.defaults.model`.
-    pub fn agent_model(&self, agent_id: &str) -> Option<&ModelRef> {
-        self.agent_entry(agent_id)
-            .and_then(|a| a.model.as_ref())
-            .or_else(|| self.defaults()?.model.as_ref())
-    }
-
     /// The configured model providers, by id.
     pub fn providers(&self) -> Option<&BTreeMap<String, ProviderConfig>> {
         self.typed.models.as_ref()?.providers.as_ref()
+    }
+}
+
+/// The parts of an invalid document that are valid on their own: each section, and each
+/// agent and provider, is read separately, so one bad field does not turn off the rest (the
+/// components read every setting on its own before the snapshot existed).
+fn lenient(document: &Value) -> ArgentConfig {
+    fn part<T: serde::de::DeserializeOwned>(value: Option<&Value>) -> Option<T> {
+        value.and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+    let agents = document.get("agents").map(|agents| AgentsSection {
+        defaults: part(agents.get("defaults")),
+        list: agents
+            .get("list")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(|agent| part(Some(agent))).collect()),
+        other: Map::new(),
+    });
+    let models = document.get("models").map(|models| ModelsConfig {
+        providers: models
+            .get("providers")
+            .and_then(Value::as_object)
+            .map(|providers| {
+                providers
+                    .iter()
+                    .filter_map(|(id, p)| Some((id.clone(), part(Some(p))?)))
+                    .collect()
+            }),
+        other: Map::new(),
+    });
+    ArgentConfig {
+        gateway: part(document.get("gateway")),
+        session: part(document.get("session")),
+        agents,
+        models,
+        cron: part(document.get("cron")),
+        other: Map::new(),
     }
 }
 
@@ -267,17 +298,6 @@ impl Default for SharedConfig {
     /// The config of a cluster that has none yet: `{}`.
     fn default() -> Self {
         SharedConfig::from_document(Value::Object(Map::new()))
-    }
-}
-
-impl ModelRef {
-    /// The primary `provider/model` (`None` when empty).
-    pub fn primary(&self) -> Option<&str> {
-        let primary = match self {
-            ModelRef::Name(name) => name,
-            ModelRef::Choice { primary, .. } => primary,
-        };
-        Some(primary.as_str()).filter(|p| !p.is_empty())
     }
 }
 
@@ -637,14 +657,7 @@ mod tests {
             (worker.enabled, worker.max_tasks_per_cycle),
             (Some(true), Some(5))
         );
-        assert_eq!(
-            config.agent_model("main").and_then(ModelRef::primary),
-            Some("p/base")
-        );
-        assert_eq!(
-            config.agent_model("OPS").and_then(ModelRef::primary),
-            Some("p/big")
-        );
+        assert!(config.providers().is_none(), "no models section");
         assert!(!config.cron_enabled());
         assert_eq!(config.cron_catch_up(), CatchUp::Skip);
         assert_eq!(config.tick_interval_ms(), Some(5000));
@@ -653,15 +666,31 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_document_reads_as_defaults_and_says_why() {
+    fn an_invalid_document_keeps_its_valid_parts_and_says_why() {
         let config = SharedConfig::from_document(json!({
             "gateway": {"tickIntervalMs": "soon"},
-            "agents": {"list": [{"id": "ops"}]}
+            "cron": {"enabled": false},
+            "agents": {
+                "defaults": {"heartbeat": {"every": "30m"}},
+                "list": [{"name": "no id"}, {"id": "ops", "heartbeat": {"every": "1h"}}]
+            }
         }));
-        assert_eq!(config.problems().len(), 1);
-        assert_eq!(config.tick_interval_ms(), None);
-        assert_eq!(config.agents().default_id, "ops", "agents are still read");
-        assert!(config.cron_enabled());
+        assert!(!config.problems().is_empty());
+        assert_eq!(
+            config.tick_interval_ms(),
+            None,
+            "the invalid section reads as absent"
+        );
+        assert!(!config.cron_enabled(), "a valid section still counts");
+        assert_eq!(config.agents().default_id, "ops");
+        assert_eq!(
+            config.heartbeat_every("ops"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            config.heartbeat_every("main"),
+            Some(Duration::from_secs(1800))
+        );
     }
 
     use super::*;

@@ -21,10 +21,7 @@ const DEFAULT_RESTART_DELAY_MS: u64 = 2_000;
 const MAX_RESTART_DELAY_MS: u64 = 60_000;
 
 async fn read(ctx: &Ctx) -> Result<Document, RpcError> {
-    ctx.shared_config
-        .read()
-        .await
-        .map_err(|e| RpcError::unavailable(e.to_string()).retryable(Some(1000)))
+    ctx.shared_config.read().await.map_err(respond::config)
 }
 
 pub async fn get(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
@@ -87,7 +84,7 @@ fn check_base(doc: &Document, p: &Params) -> Result<(), RpcError> {
 }
 
 fn changed() -> RpcError {
-    respond::config_write(WriteError::Changed)
+    respond::config(WriteError::Changed)
 }
 
 /// Parses and validates a whole document.
@@ -108,7 +105,7 @@ async fn store(ctx: &Ctx, base: &Document, raw: String) -> Result<(), RpcError> 
     ctx.shared_config
         .write(base, raw)
         .await
-        .map_err(respond::config_write)
+        .map_err(respond::config)
 }
 
 pub async fn set(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {

@@ -549,3 +549,15 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     }
     tracing::info!(conn = %session.conn_id, "disconnected");
 }
+
+/// The router's later answers (`agent`'s final result) go to the connection's outbox.
+impl Responder for Outbox {
+    fn send_later(&self, frame: String) {
+        // A full outbox closes the slow connection (§1.7); the answer is then moot.
+        let _ = self.push_text(frame);
+    }
+
+    fn is_closed(&self) -> bool {
+        Outbox::is_closed(self)
+    }
+}

@@ -316,14 +316,3 @@ impl Outbox {
         self.metrics.outbound_queue_bytes.dec_by(bytes as i64);
     }
 }
-
-impl crate::router::Responder for Outbox {
-    fn send_later(&self, frame: String) {
-        // A full outbox closes the slow connection (§1.7); the answer is then moot.
-        let _ = self.push_text(frame);
-    }
-
-    fn is_closed(&self) -> bool {
-        Outbox::is_closed(self)
-    }
-}

@@ -4,14 +4,12 @@
 
 use serde_json::{json, Value};
 
-use argent_planes::state::{modify_json, StateError};
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
-use argent_proto::subjects::BUCKET_CRON;
 
 use super::shared_config;
 use crate::respond;
-use crate::scheduler::execution::{self, WorkerRecord, WorkerSettings, GLOBAL_KEY};
+use crate::scheduler::execution::{self, WorkerRecord, WorkerSettings};
 use crate::scheduler::{heartbeat, Scheduler};
 use argent_proto::agents::AgentsConfig;
 
@@ -75,30 +73,17 @@ fn scope(agent_id: &Option<String>) -> &'static str {
 async fn modify_worker(
     s: &Scheduler,
     agent_id: &str,
-    mut change: impl FnMut(&mut WorkerRecord),
+    change: impl FnMut(&mut WorkerRecord),
 ) -> Result<WorkerRecord, RpcError> {
-    let written = modify_json(
-        s.rt.state.as_ref(),
-        BUCKET_CRON,
-        &execution::key(agent_id),
-        |r: Option<WorkerRecord>| {
-            let mut r = r.unwrap_or_default();
-            change(&mut r);
-            Ok::<_, StateError>(Some((r.clone(), r)))
-        },
-    )
-    .await
-    .map_err(respond::state)?;
-    Ok(written.unwrap_or_default())
+    execution::modify_record(s.rt.state.as_ref(), agent_id, change)
+        .await
+        .map_err(respond::state)
 }
 
 async fn set_global_pause(s: &Scheduler, paused: bool) -> Result<(), RpcError> {
-    let bytes = bytes::Bytes::from(json!({"paused": paused}).to_string());
-    s.rt.state
-        .put(BUCKET_CRON, GLOBAL_KEY, bytes)
+    execution::set_global_pause(s.rt.state.as_ref(), paused)
         .await
-        .map_err(respond::state)?;
-    Ok(())
+        .map_err(respond::state)
 }
 
 /// Status of §5.8 from the stored records, the task queues and the config.
@@ -106,23 +91,16 @@ async fn worker_status(s: &Scheduler) -> Result<Value, RpcError> {
     let config = shared_config(&s.rt).await?;
     let agents = config.agents();
     let state = s.rt.state.as_ref();
-    let global_paused = state
-        .get(BUCKET_CRON, GLOBAL_KEY)
+    let global_paused = execution::stored_global_pause(state)
         .await
-        .map_err(respond::state)?
-        .and_then(|e| serde_json::from_slice::<Value>(&e.value).ok())
-        .and_then(|v| v["paused"].as_bool())
-        .unwrap_or(false);
+        .map_err(respond::state)?;
     let now = argent_proto::now_ms();
     let mut rows = Vec::new();
     for agent in &agents.agents {
         let settings = WorkerSettings::of(&config, &agent.id);
-        let record: WorkerRecord = state
-            .get(BUCKET_CRON, &execution::key(&agent.id))
+        let record = execution::stored_record(state, &agent.id)
             .await
-            .map_err(respond::state)?
-            .and_then(|e| serde_json::from_slice(&e.value).ok())
-            .unwrap_or_default();
+            .map_err(respond::state)?;
         let tasks = execution::tasks(state, &agent.id)
             .await
             .map_err(respond::state)?;

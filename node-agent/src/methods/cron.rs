@@ -14,7 +14,7 @@ use argent_proto::subjects::BUCKET_CRON;
 use super::shared_config;
 use crate::respond;
 use crate::scheduler::cron::{self, Started, Trigger};
-use crate::scheduler::jobs::{job_key, runs_log, unknown_job, CronJob};
+use crate::scheduler::jobs::{runs_log, unknown_job};
 use crate::scheduler::{job_store, Scheduler};
 
 fn job_id(p: &Params) -> Result<String, RpcError> {
@@ -89,13 +89,8 @@ pub async fn run(s: &Arc<Scheduler>, params: Value) -> Result<Value, RpcError> {
     let id = job_id(&p)?;
     let trigger = match p.optional_str("mode")?.as_deref() {
         None | Some("due") => {
-            let entry =
-                s.rt.state
-                    .get(BUCKET_CRON, &job_key(&id))
-                    .await
-                    .map_err(respond::state)?;
-            let job: CronJob = entry
-                .and_then(|e| serde_json::from_slice(&e.value).ok())
+            let job = job_store::get(s.rt.state.as_ref(), &id)
+                .await?
                 .ok_or_else(|| unknown_job(&id))?;
             match job.state.next_run_at_ms {
                 Some(due) if job.enabled && due <= argent_proto::now_ms() => Trigger::Due(due),

@@ -9,6 +9,7 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use super::shared_config;
+use crate::respond;
 use crate::runtime::compaction::{self, Compaction, Summarized};
 use crate::runtime::providers::{self, Providers};
 use crate::runtime::run::message_text;
@@ -248,7 +249,6 @@ pub async fn models(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Params::new("models.list", params)?.only(&[])?;
     let config = shared_config(rt).await?;
 
-    let providers = Providers::from_config(config.document())
-        .map_err(|e| RpcError::unavailable(e.to_string()))?;
+    let providers = Providers::from_config(config.document()).map_err(respond::provider)?;
     Ok(json!({"models": providers::list_models(&providers).await}))
 }

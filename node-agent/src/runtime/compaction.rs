@@ -82,6 +82,13 @@ async fn holding_lease<T>(
     });
     // Released before answering, so the caller's next request finds the session free; a
     // message that queued meanwhile becomes the active run and is driven from here.
+    if *rt.stopping.borrow() {
+        // Stopping: what queued meanwhile is left for another node to take over.
+        if let Err(err) = lease.hand_back().await {
+            tracing::warn!(%err, session = key, "session lease not handed back");
+        }
+        return result;
+    }
     match lease.advance().await {
         Ok(None) => {}
         Ok(Some(_)) => rt.drive(lease, false),

@@ -6,7 +6,7 @@
 //! * [`control`] — starting and aborting runs, and the provider check before a turn.
 //! * [`compaction`] — compaction and the reset check, which must not race a turn.
 //! * [`providers`] — model providers through `genai`.
-//! * [`sessions`] — session keys and entries. [`tools`] — the [`tools::ToolHost`] the runtime
+//! * [`sessions`] — session entries and short chat links. [`tools`] — the [`tools::ToolHost`] the runtime
 //!   offers the model (the tools themselves are `crate::tools`).
 //! * [`message_view`] — how transcript messages look to protocol-4 clients (ids, cut text).
 //!

@@ -747,8 +747,37 @@ async fn finish(
     }
     let end = ended_at();
     let message = (!text.is_empty()).then(|| assistant_message(&text));
-    // The record first, the events after: a client that saw the final event and acts on
-    // the session at once (compaction, reset) finds the run ended, not still running.
+    let with_message = |mut fields: Value| {
+        if let Some(message) = &message {
+            fields["message"] = message.clone();
+        }
+        fields
+    };
+    let (lifecycle, chat_state, chat_fields) = match status {
+        RunStatus::Ok => (
+            json!({"phase": "end", "startedAt": started_at, "endedAt": end}),
+            "final",
+            with_message(json!({"usage": {"input": usage.input, "output": usage.output}})),
+        ),
+        RunStatus::Aborted => (
+            json!({"phase": "end", "startedAt": started_at, "endedAt": end, "aborted": true}),
+            "aborted",
+            with_message(json!({"stopReason": stop_reason})),
+        ),
+        _ => {
+            let error = error.clone().unwrap_or_default();
+            (
+                json!({"phase": "error", "startedAt": started_at, "endedAt": end, "error": error}),
+                "error",
+                json!({"errorMessage": error}),
+            )
+        }
+    };
+    // The lifecycle event is fenced by the lease (a node that lost it stops here and the new
+    // holder ends the run). Then the record, then the `chat` end: a client that saw the
+    // final `chat` event and acts on the session at once (compaction, reset) finds the run
+    // ended, not still running.
+    emitter.agent("lifecycle", lifecycle).await?;
     let usage_value = json!({"input": usage.input, "output": usage.output});
     write_final(rt, &record.run_id, |r| {
         r.status = status;
@@ -759,39 +788,8 @@ async fn finish(
         r.usage = Some(usage_value.clone());
     })
     .await;
-    match status {
-        RunStatus::Ok => {
-            emitter
-                .agent(
-                    "lifecycle",
-                    json!({"phase": "end", "startedAt": started_at, "endedAt": end}),
-                )
-                .await?;
-            let mut fields = json!({"usage": {"input": usage.input, "output": usage.output}});
-            if let Some(message) = &message {
-                fields["message"] = message.clone();
-            }
-            emitter.chat("final", fields).await;
-        }
-        RunStatus::Aborted => {
-            emitter
-                .agent("lifecycle", json!({"phase": "end", "startedAt": started_at, "endedAt": end, "aborted": true}))
-                .await?;
-            let mut fields = json!({"stopReason": stop_reason});
-            if let Some(message) = &message {
-                fields["message"] = message.clone();
-            }
-            emitter.chat("aborted", fields).await;
-        }
-        _ => {
-            let error = error.clone().unwrap_or_default();
-            emitter
-                .agent("lifecycle", json!({"phase": "error", "startedAt": started_at, "endedAt": end, "error": error}))
-                .await?;
-            emitter.chat("error", json!({"errorMessage": error})).await;
-        }
-    }
-    if is_agent {
+    emitter.chat(chat_state, chat_fields).await;
+    let completed = if is_agent {
         let mut data = json!({"phase": "run_complete", "startedAt": started_at, "endedAt": end});
         if !text.is_empty() {
             data["text"] = json!(text);
@@ -802,9 +800,13 @@ async fn finish(
         if aborted {
             data["aborted"] = json!(true);
         }
-        emitter.agent("lifecycle", data).await?;
-    }
+        emitter.agent("lifecycle", data).await
+    } else {
+        Ok(())
+    };
+    // The record is final: waiters are woken even if the lease was lost just now.
     announce_done(rt, &record.run_id).await;
+    completed?;
     if shutdown {
         Err(Stop::Shutdown)
     } else {
@@ -818,8 +820,14 @@ pub(crate) async fn complete(rt: &Runtime, run_id: &str, change: impl FnMut(&mut
     announce_done(rt, run_id).await;
 }
 
-async fn write_final(rt: &Runtime, run_id: &str, change: impl FnMut(&mut RunRecord)) {
-    if let Err(err) = rt.runs.update(run_id, change).await {
+/// Ends the record, unless it already ended (another node failed the run meanwhile).
+async fn write_final(rt: &Runtime, run_id: &str, mut change: impl FnMut(&mut RunRecord)) {
+    let ended = rt.runs.update(run_id, |r| {
+        if !r.status.is_final() {
+            change(r)
+        }
+    });
+    if let Err(err) = ended.await {
         tracing::warn!(run = run_id, err = %err, "final run record not written");
     }
 }

@@ -1,5 +1,5 @@
-//! Session keys (PROTOCOL.md §5.0) and session entries (`sessions.*`), kept in the state
-//! plane (`argent_sessions`, key = hex of the canonical key) so every node sees them.
+//! Session entries (`sessions.*`; the keys themselves are `argent_proto::session_key`),
+//! kept in the state plane (`argent_sessions`, key = hex of the canonical key) so every node sees them.
 
 use std::sync::Arc;
 

@@ -197,6 +197,55 @@ pub fn globally_paused(s: &Scheduler) -> bool {
         .unwrap_or(false)
 }
 
+/// An agent's worker record as stored (the default when it has none or it is unreadable).
+pub async fn stored_record(
+    state: &dyn StateStore,
+    agent_id: &str,
+) -> Result<WorkerRecord, StateError> {
+    Ok(state
+        .get(BUCKET_CRON, &key(agent_id))
+        .await?
+        .and_then(|e| serde_json::from_slice(&e.value).ok())
+        .unwrap_or_default())
+}
+
+/// Changes an agent's worker record (compare-and-set), created when missing.
+pub async fn modify_record(
+    state: &dyn StateStore,
+    agent_id: &str,
+    mut change: impl FnMut(&mut WorkerRecord),
+) -> Result<WorkerRecord, StateError> {
+    let written = modify_json(
+        state,
+        BUCKET_CRON,
+        &key(agent_id),
+        |r: Option<WorkerRecord>| {
+            let mut r = r.unwrap_or_default();
+            change(&mut r);
+            Ok::<_, StateError>(Some((r.clone(), r)))
+        },
+    )
+    .await?;
+    Ok(written.unwrap_or_default())
+}
+
+/// Whether every agent's worker is paused, as stored (`execution.worker.pause` without an
+/// agent).
+pub async fn stored_global_pause(state: &dyn StateStore) -> Result<bool, StateError> {
+    Ok(state
+        .get(BUCKET_CRON, GLOBAL_KEY)
+        .await?
+        .and_then(|e| serde_json::from_slice::<Value>(&e.value).ok())
+        .and_then(|v| v["paused"].as_bool())
+        .unwrap_or(false))
+}
+
+pub async fn set_global_pause(state: &dyn StateStore, paused: bool) -> Result<(), StateError> {
+    let bytes = bytes::Bytes::from(json!({"paused": paused}).to_string());
+    state.put(BUCKET_CRON, GLOBAL_KEY, bytes).await?;
+    Ok(())
+}
+
 /// One scheduler pass over the agents whose worker is enabled.
 pub fn tick(s: &Arc<Scheduler>, config: &SharedConfig, now: u64) {
     let paused_all = globally_paused(s);

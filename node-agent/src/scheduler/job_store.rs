@@ -32,6 +32,12 @@ pub async fn all_jobs(state: &dyn StateStore) -> Result<Vec<CronJob>, ServiceErr
     Ok(out)
 }
 
+/// One stored job (`None` when it does not exist or cannot be read).
+pub async fn get(state: &dyn StateStore, id: &str) -> Result<Option<CronJob>, ServiceError> {
+    let entry = state.get(BUCKET_CRON, &job_key(id)).await?;
+    Ok(entry.and_then(|e| serde_json::from_slice(&e.value).ok()))
+}
+
 /// Creates a job (`cron.add`, and the agent's cron tool).
 pub async fn create(rt: &Runtime, params: Value) -> Result<CronJob, ServiceError> {
     let job = jobs::new_job(

@@ -13,9 +13,13 @@ pub struct ReadFile;
 
 #[async_trait]
 impl Tool for ReadFile {
+    fn name(&self) -> &'static str {
+        "read_file"
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
-            name: "read_file",
+            name: self.name(),
             description: "Read one document of your agent workspace (AGENTS.md, SOUL.md, TOOLS.md, IDENTITY.md, USER.md, HEARTBEAT.md, BOOTSTRAP.md, MEMORY.md).",
             schema: json!({
                 "type": "object",
@@ -44,9 +48,13 @@ pub struct ListFiles;
 
 #[async_trait]
 impl Tool for ListFiles {
+    fn name(&self) -> &'static str {
+        "list_files"
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
-            name: "list_files",
+            name: self.name(),
             description: "List the documents of your agent workspace that exist.",
             schema: json!({"type": "object", "properties": {}}),
         }

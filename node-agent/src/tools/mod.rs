@@ -16,6 +16,8 @@ use crate::runtime::Runtime;
 /// One tool: its spec for the model, and how a call runs.
 #[async_trait]
 pub trait Tool: Send + Sync {
+    /// The name the model calls it by (also `spec().name`).
+    fn name(&self) -> &'static str;
     fn spec(&self) -> ToolSpec;
     async fn run(&self, rt: &Runtime, agent_id: &str, args: &Value) -> ToolOutcome;
 }
@@ -45,7 +47,7 @@ impl ToolHost for Toolbox {
     }
 
     async fn execute(&self, rt: &Runtime, agent_id: &str, name: &str, args: &Value) -> ToolOutcome {
-        match self.tools.iter().find(|tool| tool.spec().name == name) {
+        match self.tools.iter().find(|tool| tool.name() == name) {
             Some(tool) => tool.run(rt, agent_id, args).await,
             None => ToolOutcome::failed(format!("unknown tool {name}")),
         }
@@ -69,5 +71,8 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), count);
         assert_eq!(count, 4);
+        for tool in Toolbox::standard().tools {
+            assert_eq!(tool.name(), tool.spec().name);
+        }
     }
 }

@@ -13,9 +13,13 @@ pub struct Reminders;
 
 #[async_trait]
 impl Tool for Reminders {
+    fn name(&self) -> &'static str {
+        "cron"
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
-            name: "cron",
+            name: self.name(),
             description: "Manage reminders: action \"add\" schedules a message to yourself (at an ISO-8601 time, every N minutes, or on a cron expression with an optional IANA tz), \"list\" shows your reminders, \"remove\" deletes one by id.",
             schema: json!({
                 "type": "object",

@@ -13,9 +13,13 @@ pub struct AddTask;
 
 #[async_trait]
 impl Tool for AddTask {
+    fn name(&self) -> &'static str {
+        "add_task"
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
-            name: "add_task",
+            name: self.name(),
             description: "Queue a task for your execution worker, which works through queued tasks in its cycles.",
             schema: json!({
                 "type": "object",

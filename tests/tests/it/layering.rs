@@ -37,6 +37,7 @@ const GATEWAY_SERVICES: &[&str] = &[
     "config",
     "node_commands",
     "auth",
+    "ws::outbox",
 ];
 
 /// What sits above the gateway's services.
@@ -52,20 +53,33 @@ const GATEWAY_ABOVE: &[&str] = &[
     "ws::pairing",
 ];
 
-/// Every `crate::…` path a source file names outside comments, e.g. `ws::outbox::Outbox`.
+/// The path at the start of `text` (`ws::outbox::Outbox`), without a trailing `::`.
+fn leading_path(text: &str) -> String {
+    let path: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    path.trim_end_matches(':').to_string()
+}
+
+/// Every `crate::…` path a source file names outside comments, e.g. `ws::outbox::Outbox`;
+/// a group `crate::{a::X, b}` names each of its members.
 fn crate_paths(source: &str) -> Vec<String> {
     let mut found = Vec::new();
     for line in source.lines() {
         let mut rest = line.split("//").next().unwrap_or("");
         while let Some(at) = rest.find("crate::") {
             rest = &rest[at + "crate::".len()..];
-            let path: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            found.push(path.trim_end_matches(':').to_string());
+            match rest.strip_prefix('{') {
+                Some(group) => {
+                    let group = group.split('}').next().unwrap_or_default();
+                    found.extend(group.split(',').map(|m| leading_path(m.trim())));
+                }
+                None => found.push(leading_path(rest)),
+            }
         }
     }
+    found.retain(|path| !path.is_empty());
     found
 }
 
@@ -164,6 +178,10 @@ fn the_checks_see_an_upward_import() {
     assert_eq!(
         crate_paths("use crate::methods::chat; // crate::worker\nlet x = crate::VERSION;"),
         ["methods::chat", "VERSION"]
+    );
+    assert_eq!(
+        crate_paths("use crate::{router, ws::outbox::Outbox};"),
+        ["router", "ws::outbox::Outbox"]
     );
     assert!(within("ws::connection::run", "ws::connection"));
     assert!(!within("ws::outbox", "ws::connection"));
