@@ -12,15 +12,12 @@ use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 use argent_proto::params::CHAT_STARTUP_KEYS;
 use argent_proto::params::{Params, CHAT_ABORT_KEYS, CHAT_MESSAGE_GET_KEYS, CHAT_SEND_KEYS};
-use argent_proto::subjects;
 use argent_proto::version::{MessageView, Protocol};
 
 use super::shared_config;
-use crate::respond;
-use crate::runtime::control::{abort_runs, check_provider, start_run};
+use crate::runtime::control::{self, abort_runs, check_provider, start_run, Steered};
 use crate::runtime::message_view;
-use crate::runtime::run::assistant_message;
-use crate::runtime::runs::{self, ConnRef, RunRecord, RunRequest, RunStatus};
+use crate::runtime::runs::{ConnRef, RunRecord, RunRequest, RunStatus};
 use crate::runtime::sessions::{is_short_id, sessions_by_short_id};
 use crate::runtime::{status, Runtime};
 use argent_proto::agents::AgentsConfig;
@@ -115,36 +112,21 @@ fn tool_events_to(caller: &Caller) -> Option<ConnRef> {
         })
 }
 
-/// Steering (§5.1 step 5): inject into the session's active run, wherever it runs.
+/// Steering (§5.1 step 5): the answer for the run that steered (`run_id`).
 async fn steer(
     rt: &Runtime,
     session_key: &str,
     run_id: &str,
     message: &str,
 ) -> Result<Value, RpcError> {
-    let lease = runs::read_lease(rt.state.as_ref(), session_key)
-        .await
-        .map_err(respond::state)?;
-    let Some(target) = lease.and_then(|(l, _)| l.active) else {
-        return Ok(status(run_id, "not_active"));
-    };
-    // Only a run that is executing can take it (not one ending, nor a maintenance marker).
-    let running = rt
-        .runs
-        .get(&target)
-        .await?
-        .is_some_and(|r| r.status == RunStatus::Running);
-    if !running {
-        return Ok(status(run_id, "not_active"));
-    }
-    rt.control(
-        subjects::CONTROL_RUN_STEER,
-        json!({"runId": target, "message": message}),
-    )
-    .await;
-    let mut out = status(run_id, "steered");
-    out["targetRunId"] = json!(target);
-    Ok(out)
+    Ok(match control::steer(rt, session_key, message).await? {
+        Steered::NotActive => status(run_id, "not_active"),
+        Steered::Into(target) => {
+            let mut out = status(run_id, "steered");
+            out["targetRunId"] = json!(target);
+            out
+        }
+    })
 }
 
 fn aborted_result(ids: Vec<String>) -> Value {
@@ -559,30 +541,11 @@ pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let config = shared_config(rt).await?;
     let agents = config.agents();
     let session_key = SessionKey::canonical(&raw_key, agents).into_string();
-    let Some(entry) = rt.sessions.get(&session_key).await? else {
-        return Err(RpcError::session_not_found("session not found"));
-    };
     let text = match &label {
         Some(label) => format!("[{label}] {message}"),
         None => message,
     };
-    let message_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut stored = assistant_message(&text);
-    stored["id"] = json!(message_id);
-    stored["injected"] = json!(true);
-    rt.transcripts
-        .append(&entry.session_id, &stored)
-        .await
-        .map_err(respond::state)?;
-    rt.publish(
-        "chat",
-        &json!({
-            "runId": format!("inject-{message_id}"), "sessionKey": raw_key, "seq": 0,
-            "state": "final", "message": assistant_message(&text),
-        }),
-        Some(false),
-    )
-    .await;
+    let message_id = control::inject(rt, &session_key, &raw_key, &text).await?;
     Ok(json!({"ok": true, "messageId": message_id}))
 }
 

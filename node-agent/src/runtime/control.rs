@@ -1,6 +1,6 @@
 //! Run control shared by the chat methods and the scheduler: starting a run (or finding
 //! the earlier one with the same key), aborting a session's runs wherever they execute,
-//! and refusing a turn no model can run.
+//! refusing a turn no model can run, steering a running turn, and injecting a note.
 
 use std::sync::Arc;
 
@@ -110,4 +110,67 @@ pub fn check_provider(config: &SharedConfig, agent_id: &str) -> Result<(), Servi
         .and_then(|p| p.choose(agent_id))
         .map(|_| ())
         .map_err(|e| ServiceError::NoProvider(e.to_string()))
+}
+
+/// Where a steering message went.
+pub enum Steered {
+    /// No run of the session is executing: nothing to steer into.
+    NotActive,
+    /// Into this run, wherever it executes.
+    Into(String),
+}
+
+/// Steering (§5.1 step 5): sends `message` into the session's executing run.
+pub async fn steer(
+    rt: &Runtime,
+    session_key: &str,
+    message: &str,
+) -> Result<Steered, ServiceError> {
+    let lease = runs::read_lease(rt.state.as_ref(), session_key).await?;
+    let Some(target) = lease.and_then(|(l, _)| l.active) else {
+        return Ok(Steered::NotActive);
+    };
+    // Only a run that is executing can take it (not one ending, nor a maintenance marker).
+    let running = rt
+        .runs
+        .get(&target)
+        .await?
+        .is_some_and(|r| r.status == RunStatus::Running);
+    if !running {
+        return Ok(Steered::NotActive);
+    }
+    rt.control(
+        subjects::CONTROL_RUN_STEER,
+        json!({"runId": target, "message": message}),
+    )
+    .await;
+    Ok(Steered::Into(target))
+}
+
+/// `chat.inject`: appends an assistant note to the session's transcript (no run) and
+/// announces it as a `chat` final for `client_key`; the new message's id.
+pub async fn inject(
+    rt: &Runtime,
+    session_key: &str,
+    client_key: &str,
+    text: &str,
+) -> Result<String, ServiceError> {
+    let Some(entry) = rt.sessions.get(session_key).await? else {
+        return Err(ServiceError::SessionNotFound("session not found".into()));
+    };
+    let message_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut stored = run::assistant_message(text);
+    stored["id"] = json!(message_id);
+    stored["injected"] = json!(true);
+    rt.transcripts.append(&entry.session_id, &stored).await?;
+    rt.publish(
+        "chat",
+        &json!({
+            "runId": format!("inject-{message_id}"), "sessionKey": client_key, "seq": 0,
+            "state": "final", "message": run::assistant_message(text),
+        }),
+        Some(false),
+    )
+    .await;
+    Ok(message_id)
 }
