@@ -132,7 +132,7 @@ impl RunningGateway {
                 .unwrap_or_default();
 
         let metrics = Arc::new(Metrics::new());
-        // One embedded database for the state and the transcripts: redb locks its file.
+        // One embedded database for the state and the transcripts: fjall locks its directory.
         let embedded_db = match &mode {
             Mode::Local => Some(EmbeddedDb::open(Some(&options.state_dir))?),
             Mode::Cluster { .. } => None,

@@ -6,7 +6,7 @@
 //!   [`state_embedded::EmbeddedStore`]; cluster: [`state_nats::NatsStore`] (JetStream KV).
 //! * [`transcripts`] — [`transcripts::TranscriptLog`]: each chat session's message log.
 //!   Embedded: [`transcripts::EmbeddedTranscripts`]; cluster: a JetStream stream.
-//! * [`embedded`] — [`embedded::EmbeddedDb`]: the one redb database of a state dir under
+//! * [`embedded`] — [`embedded::EmbeddedDb`]: the one fjall database of a state dir under
 //!   both embedded implementations, with its group-committing writer thread.
 //! * [`bus`] — [`bus::EventBus`]: broadcast events between instances. Embedded: tokio
 //!   broadcast; cluster: NATS core subjects.

@@ -1,23 +1,21 @@
-//! The embedded state store: every bucket a table of the state dir's redb database
-//! ([`crate::embedded::EmbeddedDb`], `<state dir>/argent.redb`). Durable buckets live there;
-//! the others (presence, liveness, approvals) in a second database in memory, so a restart
-//! forgets them as before. Without a state dir both are in memory.
+//! The embedded state store: every bucket a key range of the state dir's fjall database
+//! ([`crate::embedded::EmbeddedDb`], `<state dir>/argent.fjall`). Durable buckets live there;
+//! the others (presence, liveness, approvals) in a second database in a temporary directory,
+//! never fsynced and removed on drop, so a restart forgets them as before. Without a state
+//! dir both are temporary.
 //!
-//! Writes are group-committed by the database's writer thread; reads take a redb read
-//! transaction on the caller's thread and never wait for it.
+//! Writes are group-committed by the database's writer thread; reads come from the
+//! database's index of committed entries ([`crate::embedded::Index`]) on the caller's
+//! thread and never wait for the writer.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{ReadableDatabase, TableError};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::cluster::bucket_spec;
-use crate::embedded::{
-    failed, memory_db, snapshot, table_name, BucketTable, CommitStats, Condition, EmbeddedDb,
-    Engine, Op,
-};
+use crate::embedded::{volatile_db, CommitStats, Condition, EmbeddedDb, Engine, Op};
 use crate::state::{validate_key, Change, Entry, StateError, StateStore, WATCH_CAPACITY};
 
 /// The embedded state store (the one-process default).
@@ -27,7 +25,7 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Durable buckets are kept in `<dir>/argent.redb` (importing the former
+    /// Durable buckets are kept in `<dir>/argent.fjall` (importing the former
     /// `<dir>/state/*.json` files on first open); `None` keeps everything in memory.
     pub fn open(dir: Option<&std::path::Path>) -> Result<Self, StateError> {
         Self::on(&EmbeddedDb::open(dir)?)
@@ -37,7 +35,7 @@ impl EmbeddedStore {
     pub fn on(db: &EmbeddedDb) -> Result<Self, StateError> {
         Ok(EmbeddedStore {
             db: db.clone(),
-            volatile: Engine::start("volatile", memory_db()?)?,
+            volatile: Engine::start("volatile", volatile_db()?)?,
         })
     }
 
@@ -70,44 +68,14 @@ impl EmbeddedStore {
         };
         self.engine(bucket).submit(op).await
     }
-
-    /// Reads run inline on the caller's thread: a redb read transaction never waits for the
-    /// writer, and its pages come from redb's cache (a miss is one read of a 4 KiB page),
-    /// which is cheaper than a hop to the blocking pool.
-    fn read<T>(
-        &self,
-        bucket: &str,
-        absent: T,
-        f: impl FnOnce(
-            &redb::ReadOnlyTable<&'static str, (u64, &'static [u8])>,
-        ) -> Result<T, redb::StorageError>,
-    ) -> Result<T, StateError> {
-        let txn = self
-            .engine(bucket)
-            .db
-            .begin_read()
-            .map_err(|e| failed(format_args!("cannot read {bucket}"), e))?;
-        match txn.open_table(BucketTable::new(&table_name(bucket))) {
-            Ok(table) => f(&table).map_err(|e| failed(format_args!("cannot read {bucket}"), e)),
-            Err(TableError::TableDoesNotExist(_)) => Ok(absent),
-            Err(e) => Err(failed(format_args!("cannot open {bucket}"), e)),
-        }
-    }
 }
 
 #[async_trait]
 impl StateStore for EmbeddedStore {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StateError> {
         validate_key(key)?;
-        self.read(bucket, None, |table| {
-            Ok(table.get(key)?.map(|guard| {
-                let (revision, value) = guard.value();
-                Entry {
-                    value: Bytes::copy_from_slice(value),
-                    revision,
-                }
-            }))
-        })
+        let entry = self.engine(bucket).index.get(bucket, key);
+        Ok(entry.map(|(revision, value)| Entry { value, revision }))
     }
 
     async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
@@ -143,18 +111,7 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StateError> {
-        self.read(bucket, Vec::new(), |table| {
-            let mut keys = Vec::new();
-            for item in table.range(prefix..)? {
-                let (key, _) = item?;
-                let key = key.value();
-                if !key.starts_with(prefix) {
-                    break;
-                }
-                keys.push(key.to_string());
-            }
-            Ok(keys)
-        })
+        Ok(self.engine(bucket).index.keys(bucket, prefix))
     }
 
     async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError> {
@@ -163,11 +120,7 @@ impl StateStore for EmbeddedStore {
         // in the subscription; one committed before it may be in both, and is recognised by
         // its revision (not above the snapshot's counter) and dropped. No gap, no duplicate.
         let mut changes = engine.watchers.subscribe(bucket);
-        let db = engine.db.clone();
-        let name = bucket.to_string();
-        let (snapshot, upto) = tokio::task::spawn_blocking(move || snapshot(&db, &name))
-            .await
-            .map_err(|e| failed(format_args!("watch {bucket}"), e))??;
+        let (snapshot, upto) = engine.index.snapshot(bucket);
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let bucket = bucket.to_string();
         tokio::spawn(async move {
@@ -205,12 +158,9 @@ impl StateStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::DB_FILE;
     use crate::state::modify_json;
     use argent_proto::subjects::{BUCKET_AGENTS, BUCKET_PRESENCE, BUCKET_SESSIONS};
     use std::collections::BTreeSet;
-    use std::path::Path;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[tokio::test]
     async fn revisions_create_update_and_persistence() {
@@ -308,99 +258,6 @@ mod tests {
         );
         assert_eq!(store.keys(BUCKET_AGENTS, "").await.unwrap().len(), 5);
         assert!(store.keys(BUCKET_SESSIONS, "").await.unwrap().is_empty());
-    }
-
-    /// A disk that refuses writes on demand (as when it is full). A disk that takes the
-    /// writes and then fails only the fsync leaves the outcome open: the commit is reported
-    /// as failed (and undone in this process), yet it may be found on disk after a restart,
-    /// as with any database.
-    #[derive(Debug)]
-    struct FailingDisk {
-        file: redb::backends::FileBackend,
-        fail: Arc<AtomicBool>,
-    }
-
-    impl redb::StorageBackend for FailingDisk {
-        fn len(&self) -> std::io::Result<u64> {
-            self.file.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.file.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.file.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("no space left"));
-            }
-            self.file.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("no space left"));
-            }
-            self.file.write(offset, data)
-        }
-        fn close(&self) -> std::io::Result<()> {
-            self.file.close()
-        }
-    }
-
-    fn failing_store(path: &Path, fail: &Arc<AtomicBool>) -> EmbeddedStore {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap();
-        let disk = FailingDisk {
-            file: redb::backends::FileBackend::new(file).unwrap(),
-            fail: fail.clone(),
-        };
-        let db = redb::Database::builder().create_with_backend(disk).unwrap();
-        EmbeddedStore::on(&EmbeddedDb::on(db, "test".into()).unwrap()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_write_that_cannot_be_persisted_is_undone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DB_FILE);
-        let fail = Arc::new(AtomicBool::new(false));
-        let store = failing_store(&path, &fail);
-        store
-            .put(BUCKET_AGENTS, "a", Bytes::from("1"))
-            .await
-            .unwrap();
-        let mut watch = store.watch(BUCKET_AGENTS).await.unwrap();
-        assert_eq!(watch.recv().await.unwrap().value, Some(Bytes::from("1")));
-        fail.store(true, Ordering::SeqCst);
-        assert!(store
-            .put(BUCKET_AGENTS, "a", Bytes::from("2"))
-            .await
-            .is_err());
-        assert!(store
-            .put(BUCKET_AGENTS, "b", Bytes::from("3"))
-            .await
-            .is_err());
-        assert!(!store.is_healthy());
-        let a = store.get(BUCKET_AGENTS, "a").await.unwrap().unwrap();
-        assert_eq!((a.value, a.revision), (Bytes::from("1"), 1));
-        assert_eq!(store.get(BUCKET_AGENTS, "b").await.unwrap(), None);
-        assert!(
-            watch.try_recv().is_err(),
-            "watchers hear nothing of undone writes"
-        );
-        drop(store);
-
-        // On disk too: the disk works again, the file is opened again (and repaired).
-        fail.store(false, Ordering::SeqCst);
-        let store = failing_store(&path, &fail);
-        let a = store.get(BUCKET_AGENTS, "a").await.unwrap().unwrap();
-        assert_eq!((a.value, a.revision), (Bytes::from("1"), 1));
-        assert_eq!(store.get(BUCKET_AGENTS, "b").await.unwrap(), None);
-        assert_eq!(store.put(BUCKET_AGENTS, "b", Bytes::from("3")).await, Ok(2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,6 @@
 //! The transcript plane: the durable, append-only message log of each chat session.
 //!
-//! Embedded: a table of the state dir's redb database keyed by (session id, seq); the former
+//! Embedded: a keyspace of the state dir's fjall database keyed by (session id, seq); the former
 //! JSON-lines files (`<state dir>/transcripts/*.jsonl`) are imported on first open. Cluster:
 //! one JetStream stream, one subject per session (`argent.tx.<sessionId>`), so any
 //! node-agent can continue any session and nothing is lost when a node or gateway dies.
@@ -60,9 +60,10 @@ pub struct EmbeddedTranscripts {
 }
 
 impl EmbeddedTranscripts {
-    /// The transcript log of `<state dir>/argent.redb`, or in memory. A process that also
-    /// has the embedded state store must open both on one [`EmbeddedDb`] (redb locks the
-    /// file): use [`EmbeddedTranscripts::on`].
+    /// The transcript log of `<state dir>/argent.fjall`, or in a temporary directory. A process
+    /// that also
+    /// has the embedded state store must open both on one [`EmbeddedDb`] (fjall locks its
+    /// directory): use [`EmbeddedTranscripts::on`].
     pub fn open(state_dir: Option<&std::path::Path>) -> Result<Self, StateError> {
         Ok(Self::on(&EmbeddedDb::open(state_dir)?))
     }

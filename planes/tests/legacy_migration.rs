@@ -34,12 +34,9 @@ async fn value(store: &EmbeddedStore, bucket: &str, key: &str) -> Option<(String
         .map(|e| (String::from_utf8(e.value.to_vec()).unwrap(), e.revision))
 }
 
-#[tokio::test]
-async fn the_former_state_files_are_imported_once() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_fixture(dir.path());
-
-    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+/// Both fixtures hold the same agents and session keys (written the same way by the store
+/// of their time): a key updated, one deleted.
+async fn assert_the_agents_and_sessions_of_the_fixtures(store: &EmbeddedStore) {
     assert_eq!(
         value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
         Some(("be kind, and brief".into(), 3))
@@ -53,6 +50,15 @@ async fn the_former_state_files_are_imported_once() {
         store.keys(BUCKET_SESSIONS, "agent.main.").await.unwrap(),
         vec!["agent.main.main", "agent.main.work"]
     );
+}
+
+#[tokio::test]
+async fn the_former_state_files_are_imported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_the_agents_and_sessions_of_the_fixtures(&store).await;
     assert_eq!(
         value(&store, BUCKET_SESSIONS, "agent.main.work")
             .await
@@ -155,4 +161,111 @@ async fn a_former_transcript_with_a_torn_last_line_is_imported_without_it() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["content"], "café");
     assert!(transcripts.join("s1.jsonl.migrated").exists());
+}
+
+/// `fixtures/redb-state/argent.redb` was written by the redb-based store of the previous
+/// release (commit e9f38c7): agents written, updated and deleted, two sessions, a config
+/// bucket and one transcript that it had itself imported from the JSON files, and a
+/// transcript that was compacted once (archive 1).
+const REDB_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/redb-state/argent.redb"
+);
+const SESSION_ONE: &str = "7c1c6f0e-2b7a-4d0e-9a55-0d7f2a2c1a01";
+const SESSION_TWO: &str = "0b6c3f55-8f3e-4b9e-a1c4-3f6f5d1d2e02";
+const SESSION_FROM_JSONL: &str = "5d2f1e0a-1111-4222-8333-444455556666";
+
+#[tokio::test]
+async fn the_former_redb_store_is_imported_once() {
+    use argent_planes::embedded::{EmbeddedDb, REDB_FILE};
+    use argent_planes::transcripts::{EmbeddedTranscripts, TranscriptLog};
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join(REDB_FILE);
+    std::fs::copy(REDB_FIXTURE, &old).unwrap();
+
+    let db = EmbeddedDb::open(Some(dir.path())).unwrap();
+    let store = EmbeddedStore::on(&db).unwrap();
+    let log = EmbeddedTranscripts::on(&db);
+    assert_the_agents_and_sessions_of_the_fixtures(&store).await;
+    assert_eq!(
+        value(&store, BUCKET_CONFIG, "argent.json").await,
+        Some((r#"{"gateway":{"port":18790}}"#.into(), 2))
+    );
+    assert_eq!(
+        log.read(SESSION_ONE).await.unwrap(),
+        vec![
+            json!({"role": "system", "content": "summary: greetings"}),
+            json!({"role": "user", "content": "café"}),
+        ]
+    );
+    assert_eq!(
+        log.read(SESSION_TWO).await.unwrap(),
+        vec![json!({"role": "user", "content": "second session"})]
+    );
+    assert_eq!(
+        log.read(SESSION_FROM_JSONL).await.unwrap(),
+        vec![json!({"role": "user", "content": "from the jsonl days"})]
+    );
+    // Counters carry over: the agents bucket was at 5 (the delete), the compacted
+    // transcript at archive 1, and appends continue after the last seq.
+    assert_eq!(
+        store
+            .put(BUCKET_AGENTS, "main.TOOLS.md", Bytes::from("t"))
+            .await,
+        Ok(6)
+    );
+    let archive = log.replace(SESSION_ONE, &[json!({"n": 1})]).await.unwrap();
+    assert!(archive.ends_with(&format!("/{SESSION_ONE}/2")), "{archive}");
+    log.append(SESSION_TWO, &json!({"n": 2})).await.unwrap();
+    assert_eq!(log.read(SESSION_TWO).await.unwrap().len(), 2);
+    let newer = Bytes::from(r#"{"gateway":{"port":18791}}"#);
+    assert_eq!(
+        store.update(BUCKET_CONFIG, "argent.json", newer, 2).await,
+        Ok(3)
+    );
+    assert!(!old.exists());
+    assert!(dir.path().join("argent.redb.migrated").exists());
+    drop((store, log, db));
+
+    // A crash between the import and the rename: the old file is back, and must not be
+    // imported over what was written since; nor may the JSON file it had imported itself.
+    std::fs::copy(REDB_FIXTURE, &old).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("state/argent_config.json"),
+        state.join("argent_config.json"),
+    )
+    .unwrap();
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.TOOLS.md").await,
+        Some(("t".into(), 6))
+    );
+    assert_eq!(
+        value(&store, BUCKET_CONFIG, "argent.json").await,
+        Some((r#"{"gateway":{"port":18791}}"#.into(), 3))
+    );
+    assert!(!old.exists());
+    drop(store);
+    let log = EmbeddedTranscripts::open(Some(dir.path())).unwrap();
+    assert_eq!(log.read(SESSION_TWO).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_redb_file_that_cannot_be_read_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join(argent_planes::embedded::REDB_FILE);
+    std::fs::write(&old, b"not a database").unwrap();
+    let err = match EmbeddedStore::open(Some(dir.path())) {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("a broken file was accepted"),
+    };
+    assert!(err.contains("argent.redb"), "{err}");
+    assert!(
+        old.exists(),
+        "a file that was not imported is left where it is"
+    );
 }

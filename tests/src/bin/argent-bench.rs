@@ -668,7 +668,7 @@ async fn bench_store(s: &Settings) -> anyhow::Result<Value> {
     let keys = s.count(100_000, 5_000);
     let writes = s.count(100_000, 5_000);
     let sequential = s.count(5_000, 500);
-    let reads = s.count(400_000, 20_000);
+    let reads = s.count(1_000_000, 20_000);
     let tasks = 16;
     let dir = tempfile::tempdir()?;
     let store = Arc::new(EmbeddedStore::open(Some(dir.path()))?);
@@ -749,9 +749,9 @@ async fn bench_store(s: &Settings) -> anyhow::Result<Value> {
     })
     .await?;
 
-    let file_bytes = std::fs::metadata(dir.path().join(argent_planes::embedded::DB_FILE))?.len();
+    let file_bytes = dir_bytes(&dir.path().join(argent_planes::embedded::DB_FILE))?;
     Ok(json!({
-        "store": "EmbeddedStore (redb, group commit)",
+        "store": "EmbeddedStore (fjall, group commit)",
         "bucket": STORE_BUCKET,
         "preloaded_keys": keys,
         "value_bytes": store_value(0, 0).len(),
@@ -854,4 +854,17 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// The bytes of the files under `path`.
+fn dir_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        total += dir_bytes(&entry?.path())?;
+    }
+    Ok(total)
 }

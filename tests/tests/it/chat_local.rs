@@ -653,11 +653,11 @@ async fn inject_and_compaction() {
         ),
         (json!(true), json!(3), json!(true))
     );
-    // Archived in the state dir's database (argent.redb#tx/archive/<session>/<n>).
+    // Archived in the state dir's database (argent.fjall#tx/archive/<session>/<n>).
     assert!(compacted["archived"]
         .as_str()
         .unwrap()
-        .contains("argent.redb#tx/archive/"));
+        .contains("argent.fjall#tx/archive/"));
     let history = client
         .call("chat.history", json!({"sessionKey": "notes"}))
         .await
