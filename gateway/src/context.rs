@@ -141,6 +141,7 @@ impl Ctx {
                 shared_config: shared_config.clone(),
                 metrics: parts.metrics.clone(),
                 nats: parts.nats.clone(),
+                state: parts.state.clone(),
             },
         ));
         let auth_limiter = AuthLimiter::new(

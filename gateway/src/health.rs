@@ -12,6 +12,7 @@ use argent_planes::members::GatewayRecord;
 use argent_proto::frames::{EncodedEvent, StateVersion};
 
 use argent_planes::members::{Members, NodeRecord};
+use argent_planes::state::StateStore;
 
 use crate::config::Mode;
 use crate::hub::Hub;
@@ -44,6 +45,7 @@ pub struct Health {
     shared_config: Arc<SharedConfigView>,
     metrics: Arc<Metrics>,
     nats: Option<async_nats::Client>,
+    state: Arc<dyn StateStore>,
     draining: AtomicBool,
     cached: RwLock<Option<(Instant, Arc<Value>)>>,
     version: AtomicU64,
@@ -58,6 +60,7 @@ pub struct HealthSources {
     pub shared_config: Arc<SharedConfigView>,
     pub metrics: Arc<Metrics>,
     pub nats: Option<async_nats::Client>,
+    pub state: Arc<dyn StateStore>,
 }
 
 impl Health {
@@ -71,6 +74,7 @@ impl Health {
             shared_config: sources.shared_config,
             metrics: sources.metrics,
             nats: sources.nats,
+            state: sources.state,
             draining: AtomicBool::new(false),
             cached: RwLock::new(None),
             version: AtomicU64::new(argent_proto::now_ms()),
@@ -172,6 +176,11 @@ impl Health {
         if nodes.is_empty() {
             reasons.push("no live node-agent: forwarded methods are unavailable");
         }
+        // The embedded store (a cluster's store is NATS, covered above) refuses writes after
+        // a failed write to disk until the gateway is restarted.
+        if self.nats.is_none() && !self.state.is_healthy() {
+            reasons.push(STORE_REFUSES_WRITES);
+        }
         json!({
             "mode": self.identity.mode.name(),
             "gatewayId": me,
@@ -183,13 +192,22 @@ impl Health {
     }
 }
 
+const STORE_REFUSES_WRITES: &str =
+    "the state store refuses writes since a write to disk failed (see the gateway log)";
+
 fn critical_alerts(cluster: &Value, now: u64) -> Vec<Value> {
     let reasons = cluster["reasons"].as_array().cloned().unwrap_or_default();
     reasons
         .iter()
         .filter_map(Value::as_str)
         .map(|reason| {
-            let (id, service, command) = if reason.starts_with("NATS") {
+            let (id, service, command) = if reason == STORE_REFUSES_WRITES {
+                (
+                    "state.store",
+                    "state store",
+                    "free or fix the disk under the state dir, then restart the gateway",
+                )
+            } else if reason.starts_with("NATS") {
                 (
                     "cluster.nats",
                     "nats",

@@ -22,6 +22,11 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else if !ctx.health.nats_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "nats unreachable\n")
+    } else if !ctx.state.is_healthy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state store refuses writes\n",
+        )
     } else {
         (StatusCode::OK, "ready\n")
     }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::cluster::bucket_spec;
-use crate::embedded::{volatile_db, CommitStats, Condition, EmbeddedDb, Engine, Op};
+use crate::embedded::{temporary_db, CommitStats, Condition, EmbeddedDb, Engine, Op};
 use crate::state::{validate_key, Change, Entry, StateError, StateStore, WATCH_CAPACITY};
 
 /// The embedded state store (the one-process default).
@@ -25,8 +25,9 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Durable buckets are kept in `<dir>/argent.fjall` (importing the former
-    /// `<dir>/state/*.json` files on first open); `None` keeps everything in memory.
+    /// Durable buckets are kept in `<dir>/argent.fjall` (importing what an earlier build
+    /// left in `dir` on first open); `None` keeps everything in a temporary directory that
+    /// is removed on drop.
     pub fn open(dir: Option<&std::path::Path>) -> Result<Self, StateError> {
         Self::on(&EmbeddedDb::open(dir)?)
     }
@@ -35,7 +36,7 @@ impl EmbeddedStore {
     pub fn on(db: &EmbeddedDb) -> Result<Self, StateError> {
         Ok(EmbeddedStore {
             db: db.clone(),
-            volatile: Engine::start("volatile", volatile_db()?)?,
+            volatile: Engine::start("volatile", temporary_db()?)?,
         })
     }
 
@@ -120,7 +121,11 @@ impl StateStore for EmbeddedStore {
         // in the subscription; one committed before it may be in both, and is recognised by
         // its revision (not above the snapshot's counter) and dropped. No gap, no duplicate.
         let mut changes = engine.watchers.subscribe(bucket);
-        let (snapshot, upto) = engine.index.snapshot(bucket);
+        // Cloning a large bucket takes milliseconds: not on an async worker.
+        let (index, name) = (engine.index.clone(), bucket.to_string());
+        let (snapshot, upto) = tokio::task::spawn_blocking(move || index.snapshot(&name))
+            .await
+            .map_err(|e| StateError::Failed(format!("watch {bucket}: {e}")))?;
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let bucket = bucket.to_string();
         tokio::spawn(async move {

@@ -60,10 +60,9 @@ pub struct EmbeddedTranscripts {
 }
 
 impl EmbeddedTranscripts {
-    /// The transcript log of `<state dir>/argent.fjall`, or in a temporary directory. A process
-    /// that also
-    /// has the embedded state store must open both on one [`EmbeddedDb`] (fjall locks its
-    /// directory): use [`EmbeddedTranscripts::on`].
+    /// The transcript log of `<state dir>/argent.fjall`, or in a temporary directory. A
+    /// process that also has the embedded state store must open both on one [`EmbeddedDb`]
+    /// (fjall locks its directory): use [`EmbeddedTranscripts::on`].
     pub fn open(state_dir: Option<&std::path::Path>) -> Result<Self, StateError> {
         Ok(Self::on(&EmbeddedDb::open(state_dir)?))
     }

@@ -38,14 +38,14 @@ async fn value(store: &EmbeddedStore, bucket: &str, key: &str) -> Option<(String
 /// of their time): a key updated, one deleted.
 async fn assert_the_agents_and_sessions_of_the_fixtures(store: &EmbeddedStore) {
     assert_eq!(
-        value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
+        value(store, BUCKET_AGENTS, "main.SOUL.md").await,
         Some(("be kind, and brief".into(), 3))
     );
     assert_eq!(
-        value(&store, BUCKET_AGENTS, "main.AGENTS.md").await,
+        value(store, BUCKET_AGENTS, "main.AGENTS.md").await,
         Some(("# Agents\n\nünïcode ✓".into(), 2))
     );
-    assert_eq!(value(&store, BUCKET_AGENTS, "scratch.tmp").await, None);
+    assert_eq!(value(store, BUCKET_AGENTS, "scratch.tmp").await, None);
     assert_eq!(
         store.keys(BUCKET_SESSIONS, "agent.main.").await.unwrap(),
         vec!["agent.main.main", "agent.main.work"]
@@ -229,9 +229,10 @@ async fn the_former_redb_store_is_imported_once() {
     assert!(dir.path().join("argent.redb.migrated").exists());
     drop((store, log, db));
 
-    // A crash between the import and the rename: the old file is back, and must not be
-    // imported over what was written since; nor may the JSON file it had imported itself.
-    std::fs::copy(REDB_FIXTURE, &old).unwrap();
+    // A crash between the import and the rename: the old file is still there (as if not
+    // renamed), and must not be imported over what was written since; nor may the JSON
+    // file it had imported itself.
+    std::fs::rename(dir.path().join("argent.redb.migrated"), &old).unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::copy(
@@ -267,5 +268,40 @@ async fn a_redb_file_that_cannot_be_read_is_an_error_naming_it() {
     assert!(
         old.exists(),
         "a file that was not imported is left where it is"
+    );
+}
+
+#[tokio::test]
+async fn a_redb_file_written_after_the_import_is_left_alone() {
+    use argent_planes::embedded::REDB_FILE;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join(REDB_FILE);
+    std::fs::copy(REDB_FIXTURE, &old).unwrap();
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        store
+            .put(BUCKET_AGENTS, "main.SOUL.md", Bytes::from("newer"))
+            .await,
+        Ok(6)
+    );
+    drop(store);
+    // An older build ran on the state dir after the upgrade and wrote a new argent.redb.
+    std::fs::copy(REDB_FIXTURE, &old).unwrap();
+    let store = EmbeddedStore::open(Some(dir.path())).unwrap();
+    assert_eq!(
+        value(&store, BUCKET_AGENTS, "main.SOUL.md").await,
+        Some(("newer".into(), 6)),
+        "not imported over newer writes"
+    );
+    assert!(old.exists(), "left where it is");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("argent.redb"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the first copy is kept as it was: {names:?}"
     );
 }

@@ -13,6 +13,7 @@
 pub mod device;
 pub mod model_double;
 pub mod raw;
+pub mod tmpfs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

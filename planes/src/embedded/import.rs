@@ -38,15 +38,18 @@ const REDB_TX_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("t
 const REDB_TX_ARCHIVE: TableDefinition<(&str, u64, u64), &[u8]> =
     TableDefinition::new("tx/archive");
 const REDB_TX_ARCHIVES: TableDefinition<&str, u64> = TableDefinition::new("tx/archives");
-/// Entries per write batch of the import: bounds the memory a large file needs.
+/// A write batch of the import holds at most this many entries, or bytes: bounds the
+/// memory a large file needs (transcripts can hold large messages).
 const IMPORT_BATCH: usize = 10_000;
+const IMPORT_BATCH_BYTES: usize = 32 << 20;
 
-/// Writes of an import, committed every [`IMPORT_BATCH`] entries. Every write sets a key to
-/// a value read from the old store, so a batch written again is the same batch.
+/// Writes of an import, committed in bounded batches. Every write sets a key to a value read
+/// from the old store, so a batch written again is the same batch.
 struct Importer<'a> {
     db: &'a Store,
     overlay: Overlay<'a>,
     pending: usize,
+    pending_bytes: usize,
     total: usize,
 }
 
@@ -56,17 +59,20 @@ impl<'a> Importer<'a> {
             db,
             overlay: Overlay::new(db),
             pending: 0,
+            pending_bytes: 0,
             total: 0,
         }
     }
 
     fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.pending_bytes += key.len() + value.len();
         self.overlay.insert(space, key, value);
         self.pending += 1;
         self.total += 1;
-        if self.pending >= IMPORT_BATCH {
+        if self.pending >= IMPORT_BATCH || self.pending_bytes >= IMPORT_BATCH_BYTES {
             std::mem::replace(&mut self.overlay, Overlay::new(self.db)).commit()?;
             self.pending = 0;
+            self.pending_bytes = 0;
         }
         Ok(())
     }
@@ -85,7 +91,21 @@ fn import_redb(db: &Store, dir: &Path) -> Result<(), StateError> {
     }
     let marker = meta_key("imported", REDB_FILE);
     let fail = |e: &dyn std::fmt::Display| failed(format_args!("import {}", path.display()), e);
-    if Overlay::new(db).get(Space::Meta, &marker)?.is_none() {
+    let imported = Overlay::new(db).get(Space::Meta, &marker)?.is_some();
+    let mut renamed = path.clone().into_os_string();
+    renamed.push(".migrated");
+    if imported && Path::new(&renamed).exists() {
+        // Imported and renamed before: this file was written since, by an older build run
+        // on this state dir after the upgrade. Importing it would overwrite newer writes:
+        // it is left alone, and said so at every start.
+        tracing::warn!(
+            file = %path.display(),
+            "an argent.redb was already imported into this state dir; this one (written \
+             since by an older build?) is not imported and is left where it is"
+        );
+        return Ok(());
+    }
+    if !imported {
         let old = redb::Database::open(&path).map_err(|e| fail(&e))?;
         let txn = old.begin_read().map_err(|e| fail(&e))?;
         let mut import = Importer::new(db);
@@ -153,9 +173,12 @@ fn import_redb(db: &Store, dir: &Path) -> Result<(), StateError> {
         let entries = import.finish()?;
         tracing::info!(file = %path.display(), entries, "imported the former redb store");
     }
-    let mut done = path.clone().into_os_string();
-    done.push(".migrated");
-    std::fs::rename(&path, &done).map_err(|e| failed(format_args!("rename {}", path.display()), e))
+    if Path::new(&renamed).exists() {
+        // Never overwrite the copy of an earlier import.
+        renamed.push(format!(".{}", argent_proto::now_ms()));
+    }
+    std::fs::rename(&path, &renamed)
+        .map_err(|e| failed(format_args!("rename {}", path.display()), e))
 }
 
 /// A table of the old file, or `None` when that release never created it.

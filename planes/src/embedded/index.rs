@@ -7,6 +7,10 @@
 //! the map instead of the tree too. The database stays the only durable copy: the index
 //! is rebuilt from it on open. It costs the memory of the state (not of transcripts): for
 //! 100,000 session entries of 200 bytes, ~30 MB — what the file store before it held too.
+//!
+//! Each bucket has its own lock, so a long read of one bucket (a watch's snapshot clones
+//! every entry) delays only that bucket's readers and the writer, never other buckets'
+//! readers. The outer lock is taken for writing only when a bucket appears.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -26,7 +30,7 @@ struct Bucket {
 
 #[derive(Default)]
 pub(crate) struct Index {
-    buckets: RwLock<HashMap<String, Bucket>>,
+    buckets: RwLock<HashMap<String, RwLock<Bucket>>>,
 }
 
 impl Index {
@@ -53,6 +57,16 @@ impl Index {
                 buckets.entry(bucket).or_default().counter = number(&counter);
             }
         }
+        // A counter is never below a revision it gave out (a former store's file could
+        // say otherwise); the next write must not reuse one.
+        for bucket in buckets.values_mut() {
+            let highest = bucket.entries.values().map(|(revision, _)| *revision).max();
+            bucket.counter = bucket.counter.max(highest.unwrap_or(0));
+        }
+        let buckets = buckets
+            .into_iter()
+            .map(|(name, bucket)| (name, RwLock::new(bucket)))
+            .collect();
         Ok(Index {
             buckets: RwLock::new(buckets),
         })
@@ -61,22 +75,28 @@ impl Index {
     /// A key's value and revision.
     pub(crate) fn get(&self, bucket: &str, key: &str) -> Option<(u64, Bytes)> {
         let buckets = self.buckets.read();
-        buckets.get(bucket)?.entries.get(key).cloned()
+        let entry = buckets.get(bucket)?.read().entries.get(key).cloned();
+        entry
     }
 
     /// A key's revision.
     pub(crate) fn revision(&self, bucket: &str, key: &str) -> Option<u64> {
         let buckets = self.buckets.read();
-        buckets
+        let revision = buckets
             .get(bucket)?
+            .read()
             .entries
             .get(key)
-            .map(|(revision, _)| *revision)
+            .map(|(r, _)| *r);
+        revision
     }
 
     /// The bucket's counter (0: never written).
     pub(crate) fn counter(&self, bucket: &str) -> u64 {
-        self.buckets.read().get(bucket).map_or(0, |b| b.counter)
+        self.buckets
+            .read()
+            .get(bucket)
+            .map_or(0, |b| b.read().counter)
     }
 
     /// The keys starting with `prefix`, sorted.
@@ -85,6 +105,7 @@ impl Index {
         let Some(bucket) = buckets.get(bucket) else {
             return Vec::new();
         };
+        let bucket = bucket.read();
         bucket
             .entries
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
@@ -99,6 +120,7 @@ impl Index {
         let Some(bucket) = buckets.get(bucket) else {
             return (Vec::new(), 0);
         };
+        let bucket = bucket.read();
         let changes = bucket
             .entries
             .iter()
@@ -116,12 +138,26 @@ impl Index {
         if changes.is_empty() {
             return;
         }
-        let mut buckets = self.buckets.write();
+        let fresh: Vec<&String> = {
+            let buckets = self.buckets.read();
+            changes
+                .iter()
+                .map(|(bucket, _)| bucket)
+                .filter(|bucket| !buckets.contains_key(bucket.as_str()))
+                .collect()
+        };
+        if !fresh.is_empty() {
+            let mut buckets = self.buckets.write();
+            for bucket in fresh {
+                buckets.entry(bucket.clone()).or_default();
+            }
+        }
+        let buckets = self.buckets.read();
         for (bucket, change) in changes {
-            let bucket = match buckets.get_mut(bucket.as_str()) {
-                Some(known) => known,
-                None => buckets.entry(bucket.clone()).or_default(),
+            let Some(bucket) = buckets.get(bucket.as_str()) else {
+                continue;
             };
+            let mut bucket = bucket.write();
             match &change.value {
                 Some(value) => {
                     bucket

@@ -7,8 +7,9 @@
 //! Every write goes through one writer thread per database, which checks everything queued
 //! in order (later writes of a batch see earlier ones), applies it in one atomic write batch
 //! and fsyncs the journal once (group commit, ADR 14): a write costs its own record in a
-//! sequential journal plus a share of one fsync. Reads go to fjall's memtables and tables
-//! on the caller's thread and never wait for the writer.
+//! sequential journal plus a share of one fsync. Then it updates the [`Index`] of committed
+//! state entries, which state reads use; transcripts are read from fjall. Readers never wait
+//! for the writer's I/O.
 //!
 //! On first open, what former releases left in the state dir is imported ([`import`]): the
 //! redb file of the first embedded store, and the JSON files of the file-based stores.
@@ -44,13 +45,18 @@ pub(crate) fn failed(what: impl std::fmt::Display, err: impl std::fmt::Display) 
     StateError::Failed(format!("{what}: {err}"))
 }
 
-/// An error of fjall, as the operating system said it when it is an I/O error ("No space
-/// left on device (os error 28)").
+/// An error of fjall, in words: an I/O error as the operating system said it ("No space left
+/// on device (os error 28)").
 fn storage(e: fjall::Error) -> StateError {
-    match e {
-        fjall::Error::Io(io) => StateError::Failed(io.to_string()),
-        other => StateError::Failed(other.to_string()),
-    }
+    StateError::Failed(match e {
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => io.to_string(),
+        // fjall refuses every write after a journal write or fsync failed, since what is on
+        // disk is no longer known; reopening (a restart) recovers what was acknowledged.
+        fjall::Error::Poisoned => "the database refuses writes since an earlier write failed \
+            (disk full or I/O error); restart once the disk is fixed"
+            .to_string(),
+        other => other.to_string(),
+    })
 }
 
 /// The keyspaces of a database. Keys are bytes; a name and what follows it are separated by
@@ -164,14 +170,11 @@ impl Store {
     }
 }
 
-/// A database in a fresh temporary directory, removed when it is dropped.
-pub(crate) fn memory_db() -> Result<Store, StateError> {
-    temporary_db(true)
-}
-
-fn temporary_db(durable: bool) -> Result<Store, StateError> {
+/// A database in a fresh temporary directory, removed when it is dropped and never
+/// fsynced: for buckets a restart forgets, and for a store without a state dir.
+pub(crate) fn temporary_db() -> Result<Store, StateError> {
     let path = std::env::temp_dir().join(format!("argent-db-{}", uuid::Uuid::new_v4()));
-    Store::open(&path, durable, true)
+    Store::open(&path, false, true)
 }
 
 /// What one write requires of the key's current revision.
@@ -681,7 +684,7 @@ impl EmbeddedDb {
                 import::import_former_stores(&db, dir)?;
                 Self::on(db, path.display().to_string())
             }
-            None => Self::on(memory_db()?, "memory".into()),
+            None => Self::on(temporary_db()?, "memory".into()),
         }
     }
 
@@ -696,11 +699,6 @@ impl EmbeddedDb {
     pub fn commit_stats(&self) -> CommitStats {
         self.durable.stats()
     }
-}
-
-/// A database for buckets a restart forgets: in a temporary directory, never fsynced.
-pub(crate) fn volatile_db() -> Result<Store, StateError> {
-    temporary_db(false)
 }
 
 #[cfg(test)]
@@ -719,7 +717,7 @@ mod tests {
 
     #[test]
     fn a_failed_condition_fails_only_its_own_write_of_a_batch() {
-        let db = memory_db().unwrap();
+        let db = temporary_db().unwrap();
         let ops = [
             state("k", Some("1"), Condition::Absent),
             state("k", Some("x"), Condition::Revision(7)),

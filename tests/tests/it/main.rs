@@ -7,6 +7,7 @@ mod chat_local;
 mod cluster;
 mod device;
 mod frames;
+mod full_disk;
 mod handshake;
 mod layering;
 mod local;

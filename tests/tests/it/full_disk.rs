@@ -1,80 +1,31 @@
-//! A real full disk under the embedded store: its state dir on a small tmpfs. Writes that
-//! cannot be made durable are refused (never acknowledged and then lost), the store says it
-//! is unhealthy, reads keep working, and once there is space again a reopened store has
-//! every acknowledged write and goes on from there.
+//! A real full disk (a small tmpfs) under the embedded store and under the one-process
+//! gateway. Writes that cannot be made durable are refused, never acknowledged and then
+//! lost; the store says it is unhealthy, the gateway reports it (health's critical alerts,
+//! `/readyz`), reads keep working, and once there is space again a restart has every
+//! acknowledged write and goes on from there.
 //!
-//! Mounting a tmpfs needs root (CI runs as root); elsewhere the test says so and passes.
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+//! Mounting a tmpfs needs root (CI runs as root); elsewhere the tests say so and pass.
 
 use argent_planes::state::StateStore;
 use argent_planes::state_embedded::EmbeddedStore;
 use argent_proto::subjects::BUCKET_AGENTS;
+use argent_tests::tmpfs::{noise, Tmpfs};
+use argent_tests::Gateway;
 use bytes::Bytes;
+use serde_json::json;
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(Tmpfs(at.to_path_buf())),
-            _ => None,
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {} failed", self.0.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
-}
-
-/// 16 KiB of noise, different for every key: nothing a compressing journal could shrink.
+/// 16 KiB of noise, different for every key.
 fn value(i: usize) -> Bytes {
-    let mut x = i as u64 ^ 0x9E37_79B9_7F4A_7C15;
-    let mut bytes = Vec::with_capacity(16 << 10);
-    while bytes.len() < 16 << 10 {
-        // xorshift64*
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        bytes.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    Bytes::from(bytes)
+    Bytes::from(noise(i as u64, 16 << 10))
 }
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_and_loses_no_acknowledged_one() {
-    if !running_as_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "8m").expect("mount a tmpfs as root");
-    let state_dir = disk.0.join("state");
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "8m") else {
+        return;
+    };
+    let state_dir = disk.path.join("state");
 
     let store = EmbeddedStore::open(Some(&state_dir)).unwrap();
     let mut watch = store.watch(BUCKET_AGENTS).await.unwrap();
@@ -158,4 +109,70 @@ async fn a_full_disk_refuses_writes_and_loses_no_acknowledged_one() {
         .unwrap();
     assert!(next > last, "revision {next} after {last}");
     assert!(store.is_healthy());
+}
+
+#[tokio::test]
+async fn the_gateway_reports_a_full_disk_and_keeps_answering_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
+        return;
+    };
+    let gw = Gateway::local()
+        .state_dir(&disk.path)
+        .start()
+        .await
+        .unwrap();
+    let client = gw.client().await.unwrap();
+    assert_eq!(gw.http_get("/readyz").await.unwrap().0, 200);
+
+    let mut written = 0;
+    let refused = loop {
+        assert!(written < 200, "16 MiB never filled up");
+        let content: String = noise(written, 192 << 10)
+            .iter()
+            .map(|b| char::from(b'a' + b % 26))
+            .collect();
+        // The same few workspace files again and again: every write is journaled anew.
+        let names = ["AGENTS.md", "SOUL.md", "TOOLS.md", "USER.md"];
+        let name = names[written as usize % names.len()];
+        let params = json!({"agentId": "main", "name": name, "content": content});
+        match client.call("agents.files.set", params).await {
+            Ok(_) => written += 1,
+            Err(err) => break err.to_string(),
+        }
+    };
+    assert!(written > 2, "only {written} files fitted");
+    assert!(refused.contains("No space left on device"), "{refused}");
+
+    // Reported: /readyz at once, health within its one-second cache.
+    let (status, body) = gw.http_get("/readyz").await.unwrap();
+    assert_eq!((status, body.trim()), (503, "state store refuses writes"));
+    let mut alerts = Vec::new();
+    for _ in 0..30 {
+        let health = client.call("health", json!({})).await.unwrap();
+        alerts = health["criticalAlerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if alerts.iter().any(|a| a["id"] == "state.store") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        alerts.iter().any(|a| a["id"] == "state.store"),
+        "no state.store alert in {alerts:?}"
+    );
+    // Reads go on.
+    let file = client
+        .call(
+            "agents.files.get",
+            json!({"agentId": "main", "name": "SOUL.md"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        file["file"]["content"].as_str().map(str::len),
+        Some(192 << 10)
+    );
 }
