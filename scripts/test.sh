@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 NATS_SERVER_BIN=$(scripts/install-nats.sh)
 export NATS_SERVER_BIN
 echo "using $("$NATS_SERVER_BIN" --version) at $NATS_SERVER_BIN"
+# The dashboard test drives the published Control UI in Chromium (tests/tests/it/dashboard.rs).
+ARGENT_E2E_DIR=$(scripts/install-e2e.sh)
+export ARGENT_E2E_DIR
+echo "dashboard test: Chromium, playwright-core and the Control UI in $ARGENT_E2E_DIR"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

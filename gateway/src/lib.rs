@@ -25,6 +25,7 @@ pub mod chat_stream;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod control_ui;
 pub mod embedded_node;
 pub mod health;
 pub mod http;

@@ -86,6 +86,7 @@ impl Worker {
             M::AgentWait => chat::wait(rt, params).await,
             M::AgentResult => chat::result(rt, params).await,
             M::SessionsList => sessions::list(rt, params).await,
+            M::SessionsDescribe => sessions::describe(rt, params).await,
             M::SessionsPreview => sessions::preview(rt, params).await,
             M::SessionsReset => sessions::reset(rt, params).await,
             M::SessionsCompact => sessions::compact(rt, params).await,

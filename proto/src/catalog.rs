@@ -62,6 +62,11 @@ handler_enum! {
         NodePairRequest, NodePairList, NodePairApprove, NodePairReject, NodePairVerify,
         NodeRename, NodeList, NodeDescribe, NodeInvoke, NodeInvokeResult, NodeEvent,
         SkillsBins,
+        QuestionList, UpdateStatus, OpenclawApprovalList, PluginApprovalList,
+        SessionsObserverVisibility, SessionsCompanionState, SessionsBranchesList,
+        ProgressCardGet, TalkCatalog, ChatMetadata, PluginsList, SkillsSearch,
+        SkillsLibraryList, ChannelsPairingList, PluginsCatalogBrowse,
+        SystemInfo, EnvironmentsList, ModelsAuthStatus, ChannelsStatus,
     }
 }
 
@@ -70,7 +75,7 @@ handler_enum! {
     NodeMethod {
         ChatSend, ChatHistory, ChatAbort, ChatInject, ChatStartup, ChatMessageGet,
         Agent, AgentWait, AgentResult, AgentIdentityGet,
-        SessionsList, SessionsPreview, SessionsReset, SessionsCompact, CommandsCompact,
+        SessionsList, SessionsDescribe, SessionsPreview, SessionsReset, SessionsCompact, CommandsCompact,
         CronList, CronStatus, CronRuns, CronAdd, CronUpdate, CronRun, CronRemove,
         ModelsList,
         ExecutionWorkerStatus, ExecutionWorkerRunNow, ExecutionWorkerPause,
@@ -272,6 +277,15 @@ pub const METHODS: &[MethodSpec] = &[
     // §5.4 sessions
     node("sessions.list", Read, N::SessionsList, None, true),
     node("sessions.preview", Read, N::SessionsPreview, None, true),
+    // Protocol 4: one row of `sessions.list`.
+    node(
+        "sessions.describe",
+        Read,
+        N::SessionsDescribe,
+        Some("key"),
+        true,
+    )
+    .v4_only(),
     node(
         "sessions.reset",
         Admin,
@@ -360,7 +374,8 @@ pub const METHODS: &[MethodSpec] = &[
     node("tasks.add", Write, N::TasksAdd, None, false),
     node("tasks.list", Read, N::TasksList, None, true),
     // §5.9 channels
-    planned("channels.status", Read),
+    // No chat channel is built yet (issue 18): the status of none, as upstream reports it.
+    gw("channels.status", Read, G::ChannelsStatus),
     planned("channels.logout", Admin),
     planned("send", Write),
     // §5.10 health, status, presence
@@ -439,6 +454,32 @@ pub const METHODS: &[MethodSpec] = &[
         G::SessionsMessagesUnsubscribe,
     )
     .v4_only(),
+    // Protocol 4: the Control UI's calls for features this system does not have; each
+    // answers upstream's empty or "unavailable" shape (gateway/src/methods/absent.rs).
+    gw("question.list", Read, G::QuestionList).v4_only(),
+    gw("update.status", Admin, G::UpdateStatus).v4_only(),
+    gw("openclaw.approval.list", Approvals, G::OpenclawApprovalList).v4_only(),
+    gw("plugin.approval.list", Approvals, G::PluginApprovalList).v4_only(),
+    gw(
+        "sessions.observer.visibility",
+        Read,
+        G::SessionsObserverVisibility,
+    )
+    .v4_only(),
+    gw("sessions.companion.state", Read, G::SessionsCompanionState).v4_only(),
+    gw("sessions.branches.list", Read, G::SessionsBranchesList).v4_only(),
+    gw("progressCard.get", Read, G::ProgressCardGet).v4_only(),
+    gw("talk.catalog", Read, G::TalkCatalog).v4_only(),
+    gw("chat.metadata", Read, G::ChatMetadata).v4_only(),
+    gw("plugins.list", Read, G::PluginsList).v4_only(),
+    gw("skills.search", Read, G::SkillsSearch).v4_only(),
+    gw("skills.library.list", Read, G::SkillsLibraryList).v4_only(),
+    gw("channels.pairing.list", Pairing, G::ChannelsPairingList).v4_only(),
+    gw("plugins.catalog.browse", Read, G::PluginsCatalogBrowse).v4_only(),
+    // Protocol 4: about this system (gateway/src/methods/host.rs).
+    gw("system.info", Read, G::SystemInfo).v4_only(),
+    gw("environments.list", Read, G::EnvironmentsList).v4_only(),
+    gw("models.authStatus", Read, G::ModelsAuthStatus).v4_only(),
     planned("family.members", Read),
     planned("family.telemetry", Read),
     planned("family.register", Write),

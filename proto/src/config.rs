@@ -182,6 +182,27 @@ impl SharedConfig {
         &self.agents
     }
 
+    /// `gateway.controlUi`, defaults applied: enabled, the folder (when set), and the base
+    /// path normalised as upstream does it (leading `/`, no trailing `/`, `/` is empty).
+    pub fn control_ui(&self) -> ControlUi {
+        let ui = self
+            .typed
+            .gateway
+            .as_ref()
+            .and_then(|g| g.control_ui.as_ref());
+        let base = ui.and_then(|ui| ui.base_path.as_deref()).unwrap_or("");
+        let trimmed = base.trim().trim_matches('/');
+        ControlUi {
+            enabled: ui.and_then(|ui| ui.enabled).unwrap_or(true),
+            root: ui.and_then(|ui| ui.root.clone()),
+            base_path: if trimmed.is_empty() {
+                String::new()
+            } else {
+                format!("/{trimmed}")
+            },
+        }
+    }
+
     /// `gateway.tickIntervalMs`.
     pub fn tick_interval_ms(&self) -> Option<u64> {
         self.typed.gateway.as_ref()?.tick_interval_ms
@@ -330,6 +351,33 @@ pub struct GatewayConfig {
     pub auth: Option<GatewayAuth>,
     /// Alias of `auth.token`.
     pub token: Option<String>,
+    /// The browser dashboard every gateway serves on its WebSocket port.
+    pub control_ui: Option<ControlUiConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// What [`SharedConfig::control_ui`] answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlUi {
+    pub enabled: bool,
+    pub root: Option<String>,
+    /// `""` or `/path`.
+    pub base_path: String,
+}
+
+/// `gateway.controlUi`: upstream's keys. Those this release does not read (origins, device
+/// auth flags, …) stay in `other` and are read where they are used.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlUiConfig {
+    /// Serve the UI (default true, when its files are there).
+    pub enabled: Option<bool>,
+    /// The folder of a built UI: the `dist/control-ui` of the `openclaw` package, or any
+    /// build of the dashboard (default `<state dir>/control-ui`).
+    pub root: Option<String>,
+    /// The path the UI is served under, e.g. `/ui` (default: the root of the port).
+    pub base_path: Option<String>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

@@ -70,8 +70,15 @@ impl<'a> Params<'a> {
 
     /// Rejects keys outside `allowed` (upstream's `additionalProperties: false`).
     pub fn only(self, allowed: &[&str]) -> Result<Self, RpcError> {
-        if let Some(key) = self.obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(self.invalid(format!("at root: unexpected property '{key}'")));
+        // Every unexpected key, not just the first: a client learns all it must change.
+        let unexpected: Vec<String> = self
+            .obj
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .map(|key| format!("at root: unexpected property '{key}'"))
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(self.invalid(unexpected.join("; ")));
         }
         Ok(self)
     }

@@ -1,11 +1,13 @@
 //! Methods answered by the gateway itself, one module per family.
 
+pub mod absent;
 pub mod approvals;
 pub mod config;
 pub mod cron_page;
 pub mod devices;
 pub mod diagnostics;
 pub mod health;
+pub mod host;
 pub mod live_nodes;
 pub mod nodes;
 pub mod presence;
@@ -31,6 +33,24 @@ pub async fn call(
     use GatewayMethod as M;
     match method {
         M::Health => health::health(ctx, params),
+        M::QuestionList => absent::question_list(params),
+        M::UpdateStatus => absent::update_status(params),
+        M::OpenclawApprovalList | M::PluginApprovalList => absent::approval_list(),
+        M::SessionsObserverVisibility => absent::observer_visibility(params),
+        M::SessionsCompanionState => absent::companion_state(params),
+        M::SessionsBranchesList => absent::branches_list(params),
+        M::ProgressCardGet => absent::progress_card(params),
+        M::TalkCatalog => absent::talk_catalog(params),
+        M::ChatMetadata => absent::chat_metadata(params),
+        M::PluginsList => absent::plugins_list(params),
+        M::SkillsSearch => absent::skills_search(params),
+        M::SkillsLibraryList => absent::skills_library(params),
+        M::ChannelsPairingList => absent::channels_pairing(params),
+        M::PluginsCatalogBrowse => absent::plugins_catalog(params),
+        M::ChannelsStatus => absent::channels_status(params),
+        M::SystemInfo => host::system_info(ctx, params),
+        M::EnvironmentsList => host::environments_list(ctx, params),
+        M::ModelsAuthStatus => host::models_auth_status(ctx, params),
         M::ConfigGet => config::get(ctx, session, params).await,
         M::ConfigSet => config::set(ctx, params).await,
         M::ConfigPatch => config::patch(ctx, params).await,

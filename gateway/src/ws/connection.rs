@@ -78,6 +78,12 @@ fn socket_config() -> WebSocketConfig {
 /// Serves one accepted TCP connection.
 pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
     let _permit = permit;
+    // The port also serves the Control UI's pages to browsers.
+    match sniff(&tcp, ctx.limits.handshake_timeout).await {
+        Asks::WebSocket => {}
+        Asks::Page => return crate::control_ui::serve(ctx, tcp).await,
+        Asks::Nothing => return,
+    }
     ctx.metrics.connections.inc();
     let _counted = Counted(ctx.clone());
     let _ = tcp.set_nodelay(true);
@@ -95,6 +101,48 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
     }
     .instrument(span)
     .await;
+}
+
+/// What an accepted socket's first bytes ask for.
+enum Asks {
+    WebSocket,
+    /// A plain HTTP request: a page of the Control UI.
+    Page,
+    /// Nothing (closed, or silent past the handshake timeout).
+    Nothing,
+}
+
+/// Reads the request head without consuming it: a WebSocket upgrade goes on to the
+/// handshake with every byte still there; anything else is plain HTTP. A head larger than
+/// the peek buffer is left to the WebSocket path and its limits.
+async fn sniff(tcp: &TcpStream, within: std::time::Duration) -> Asks {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 2048];
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Asks::Nothing,
+        };
+        let head = &buf[..n];
+        let complete = head.windows(4).any(|w| w == b"\r\n\r\n");
+        if !complete && n < buf.len() {
+            // The rest of the head is on its way (peek returns what has arrived at once, so
+            // wait, longer each time: a client that stalls costs few wake-ups).
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            continue;
+        }
+        let upgrade = head.split(|b| *b == b'\n').any(|line| {
+            let line = line.to_ascii_lowercase();
+            line.starts_with(b"upgrade:") && line.windows(9).any(|w| w == b"websocket")
+        });
+        return if upgrade || !complete {
+            Asks::WebSocket
+        } else {
+            Asks::Page
+        };
+    }
 }
 
 /// A socket whose `connect` succeeded.

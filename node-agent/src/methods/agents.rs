@@ -7,6 +7,7 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use super::shared_config;
+use crate::runtime::providers::Providers;
 use crate::runtime::Runtime;
 use crate::workspace::{self, is_allowed, Document, BOOTSTRAP_FILES, MEMORY_FILES};
 use argent_proto::agents::AgentsConfig;
@@ -52,7 +53,11 @@ fn checked_name(params: &Params<'_>) -> Result<String, RpcError> {
 
 pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Params::new("agents.list", params)?;
-    let config = agents(rt).await?;
+    let shared = shared_config(rt).await?;
+    let config = shared.agents();
+    // The model a run of each agent would use, as the runtime chooses it. The dashboard
+    // enables sending only for an agent whose model it knows; none without a provider.
+    let providers = Providers::from_config(shared.document()).ok();
     let agents: Vec<Value> = config
         .agents
         .iter()
@@ -64,6 +69,10 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
             }
             if let Some(identity) = &a.identity {
                 row.insert("identity".into(), identity.clone());
+            }
+            if let Some(choice) = providers.as_ref().and_then(|p| p.choose(&a.id).ok()) {
+                let primary = format!("{}/{}", choice.provider.id, choice.model);
+                row.insert("model".into(), json!({ "primary": primary }));
             }
             Value::Object(row)
         })

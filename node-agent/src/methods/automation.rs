@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
+use argent_proto::session_key::SessionKey;
 
 use super::shared_config;
 use crate::respond;
@@ -268,23 +269,57 @@ pub async fn tasks_add(s: &Scheduler, params: Value) -> Result<Value, RpcError> 
     Ok(json!({"ok": true, "task": task}))
 }
 
-/// `tasks.list {agentId?, status?}` [EXT].
+/// `tasks.list {agentId?, status?, sessionKey?, limit?, cursor?, sortBy?}` [EXT]: the
+/// execution worker's tasks. Protocol 4's `status` may be a list; a `sessionKey` matches
+/// the tasks of the agent whose worker session it is. All tasks fit one page (`cursor` is
+/// accepted and no `nextCursor` is given).
 pub async fn tasks_list(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
-    let p = Params::new("tasks.list", params)?.only(&["agentId", "status"])?;
+    let p = Params::new("tasks.list", params)?.only(&[
+        "agentId",
+        "status",
+        "sessionKey",
+        "limit",
+        "cursor",
+        "sortBy",
+    ])?;
     let config = shared_config(&s.rt).await?;
     let agents = config.agents();
     let (_, ids) = targets(&p, agents)?;
-    let status = p.optional_str("status")?;
+    let statuses: Option<Vec<String>> = match p.get("status") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(one)) => Some(vec![one.clone()]),
+        Some(_) => p.optional_str_list("status")?,
+    };
+    let session = p.optional_str("sessionKey")?;
+    let limit = p.optional_u64("limit", 1)?.unwrap_or(500);
+    if limit > 500 {
+        return Err(p.invalid("at /limit: must be <= 500"));
+    }
+    p.optional_str("cursor")?;
+    // A task's end is its last update: both orders are by that.
+    if let Some(order) = p.optional_str("sortBy")? {
+        if order != "updatedAt" && order != "endedAt" {
+            return Err(p.invalid("at /sortBy: must be equal to one of the allowed values"));
+        }
+    }
     let mut out = Vec::new();
     for id in ids {
+        if let Some(session) = &session {
+            let own = WorkerSettings::of(&config, &id).session_main_key;
+            if SessionKey::of_agent(&id, &own).into_string() != *session {
+                continue;
+            }
+        }
         for task in execution::tasks(s.rt.state.as_ref(), &id)
             .await
             .map_err(respond::state)?
         {
-            if status.as_deref().is_none_or(|st| st == task.status) {
+            if statuses.as_ref().is_none_or(|st| st.contains(&task.status)) {
                 out.push(task);
             }
         }
     }
+    out.sort_by_key(|t| std::cmp::Reverse(t.updated_at_ms));
+    out.truncate(limit as usize);
     Ok(json!({"tasks": out}))
 }

@@ -49,24 +49,112 @@ pub async fn status(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
     }))
 }
 
+/// `cron.runs`: a job's run log (`{id}`), or with protocol 4's `scope: "all"` the runs of
+/// every job (of `agentId`), filtered and paged as the Control UI asks. Without `offset`
+/// or `sortDir` the answer is as protocol 3 has it: the last `limit` entries, oldest first.
 pub async fn runs(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
-    let p = Params::new("cron.runs", params)?.only(&["id", "jobId", "limit"])?;
-    let id = job_id(&p)?;
+    let p = Params::new("cron.runs", params)?.only(&[
+        "id",
+        "jobId",
+        "agentId",
+        "scope",
+        "runId",
+        "limit",
+        "offset",
+        "statuses",
+        "status",
+        "deliveryStatuses",
+        "deliveryStatus",
+        "query",
+        "sortDir",
+    ])?;
+    let all = match p.optional_str("scope")?.as_deref() {
+        None | Some("job") => false,
+        Some("all") => true,
+        Some(_) => return Err(p.invalid("at /scope: must be equal to one of the allowed values")),
+    };
     let limit = p.optional_u64("limit", 1)?.unwrap_or(200);
     if limit > 5000 {
         return Err(p.invalid("at /limit: must be <= 5000"));
     }
-    let mut entries =
-        s.rt.transcripts
-            .read(&runs_log(&id))
-            .await
-            .map_err(|e| match e {
-                argent_planes::state::StateError::InvalidKey(_) => unknown_job(&id),
-                other => other.into(),
-            })?;
-    let skip = entries.len().saturating_sub(limit as usize);
-    entries.drain(..skip);
-    Ok(json!({"entries": entries}))
+    let offset = p.optional_u64("offset", 0)?;
+    let descending = match p.optional_str("sortDir")?.as_deref() {
+        None => None,
+        Some("asc") => Some(false),
+        Some("desc") => Some(true),
+        Some(_) => return Err(p.invalid("at /sortDir: must be equal to one of the allowed values")),
+    };
+    let mut statuses = p.optional_str_list("statuses")?.unwrap_or_default();
+    match p.optional_str("status")? {
+        Some(status) if status != "all" => statuses.push(status),
+        _ => {}
+    }
+    // Runs here deliver nothing anywhere: their delivery status is "not-requested".
+    let mut deliveries = p.optional_str_list("deliveryStatuses")?.unwrap_or_default();
+    deliveries.extend(p.optional_str("deliveryStatus")?);
+    let delivered_match = deliveries.is_empty() || deliveries.iter().any(|d| d == "not-requested");
+    let query = p.optional_str("query")?.map(|q| q.to_lowercase());
+    let run_id = p.optional_str("runId")?;
+
+    let ids = if all {
+        let agent = p.optional_str("agentId")?.map(|a| a.to_ascii_lowercase());
+        job_store::all_jobs(s.rt.state.as_ref())
+            .await?
+            .into_iter()
+            .filter(|j| {
+                agent.is_none() || j.agent_id.as_deref().map(str::to_ascii_lowercase) == agent
+            })
+            .map(|j| j.id)
+            .collect()
+    } else {
+        p.optional_str("agentId")?;
+        vec![job_id(&p)?]
+    };
+    let mut entries = Vec::new();
+    for id in &ids {
+        let log = s.rt.transcripts.read(&runs_log(id)).await;
+        match log {
+            Ok(log) => entries.extend(log),
+            Err(argent_planes::state::StateError::InvalidKey(_)) if !all => {
+                return Err(unknown_job(id).into())
+            }
+            Err(argent_planes::state::StateError::InvalidKey(_)) => {}
+            Err(other) => return Err(respond::state(other)),
+        }
+    }
+    entries.retain(|e| {
+        (statuses.is_empty() || statuses.iter().any(|st| e["status"] == st.as_str()))
+            && delivered_match
+            && run_id.is_none()
+            && query.as_ref().is_none_or(|q| {
+                ["jobId", "summary", "error"].iter().any(|f| {
+                    e[*f]
+                        .as_str()
+                        .is_some_and(|t| t.to_lowercase().contains(q.as_str()))
+                })
+            })
+    });
+    entries.sort_by_key(|e| e["ts"].as_u64().unwrap_or(0));
+    if offset.is_none() && descending.is_none() {
+        let skip = entries.len().saturating_sub(limit as usize);
+        entries.drain(..skip);
+        return Ok(json!({"entries": entries}));
+    }
+    if descending == Some(true) {
+        entries.reverse();
+    }
+    let total = entries.len();
+    let offset = offset.unwrap_or(0) as usize;
+    let page: Vec<Value> = entries
+        .into_iter()
+        .skip(offset)
+        .take(limit as usize)
+        .collect();
+    let next = offset + page.len();
+    Ok(json!({
+        "entries": page, "total": total, "offset": offset, "limit": limit,
+        "hasMore": next < total, "nextOffset": (next < total).then_some(next),
+    }))
 }
 
 pub async fn add(s: &Scheduler, params: Value) -> Result<Value, RpcError> {

@@ -55,7 +55,62 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         "spawnedBy",
         "agentId",
         "search",
+        // Protocol 4 (2026.9.6). Those about attributes this system's sessions do not have
+        // (projects, boards, pins, owners, archives) select nothing when they ask for one.
+        "configuredAgentsOnly",
+        "offset",
+        "activeOnly",
+        "requireLastInteraction",
+        "sortBy",
+        "excludeSubagents",
+        "excludeCron",
+        "excludeSystem",
+        "includeActivitySummary",
+        "projectId",
+        "workspaceDir",
+        "group",
+        "pinned",
+        "boardFace",
+        "hasBoard",
+        "creatorId",
+        "ownerId",
+        "ownerFirst",
+        "involvingMe",
+        "profileRelation",
+        "involvingProfileId",
+        "includePeople",
+        "archived",
     ])?;
+    let offset = p.optional_u64("offset", 0)?.unwrap_or(0) as usize;
+    for flag in [
+        "activeOnly",
+        "requireLastInteraction",
+        "excludeSubagents",
+        "excludeCron",
+        "excludeSystem",
+        "includeActivitySummary",
+        "ownerFirst",
+        "involvingMe",
+        "includePeople",
+    ] {
+        p.optional_bool(flag)?;
+    }
+    let mut absent_attribute = false;
+    for attribute in [
+        "projectId",
+        "workspaceDir",
+        "creatorId",
+        "ownerId",
+        "involvingProfileId",
+        "boardFace",
+    ] {
+        absent_attribute |= p.optional_str(attribute)?.is_some();
+    }
+    absent_attribute |= p.get("group").is_some_and(|g| g.as_str() != Some(""));
+    absent_attribute |= p.get("profileRelation").is_some();
+    absent_attribute |= p.optional_bool("pinned")? == Some(true);
+    absent_attribute |= p.optional_bool("hasBoard")? == Some(true);
+    absent_attribute |= p.get("archived") == Some(&Value::Bool(true));
     let limit = p.optional_u64("limit", 1)?;
     let active_minutes = p.optional_u64("activeMinutes", 1)?;
     let kinds = p.optional_str_list("kinds")?;
@@ -69,6 +124,8 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let spawned_by = p.optional_str("spawnedBy")?;
     let agent_id = p.optional_str("agentId")?.map(|a| a.to_ascii_lowercase());
     let search = p.optional_str("search")?.map(|s| s.to_lowercase());
+    // Protocol 4: only sessions of agents the config lists (not of agents removed since).
+    let configured_only = p.optional_bool("configuredAgentsOnly")?.unwrap_or(false);
     let config = shared_config(rt).await?;
     let agents = config.agents();
     let now = argent_proto::now_ms();
@@ -93,12 +150,21 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
                 && agent_id
                     .as_ref()
                     .is_none_or(|a| agent_of(&e.key, agents) == a)
+                && (!configured_only
+                    || agents
+                        .agents
+                        .iter()
+                        .any(|a| a.id == agent_of(&e.key, agents)))
                 && search
                     .as_ref()
                     .is_none_or(|s| searchable(e).any(|f| f.to_lowercase().contains(s.as_str())))
         })
         .collect();
     entries.sort_by_key(|e| std::cmp::Reverse(e.updated_at));
+    if absent_attribute {
+        entries.clear();
+    }
+    entries.drain(..offset.min(entries.len()));
     if let Some(limit) = limit {
         entries.truncate(limit as usize);
     }
@@ -246,9 +312,71 @@ pub async fn command_compact(rt: &Arc<Runtime>, params: Value) -> Result<Value, 
 }
 
 pub async fn models(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
-    Params::new("models.list", params)?.only(&[])?;
+    // Protocol 4's filters. This system knows only the models of the configured providers,
+    // so every `view` is that list; `provider` narrows it.
+    let p = Params::new("models.list", params)?.only(&[
+        "agentId",
+        "sessionKey",
+        "authProfileId",
+        "provider",
+        "includeDetails",
+        "includeProviderCapabilities",
+        "includeDefaultModels",
+        "preparedOnly",
+        "refresh",
+        "view",
+    ])?;
+    for flag in [
+        "includeDetails",
+        "includeProviderCapabilities",
+        "includeDefaultModels",
+        "preparedOnly",
+        "refresh",
+    ] {
+        p.optional_bool(flag)?;
+    }
+    for text in ["agentId", "sessionKey", "authProfileId"] {
+        p.optional_str(text)?;
+    }
+    if let Some(view) = p.optional_str("view")? {
+        if !["default", "configured", "provider-config", "all"].contains(&view.as_str()) {
+            return Err(p.invalid("at /view: must be equal to one of the allowed values"));
+        }
+    }
+    let provider = p.optional_str("provider")?;
     let config = shared_config(rt).await?;
 
     let providers = Providers::from_config(config.document()).map_err(respond::provider)?;
-    Ok(json!({"models": providers::list_models(&providers).await}))
+    let mut models = providers::list_models(&providers).await;
+    if let Some(provider) = provider {
+        models.retain(|m| m["provider"] == provider.as_str());
+    }
+    Ok(json!({ "models": models }))
+}
+
+/// `sessions.describe {key, agentId?, includeDerivedTitles?, includeLastMessage?}`
+/// (protocol 4): the row `sessions.list` has for `key`, or `session: null`.
+pub async fn describe(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("sessions.describe", params)?.only(&[
+        "key",
+        "agentId",
+        "includeDerivedTitles",
+        "includeLastMessage",
+    ])?;
+    let key = p.required_str("key")?;
+    let agent_id = p.optional_str("agentId")?;
+    let titles = p.optional_bool("includeDerivedTitles")?.unwrap_or(false);
+    let last_message = p.optional_bool("includeLastMessage")?.unwrap_or(false);
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let key = match &agent_id {
+        Some(agent) => SessionKey::for_agent(Some(&key), agent, agents).into_string(),
+        None => SessionKey::canonical(&key, agents).into_string(),
+    };
+    let session = rt
+        .sessions
+        .get(&key)
+        .await?
+        .map(|entry| row(&entry, titles, last_message));
+    Ok(json!({ "session": session }))
 }

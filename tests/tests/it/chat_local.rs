@@ -772,3 +772,39 @@ async fn a_message_sent_during_compaction_waits_for_it_and_is_kept() {
     assert!(texts[0].starts_with("SUMMARY("));
     assert_eq!(&texts[1..], ["echo: second note", "during", "echo: during"]);
 }
+
+#[tokio::test]
+async fn agents_list_names_the_model_each_agent_runs_on() {
+    let double = ModelDouble::start().await;
+    let gw = local_gateway(&model_config(&double)).await;
+    let client = gw.client().await.unwrap();
+    let list = client.call("agents.list", json!({})).await.unwrap();
+    let model_of = |id: &str| {
+        list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .map(|a| a["model"].clone())
+    };
+    // The dashboard enables sending for an agent whose model it knows.
+    assert_eq!(
+        model_of("main"),
+        Some(json!({"primary": "double/double-model"}))
+    );
+    assert_eq!(
+        model_of("claude"),
+        Some(json!({"primary": "claude/claude-double"}))
+    );
+
+    // Without a provider no run could start: no model is claimed.
+    let bare = local_gateway(&json!({})).await;
+    let list = bare
+        .client()
+        .await
+        .unwrap()
+        .call("agents.list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(list["agents"][0].get("model"), None, "{list}");
+}

@@ -5,6 +5,8 @@ mod authz;
 mod chat_cluster;
 mod chat_local;
 mod cluster;
+mod control_ui;
+mod dashboard;
 mod device;
 mod frames;
 mod full_disk;

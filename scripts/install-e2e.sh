@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# What the dashboard test (tests/tests/it/dashboard.rs) needs, installed when missing:
+# Debian's Chromium, Node, playwright-core, and the published Control UI — the
+# dist/control-ui folder of the openclaw npm package, unpacked from `npm pack` (the package
+# alone, none of its dependencies). Prints the directory that holds node_modules/ and
+# control-ui/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OPENCLAW=openclaw@2026.9.6
+PLAYWRIGHT=playwright-core@1.63.0
+dir=${ARGENT_E2E_DIR:-$PWD/target/e2e}
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "install $* (needs root), or set ARGENT_E2E_DIR to a prepared directory" >&2
+        exit 1
+    fi
+    apt-get install -y "$@" >&2 || { apt-get update >&2 && apt-get install -y "$@" >&2; }
+}
+command -v chromium > /dev/null || apt_install chromium
+command -v node > /dev/null || apt_install nodejs npm
+
+mkdir -p "$dir"
+if [ ! -d "$dir/node_modules/playwright-core" ]; then
+    npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error "$PLAYWRIGHT" >&2
+fi
+if [ ! -f "$dir/control-ui/index.html" ]; then
+    tarball=$(cd "$dir" && npm pack --silent "$OPENCLAW" | tail -n 1)
+    rm -rf "$dir/unpacked" && mkdir -p "$dir/unpacked"
+    tar -xzf "$dir/$tarball" -C "$dir/unpacked" package/dist/control-ui
+    rm -rf "$dir/control-ui" && mv "$dir/unpacked/package/dist/control-ui" "$dir/control-ui"
+    rm -rf "$dir/unpacked" "$dir/$tarball"
+fi
+echo "$dir"

@@ -1,0 +1,228 @@
+//! The Control UI over plain HTTP on the gateway's WebSocket port: pages, assets, deep links,
+//! the bootstrap JSON and the base path, with the WebSocket still answering on the same port.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::chat_local::local_gateway;
+
+/// A built UI in miniature: the shape of `dist/control-ui`.
+fn fake_ui(dir: &Path) {
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html>\n<html lang=\"en\">\n<head><script type=\"module\" \
+         src=\"./assets/app-1a2b.js\"></script><link rel=\"stylesheet\" \
+         href=\"./assets/app-1a2b.css\"></head>\n<body><openclaw-app></openclaw-app></body></html>\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.js"), "console.log('ui')").unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.js.gz"), "gzipped bytes").unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.css"), "body{}").unwrap();
+    std::fs::write(dir.join("favicon.svg"), "<svg/>").unwrap();
+    std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a fresh connection to the gateway's WebSocket port.
+async fn request(ws_url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let addr = ws_url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+const PAGE: (&str, &str) = ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+
+#[tokio::test]
+async fn the_websocket_port_serves_the_control_ui() {
+    let ui = tempfile::tempdir().unwrap();
+    fake_ui(ui.path());
+    let config = json!({"gateway": {"controlUi": {"root": ui.path()}},
+                        "agents": {"list": [{"id": "main", "name": "Nova"}]}});
+    let gw = local_gateway(&config).await;
+
+    let index = request(&gw.ws, "GET", "/", &[PAGE]).await;
+    assert_eq!(index.status, 200, "{}", index.body);
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    assert_eq!(index.header("x-frame-options"), Some("DENY"));
+    assert!(index.body.contains("<html data-openclaw-control-ui-base-path=\"\" data-openclaw-terminal-enabled=\"false\" lang=\"en\">"), "{}", index.body);
+    assert!(
+        index.body.contains("src=\"/assets/app-1a2b.js\""),
+        "{}",
+        index.body
+    );
+
+    // A deep link of the single-page app is the page; a missing resource is not.
+    let deep = request(&gw.ws, "GET", "/chat/agent%3Amain%3Amain", &[PAGE]).await;
+    assert_eq!(deep.status, 200);
+    assert!(deep.body.contains("openclaw-app"));
+    assert_eq!(
+        request(&gw.ws, "GET", "/missing.js", &[PAGE]).await.status,
+        404
+    );
+    let json_wanted = request(&gw.ws, "GET", "/chat", &[("Accept", "application/json")]).await;
+    assert_eq!(json_wanted.status, 404);
+
+    // Hashed assets: long-lived, precompressed when the browser takes it, from any depth.
+    let js = request(
+        &gw.ws,
+        "GET",
+        "/assets/app-1a2b.js",
+        &[("Accept-Encoding", "gzip, br")],
+    )
+    .await;
+    assert_eq!(js.status, 200);
+    assert_eq!(js.body, "gzipped bytes");
+    assert_eq!(js.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        js.header("content-type"),
+        Some("application/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        js.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let plain = request(&gw.ws, "GET", "/chat/assets/app-1a2b.js", &[]).await;
+    assert_eq!(
+        (plain.status, plain.body.as_str()),
+        (200, "console.log('ui')")
+    );
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(
+        request(&gw.ws, "GET", "/assets/app-1a2b.js.gz", &[])
+            .await
+            .status,
+        404
+    );
+    let icon = request(&gw.ws, "GET", "/favicon.svg", &[]).await;
+    assert_eq!(
+        (icon.status, icon.header("content-type")),
+        (200, Some("image/svg+xml"))
+    );
+
+    // Nothing outside the folder, nothing hidden, only GET and HEAD.
+    assert_eq!(
+        request(&gw.ws, "GET", "/../../etc/passwd", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        request(&gw.ws, "GET", "/%2e%2e/%2e%2e/etc/passwd", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        request(&gw.ws, "GET", "/.env", &[("Accept", "text/plain")])
+            .await
+            .status,
+        404
+    );
+    let post = request(&gw.ws, "POST", "/", &[]).await;
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+    let head = request(&gw.ws, "HEAD", "/", &[PAGE]).await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+
+    // The bootstrap JSON: no secret in it.
+    let boot = request(&gw.ws, "GET", "/control-ui-config.json", &[]).await;
+    assert_eq!(boot.status, 200);
+    let boot: Value = serde_json::from_str(&boot.body).unwrap();
+    assert_eq!(boot["basePath"], "");
+    assert_eq!(boot["assistantName"], "Nova");
+    assert_eq!(boot["assistantAgentId"], "main");
+    assert_eq!(boot["terminalEnabled"], false);
+    assert!(!boot.to_string().contains(&gw.token));
+
+    // The WebSocket on the same port is untouched.
+    let client = gw.client().await.unwrap();
+    assert_eq!(client.call("health", json!({})).await.unwrap()["ok"], true);
+}
+
+#[tokio::test]
+async fn a_base_path_moves_the_ui_and_a_missing_ui_says_how_to_get_one() {
+    let ui = tempfile::tempdir().unwrap();
+    fake_ui(ui.path());
+    let config = json!({"gateway": {"controlUi": {"root": ui.path(), "basePath": "ui/"}}});
+    let gw = local_gateway(&config).await;
+    let bare = request(&gw.ws, "GET", "/ui?x=1", &[PAGE]).await;
+    assert_eq!(
+        (bare.status, bare.header("location")),
+        (302, Some("/ui/?x=1"))
+    );
+    let index = request(&gw.ws, "GET", "/ui/", &[PAGE]).await;
+    assert_eq!(index.status, 200);
+    assert!(index
+        .body
+        .contains("data-openclaw-control-ui-base-path=\"/ui\""));
+    assert!(index.body.contains("src=\"/ui/assets/app-1a2b.js\""));
+    assert_eq!(
+        request(&gw.ws, "GET", "/ui/assets/app-1a2b.css", &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(request(&gw.ws, "GET", "/", &[PAGE]).await.status, 404);
+    let boot = request(&gw.ws, "GET", "/ui/control-ui-config.json", &[]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&boot.body).unwrap()["basePath"],
+        "/ui"
+    );
+
+    // No UI configured and none in the state dir: a 404 that says what to do.
+    let bare_gw = local_gateway(&json!({})).await;
+    let missing = request(&bare_gw.ws, "GET", "/", &[PAGE]).await;
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("gateway.controlUi.root"),
+        "{}",
+        missing.body
+    );
+}
