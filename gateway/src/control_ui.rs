@@ -5,7 +5,7 @@
 //! * The files come from `gateway.controlUi.root` (default `<state dir>/control-ui`), e.g.
 //!   the `dist/control-ui` folder of the `openclaw` npm package; `gateway.controlUi.basePath`
 //!   moves everything under a path; `gateway.controlUi.enabled: false` turns it off.
-//! * `index.html` is rewritten as upstream does: asset URLs under the base path, and the
+//! * `index.html` is rewritten as upstream does: relative URLs under the base path, and the
 //!   `<html>` tag carries `data-openclaw-control-ui-base-path` and
 //!   `data-openclaw-terminal-enabled`.
 //! * Deep links get `index.html` (SPA fallback) when the browser asks for HTML; a missing
@@ -159,12 +159,14 @@ fn config_json(ctx: &Ctx, base_path: &str) -> Answer {
         "pluginAssetsRequireAuth": true,
         "pluginFrameGrants": [],
     });
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    uncached(body.to_string(), "application/json; charset=utf-8")
+}
+
+/// A generated document, never cached (it follows the config).
+fn uncached(body: String, content_type: &'static str) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body)));
     let headers = answer.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     answer
 }
@@ -275,9 +277,11 @@ async fn index(site: &Site) -> Answer {
         }
     };
     let base = &site.base_path;
+    // Relative URLs (`./assets/…`, `./favicon.svg`) would resolve against a deep link's
+    // path; they are made absolute under the base path.
     let html = html
-        .replace("src=\"./assets/", &format!("src=\"{base}/assets/"))
-        .replace("href=\"./assets/", &format!("href=\"{base}/assets/"))
+        .replace("src=\"./", &format!("src=\"{base}/"))
+        .replace("href=\"./", &format!("href=\"{base}/"))
         .replacen(
             "<html",
             &format!(
@@ -286,14 +290,7 @@ async fn index(site: &Site) -> Answer {
             ),
             1,
         );
-    let mut answer = Response::new(Full::new(Bytes::from(html)));
-    let headers = answer.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    answer
+    uncached(html, "text/html; charset=utf-8")
 }
 
 fn escape_attribute(value: &str) -> String {

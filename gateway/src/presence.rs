@@ -227,6 +227,22 @@ impl Presence {
         out
     }
 
+    /// The devices connected now to live gateways anywhere in the cluster, each with the
+    /// time its newest connection was made or refreshed.
+    pub fn connected_devices(&self, is_live: impl Fn(&str) -> bool) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for row in self.rows.read().values() {
+            if row.gateway != self.gateway_id && !is_live(&row.gateway) {
+                continue;
+            }
+            if let Some(device) = row.entry.get("deviceId").and_then(Value::as_str) {
+                let seen = out.entry(device.to_string()).or_insert(0);
+                *seen = (*seen).max(row.ts);
+            }
+        }
+        out
+    }
+
     /// Node sessions connected to live gateways, anywhere in the cluster.
     pub fn nodes(&self, is_live: impl Fn(&str) -> bool) -> Vec<Value> {
         self.rows

@@ -570,7 +570,9 @@ pub fn schema() -> Value {
 
 /// `config.schema`'s `uiHints`: labels and groups of the main settings, and which are secret.
 /// What replaces a secret in a redacted document.
-pub const REDACTED: &str = "__REDACTED__";
+/// What protocol-4 readers see in place of a secret: upstream's marker, which the Control
+/// UI recognises (it offers no "reveal" for it and sends it back unchanged on save).
+pub const REDACTED: &str = "__OPENCLAW_REDACTED__";
 
 /// Whether a key names a secret (or a group of them): `…token`, `…password`, `…secret`,
 /// API/private keys, credentials, HTTP headers and cookies (`maxTokens` is not one).
@@ -600,6 +602,41 @@ fn is_secret_key(key: &str) -> bool {
 /// every string is masked, however deep (`apiKeys: [..]`, `token: {value}`, `headers`).
 pub fn redacted(document: &Value) -> Value {
     mask(document, false)
+}
+
+/// Puts the stored value back wherever a client sent [`REDACTED`] (what `config.get` gave
+/// it): a UI that saves the document it was shown keeps the secrets it never saw.
+/// `Err(path)` when the marker stands where nothing is stored.
+pub fn restore_redacted(value: &mut Value, stored: &Value) -> Result<(), String> {
+    restore(value, Some(stored), "")
+}
+
+fn restore(value: &mut Value, stored: Option<&Value>, path: &str) -> Result<(), String> {
+    match value {
+        Value::String(text) if text == REDACTED => match stored {
+            Some(kept) if !kept.is_null() => {
+                *value = kept.clone();
+                Ok(())
+            }
+            _ => Err(if path.is_empty() {
+                "root".into()
+            } else {
+                path.to_string()
+            }),
+        },
+        Value::Object(map) => map.iter_mut().try_for_each(|(key, v)| {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            restore(v, stored.and_then(|s| s.get(key.as_str())), &at)
+        }),
+        Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(i, v)| {
+            restore(v, stored.and_then(|s| s.get(i)), &format!("{path}[{i}]"))
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn mask(value: &Value, secret: bool) -> Value {
@@ -815,5 +852,22 @@ mod tests {
         assert_eq!(masked["more"]["apiKeys"][0], REDACTED);
         assert_eq!(masked["more"]["token"]["value"], REDACTED);
         assert_eq!(masked["more"]["headers"]["Authorization"], REDACTED);
+    }
+
+    #[test]
+    fn redacted_markers_take_back_the_stored_values() {
+        let stored = json!({"gateway": {"auth": {"token": "t0k"}},
+                            "models": {"providers": {"p": {"apiKey": "k", "models": [{"id": "m"}]}}}});
+        let mut sent = redacted(&stored);
+        sent["models"]["providers"]["p"]["models"][0]["id"] = json!("m2");
+        restore_redacted(&mut sent, &stored).unwrap();
+        assert_eq!(sent["gateway"]["auth"]["token"], "t0k");
+        assert_eq!(sent["models"]["providers"]["p"]["apiKey"], "k");
+        assert_eq!(sent["models"]["providers"]["p"]["models"][0]["id"], "m2");
+        let mut orphan = json!({"channels": [{"botToken": REDACTED}]});
+        assert_eq!(
+            restore_redacted(&mut orphan, &stored),
+            Err("channels[0].botToken".to_string())
+        );
     }
 }

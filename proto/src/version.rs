@@ -278,11 +278,14 @@ impl Protocol {
         }
     }
 
-    /// How `config.get` answers an authorized caller with these scopes.
-    pub fn config_view(self, scopes: &[String]) -> ConfigView {
+    /// How `config.get` answers an authorized caller of this version.
+    pub fn config_view(self) -> ConfigView {
         match self {
-            Protocol::V4 if !scopes.iter().any(|s| s == SCOPE_ADMIN) => ConfigView::Redacted,
-            _ => ConfigView::Full,
+            // The Control UI shows what it gets and offers to "reveal" it: every v4 caller,
+            // admins included, gets the secrets masked (issue 13; PROTOCOL-v4.md §5.2 let
+            // v4 admins read them raw). Writes put the stored secrets back.
+            Protocol::V4 => ConfigView::Redacted,
+            Protocol::V3 => ConfigView::Full,
         }
     }
 

@@ -27,7 +27,7 @@ async fn read(ctx: &Ctx) -> Result<Document, RpcError> {
 pub async fn get(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
     Params::new("config.get", params)?.only(&[])?;
     let doc = read(ctx).await?;
-    let view = session.protocol.config_view(&session.scopes);
+    let view = session.protocol.config_view();
     let (parsed, issues) = match doc.raw.as_deref().map(document::parse) {
         None => (json!({}), Vec::new()),
         Some(Ok(parsed)) => {
@@ -42,8 +42,8 @@ pub async fn get(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, R
             }],
         ),
     };
-    // A v4 reader (`operator.read`) sees the document with every secret masked; the raw
-    // text is then the masked document, not the file.
+    // A v4 reader sees the document with every secret masked; the raw text is then the
+    // masked document, not the file.
     let (raw, parsed) = match view {
         ConfigView::Full => (doc.raw.clone(), parsed),
         ConfigView::Redacted => {
@@ -87,6 +87,30 @@ fn changed() -> RpcError {
     respond::config(WriteError::Changed)
 }
 
+/// A document sent back with `config.get`'s secret markers in it, with the stored secrets
+/// in their places (the text is then re-written as JSON: a marker cannot stay in a file).
+fn with_stored_secrets(doc: &Document, raw: String) -> Result<String, RpcError> {
+    if !raw.contains(document::REDACTED) {
+        return Ok(raw);
+    }
+    let mut parsed = document::parse(&raw).map_err(RpcError::bad_params)?;
+    restore_secrets(doc, &mut parsed)?;
+    Ok(serde_json::to_string_pretty(&parsed).expect("JSON values serialize") + "\n")
+}
+
+fn restore_secrets(doc: &Document, value: &mut Value) -> Result<(), RpcError> {
+    let stored = match doc.raw.as_deref().map(document::parse) {
+        Some(Ok(stored)) => stored,
+        _ => json!({}),
+    };
+    document::restore_redacted(value, &stored).map_err(|path| {
+        RpcError::bad_params(format!(
+            "{path}: a redacted secret ({}) with nothing stored in its place; send the value itself",
+            document::REDACTED
+        ))
+    })
+}
+
 /// Parses and validates a whole document.
 fn checked(raw: &str) -> Result<Value, RpcError> {
     let parsed = document::parse(raw).map_err(RpcError::bad_params)?;
@@ -113,6 +137,7 @@ pub async fn set(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let raw = p.required_str("raw")?;
     let doc = read(ctx).await?;
     check_base(&doc, &p)?;
+    let raw = with_stored_secrets(&doc, raw)?;
     let config = checked(&raw)?;
     store(ctx, &doc, raw).await?;
     tracing::info!(path = %doc.path, "config replaced (config.set)");
@@ -132,7 +157,8 @@ pub async fn patch(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         Some(Ok(current)) if document::validate(&current).is_ok() => current,
         Some(_) => return Err(RpcError::bad_params("invalid config; fix before patching")),
     };
-    let patch = document::parse(&raw_patch).map_err(RpcError::bad_params)?;
+    let mut patch = document::parse(&raw_patch).map_err(RpcError::bad_params)?;
+    restore_secrets(&doc, &mut patch)?;
     if !patch.is_object() {
         return Err(RpcError::bad_params("config.patch raw must be an object"));
     }
@@ -150,6 +176,7 @@ pub async fn apply(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let delay = restart_delay(&p)?;
     let doc = read(ctx).await?;
     check_base(&doc, &p)?;
+    let raw = with_stored_secrets(&doc, raw)?;
     let config = checked(&raw)?;
     store(ctx, &doc, raw).await?;
     tracing::info!(path = %doc.path, "config replaced (config.apply)");

@@ -66,7 +66,35 @@ pub async fn pair_list(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Params::new("device.pair.list", params)?.only(&[])?;
     let store = store(ctx);
     let pending = store.pending().await?;
-    let paired: Vec<Value> = store.devices().await?.iter().map(redacted).collect();
+    // Whether each device is connected now, anywhere in the cluster (the Control UI shows
+    // it as online), and when it was last seen: now if so, else its last token use.
+    let live: std::collections::HashSet<String> =
+        ctx.gateways.live().into_iter().map(|g| g.id).collect();
+    let connected = ctx.presence.connected_devices(|g| live.contains(g));
+    let now = argent_proto::now_ms();
+    let paired: Vec<Value> = store
+        .devices()
+        .await?
+        .iter()
+        .map(|device| {
+            let mut row = redacted(device);
+            let online = row["deviceId"]
+                .as_str()
+                .is_some_and(|id| connected.contains_key(id));
+            let last_used = device
+                .tokens
+                .values()
+                .filter_map(|t| t.last_used_at_ms)
+                .max();
+            row["connected"] = json!(online);
+            match (online, last_used) {
+                (true, _) => row["lastSeenAtMs"] = json!(now),
+                (false, Some(at)) => row["lastSeenAtMs"] = json!(at),
+                (false, None) => {}
+            }
+            row
+        })
+        .collect();
     Ok(json!({"pending": pending, "paired": paired}))
 }
 

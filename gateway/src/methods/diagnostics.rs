@@ -7,6 +7,8 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use crate::context::Ctx;
+use crate::ws::session::Session;
+use argent_proto::version::Protocol;
 
 const DEFAULT_LINES: u64 = 200;
 const MAX_LINES: u64 = 2000;
@@ -14,7 +16,7 @@ const DEFAULT_MAX_BYTES: u64 = 250_000;
 const MAX_BYTES: u64 = 1_000_000;
 
 /// `logs.tail {cursor?, limit?, maxBytes?}` → `{file, cursor, size, lines, truncated, reset}`.
-pub fn logs_tail(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
+pub fn logs_tail(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("logs.tail", params)?.only(&["cursor", "limit", "maxBytes"])?;
     let cursor = p.optional_u64("cursor", 0)?;
     let limit = p
@@ -25,7 +27,10 @@ pub fn logs_tail(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         .optional_u64("maxBytes", 1)?
         .unwrap_or(DEFAULT_MAX_BYTES)
         .clamp(1, MAX_BYTES);
-    let tail = argent_telemetry::recent_logs().tail(cursor, limit as usize, max_bytes as usize);
+    let mut tail = argent_telemetry::recent_logs().tail(cursor, limit as usize, max_bytes as usize);
+    if session.protocol == Protocol::V4 {
+        tail.lines = tail.lines.iter().map(|l| structured(l)).collect();
+    }
     Ok(json!({
         "file": format!("memory://{}/stderr", ctx.gateway_id),
         "cursor": tail.cursor,
@@ -34,6 +39,29 @@ pub fn logs_tail(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         "truncated": tail.truncated,
         "reset": tail.reset,
     }))
+}
+
+/// A log line as upstream's log file has it, one JSON object per line, which the Control
+/// UI's Logs page splits into its columns: `{time, level, subsystem, message}`. Our lines
+/// are `<RFC 3339 time> <LEVEL> <message>`; one that is not stays whole in `message`.
+fn structured(line: &str) -> String {
+    let mut rest = line.trim_end();
+    let mut next = || {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        rest = after;
+        word
+    };
+    let (time, level) = (next(), next());
+    let known = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+    let entry = if time.contains('T') && known.contains(&level) {
+        json!({"time": time, "level": level.to_ascii_lowercase(), "subsystem": "gateway",
+               "message": rest.trim_start()})
+    } else {
+        json!({"subsystem": "gateway", "message": line})
+    };
+    entry.to_string()
 }
 
 /// `diagnostics.stability {limit?, type?, sinceSeq?}`.
@@ -48,4 +76,25 @@ pub fn stability(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Ok(ctx
         .stability
         .report(ctx.hub.len(), limit as usize, kind.as_deref(), since))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_become_upstream_json_lines() {
+        let line = structured("2026-12-07T00:59:45.395301Z  WARN node gone node=n1");
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            line,
+            json!({"time": "2026-12-07T00:59:45.395301Z", "level": "warn",
+                   "subsystem": "gateway", "message": "node gone node=n1"})
+        );
+        let odd: Value = serde_json::from_str(&structured("argent: listening")).unwrap();
+        assert_eq!(
+            odd,
+            json!({"subsystem": "gateway", "message": "argent: listening"})
+        );
+    }
 }

@@ -57,7 +57,7 @@ pub async fn call(
         M::ConfigApply => config::apply(ctx, params).await,
         M::ConfigSchema => config::schema(ctx, params),
         M::Status => health::status(ctx, params),
-        M::LogsTail => diagnostics::logs_tail(ctx, params),
+        M::LogsTail => diagnostics::logs_tail(ctx, session, params),
         M::ExecApprovalRequest => approvals::request(ctx, params).await,
         M::ExecApprovalResolve => approvals::resolve(ctx, session, params).await,
         M::ExecApprovalList => approvals::list(ctx, params).await,

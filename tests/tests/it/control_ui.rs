@@ -15,7 +15,8 @@ fn fake_ui(dir: &Path) {
         dir.join("index.html"),
         "<!doctype html>\n<html lang=\"en\">\n<head><script type=\"module\" \
          src=\"./assets/app-1a2b.js\"></script><link rel=\"stylesheet\" \
-         href=\"./assets/app-1a2b.css\"></head>\n<body><openclaw-app></openclaw-app></body></html>\n",
+         href=\"./assets/app-1a2b.css\"><link rel=\"icon\" \
+         href=\"./favicon.svg\"></head>\n<body><openclaw-app></openclaw-app></body></html>\n",
     )
     .unwrap();
     std::fs::write(dir.join("assets/app-1a2b.js"), "console.log('ui')").unwrap();
@@ -92,6 +93,11 @@ async fn the_websocket_port_serves_the_control_ui() {
     assert!(index.body.contains("<html data-openclaw-control-ui-base-path=\"\" data-openclaw-terminal-enabled=\"false\" lang=\"en\">"), "{}", index.body);
     assert!(
         index.body.contains("src=\"/assets/app-1a2b.js\""),
+        "{}",
+        index.body
+    );
+    assert!(
+        index.body.contains("href=\"/favicon.svg\""),
         "{}",
         index.body
     );
@@ -203,6 +209,7 @@ async fn a_base_path_moves_the_ui_and_a_missing_ui_says_how_to_get_one() {
         .body
         .contains("data-openclaw-control-ui-base-path=\"/ui\""));
     assert!(index.body.contains("src=\"/ui/assets/app-1a2b.js\""));
+    assert!(index.body.contains("href=\"/ui/favicon.svg\""));
     assert_eq!(
         request(&gw.ws, "GET", "/ui/assets/app-1a2b.css", &[])
             .await

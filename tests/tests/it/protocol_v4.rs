@@ -129,7 +129,7 @@ async fn each_connection_gets_its_own_version_on_one_cluster() {
         assert!(!config.to_string().contains(secret_key), "{config}");
         assert_eq!(
             config["payload"]["config"]["models"]["providers"]["p"]["apiKey"],
-            "__REDACTED__"
+            "__OPENCLAW_REDACTED__"
         );
         let full = call(&mut ws3, "2", "config.get", json!({})).await;
         assert!(full["payload"]["raw"]
@@ -308,6 +308,18 @@ async fn logs_tail_and_stability_report_the_live_process() {
             .any(|l| l.as_str().unwrap().contains("connected")),
         "{logs}"
     );
+    // On v4 every line is a JSON object, as upstream's log file: the Logs page's columns.
+    let line: Value = serde_json::from_str(lines.last().unwrap().as_str().unwrap()).unwrap();
+    assert!(
+        line["time"].as_str().is_some_and(|t| t.contains('T')),
+        "{line}"
+    );
+    assert!(
+        ["info", "warn", "debug", "error"].contains(&line["level"].as_str().unwrap()),
+        "{line}"
+    );
+    assert_eq!(line["subsystem"], "gateway");
+    assert!(line["message"].is_string());
     let cursor = logs["payload"]["cursor"].as_u64().unwrap();
     // The next read starts after the cursor: only lines logged since (another connect).
     let _other = raw_connect(&gw, (3, 3), None, |_| {}).await;
@@ -1264,5 +1276,95 @@ async fn one_process_v4_view_and_oversized_messages() {
         first_text(&capped["payload"]["message"]),
         format!("{}{MARK}", "🦀".repeat(1_000_000)),
         "cut at the default 1,000,000 characters"
+    );
+}
+
+#[tokio::test]
+async fn the_control_ui_never_sees_a_secret_and_saving_keeps_it() {
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let secret = "sk-provider-secret-456";
+    publish_config(
+        &nats,
+        &json!({"models": {"providers": {"p": {"api": "openai-completions", "baseUrl": "http://127.0.0.1:9/v1/", "apiKey": secret, "models": [{"id": "m"}]}}}}),
+    )
+    .await;
+    let admin = ["operator.admin"];
+    let (_, _, mut on_a) = raw_connect(&a, (4, 4), Some(&admin), |_| {}).await;
+    let (_, _, mut on_b) = raw_connect(&b, (4, 4), Some(&admin), |_| {}).await;
+
+    // A v4 admin (the Control UI) reads the marker, never the secret.
+    let shown = call(&mut on_a, "1", "config.get", json!({})).await;
+    assert!(!shown.to_string().contains(secret), "{shown}");
+    let parsed = shown["payload"]["parsed"].clone();
+    assert_eq!(
+        parsed["models"]["providers"]["p"]["apiKey"],
+        "__OPENCLAW_REDACTED__"
+    );
+
+    // Saving what it was shown, with an edit, on the other gateway: the secret stays.
+    let mut edited = parsed.clone();
+    edited["session"] = json!({"mainKey": "home"});
+    let saved = call(
+        &mut on_b,
+        "2",
+        "config.set",
+        json!({"raw": edited.to_string(), "baseHash": shown["payload"]["hash"]}),
+    )
+    .await;
+    assert_eq!(saved["ok"], true, "{saved}");
+    let (_, _, mut v3) = raw_connect(&a, (3, 3), None, |_| {}).await;
+    let stored = call(&mut v3, "3", "config.get", json!({})).await;
+    assert_eq!(
+        stored["payload"]["parsed"]["models"]["providers"]["p"]["apiKey"],
+        secret
+    );
+    assert_eq!(stored["payload"]["parsed"]["session"]["mainKey"], "home");
+
+    // A patch carrying the marker keeps it too; the base-hash rule still holds.
+    let stale = call(
+        &mut on_a,
+        "4",
+        "config.patch",
+        json!({"raw": r#"{"models": {"providers": {"p": {"apiKey": "__OPENCLAW_REDACTED__"}}}}"#,
+               "baseHash": shown["payload"]["hash"]}),
+    )
+    .await;
+    assert_eq!(stale["ok"], false, "a stale base hash is refused: {stale}");
+    let current = call(&mut on_a, "5", "config.get", json!({})).await;
+    let patched = call(
+        &mut on_a,
+        "6",
+        "config.patch",
+        json!({"raw": r#"{"models": {"providers": {"p": {"apiKey": "__OPENCLAW_REDACTED__", "timeoutMs": 5000}}}}"#,
+               "baseHash": current["payload"]["hash"]}),
+    )
+    .await;
+    assert_eq!(patched["ok"], true, "{patched}");
+    let stored = call(&mut v3, "7", "config.get", json!({})).await;
+    let provider = &stored["payload"]["parsed"]["models"]["providers"]["p"];
+    assert_eq!(
+        (provider["apiKey"].as_str(), provider["timeoutMs"].as_u64()),
+        (Some(secret), Some(5000))
+    );
+
+    // A marker where nothing is stored is refused, naming the place.
+    let latest = call(&mut on_a, "8", "config.get", json!({})).await;
+    let refused = call(
+        &mut on_a,
+        "9",
+        "config.patch",
+        json!({"raw": r#"{"gateway": {"auth": {"password": "__OPENCLAW_REDACTED__"}}}"#,
+               "baseHash": latest["payload"]["hash"]}),
+    )
+    .await;
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gateway.auth.password"),
+        "{refused}"
     );
 }
