@@ -3,7 +3,8 @@
 # Debian's Chromium, Node, playwright-core, and the published Control UI — the
 # dist/control-ui folder of the openclaw npm package, unpacked from `npm pack` (the package
 # alone, none of its dependencies). Prints the directory that holds node_modules/ and
-# control-ui/.
+# control-ui/, or nothing (with the reason on stderr) when it cannot install them: not
+# root and Chromium or Node missing. CI runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,17 +14,20 @@ dir=${ARGENT_E2E_DIR:-$PWD/target/e2e}
 
 apt_install() {
     if [ "$(id -u)" != 0 ]; then
-        echo "install $* (needs root), or set ARGENT_E2E_DIR to a prepared directory" >&2
-        exit 1
+        echo "install-e2e: $* missing and not root: the dashboard test will be skipped" >&2
+        exit 0
     fi
+    export DEBIAN_FRONTEND=noninteractive
     apt-get install -y "$@" >&2 || { apt-get update >&2 && apt-get install -y "$@" >&2; }
 }
 command -v chromium > /dev/null || apt_install chromium
 command -v node > /dev/null || apt_install nodejs npm
 
 mkdir -p "$dir"
-if [ ! -d "$dir/node_modules/playwright-core" ]; then
+# A marker written after each step completes: an interrupted install is done again.
+if [ ! -f "$dir/.playwright-installed" ]; then
     npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error "$PLAYWRIGHT" >&2
+    touch "$dir/.playwright-installed"
 fi
 if [ ! -f "$dir/control-ui/index.html" ]; then
     tarball=$(cd "$dir" && npm pack --silent "$OPENCLAW" | tail -n 1)

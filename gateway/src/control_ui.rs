@@ -80,7 +80,15 @@ fn site(ctx: &Ctx) -> Option<Site> {
     })
 }
 
+/// Every answer carries the security headers. (hyper sends no body for `HEAD`, with the
+/// `Content-Length` of the `GET`.)
 async fn answer(ctx: &Ctx, method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Answer {
+    let mut answer = route(ctx, method, uri, headers).await;
+    secure(answer.headers_mut());
+    answer
+}
+
+async fn route(ctx: &Ctx, method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Answer {
     if method != Method::GET && method != Method::HEAD {
         let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         answer
@@ -106,29 +114,28 @@ async fn answer(ctx: &Ctx, method: &Method, uri: &http::Uri, headers: &HeaderMap
     let Some(rest) = path.strip_prefix(base).filter(|rest| rest.starts_with('/')) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let mut answer = if matches!(
+    if matches!(
         rest,
         "/control-ui-config.json" | "/__openclaw/control-ui-config.json"
     ) || (base.is_empty() && rest == "/__openclaw__/control-ui-config.json")
     {
-        config_json(ctx, base)
-    } else if !site.root.join("index.html").is_file() {
-        text(
+        return config_json(ctx, base);
+    }
+    if !is_file(&site.root.join("index.html")).await {
+        return text(
             StatusCode::NOT_FOUND,
             &format!(
                 "no Control UI in {}: set gateway.controlUi.root to a built UI \
                  (the dist/control-ui folder of the openclaw package; see the README)\n",
                 site.root.display()
             ),
-        )
-    } else {
-        file_answer(&site, rest, headers).await
-    };
-    if method == Method::HEAD {
-        *answer.body_mut() = Full::new(Bytes::new());
+        );
     }
-    secure(answer.headers_mut());
-    answer
+    file_answer(&site, rest, headers).await
+}
+
+async fn is_file(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file())
 }
 
 /// `/control-ui-config.json`: upstream's bootstrap shape, with what this gateway knows.
@@ -200,7 +207,18 @@ async fn file_answer(site: &Site, rest: &str, headers: &HeaderMap) -> Answer {
     if path.file_name().is_some_and(|n| n == "index.html") {
         return index(site).await;
     }
-    if path.is_file() {
+    if is_file(&path).await {
+        // A symbolic link inside the folder must not lead out of it.
+        let inside = match (
+            tokio::fs::canonicalize(&path).await,
+            tokio::fs::canonicalize(&site.root).await,
+        ) {
+            (Ok(file), Ok(root)) => file.starts_with(root),
+            _ => false,
+        };
+        if !inside {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
         let hashed = relative.starts_with("assets");
         return static_file(&path, extension.as_deref(), hashed, headers).await;
     }
@@ -276,7 +294,7 @@ async fn index(site: &Site) -> Answer {
             );
         }
     };
-    let base = &site.base_path;
+    let base = escape_attribute(&site.base_path);
     // Relative URLs (`./assets/…`, `./favicon.svg`) would resolve against a deep link's
     // path; they are made absolute under the base path.
     let html = html
@@ -285,8 +303,7 @@ async fn index(site: &Site) -> Answer {
         .replacen(
             "<html",
             &format!(
-                "<html data-openclaw-control-ui-base-path=\"{}\" data-openclaw-terminal-enabled=\"false\"",
-                escape_attribute(base)
+                "<html data-openclaw-control-ui-base-path=\"{base}\" data-openclaw-terminal-enabled=\"false\""
             ),
             1,
         );
@@ -313,7 +330,7 @@ async fn static_file(
     if hashed && compressible(content_type) {
         for (encoding, suffix) in [("br", "br"), ("gzip", "gz")] {
             let sibling = PathBuf::from(format!("{}.{suffix}", path.display()));
-            if accepts_encoding(headers, encoding) && sibling.is_file() {
+            if accepts_encoding(headers, encoding) && is_file(&sibling).await {
                 chosen = (sibling, Some(encoding));
                 break;
             }

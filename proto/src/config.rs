@@ -632,11 +632,35 @@ fn restore(value: &mut Value, stored: Option<&Value>, path: &str) -> Result<(), 
             };
             restore(v, stored.and_then(|s| s.get(key.as_str())), &at)
         }),
-        Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(i, v)| {
-            restore(v, stored.and_then(|s| s.get(i)), &format!("{path}[{i}]"))
-        }),
+        Value::Array(items) => {
+            let stored = stored.and_then(Value::as_array);
+            let same_length = stored.is_some_and(|s| s.len() == items.len());
+            items.iter_mut().enumerate().try_for_each(|(i, v)| {
+                // An element is matched by its identity (`id`, `name`, `accountId`), else
+                // by position only when the array kept its length: a removed or inserted
+                // element must not hand one entry's secret to another.
+                let by_identity = identity(v).and_then(|(key, id)| {
+                    stored?
+                        .iter()
+                        .find(|old| old.get(key).and_then(Value::as_str) == Some(id))
+                });
+                let kept = match by_identity {
+                    Some(old) => Some(old),
+                    None if identity(v).is_none() && same_length => stored.and_then(|s| s.get(i)),
+                    None => None,
+                };
+                restore(v, kept, &format!("{path}[{i}]"))
+            })
+        }
         _ => Ok(()),
     }
+}
+
+/// What names an element of an array of objects.
+fn identity(value: &Value) -> Option<(&'static str, &str)> {
+    ["id", "name", "accountId"]
+        .into_iter()
+        .find_map(|key| Some((key, value.get(key)?.as_str()?)))
 }
 
 fn mask(value: &Value, secret: bool) -> Value {
@@ -864,6 +888,19 @@ mod tests {
         assert_eq!(sent["gateway"]["auth"]["token"], "t0k");
         assert_eq!(sent["models"]["providers"]["p"]["apiKey"], "k");
         assert_eq!(sent["models"]["providers"]["p"]["models"][0]["id"], "m2");
+        // Array elements are matched by identity: removing the first entry keeps each
+        // secret with its own entry.
+        let two = json!({"hooks": [{"id": "a", "token": "ta"}, {"id": "b", "token": "tb"}]});
+        let mut one = json!({"hooks": [{"id": "b", "token": REDACTED}]});
+        restore_redacted(&mut one, &two).unwrap();
+        assert_eq!(one["hooks"][0]["token"], "tb");
+        // Without an identity, only an array of the same length is matched by position.
+        let plain = json!({"keys": [{"k": "1"}, {"k": "2"}]});
+        let mut shorter = json!({"keys": [{"k": REDACTED}]});
+        assert_eq!(
+            restore_redacted(&mut shorter, &plain),
+            Err("keys[0].k".to_string())
+        );
         let mut orphan = json!({"channels": [{"botToken": REDACTED}]});
         assert_eq!(
             restore_redacted(&mut orphan, &stored),

@@ -9,6 +9,7 @@ use argent_proto::config as document;
 use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
+use argent_proto::catalog::SCOPE_ADMIN;
 use argent_proto::version::ConfigView;
 
 use crate::context::Ctx;
@@ -44,8 +45,13 @@ pub async fn get(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, R
     };
     // A v4 reader sees the document with every secret masked; the raw text is then the
     // masked document, not the file.
+    let admin = session.scopes.iter().any(|s| s == SCOPE_ADMIN);
     let (raw, parsed) = match view {
         ConfigView::Full => (doc.raw.clone(), parsed),
+        // A file that does not parse cannot be masked key by key; an admin must still be
+        // able to see and repair it.
+        ConfigView::Redacted if parsed.is_null() && admin => (doc.raw.clone(), parsed),
+        ConfigView::Redacted if parsed.is_null() => (None, parsed),
         ConfigView::Redacted => {
             let masked = document::redacted(&parsed);
             let raw = doc

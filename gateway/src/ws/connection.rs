@@ -29,6 +29,7 @@ use argent_proto::limits::MAX_PAYLOAD;
 use argent_proto::session_key::SessionKey;
 use argent_proto::version::Protocol;
 
+use crate::auth::limiter::PendingSlot;
 use crate::context::Ctx;
 use crate::hub::ConnHandle;
 use crate::methods::presence::presence_list;
@@ -78,10 +79,23 @@ fn socket_config() -> WebSocketConfig {
 /// Serves one accepted TCP connection.
 pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
     let _permit = permit;
+    // One address may hold only so many sockets that have not authenticated yet: counted
+    // from the first byte, for page requests too (they never authenticate).
+    let Some(pending_slot) = ctx.auth_limiter.pending_slot(peer.ip()) else {
+        ctx.metrics
+            .handshakes
+            .get_or_create(&vec![("outcome", "too_many_pending")])
+            .inc();
+        tracing::warn!(%peer, "too many pending handshakes from this address; dropped");
+        return;
+    };
     // The port also serves the Control UI's pages to browsers.
     match sniff(&tcp, ctx.limits.handshake_timeout).await {
         Asks::WebSocket => {}
-        Asks::Page => return crate::control_ui::serve(ctx, tcp).await,
+        Asks::Page => {
+            let _pending_slot = pending_slot;
+            return crate::control_ui::serve(ctx, tcp).await;
+        }
         Asks::Nothing => return,
     }
     ctx.metrics.connections.inc();
@@ -94,7 +108,15 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
     async move {
         // The handshake's state is large and short-lived: boxed, so that an idle connection
         // keeps only the small state of `established` (RSS per connection is benchmarked).
-        let Some(joined) = Box::pin(handshake_phase(ctx.clone(), tcp, peer, conn_id)).await else {
+        let Some(joined) = Box::pin(handshake_phase(
+            ctx.clone(),
+            tcp,
+            peer,
+            conn_id,
+            pending_slot,
+        ))
+        .await
+        else {
             return;
         };
         established(ctx, joined).await;
@@ -113,11 +135,14 @@ enum Asks {
 }
 
 /// Reads the request head without consuming it: a WebSocket upgrade goes on to the
-/// handshake with every byte still there; anything else is plain HTTP. A head larger than
-/// the peek buffer is left to the WebSocket path and its limits.
+/// handshake with every byte still there; anything else is plain HTTP. A head that does not
+/// end within the handshake timeout is dropped; one larger than the peek buffer is judged
+/// by the lines it shows (a browser's cookies can make a page request long).
 async fn sniff(tcp: &TcpStream, within: std::time::Duration) -> Asks {
+    const PEEK_BYTES: usize = 8 << 10;
     let deadline = Instant::now() + within;
-    let mut buf = [0u8; 2048];
+    // On the heap, and only while sniffing: the connection's task stays small after.
+    let mut buf = vec![0u8; PEEK_BYTES];
     let mut pause = std::time::Duration::from_millis(1);
     loop {
         let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
@@ -126,22 +151,21 @@ async fn sniff(tcp: &TcpStream, within: std::time::Duration) -> Asks {
         };
         let head = &buf[..n];
         let complete = head.windows(4).any(|w| w == b"\r\n\r\n");
-        if !complete && n < buf.len() {
-            // The rest of the head is on its way (peek returns what has arrived at once, so
-            // wait, longer each time: a client that stalls costs few wake-ups).
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(100));
-            continue;
+        if complete || n == buf.len() {
+            let upgrade = head.split(|b| *b == b'\n').any(|line| {
+                let line = line.to_ascii_lowercase();
+                line.starts_with(b"upgrade:") && line.windows(9).any(|w| w == b"websocket")
+            });
+            return if upgrade { Asks::WebSocket } else { Asks::Page };
         }
-        let upgrade = head.split(|b| *b == b'\n').any(|line| {
-            let line = line.to_ascii_lowercase();
-            line.starts_with(b"upgrade:") && line.windows(9).any(|w| w == b"websocket")
-        });
-        return if upgrade || !complete {
-            Asks::WebSocket
-        } else {
-            Asks::Page
-        };
+        // The rest of the head is on its way (peek answers at once with what has arrived,
+        // so wait, longer each time), unless the time is up: a client that sends part of a
+        // head and stalls must not hold its slot.
+        if Instant::now() + pause >= deadline {
+            return Asks::Nothing;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
     }
 }
 
@@ -161,17 +185,10 @@ async fn handshake_phase(
     tcp: TcpStream,
     peer: SocketAddr,
     conn_id: String,
+    // Held until the handshake ends either way.
+    _pending_slot: PendingSlot,
 ) -> Option<Box<Joined>> {
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
-    // One address may hold only so many sockets that have not authenticated yet.
-    let Some(_pending_slot) = ctx.auth_limiter.pending_slot(peer.ip()) else {
-        ctx.metrics
-            .handshakes
-            .get_or_create(&vec![("outcome", "too_many_pending")])
-            .inc();
-        tracing::warn!(%peer, "too many pending handshakes from this address; dropped");
-        return None;
-    };
     let gate = PreauthGate::new();
     let mut upgrade = Upgrade::default();
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {

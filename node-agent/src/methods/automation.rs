@@ -290,11 +290,10 @@ pub async fn tasks_list(s: &Scheduler, params: Value) -> Result<Value, RpcError>
         Some(Value::String(one)) => Some(vec![one.clone()]),
         Some(_) => p.optional_str_list("status")?,
     };
-    let session = p.optional_str("sessionKey")?;
-    let limit = p.optional_u64("limit", 1)?.unwrap_or(500);
-    if limit > 500 {
-        return Err(p.invalid("at /limit: must be <= 500"));
-    }
+    let session = p
+        .optional_str("sessionKey")?
+        .map(|k| SessionKey::canonical(&k, agents).into_string());
+    let limit = p.optional_u64_in("limit", 1, 500)?;
     p.optional_str("cursor")?;
     // A task's end is its last update: both orders are by that.
     if let Some(order) = p.optional_str("sortBy")? {
@@ -320,6 +319,8 @@ pub async fn tasks_list(s: &Scheduler, params: Value) -> Result<Value, RpcError>
         }
     }
     out.sort_by_key(|t| std::cmp::Reverse(t.updated_at_ms));
-    out.truncate(limit as usize);
+    if let Some(limit) = limit {
+        out.truncate(limit as usize);
+    }
     Ok(json!({"tasks": out}))
 }

@@ -98,11 +98,19 @@ pub async fn runs(s: &Scheduler, params: Value) -> Result<Value, RpcError> {
 
     let ids = if all {
         let agent = p.optional_str("agentId")?.map(|a| a.to_ascii_lowercase());
+        // A job without an agent runs as the default agent.
+        let config = super::shared_config(&s.rt).await?;
+        let default = config.agents().default_id.clone();
         job_store::all_jobs(s.rt.state.as_ref())
             .await?
             .into_iter()
             .filter(|j| {
-                agent.is_none() || j.agent_id.as_deref().map(str::to_ascii_lowercase) == agent
+                let runs_as = j
+                    .agent_id
+                    .as_deref()
+                    .unwrap_or(&default)
+                    .to_ascii_lowercase();
+                agent.as_ref().is_none_or(|a| *a == runs_as)
             })
             .map(|j| j.id)
             .collect()

@@ -233,3 +233,47 @@ async fn a_base_path_moves_the_ui_and_a_missing_ui_says_how_to_get_one() {
         missing.body
     );
 }
+
+#[tokio::test]
+async fn long_page_requests_are_pages_and_stalled_heads_are_dropped() {
+    let ui = tempfile::tempdir().unwrap();
+    fake_ui(ui.path());
+    let state = tempfile::tempdir().unwrap().keep();
+    let config = json!({"gateway": {"controlUi": {"root": ui.path()}}});
+    std::fs::write(state.join("argent.json"), config.to_string()).unwrap();
+    let gw = argent_tests::Gateway::local()
+        .state_dir(&state)
+        .args(&["--handshake-timeout-ms", "500"])
+        .start()
+        .await
+        .unwrap();
+
+    // A browser's cookies for localhost can make a page request several KB long.
+    let cookie = format!("other-dev-server={}", "x".repeat(6000));
+    let page = request(&gw.ws, "GET", "/", &[PAGE, ("Cookie", &cookie)]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("openclaw-app"));
+
+    // Part of a head, then silence: the socket is closed within the handshake timeout.
+    let addr = gw.ws.trim_start_matches("ws://").trim_end_matches('/');
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stalled.read_to_end(&mut rest),
+    )
+    .await;
+    // Closed (an end of stream, or a reset: the unread bytes make the kernel send RST).
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "still open after 5 s: {closed:?}"
+    );
+
+    // And the WebSocket still answers.
+    let client = gw.client().await.unwrap();
+    assert_eq!(client.call("health", json!({})).await.unwrap()["ok"], true);
+}
