@@ -20,35 +20,32 @@ pub struct EmbeddedNode {
 
 impl EmbeddedNode {
     /// Starts one on the gateway's own planes; `Err` says why it cannot.
-    #[cfg(feature = "embedded-node")]
     pub fn start(
         node_id: String,
         state: Arc<dyn StateStore>,
         bus: Arc<dyn EventBus>,
         transcripts: Arc<dyn TranscriptLog>,
     ) -> anyhow::Result<Self> {
-        use argent_node_agent::agent::{NodePlanes, RunningNode};
-        let planes = NodePlanes {
-            state,
-            bus,
-            transcripts,
-        };
-        Ok(EmbeddedNode {
-            node: RunningNode::embedded(node_id, planes),
-        })
-    }
-
-    #[cfg(not(feature = "embedded-node"))]
-    pub fn start(
-        _node_id: String,
-        _state: Arc<dyn StateStore>,
-        _bus: Arc<dyn EventBus>,
-        _transcripts: Arc<dyn TranscriptLog>,
-    ) -> anyhow::Result<Self> {
-        anyhow::bail!(
-            "this gateway was built without the embedded node-agent (cargo feature \
-             `embedded-node`): run it with --no-embedded-node and start `argent-node run`"
-        )
+        #[cfg(feature = "embedded-node")]
+        {
+            use argent_node_agent::agent::{NodePlanes, RunningNode};
+            let planes = NodePlanes {
+                state,
+                bus,
+                transcripts,
+            };
+            Ok(EmbeddedNode {
+                node: RunningNode::embedded(node_id, planes),
+            })
+        }
+        #[cfg(not(feature = "embedded-node"))]
+        {
+            let _ = (node_id, state, bus, transcripts);
+            anyhow::bail!(
+                "this gateway was built without the embedded node-agent (cargo feature \
+                 `embedded-node`): run it with --no-embedded-node and start `argent-node run`"
+            )
+        }
     }
 
     /// Where the gateway's node client calls it, without a network hop.

@@ -28,6 +28,8 @@ pub const SUPPORTED: [Protocol; 2] = [Protocol::V4, Protocol::V3];
 
 /// `operator.talk` (v4 scope for `talk.mode`; `write` implies it).
 pub const SCOPE_TALK: &str = "operator.talk";
+/// Upstream's scope for the agent-questions surface (`question.list`), since 2026.7.
+pub const SCOPE_QUESTIONS: &str = "operator.questions";
 
 /// Node-only methods of protocol 4 (§5.3). Those not in our catalog answer a node with
 /// `unknown method` (the node host's "optional feature unsupported" signal) and an operator
@@ -66,6 +68,9 @@ enum V4Access {
     Catalog(Access),
     /// `operator.talk`, which `write` and `admin` satisfy.
     Talk,
+    /// `operator.questions` (the openclaw CLI asks for exactly that scope for
+    /// `question.list`), which `write` and `admin` satisfy too.
+    Questions,
 }
 
 fn v4_access(method: &str) -> Option<V4Access> {
@@ -77,6 +82,7 @@ fn v4_access(method: &str) -> Option<V4Access> {
         "poll" => V4Access::Catalog(Access::Write),
         "exec.approval.list" => V4Access::Catalog(Access::Approvals),
         "talk.mode" => V4Access::Talk,
+        "question.list" => V4Access::Questions,
         _ => return catalog::lookup(method).map(|spec| V4Access::Catalog(spec.access)),
     };
     Some(access)
@@ -322,7 +328,7 @@ fn satisfies(scopes: &[String], needed: &str) -> bool {
     let has = |s: &str| scopes.iter().any(|x| x == s);
     has(SCOPE_ADMIN)
         || has(needed)
-        || (matches!(needed, SCOPE_READ | SCOPE_TALK) && has(SCOPE_WRITE))
+        || (matches!(needed, SCOPE_READ | SCOPE_TALK | SCOPE_QUESTIONS) && has(SCOPE_WRITE))
 }
 
 fn missing_scope(scope: &str) -> RpcError {
@@ -355,6 +361,7 @@ fn authorize_v4(role: Role, scopes: &[String], method: &str) -> Result<(), RpcEr
     }
     let needed = match access {
         Some(V4Access::Talk) => SCOPE_TALK,
+        Some(V4Access::Questions) => SCOPE_QUESTIONS,
         Some(V4Access::Catalog(Access::Read)) => SCOPE_READ,
         Some(V4Access::Catalog(Access::Write)) => SCOPE_WRITE,
         Some(V4Access::Catalog(Access::Approvals)) => SCOPE_APPROVALS,
@@ -404,6 +411,17 @@ mod tests {
             .is_err());
         assert!(v4.authorize(Role::Operator, &write, "chat.history").is_ok());
         assert!(v4.authorize(Role::Operator, &write, "talk.mode").is_ok());
+        // The openclaw CLI asks for `operator.questions` alone to call `question.list`.
+        let questions = scopes(&["operator.questions"]);
+        assert!(v4
+            .authorize(Role::Operator, &questions, "question.list")
+            .is_ok());
+        assert!(v4
+            .authorize(Role::Operator, &questions, "chat.history")
+            .is_err());
+        assert!(v4
+            .authorize(Role::Operator, &read, "question.list")
+            .is_err());
         assert!(v4.authorize(Role::Operator, &[], "health").is_ok());
         assert!(v4.authorize(Role::Node, &[], "health").is_ok());
         let reset = json!({"message": " /reset now", "sessionKey": "main"});

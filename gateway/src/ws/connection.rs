@@ -139,10 +139,13 @@ enum Asks {
 /// end within the handshake timeout is dropped; one larger than the peek buffer is judged
 /// by the lines it shows (a browser's cookies can make a page request long).
 async fn sniff(tcp: &TcpStream, within: std::time::Duration) -> Asks {
-    const PEEK_BYTES: usize = 8 << 10;
+    // An upgrade request is a few hundred bytes: peek into 1 KiB first, and into 8 KiB
+    // only when a head is longer (a page request with cookies). On the heap, and only while
+    // sniffing: the connection's task stays small after.
+    const FIRST_PEEK: usize = 1 << 10;
+    const MAX_PEEK: usize = 8 << 10;
     let deadline = Instant::now() + within;
-    // On the heap, and only while sniffing: the connection's task stays small after.
-    let mut buf = vec![0u8; PEEK_BYTES];
+    let mut buf = vec![0u8; FIRST_PEEK];
     let mut pause = std::time::Duration::from_millis(1);
     loop {
         let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
@@ -151,10 +154,17 @@ async fn sniff(tcp: &TcpStream, within: std::time::Duration) -> Asks {
         };
         let head = &buf[..n];
         let complete = head.windows(4).any(|w| w == b"\r\n\r\n");
+        if !complete && n == buf.len() && buf.len() < MAX_PEEK {
+            buf.resize(MAX_PEEK, 0);
+            continue;
+        }
         if complete || n == buf.len() {
             let upgrade = head.split(|b| *b == b'\n').any(|line| {
-                let line = line.to_ascii_lowercase();
-                line.starts_with(b"upgrade:") && line.windows(9).any(|w| w == b"websocket")
+                line.len() > 8
+                    && line[..8].eq_ignore_ascii_case(b"upgrade:")
+                    && line
+                        .windows(9)
+                        .any(|w| w.eq_ignore_ascii_case(b"websocket"))
             });
             return if upgrade { Asks::WebSocket } else { Asks::Page };
         }

@@ -146,6 +146,9 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
         !list.to_string().contains(&token),
         "tokens are never listed"
     );
+    // Connected right now (the Control UI shows it online), seen now.
+    assert_eq!(paired["connected"], true, "{paired}");
+    assert!(paired["lastSeenAtMs"].as_u64().unwrap() > 0, "{paired}");
 
     // Revoked: the live connection is closed with 4001, the token stops working.
     let revoked = watcher
@@ -162,6 +165,27 @@ async fn local_devices_pair_silently_and_then_use_their_device_token() {
     );
     let (f, _) = d.with_token(&gw, &token).await;
     assert_eq!(message(&f), TOKEN_MISMATCH);
+    // Gone from presence: offline, last seen when its token was last used.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = watcher.call("device.pair.list", json!({})).await.unwrap();
+        let row = list["paired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["deviceId"] == d.id.as_str())
+            .cloned()
+            .unwrap();
+        if row["connected"] == false {
+            assert!(row["lastSeenAtMs"].as_u64().is_some(), "{row}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still online: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Rotation mints a new token (shown once) and the old one is gone.
     let (f, _) = d.with_token(&gw, &gw.token).await;

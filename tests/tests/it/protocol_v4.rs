@@ -1368,3 +1368,143 @@ async fn the_control_ui_never_sees_a_secret_and_saving_keeps_it() {
         "{refused}"
     );
 }
+
+/// A call that must succeed; its payload.
+async fn ok(ws: &mut RawWs, method: &str, params: Value) -> Value {
+    let answer = call(ws, method, method, params).await;
+    assert_eq!(answer["ok"], true, "{method}: {answer}");
+    answer["payload"].clone()
+}
+
+#[tokio::test]
+async fn the_control_ui_methods_answer_with_this_systems_data() {
+    use crate::chat_local::{local_gateway, run_events};
+    let double = ModelDouble::start().await;
+    let gw = local_gateway(&model_config(&double)).await;
+    let mut client = gw.client().await.unwrap();
+    client
+        .call(
+            "chat.send",
+            json!({"sessionKey": "main", "message": "hi", "idempotencyKey": "r1"}),
+        )
+        .await
+        .unwrap();
+    run_events(&mut client, "r1", false).await;
+    let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.admin"]), |_| {}).await;
+    // sessions.describe: the row sessions.list has; null for an unknown key.
+    let row = ok(
+        &mut ws,
+        "sessions.describe",
+        json!({"key": "agent:main:main"}),
+    )
+    .await;
+    assert_eq!(row["session"]["key"], "agent:main:main");
+    assert!(row["session"]["totalTokens"].as_u64().unwrap() > 0);
+    let none = ok(
+        &mut ws,
+        "sessions.describe",
+        json!({"key": "agent:main:nothing"}),
+    )
+    .await;
+    assert_eq!(none["session"], Value::Null);
+
+    // sessions.list: configured agents only; attributes this system lacks select nothing.
+    let listed = ok(
+        &mut ws,
+        "sessions.list",
+        json!({"configuredAgentsOnly": true, "offset": 0}),
+    )
+    .await;
+    assert_eq!(listed["sessions"][0]["key"], "agent:main:main");
+    let archived = ok(
+        &mut ws,
+        "sessions.list",
+        json!({"archived": true, "hasBoard": true}),
+    )
+    .await;
+    assert_eq!(archived["sessions"], json!([]));
+
+    // system.info: the host; environments.list: this gateway and its embedded node.
+    let info = ok(&mut ws, "system.info", json!({})).await;
+    assert!(
+        info["cpuCount"].as_u64().unwrap() >= 1 && info["memoryTotalBytes"].as_u64().unwrap() > 0
+    );
+    assert!(info["pid"].as_u64().unwrap() > 0);
+    let places = ok(&mut ws, "environments.list", json!({})).await;
+    let ids: Vec<&str> = places["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], "gateway");
+    assert!(ids.iter().any(|id| id.starts_with("node:")), "{places}");
+
+    // models.authStatus: each configured provider, with how its key is given.
+    let auth = ok(&mut ws, "models.authStatus", json!({})).await;
+    let of = |id: &str| {
+        auth["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["provider"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(of("double")["profiles"][0]["source"], "external"); // apiKeyEnv
+    assert_eq!(of("claude")["profiles"][0]["source"], "config"); // apiKey
+    assert_eq!(of("claude")["status"], "static");
+
+    // cron.runs over all jobs of an agent: a job without an agent is the default agent's.
+    let job = ok(
+        &mut ws,
+        "cron.add",
+        json!({"name": "daily", "schedule": {"kind": "cron", "expr": "0 9 * * *", "tz": "Europe/Paris"},
+               "wakeMode": "now", "payload": {"kind": "audioAlert", "message": "stretch", "urgency": "warning"}}),
+    )
+    .await;
+    let forced = ok(
+        &mut ws,
+        "cron.run",
+        json!({"jobId": job["id"], "mode": "force"}),
+    )
+    .await;
+    assert_eq!(forced, json!({"ok": true, "ran": true}));
+    let runs = ok(
+        &mut ws,
+        "cron.runs",
+        json!({"scope": "all", "agentId": "main", "sortDir": "desc"}),
+    )
+    .await;
+    assert_eq!(runs["entries"][0]["jobId"], job["id"], "{runs}");
+    assert_eq!(runs["total"], 1);
+    let others = ok(
+        &mut ws,
+        "cron.runs",
+        json!({"scope": "all", "agentId": "claude"}),
+    )
+    .await;
+    assert_eq!(others["entries"], json!([]));
+
+    // tasks.list with protocol 4's filters.
+    ok(
+        &mut ws,
+        "tasks.add",
+        json!({"agentId": "main", "title": "write the report"}),
+    )
+    .await;
+    let tasks = ok(
+        &mut ws,
+        "tasks.list",
+        json!({"status": ["queued", "running"], "limit": 10}),
+    )
+    .await;
+    assert_eq!(tasks["tasks"][0]["title"], "write the report");
+    let elsewhere = ok(
+        &mut ws,
+        "tasks.list",
+        json!({"sessionKey": "agent:main:main"}),
+    )
+    .await;
+    assert_eq!(elsewhere["tasks"], json!([]), "not the worker's session");
+}
