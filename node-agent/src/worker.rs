@@ -11,7 +11,7 @@ use argent_proto::catalog::{self, NodeMethod};
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
-use crate::methods::{agents, automation, chat, cron, sessions, usage};
+use crate::methods::{agents, automation, chat, cron, diagnostics, sessions, usage};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
 
@@ -90,9 +90,13 @@ impl Worker {
             M::SessionsPreview => sessions::preview(rt, params).await,
             M::SessionsReset => sessions::reset(rt, params).await,
             M::SessionsCompact => sessions::compact(rt, params).await,
+            M::SessionsPatch => sessions::patch(rt, params).await,
             M::CommandsCompact => sessions::command_compact(rt, params).await,
             M::ModelsList => sessions::models(rt, params).await,
             M::UsageCost => usage::cost(rt, params).await,
+            M::SessionsUsage => usage::sessions_usage(rt, params).await,
+            M::DiagnosticsLanes => diagnostics::lanes(rt, params).await,
+            M::WebSearchStatus => agents::web_search_status(rt, params).await,
             M::CronList => cron::list(s, params).await,
             M::CronStatus => cron::status(s, params).await,
             M::CronRuns => cron::runs(s, params).await,

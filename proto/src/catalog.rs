@@ -53,8 +53,8 @@ handler_enum! {
     /// The handler of a method the gateway answers itself, against the state plane.
     GatewayMethod {
         Health, Status, SystemPresence, LogsTail, DiagnosticsStability,
-        ConfigGet, ConfigSet, ConfigPatch, ConfigApply, ConfigSchema,
-        ExecApprovalRequest, ExecApprovalResolve, ExecApprovalList,
+        ConfigGet, ConfigSet, ConfigPatch, ConfigApply, ConfigSchema, ConfigSchemaLookup,
+        ExecApprovalRequest, ExecApprovalResolve, ExecApprovalList, ExecApprovalsGet, ExecApprovalsSet,
         SessionsSubscribe, SessionsUnsubscribe, SessionsMessagesSubscribe,
         SessionsMessagesUnsubscribe,
         DevicePairList, DevicePairApprove, DevicePairReject, DeviceTokenRotate,
@@ -67,6 +67,9 @@ handler_enum! {
         ProgressCardGet, TalkCatalog, ChatMetadata, PluginsList, SkillsSearch,
         SkillsLibraryList, ChannelsPairingList, PluginsCatalogBrowse,
         SystemInfo, EnvironmentsList, ModelsAuthStatus, ChannelsStatus,
+        UsageStatus, ThemesList, ToolsGithubStatus, DoctorMemoryStatus, ApprovalHistory,
+        WorktreesList, TranscriptsList, SkillsStatus, MigrationsMemoryPlan,
+        ExecApprovalGrantsList, ArtifactsList,
     }
 }
 
@@ -75,7 +78,7 @@ handler_enum! {
     NodeMethod {
         ChatSend, ChatHistory, ChatAbort, ChatInject, ChatStartup, ChatMessageGet,
         Agent, AgentWait, AgentResult, AgentIdentityGet,
-        SessionsList, SessionsDescribe, SessionsPreview, SessionsReset, SessionsCompact, CommandsCompact,
+        SessionsList, SessionsDescribe, SessionsPreview, SessionsReset, SessionsCompact, SessionsPatch, CommandsCompact,
         CronList, CronStatus, CronRuns, CronAdd, CronUpdate, CronRun, CronRemove,
         ModelsList,
         ExecutionWorkerStatus, ExecutionWorkerRunNow, ExecutionWorkerPause,
@@ -83,7 +86,7 @@ handler_enum! {
         TasksAdd, TasksList,
         LastHeartbeat, SetHeartbeats, Wake,
         AgentsList, AgentsFilesList, AgentsFilesGet, AgentsFilesSet,
-        UsageCost,
+        UsageCost, SessionsUsage, DiagnosticsLanes, WebSearchStatus,
     }
 }
 
@@ -274,6 +277,8 @@ pub const METHODS: &[MethodSpec] = &[
     gw("config.patch", Admin, G::ConfigPatch),
     gw("config.apply", Admin, G::ConfigApply),
     gw("config.schema", Admin, G::ConfigSchema),
+    // Protocol 4: one node of the schema (read there, like `config.schema`).
+    gw("config.schema.lookup", Admin, G::ConfigSchemaLookup).v4_only(),
     // §5.4 sessions
     node("sessions.list", Read, N::SessionsList, None, true),
     node("sessions.preview", Read, N::SessionsPreview, None, true),
@@ -302,7 +307,7 @@ pub const METHODS: &[MethodSpec] = &[
     )
     .waits(COMPACTION),
     planned("sessions.delete", Admin),
-    planned("sessions.patch", Admin),
+    node("sessions.patch", Admin, N::SessionsPatch, Some("key"), true),
     planned("sessions.search", Admin),
     planned("sessions.resolve", Admin),
     node(
@@ -430,13 +435,33 @@ pub const METHODS: &[MethodSpec] = &[
     gw("exec.approval.resolve", Approvals, G::ExecApprovalResolve),
     // Protocol 4 (PROTOCOL-v4.md §9): pending approvals, for clients that connect later.
     gw("exec.approval.list", Approvals, G::ExecApprovalList).v4_only(),
-    planned("exec.approvals.get", Admin),
-    planned("exec.approvals.set", Admin),
+    gw("exec.approvals.get", Admin, G::ExecApprovalsGet),
+    gw("exec.approvals.set", Admin, G::ExecApprovalsSet),
     planned("exec.approvals.node.get", Admin),
     planned("exec.approvals.node.set", Admin),
     // §3.4 / §5.15 other methods real clients call
-    planned("usage.status", Read),
+    gw("usage.status", Read, G::UsageStatus),
     node("usage.cost", Read, N::UsageCost, None, true),
+    // Protocol 4: the dashboard's Usage page, and its Debug page's run queues.
+    node("sessions.usage", Read, N::SessionsUsage, None, true).v4_only(),
+    node("diagnostics.lanes", Read, N::DiagnosticsLanes, None, true).v4_only(),
+    node("webSearch.status", Read, N::WebSearchStatus, AGENT_ID, true).v4_only(),
+    // Protocol 4: settings pages of features this system does not have; each answers
+    // upstream's empty shape (`gateway/src/methods/absent.rs`).
+    gw("themes.list", Read, G::ThemesList).v4_only(),
+    gw("tools.github.status", Read, G::ToolsGithubStatus).v4_only(),
+    gw("doctor.memory.status", Read, G::DoctorMemoryStatus).v4_only(),
+    gw("approval.history", Approvals, G::ApprovalHistory).v4_only(),
+    gw("worktrees.list", Read, G::WorktreesList).v4_only(),
+    gw("artifacts.list", Read, G::ArtifactsList).v4_only(),
+    gw(
+        "exec.approval.grants.list",
+        Approvals,
+        G::ExecApprovalGrantsList,
+    )
+    .v4_only(),
+    gw("transcripts.list", Read, G::TranscriptsList).v4_only(),
+    gw("migrations.memory.plan", Admin, G::MigrationsMemoryPlan).v4_only(),
     gw("logs.tail", Read, G::LogsTail),
     // Protocol 4 (PROTOCOL-v4.md §9).
     gw("diagnostics.stability", Read, G::DiagnosticsStability).v4_only(),
@@ -483,7 +508,7 @@ pub const METHODS: &[MethodSpec] = &[
     planned("family.members", Read),
     planned("family.telemetry", Read),
     planned("family.register", Write),
-    planned("skills.status", Read),
+    gw("skills.status", Read, G::SkillsStatus),
     planned("skills.personal", Read),
     // [QUIRK] mutating methods in upstream's read list.
     planned("skills.personal.update", Read),

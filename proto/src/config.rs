@@ -438,6 +438,8 @@ pub struct AgentConfig {
     pub name: Option<String>,
     /// The agent requests without an agent id go to.
     pub default: Option<bool>,
+    /// How the agent presents itself (`name`, `emoji`, `avatar`…).
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub identity: Option<Value>,
     pub model: Option<ModelRef>,
     pub heartbeat: Option<HeartbeatConfig>,
@@ -458,11 +460,22 @@ pub enum ModelRef {
     },
 }
 
+/// How a duration is written in the config, for its schema: `"30m"`, `"1h"`, or
+/// milliseconds (the value itself is read by `parse_duration`).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum DurationSetting {
+    Text(String),
+    Milliseconds(u64),
+}
+
 /// The periodic heartbeat turn of an agent (one per agent across the cluster).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatConfig {
     /// Interval (`"30m"`, `"1h"`, or milliseconds); `"0"`/absent: no heartbeat.
+    #[schemars(with = "Option<DurationSetting>")]
     pub every: Option<Value>,
     /// The message of each heartbeat turn.
     pub prompt: Option<String>,
@@ -476,6 +489,7 @@ pub struct HeartbeatConfig {
 pub struct ExecutionWorkerConfig {
     pub enabled: Option<bool>,
     /// Cycle interval (`"20m"`, or milliseconds).
+    #[schemars(with = "Option<DurationSetting>")]
     pub every: Option<Value>,
     pub model: Option<String>,
     pub max_run_minutes: Option<u64>,
@@ -563,13 +577,13 @@ pub enum CatchUp {
     Skip,
 }
 
-/// `config.schema`'s `schema`.
+/// `config.schema`'s `schema`: the typed config's JSON Schema, as the dashboard's forms
+/// read it (`crate::config_form`).
 pub fn schema() -> Value {
-    serde_json::to_value(schemars::schema_for!(ArgentConfig)).expect("schemas serialize")
+    let raw = serde_json::to_value(schemars::schema_for!(ArgentConfig)).expect("schemas serialize");
+    crate::config_form::form_schema(&raw)
 }
 
-/// `config.schema`'s `uiHints`: labels and groups of the main settings, and which are secret.
-/// What replaces a secret in a redacted document.
 /// What protocol-4 readers see in place of a secret: upstream's marker, which the Control
 /// UI recognises (it offers no "reveal" for it and sends it back unchanged on save).
 pub const REDACTED: &str = "__OPENCLAW_REDACTED__";
@@ -676,6 +690,7 @@ fn mask(value: &Value, secret: bool) -> Value {
     }
 }
 
+/// `config.schema`'s `uiHints`: labels and groups of the main settings, and which are secret.
 pub fn ui_hints() -> Value {
     let hints: &[(&str, &str, &str, bool)] = &[
         ("gateway.port", "Port", "Gateway", false),

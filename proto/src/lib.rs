@@ -22,12 +22,14 @@
 pub mod agents;
 pub mod catalog;
 pub mod config;
+pub mod config_form;
 pub mod connect;
 pub mod errors;
 pub mod frames;
 pub mod limits;
 pub mod params;
 pub mod session_key;
+pub mod session_patch;
 pub mod subjects;
 pub mod version;
 

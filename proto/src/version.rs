@@ -80,6 +80,9 @@ fn v4_access(method: &str) -> Option<V4Access> {
         "agents.files.list" | "agents.files.get" => V4Access::Catalog(Access::Read),
         "sessions.resolve" | "sessions.search" => V4Access::Catalog(Access::Read),
         "poll" => V4Access::Catalog(Access::Write),
+        // Write for what a chat user changes (name, model, thinking…); the params decide
+        // when it takes admin (`Protocol::authorize_params`).
+        "sessions.patch" => V4Access::Catalog(Access::Write),
         "exec.approval.list" => V4Access::Catalog(Access::Approvals),
         "talk.mode" => V4Access::Talk,
         "question.list" => V4Access::Questions,
@@ -296,7 +299,8 @@ impl Protocol {
     }
 
     /// The v4 rules that look at the params (§5.2): `agent` with `/new` or `/reset` resets
-    /// the session, which needs admin.
+    /// the session, and a `sessions.patch` of anything beyond what a chat user changes (or
+    /// to full permissions, or a sandbox) configures it; both need admin.
     pub fn authorize_params(
         self,
         scopes: &[String],
@@ -306,7 +310,13 @@ impl Protocol {
         let message = params.get("message").and_then(Value::as_str).unwrap_or("");
         let command = message.split_whitespace().next().unwrap_or("");
         let resets = method == "agent" && matches!(command, "/new" | "/reset");
-        if self == Protocol::V4 && resets && !satisfies(scopes, SCOPE_ADMIN) {
+        let configures = method == "sessions.patch"
+            && params.as_object().is_some_and(|fields| {
+                fields.keys().any(|k| crate::session_patch::needs_admin(k))
+                    || fields.contains_key("sandboxMode")
+                    || fields.get("permissionMode").and_then(Value::as_str) == Some("full")
+            });
+        if self == Protocol::V4 && (resets || configures) && !satisfies(scopes, SCOPE_ADMIN) {
             return Err(missing_scope(SCOPE_ADMIN));
         }
         Ok(())
@@ -432,6 +442,24 @@ mod tests {
         assert!(v4
             .authorize_params(&write, "agent", &json!({"message": "hi"}))
             .is_ok());
+        // sessions.patch: a chat user's pickers need write; configuring the session admin.
+        assert!(v4
+            .authorize(Role::Operator, &write, "sessions.patch")
+            .is_ok());
+        let pick = json!({"key": "main", "model": "p/m", "thinkingLevel": "high"});
+        assert!(v4.authorize_params(&write, "sessions.patch", &pick).is_ok());
+        for configure in [
+            json!({"key": "main", "contextWindow": "1m"}),
+            json!({"key": "main", "permissionMode": "full"}),
+            json!({"key": "main", "sandboxMode": "off"}),
+        ] {
+            assert!(v4
+                .authorize_params(&write, "sessions.patch", &configure)
+                .is_err());
+        }
+        assert!(Protocol::V3
+            .authorize(Role::Operator, &write, "sessions.patch")
+            .is_err());
         let approvals = scopes(&["operator.approvals"]);
         assert!(v4
             .authorize(Role::Operator, &approvals, "exec.approval.list")

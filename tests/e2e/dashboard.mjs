@@ -1,22 +1,27 @@
 // Drives the real Control UI in headless Chromium against a running gateway, the way a
 // user would: open the one URL with the token, send a chat message, then visit every page
-// of the sidebar. Prints one JSON line: what was seen, and every failed RPC and error
+// reachable from the sidebar by clicking. Prints one JSON line: what was seen, and every failed RPC and error
 // banner, so the Rust test (tests/tests/it/dashboard.rs) can judge.
 //
-// node dashboard.mjs <http-url> <token> <message> <expected-reply>
+// node dashboard.mjs <http-url> <token> <message> <expected-reply> [<provider to pick>]
 // E2E_MODULES: a node_modules folder holding playwright-core.
 import { createRequire } from 'node:module';
 
 const require = createRequire(`${process.env.E2E_MODULES}/`);
 const { chromium } = require('playwright-core');
-const [url, token, message, expected] = process.argv.slice(2);
+const [url, token, message, expected, pick] = process.argv.slice(2);
+// A bound, so a UI with generated links cannot make the walk endless.
+const MAX_PAGES = 70;
+// Pages the UI routes to from its command palette and buttons rather than links.
+const UNLINKED = ['/usage', '/nodes', '/skills', '/sessions', '/tasks', '/channels', '/config',
+  '/activity', '/model-setup', '/model-providers', '/worktrees', '/meetings', '/memory-import'];
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
          '--disable-component-update', '--disable-sync'],
 });
-const result = { sequence: [], calls: 0, methods: {}, events: {}, failures: [], banners: [], pageErrors: [], pages: [] };
+const result = { patches: [], sequence: [], calls: 0, methods: {}, events: {}, failures: [], banners: [], pageErrors: [], pages: [] };
 try {
   const page = await browser.newPage();
   const pending = new Map();
@@ -42,6 +47,9 @@ try {
         }
         if (m.type === 'event') {
           result.events[m.event] = (result.events[m.event] || 0) + 1;
+        }
+        if (m.type === 'res' && pending.get(m.id) === 'sessions.patch') {
+          result.patches.push({ ok: m.ok, model: m.payload?.resolved?.model ?? null });
         }
         if (m.type === 'res' && m.ok === false) {
           result.failures.push({ page: where, method: pending.get(m.id),
@@ -69,18 +77,55 @@ try {
   else await box.press('Enter');
   result.replySeen = await page.getByText(expected, { exact: false }).first()
     .waitFor({ timeout: 20000 }).then(() => true, () => false);
+  // Once the reply is in, the message typed is shown once (the UI matches its own copy to
+  // the stored message by the send's idempotency key).
+  await page.waitForTimeout(1500);
+  // (The session's title, named after its first message, is not a message.)
+  result.messageShownIn = await page.getByText(message, { exact: true }).evaluateAll(
+    (xs) => xs.map((x) => `${x.tagName}.${x.className.toString().slice(0, 60)}`));
+  result.messageShown = result.messageShownIn.filter((w) => !w.includes('session-title')).length;
   await page.screenshot({ path: `${process.env.E2E_SCREENSHOT || '/tmp/dashboard.png'}.chat.png` });
   await banners();
 
-  const links = await page.locator('nav a[href]').evaluateAll(
-    (as) => [...new Set(as.map((a) => a.getAttribute('href')))]);
-  for (const href of links) {
-    if (!href || href.startsWith('http') || href.startsWith('#')) continue;
+  // The model picker: choose the other provider's model for this session; the next message
+  // is answered by it.
+  if (pick) {
+    await page.locator('summary.chat-controls__model-trigger').click();
+    await page.getByRole('button', { name: new RegExp(`^${pick} models`, 'i') }).click();
+    await page.getByRole('listbox', { name: new RegExp(`^${pick} models`, 'i') })
+      .getByRole('option').first().click();
+    await page.waitForTimeout(1000);
+    result.pickedModel = await page.locator('summary.chat-controls__model-trigger')
+      .getAttribute('aria-label');
+    const again = `${message} again`;
+    const composer = page.locator('textarea').filter({ visible: true }).first();
+    await composer.fill(again);
+    await composer.press('Enter');
+    result.secondReplySeen = await page.getByText(`echo: ${again}`, { exact: false }).first()
+      .waitFor({ timeout: 20000 }).then(() => true, () => false);
+    await banners();
+  }
+
+  // Every page a user can reach by clicking: the sidebar's, then the links those pages
+  // show (settings sections, tabs), breadth first.
+  const inApp = async () => (await page.locator('a[href]').evaluateAll(
+    (as) => as.map((a) => a.getAttribute('href'))))
+    .filter((h) => h && h.startsWith('/') && !h.startsWith('//'))
+    .map((h) => h.split(/[?#]/)[0]);
+  const queue = [...new Set((await page.locator('nav a[href]').evaluateAll(
+    (as) => as.map((a) => a.getAttribute('href')))).filter((h) => h && h.startsWith('/'))),
+    ...UNLINKED];
+  const seen = new Set(queue);
+  while (queue.length && result.pages.length < MAX_PAGES) {
+    const href = queue.shift();
     where = href;
     result.pages.push(href);
     await page.goto(new URL(href, `${url}/`).toString());
-    await page.waitForTimeout(2500);
+    await page.waitForTimeout(2000);
     await banners();
+    for (const next of await inApp()) {
+      if (!seen.has(next)) { seen.add(next); queue.push(next); }
+    }
   }
   await page.screenshot({ path: process.env.E2E_SCREENSHOT || '/tmp/dashboard.png' });
 } catch (e) {

@@ -237,6 +237,22 @@ pub fn schema(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         "schema": document::schema(),
         "uiHints": document::ui_hints(),
         "version": ctx.version,
-        "generatedAt": argent_proto::now_ms(),
+        "generatedAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     }))
+}
+
+/// `config.schema.lookup {path}` (protocol 4): one node of the schema and its children, so
+/// a form can ask whether a setting exists (`a.b`, `a.*`, `a[0]`, `.` for the root).
+pub fn schema_lookup(params: Value) -> Result<Value, RpcError> {
+    let p = Params::new("config.schema.lookup", params)?.only(&["path"])?;
+    let path = p.required_str("path")?;
+    let well_formed = path.len() <= 1024
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./[]-*".contains(c));
+    if !well_formed {
+        return Err(p.invalid("at /path: must match pattern \"^[A-Za-z0-9_./\\[\\]\\-*]+$\" (at most 1024 characters)"));
+    }
+    argent_proto::config_form::lookup(&document::schema(), &document::ui_hints(), &path)
+        .ok_or_else(|| RpcError::bad_params("config schema path not found"))
 }

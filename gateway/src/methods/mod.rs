@@ -6,6 +6,7 @@ pub mod config;
 pub mod cron_page;
 pub mod devices;
 pub mod diagnostics;
+pub mod exec_policy;
 pub mod health;
 pub mod host;
 pub mod live_nodes;
@@ -34,6 +35,17 @@ pub async fn call(
     match method {
         M::Health => health::health(ctx, params),
         M::QuestionList => absent::question_list(params),
+        M::UsageStatus => absent::usage_status(params),
+        M::ThemesList => absent::themes_list(params),
+        M::ToolsGithubStatus => absent::github_status(ctx, params),
+        M::DoctorMemoryStatus => absent::memory_status(ctx, params),
+        M::ApprovalHistory => absent::approval_history(params),
+        M::WorktreesList => absent::worktrees_list(params),
+        M::ArtifactsList => absent::artifacts_list(params),
+        M::ExecApprovalGrantsList => absent::approval_grants(params),
+        M::TranscriptsList => absent::meeting_transcripts(params),
+        M::SkillsStatus => absent::skills_status(ctx, params),
+        M::MigrationsMemoryPlan => absent::memory_migration_plan(ctx, params),
         M::UpdateStatus => absent::update_status(params),
         M::OpenclawApprovalList | M::PluginApprovalList => absent::approval_list(),
         M::SessionsObserverVisibility => absent::observer_visibility(params),
@@ -56,11 +68,14 @@ pub async fn call(
         M::ConfigPatch => config::patch(ctx, params).await,
         M::ConfigApply => config::apply(ctx, params).await,
         M::ConfigSchema => config::schema(ctx, params),
+        M::ConfigSchemaLookup => config::schema_lookup(params),
         M::Status => health::status(ctx, params),
         M::LogsTail => diagnostics::logs_tail(ctx, session, params),
         M::ExecApprovalRequest => approvals::request(ctx, params).await,
         M::ExecApprovalResolve => approvals::resolve(ctx, session, params).await,
         M::ExecApprovalList => approvals::list(ctx, params).await,
+        M::ExecApprovalsGet => exec_policy::get(ctx, params).await,
+        M::ExecApprovalsSet => exec_policy::set(ctx, params).await,
         M::DiagnosticsStability => diagnostics::stability(ctx, params),
         M::SessionsSubscribe => subscriptions::sessions(session, name, params, true),
         M::SessionsUnsubscribe => subscriptions::sessions(session, name, params, false),

@@ -234,6 +234,46 @@ pub async fn files_set(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     }))
 }
 
+/// `webSearch.status {agentId?, modelProvider?, modelId?}` (protocol 4): the agent has no
+/// web search tool here, so search is unavailable; the model is the one its runs use (or the
+/// one asked about).
+pub async fn web_search_status(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let p =
+        Params::new("webSearch.status", params)?.only(&["agentId", "modelProvider", "modelId"])?;
+    let (provider, model) = (p.optional_str("modelProvider")?, p.optional_str("modelId")?);
+    if provider.is_some() != model.is_some() {
+        return Err(RpcError::bad_params(
+            "modelProvider and modelId must be supplied together.",
+        ));
+    }
+    let config = agents(rt).await?;
+    let agent_id = p
+        .optional_str("agentId")?
+        .unwrap_or_else(|| config.default_id.clone());
+    if config.get(&agent_id).is_none() {
+        return Err(RpcError::bad_params(format!(
+            "unknown agent id \"{agent_id}\""
+        )));
+    }
+    let (provider, model) = match (provider, model) {
+        (Some(provider), Some(model)) => (provider, model),
+        _ => {
+            let shared = shared_config(rt).await?;
+            let choice = Providers::from_config(shared.document())
+                .and_then(|p| p.choose(&agent_id))
+                .map_err(crate::respond::provider)?;
+            (choice.provider.id, choice.model)
+        }
+    };
+    Ok(json!({
+        "enabled": false, "provider": null, "agentId": agent_id,
+        "model": {"provider": provider, "id": model, "runtime": "argent", "runtimeLabel": "Built-in"},
+        "route": {"kind": "unavailable", "label": "Search unavailable", "testable": false,
+                  "reason": "This system's agents have no web search tool."},
+        "providers": [],
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

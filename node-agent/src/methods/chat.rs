@@ -119,14 +119,16 @@ async fn steer(
     run_id: &str,
     message: &str,
 ) -> Result<Value, RpcError> {
-    Ok(match control::steer(rt, session_key, message).await? {
-        Steered::NotActive => status(run_id, "not_active"),
-        Steered::Into(target) => {
-            let mut out = status(run_id, "steered");
-            out["targetRunId"] = json!(target);
-            out
-        }
-    })
+    Ok(
+        match control::steer(rt, session_key, message, run_id).await? {
+            Steered::NotActive => status(run_id, "not_active"),
+            Steered::Into(target) => {
+                let mut out = status(run_id, "steered");
+                out["targetRunId"] = json!(target);
+                out
+            }
+        },
+    )
 }
 
 fn aborted_result(ids: Vec<String>) -> Value {
@@ -488,10 +490,11 @@ impl HistoryPage {
         kept.reverse();
         let mut out =
             json!({"sessionKey": raw_key, "sessionId": entry.session_id, "messages": kept});
-        for setting in ["thinkingLevel", "verboseLevel"] {
-            if let Some(value) = entry.extra.get(setting) {
-                out[setting] = value.clone();
-            }
+        if let Some(level) = &entry.thinking_level {
+            out["thinkingLevel"] = json!(level);
+        }
+        if let Some(value) = entry.extra.get("verboseLevel") {
+            out["verboseLevel"] = value.clone();
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod automation;
 pub mod chat;
 pub mod cron;
+pub mod diagnostics;
 pub mod sessions;
 pub mod usage;
 

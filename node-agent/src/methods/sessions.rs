@@ -14,8 +14,9 @@ use crate::runtime::compaction::{self, Compaction, Summarized};
 use crate::runtime::providers::{self, Providers};
 use crate::runtime::run::message_text;
 use crate::runtime::sessions::SessionEntry;
-use crate::runtime::Runtime;
+use crate::runtime::{thinking, Runtime};
 use argent_proto::session_key::{agent_of, kind_of, SessionKey};
+use argent_proto::session_patch;
 
 fn row(entry: &SessionEntry, titles: bool, last_message: bool) -> Value {
     let mut row = entry.to_value();
@@ -379,4 +380,150 @@ pub async fn describe(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         .await?
         .map(|entry| row(&entry, titles, last_message));
     Ok(json!({ "session": session }))
+}
+
+/// What this system's sessions have: a name, a model, a thinking level. The envelope keys
+/// (`key`, `agentId`, `expected…`) only say which session.
+const PATCHABLE: [&str; 3] = ["label", "model", "thinkingLevel"];
+
+/// A nullable text param: `Some(None)` clears, `Some(Some(text))` sets, `None` leaves it.
+fn nullable_text(
+    p: &Params,
+    key: &str,
+    max_chars: usize,
+) -> Result<Option<Option<String>>, RpcError> {
+    match p.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(text))
+            if !text.trim().is_empty() && text.chars().count() <= max_chars =>
+        {
+            Ok(Some(Some(text.trim().to_string())))
+        }
+        Some(_) => Err(p.invalid(format!(
+            "at /{key}: must be a non-empty string of at most {max_chars} characters, or null"
+        ))),
+    }
+}
+
+/// `sessions.patch {key, agentId?, expectedSessionId?, label?, model?, thinkingLevel?}`:
+/// per-session settings the dashboard's pickers and rename write. `model` (`provider/model`,
+/// or a model id one provider lists; `null`: the agent's model) is what the session's runs
+/// use from the next turn on; `thinkingLevel` (`null`: the model's default) what they ask
+/// of the model's reasoning. Settings of upstream's sessions this system does not have are
+/// refused by name.
+pub async fn patch(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+    let all = session_patch::params();
+    let p = Params::new("sessions.patch", params)?.only(&all)?;
+    let raw = p.required_str("key")?;
+    let agent_id = p.optional_str("agentId")?;
+    let expected = p.optional_str("expectedSessionId")?;
+    // The runtime is only refused when one is named; an expected sandbox of none holds.
+    let unsupported: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|k| p.get(k).is_some() && !PATCHABLE.contains(k))
+        .filter(|k| !session_patch::ENVELOPE.contains(k))
+        .filter(|k| !matches!(*k, "agentRuntime" | "expectedSandboxMode"))
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(p.invalid(format!(
+            "this system's sessions have no {}; only label, model and thinkingLevel can be patched",
+            unsupported.join(", ")
+        )));
+    }
+    if matches!(p.get("agentRuntime"), Some(v) if !v.is_null()) {
+        return Err(p.invalid(
+            "agent runtimes cannot be chosen here: every session runs on the built-in runtime",
+        ));
+    }
+    let label = nullable_text(&p, "label", 512)?;
+    let model = nullable_text(&p, "model", 512)?;
+    let level = nullable_text(&p, "thinkingLevel", 64)?;
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let key = match &agent_id {
+        Some(agent) => SessionKey::for_agent(Some(&raw), agent, agents).into_string(),
+        None => SessionKey::canonical(&raw, agents).into_string(),
+    };
+    let providers = Providers::from_config(config.document()).map_err(respond::provider)?;
+    let picked = match &model {
+        Some(Some(raw)) => Some(Some(
+            providers.resolve_pick(raw).map_err(RpcError::bad_params)?,
+        )),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let level = match level {
+        Some(Some(raw)) => Some(Some(thinking::normalize(&raw).ok_or_else(|| {
+            RpcError::bad_params(format!(
+                "invalid thinkingLevel (use {})",
+                thinking::LEVELS.join("|")
+            ))
+        })?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let current = rt.sessions.get(&key).await?;
+    if let (Some(expected), Some(current)) = (&expected, &current) {
+        if expected != &current.session_id {
+            return Err(RpcError::bad_params(format!(
+                "session {key} was reset since it was read (session id {expected} is gone); reload and retry"
+            )));
+        }
+    }
+    // The level must suit the model the session will run on.
+    let agent = agent_of(&key, agents).to_string();
+    let effective_pick = match &picked {
+        Some(pick) => pick.as_ref().map(|(p, m)| format!("{p}/{m}")),
+        None => current.as_ref().and_then(SessionEntry::picked_model),
+    };
+    let choice = providers
+        .choose_for_session(&agent, effective_pick.as_deref())
+        .map_err(respond::provider)?;
+    if let Some(Some(level)) = level {
+        if !thinking::levels_for(choice.reasoning).contains(&level) {
+            return Err(RpcError::bad_params(format!(
+                "thinkingLevel \"{level}\" is not supported for {}/{} (use {})",
+                choice.provider.id,
+                choice.model,
+                thinking::levels_for(choice.reasoning).join("|")
+            )));
+        }
+    }
+    let entry = rt
+        .sessions
+        .update(&key, |entry| {
+            entry.updated_at = argent_proto::now_ms();
+            if let Some(label) = &label {
+                entry.label = label.clone();
+            }
+            match &picked {
+                Some(Some((provider, model))) => {
+                    entry.provider_override = Some(provider.clone());
+                    entry.model_override = Some(model.clone());
+                    entry.model_override_source = Some("user".into());
+                }
+                Some(None) => {
+                    entry.provider_override = None;
+                    entry.model_override = None;
+                    entry.model_override_source = Some("default".into());
+                }
+                None => {}
+            }
+            if let Some(level) = level {
+                entry.thinking_level = level.map(str::to_string);
+            }
+        })
+        .await?;
+    let mut resolved = json!({
+        "modelProvider": choice.provider.id, "model": choice.model,
+        "agentRuntime": {"id": "argent", "source": "implicit"},
+        "runtimeSelectionLocked": false,
+        "thinkingLevels": thinking::level_rows(choice.reasoning),
+    });
+    if let Some(level) = &entry.thinking_level {
+        resolved["thinkingLevel"] = json!(level);
+    }
+    Ok(json!({"ok": true, "key": key, "entry": entry.to_value(), "resolved": resolved}))
 }

@@ -125,6 +125,7 @@ pub async fn steer(
     rt: &Runtime,
     session_key: &str,
     message: &str,
+    idempotency_key: &str,
 ) -> Result<Steered, ServiceError> {
     let lease = runs::read_lease(rt.state.as_ref(), session_key).await?;
     let Some(target) = lease.and_then(|(l, _)| l.active) else {
@@ -141,7 +142,7 @@ pub async fn steer(
     }
     rt.control(
         subjects::CONTROL_RUN_STEER,
-        json!({"runId": target, "message": message}),
+        json!({"runId": target, "message": message, "idempotencyKey": idempotency_key}),
     )
     .await;
     Ok(Steered::Into(target))

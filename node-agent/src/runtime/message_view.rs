@@ -36,6 +36,10 @@ pub fn project(mut message: Value, seq: Option<usize>, view: MessageView) -> Val
     if let Some(seq) = seq {
         mark["seq"] = json!(seq);
     }
+    // Upstream repeats the sending request's key in the mark, where clients look first.
+    if let Some(key) = message.get("idempotencyKey").filter(|k| k.is_string()) {
+        mark["idempotencyKey"] = key.clone();
+    }
     cut_text(&mut message, view.max_chars);
     if let Some(object) = message.as_object_mut() {
         object.insert(MARK_KEY.into(), mark);

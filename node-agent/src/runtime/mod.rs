@@ -8,6 +8,7 @@
 //! * [`providers`] — model providers through `genai`.
 //! * [`sessions`] — session entries and short chat links. [`tools`] — the [`tools::ToolHost`] the runtime
 //!   offers the model (the tools themselves are `crate::tools`).
+//! * [`accounting`] — usage, cost and message counts read from transcripts.
 //! * [`message_view`] — how transcript messages look to protocol-4 clients (ids, cut text).
 //!
 //! Cluster behaviour: whichever node takes a session's lease drives its runs one after
@@ -16,6 +17,7 @@
 //! dead node was executing and continues with the queue. Aborts, steering messages and
 //! completions travel as control messages on the event bus.
 
+pub mod accounting;
 pub mod compaction;
 pub mod control;
 pub mod message_view;
@@ -23,6 +25,7 @@ pub mod providers;
 pub mod run;
 pub mod runs;
 pub mod sessions;
+pub mod thinking;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -52,7 +55,15 @@ pub const LEASE_STALE_AFTER: Duration = Duration::from_secs(5);
 pub(crate) struct LocalRun {
     pub session_key: String,
     pub abort: watch::Sender<Option<String>>,
-    pub steer: mpsc::Sender<String>,
+    pub steer: mpsc::Sender<Steering>,
+}
+
+/// A message steered into a running turn, and the idempotency key of the `chat.send` that
+/// carried it (the dashboard recognises its own message by it).
+#[derive(Debug)]
+pub struct Steering {
+    pub text: String,
+    pub idempotency_key: Option<String>,
 }
 
 pub struct Runtime {
@@ -109,6 +120,12 @@ impl Runtime {
 
     pub fn active_runs(&self) -> usize {
         self.local.lock().len()
+    }
+
+    /// Every session lease whose holder is alive: the cluster's run lanes, one per session
+    /// with a run active or queued.
+    pub fn live_leases(&self) -> Vec<Lease> {
+        self.leases.live()
     }
 
     /// Publishes a broadcast event (serialized once, here).
@@ -217,7 +234,11 @@ impl Runtime {
                     (self.local.lock().get(run_id), body["message"].as_str())
                 {
                     tracing::debug!(run = run_id, "steering message for a local run");
-                    if run.steer.try_send(text.to_string()).is_err() {
+                    let steering = Steering {
+                        text: text.to_string(),
+                        idempotency_key: body["idempotencyKey"].as_str().map(str::to_string),
+                    };
+                    if run.steer.try_send(steering).is_err() {
                         tracing::warn!(run = run_id, "steering queue full; message dropped");
                     }
                 }

@@ -213,6 +213,10 @@ pub struct ModelChoice {
     pub provider: Provider,
     pub model: String,
     pub context_window: Option<u64>,
+    /// The config's `reasoning` flag of the model, when it says.
+    pub reasoning: Option<bool>,
+    /// The reasoning asked of this turn (`runtime::thinking`); `None`: the provider's default.
+    pub effort: Option<genai::chat::ReasoningEffort>,
 }
 
 fn model_ref(value: Option<&Value>) -> Option<String> {
@@ -256,15 +260,26 @@ impl Providers {
 
     /// The model for `agent_id`: its own, else the default, else the first configured.
     pub fn choose(&self, agent_id: &str) -> Result<ModelChoice, ProviderError> {
+        self.choose_for_session(agent_id, None)
+    }
+
+    /// The model a session runs on: the one `sessions.patch` picked for it
+    /// (`provider/model`), else its agent's (see [`Providers::choose`]).
+    pub fn choose_for_session(
+        &self,
+        agent_id: &str,
+        picked: Option<&str>,
+    ) -> Result<ModelChoice, ProviderError> {
         if self.list.is_empty() {
             return Err(ProviderError::Config(HOW_TO_CONFIGURE.into()));
         }
-        let wanted = self
-            .agent_models
-            .iter()
-            .find(|(id, _)| id == agent_id)
-            .map(|(_, m)| m.clone())
-            .or_else(|| self.default_model.clone());
+        let wanted = picked.map(str::to_string).or_else(|| {
+            self.agent_models
+                .iter()
+                .find(|(id, _)| id == agent_id)
+                .map(|(_, m)| m.clone())
+                .or_else(|| self.default_model.clone())
+        });
         let (provider, model) = match wanted {
             Some(reference) => {
                 let (provider_id, model) = reference.split_once('/').ok_or_else(|| {
@@ -298,16 +313,41 @@ impl Providers {
                 (provider, model)
             }
         };
-        let context_window = provider
-            .models
-            .iter()
-            .find(|m| m.id == model)
-            .and_then(|m| m.context_window);
+        let info = provider.models.iter().find(|m| m.id == model);
         Ok(ModelChoice {
+            context_window: info.and_then(|m| m.context_window),
+            reasoning: info.and_then(|m| m.reasoning),
+            effort: None,
             provider,
             model,
-            context_window,
         })
+    }
+
+    /// What a user typed for a session's model, as `(provider, model)`: `provider/model` of
+    /// a configured provider (one of its listed models, when it lists them), or a bare model
+    /// id that exactly one provider lists.
+    pub fn resolve_pick(&self, raw: &str) -> Result<(String, String), String> {
+        let invalid = || format!("invalid model: {raw}");
+        let listed = |p: &Provider, model: &str| {
+            p.models.is_empty() || p.models.iter().any(|m| m.id == model)
+        };
+        if let Some((provider_id, model)) = raw.split_once('/') {
+            if let Some(provider) = self.list.iter().find(|p| p.id == provider_id) {
+                return if !model.is_empty() && listed(provider, model) {
+                    Ok((provider.id.clone(), model.to_string()))
+                } else {
+                    Err(invalid())
+                };
+            }
+        }
+        let mut owners = self
+            .list
+            .iter()
+            .filter(|p| p.models.iter().any(|m| m.id == raw));
+        match (owners.next(), owners.next()) {
+            (Some(provider), None) => Ok((provider.id.clone(), raw.to_string())),
+            _ => Err(invalid()),
+        }
     }
 }
 
@@ -377,10 +417,13 @@ pub async fn stream_turn(
                 .with_schema(t.schema)
         }));
     }
-    let options = ChatOptions::default()
+    let mut options = ChatOptions::default()
         .with_capture_usage(true)
         .with_capture_tool_calls(true)
         .with_max_tokens(4096);
+    if let Some(effort) = choice.effort.clone() {
+        options = options.with_reasoning_effort(effort);
+    }
     let provider = &choice.provider;
     let mut attempt = 0;
     loop {

@@ -13,10 +13,10 @@ use tracing::Instrument;
 use argent_proto::subjects;
 use argent_proto::version::MessageView;
 
-use super::message_view;
 use super::providers::{self, ModelChoice, Providers, TurnEvent};
 use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus, BEAT_INTERVAL};
-use super::{LocalRun, Runtime};
+use super::{message_view, thinking};
+use super::{LocalRun, Runtime, Steering};
 use crate::workspace::{self, BOOTSTRAP_FILES};
 use argent_proto::agents::AgentsConfig;
 
@@ -276,7 +276,7 @@ fn run_deadline(timeout_ms: u64) -> Duration {
 
 struct Controls {
     abort: watch::Receiver<Option<String>>,
-    steer: mpsc::Receiver<String>,
+    steer: mpsc::Receiver<Steering>,
     stopping: watch::Receiver<bool>,
     deadline: Instant,
 }
@@ -297,15 +297,27 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
     let agents = config.agents();
     let providers = Providers::from_config(config.document()).map_err(|e| e.to_string())?;
     let agent_id = record.request.agent_id.clone();
-    let choice = providers.choose(&agent_id).map_err(|e| e.to_string())?;
     let entry = rt
         .sessions
         .ensure(&record.session_key)
         .await
         .map_err(|e| e.to_string())?;
+    let mut choice = providers
+        .choose_for_session(&agent_id, entry.picked_model().as_deref())
+        .map_err(|e| e.to_string())?;
+    // The turn's own `thinking` wins over the session's level.
+    let level = record
+        .request
+        .thinking
+        .as_deref()
+        .and_then(thinking::normalize)
+        .or(entry.thinking_level.as_deref());
+    choice.effort = level.and_then(|l| thinking::effort(l, choice.reasoning));
     let mut user = json!({
         "role": "user", "content": [{"type": "text", "text": record.request.message}],
         "timestamp": argent_proto::now_ms(), "runId": record.run_id,
+        // How the dashboard recognises the message it showed while sending (upstream's key).
+        "idempotencyKey": user_turn_key(&record.run_id),
     });
     if let Some(thinking) = &record.request.thinking {
         user["thinking"] = json!(thinking);
@@ -485,13 +497,22 @@ async fn agent_loop(
 /// Messages steered into the run since the last turn join the conversation.
 async fn take_steering(rt: &Runtime, setup: &mut Setup, controls: &mut Controls) {
     while let Ok(steered) = controls.steer.try_recv() {
-        let message = json!({
-            "role": "user", "content": [{"type": "text", "text": steered}],
+        let mut message = json!({
+            "role": "user", "content": [{"type": "text", "text": steered.text}],
             "timestamp": argent_proto::now_ms(), "steered": true,
         });
+        if let Some(key) = &steered.idempotency_key {
+            message["idempotencyKey"] = json!(user_turn_key(key));
+        }
         append(rt, (&setup.session_key, &setup.session_id), &message).await;
-        setup.messages.push(ChatMessage::user(steered));
+        setup.messages.push(ChatMessage::user(steered.text));
     }
+}
+
+/// The key a user message carries: the idempotency key of the request that sent it, marked
+/// as the user's turn (`<key>:user`, upstream's form, which the Control UI matches).
+fn user_turn_key(idempotency_key: &str) -> String {
+    format!("{idempotency_key}:user")
 }
 
 struct TurnResult {
@@ -734,6 +755,11 @@ async fn finish(
             entry.output_tokens += usage.output;
             entry.total_tokens = entry.input_tokens + entry.output_tokens;
             entry.aborted_last_run = aborted;
+            // The model that answered, for session rows (`model`, `modelProvider`).
+            if let Some((provider, model)) = usage.model.split_once('/') {
+                entry.model_provider = Some(provider.to_string());
+                entry.model = Some(model.to_string());
+            }
             if !preview.is_empty() {
                 entry.last_message_preview = Some(preview.clone());
             }

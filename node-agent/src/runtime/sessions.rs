@@ -103,6 +103,18 @@ pub struct SessionEntry {
     pub channel: Option<String>,
     #[serde(default)]
     pub aborted_last_run: bool,
+    /// The model `sessions.patch` picked for this session (provider and model id apart, as
+    /// upstream stores them); runs use it instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_override: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_override: Option<String>,
+    /// `user` (picked) or `default` (the agent's model explicitly chosen back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_override_source: Option<String>,
+    /// The thinking level runs of this session ask for (`runtime::thinking`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_level: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -142,6 +154,15 @@ impl SessionEntry {
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// The `provider/model` picked for this session, if any.
+    pub fn picked_model(&self) -> Option<String> {
+        Some(format!(
+            "{}/{}",
+            self.provider_override.as_deref()?,
+            self.model_override.as_deref()?
+        ))
     }
 
     pub fn to_value(&self) -> Value {

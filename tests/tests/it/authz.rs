@@ -163,6 +163,19 @@ const METHODS: &[(&str, char)] = &[
     ("system.info", 'U'),
     ("environments.list", 'U'),
     ("models.authStatus", 'U'),
+    ("config.schema.lookup", 'U'),
+    ("sessions.usage", 'U'),
+    ("diagnostics.lanes", 'U'),
+    ("webSearch.status", 'U'),
+    ("themes.list", 'U'),
+    ("tools.github.status", 'U'),
+    ("doctor.memory.status", 'U'),
+    ("approval.history", 'U'),
+    ("worktrees.list", 'U'),
+    ("artifacts.list", 'U'),
+    ("exec.approval.grants.list", 'U'),
+    ("transcripts.list", 'U'),
+    ("migrations.memory.plan", 'U'),
 ];
 
 /// The callers, and for each the expected authorization failure per class ("" = allowed).

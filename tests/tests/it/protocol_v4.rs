@@ -737,6 +737,70 @@ async fn usage_cost_sums_the_transcripts() {
         .unwrap();
     assert_eq!(old["daily"], json!([]));
     assert_eq!(old["totals"]["totalTokens"], 0);
+    // The dashboard's Usage page: the same transcripts, per session and in aggregate.
+    let usage = call(
+        &mut v4,
+        "s",
+        "sessions.usage",
+        json!({"agentScope": "all", "mode": "specific", "utcOffset": "UTC+0", "range": "7d",
+               "groupBy": "instance", "limit": 1000, "includeContextWeight": false}),
+    )
+    .await["payload"]
+        .clone();
+    assert_eq!(usage["totals"]["input"].as_u64(), Some(input), "{usage}");
+    assert_eq!(usage["totals"]["output"].as_u64(), Some(output));
+    let rows = usage["sessions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{usage}");
+    assert!(rows.iter().all(|r| r["usage"]["messageCounts"]["user"] == 1
+        && r["usage"]["messageCounts"]["assistant"] == 1
+        && r["agentId"] == "main"));
+    let aggregates = &usage["aggregates"];
+    assert_eq!(aggregates["sessionCount"], 2);
+    assert_eq!(aggregates["messages"]["total"], 4);
+    assert_eq!(aggregates["byModel"][0]["model"], "double-model");
+    assert_eq!(aggregates["byModel"][0]["count"], 2);
+    assert_eq!(aggregates["byProvider"][0]["provider"], "double");
+    assert_eq!(aggregates["byAgent"][0]["agentId"], "main");
+    assert_eq!(aggregates["daily"].as_array().unwrap().len(), 1);
+    assert!((aggregates["costDaily"][0]["totalCost"].as_f64().unwrap() - expected).abs() < 1e-6);
+    // One session by key, an empty window, and upstream's refusals.
+    let one = ok(&mut v4, "sessions.usage", json!({"key": "cost-1"})).await;
+    assert_eq!(one["sessions"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["sessions"][0]["key"], "agent:main:cost-1");
+    let old = ok(
+        &mut v4,
+        "sessions.usage",
+        json!({"startDate": "2020-01-01", "endDate": "2020-01-31"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            old["sessions"].clone(),
+            old["totals"]["totalTokens"].clone()
+        ),
+        (json!([]), json!(0))
+    );
+    assert_eq!(old["aggregates"]["costDaily"], json!([]));
+    for (params, message) in [
+        (
+            json!({"startDate": "2020-01-01"}),
+            "startDate and endDate must be provided together",
+        ),
+        (
+            json!({"agentScope": "all", "key": "x"}),
+            "agentScope=all cannot be combined with key or agentId",
+        ),
+        (
+            json!({"mode": "specific", "utcOffset": "UTC+15"}),
+            "invalid utcOffset: expected UTC-12:00 through UTC+14:00",
+        ),
+    ] {
+        let refused = call(&mut v4, "r", "sessions.usage", params).await;
+        assert_eq!(
+            refused["error"]["message"],
+            format!("invalid sessions.usage params: {message}")
+        );
+    }
     let bad = call(
         &mut v4,
         "b",
@@ -1507,4 +1571,370 @@ async fn the_control_ui_methods_answer_with_this_systems_data() {
     )
     .await;
     assert_eq!(elsewhere["tasks"], json!([]), "not the worker's session");
+}
+
+/// `diagnostics.lanes`: a session whose turn is running with another queued behind it is
+/// one lane, active 1, queued 1, blocked by its own limit; once both end no lane is left.
+#[tokio::test]
+async fn diagnostics_lanes_show_the_run_queues() {
+    use crate::chat_local::{local_gateway, run_events};
+    let double = ModelDouble::start().await;
+    let gw = local_gateway(&model_config(&double)).await;
+    let mut client = gw.client().await.unwrap();
+    let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let idle = ok(&mut ws, "diagnostics.lanes", json!({})).await;
+    assert_eq!(idle["lanes"], json!([]), "{idle}");
+    for (key, message) in [("l1", "[[first:3000]] slow"), ("l2", "next")] {
+        client
+            .call(
+                "chat.send",
+                json!({"sessionKey": "lanes", "message": message, "idempotencyKey": key}),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let lane = loop {
+        let report = ok(&mut ws, "diagnostics.lanes", json!({})).await;
+        if let Some(lane) = report["lanes"].as_array().and_then(|l| l.first()).cloned() {
+            if lane["queuedCount"] == 1 {
+                assert_eq!(report["dynamic"]["queuedLaneCount"], 1, "{report}");
+                break lane;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no queued lane: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(lane["lane"], "session:agent:main:lanes");
+    assert_eq!(
+        (lane["activeCount"].clone(), lane["maxConcurrent"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(lane["blockedBy"], "lane");
+    run_events(&mut client, "l2", false).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let report = ok(&mut ws, "diagnostics.lanes", json!({})).await;
+        if report["lanes"] == json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lane left: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The exec policy document is one for the cluster: read through one gateway, written
+/// through another under the base-hash rule, and its socket token never leaves.
+#[tokio::test]
+async fn exec_policy_is_shared_and_written_under_the_base_hash_rule() {
+    let nats = Nats::start().await.unwrap();
+    let a = gateway(&nats, "gw-a").await;
+    let b = gateway(&nats, "gw-b").await;
+    let (_, _, mut on_a) = raw_connect(&a, (4, 4), Some(&["operator.admin"]), |_| {}).await;
+    let (_, _, mut on_b) = raw_connect(&b, (4, 4), Some(&["operator.admin"]), |_| {}).await;
+    let empty = ok(&mut on_a, "exec.approvals.get", json!({})).await;
+    assert_eq!(empty["exists"], false);
+    assert_eq!(empty["file"], json!({"version": 1}));
+    let policy = json!({"version": 1, "defaults": {"security": "allowlist", "ask": "on-miss",
+        "askFallback": "deny"}, "socket": {"path": "/run/argent-exec.sock", "token": "forged"},
+        "agents": {"main": {"allowlist": [{"pattern": "/usr/bin/git"}]}}});
+    let first = ok(&mut on_a, "exec.approvals.set", json!({"file": policy})).await;
+    assert_eq!(first["exists"], true);
+    assert_eq!(
+        first["file"]["socket"],
+        json!({"path": "/run/argent-exec.sock"})
+    );
+    // Gateway B sees it; a write there needs the hash, and a stale hash loses.
+    let seen = ok(&mut on_b, "exec.approvals.get", json!({})).await;
+    assert_eq!(
+        (seen["hash"].clone(), seen["file"].clone()),
+        (first["hash"].clone(), first["file"].clone())
+    );
+    let mut changed = seen["file"].clone();
+    changed["defaults"]["security"] = json!("deny");
+    for (params, message) in [
+        (json!({"file": changed}), "exec approvals base hash required; re-run exec.approvals.get and retry"),
+        (json!({"file": changed, "baseHash": empty["hash"]}), "exec approvals changed since last load; re-run exec.approvals.get and retry"),
+        (json!({"file": {"defaults": {"ask": "sometimes"}}, "baseHash": seen["hash"]}),
+         "invalid exec.approvals.set params: at /file/defaults/ask: must be one of off, on-miss, always"),
+    ] {
+        let refused = call(&mut on_b, "x", "exec.approvals.set", params).await;
+        assert_eq!(refused["error"]["code"], "INVALID_REQUEST", "{refused}");
+        assert_eq!(refused["error"]["message"], message);
+    }
+    let second = ok(
+        &mut on_b,
+        "exec.approvals.set",
+        json!({"file": changed, "baseHash": seen["hash"]}),
+    )
+    .await;
+    assert_ne!(second["hash"], first["hash"]);
+    let back = ok(&mut on_a, "exec.approvals.get", json!({})).await;
+    assert_eq!(back["file"]["defaults"]["security"], "deny");
+    // A reader without admin is refused.
+    let (_, _, mut reader) = raw_connect(&a, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let denied = call(&mut reader, "r", "exec.approvals.get", json!({})).await;
+    assert_eq!(denied["ok"], false, "{denied}");
+}
+
+/// The dashboard's model and thinking pickers (`sessions.patch`): the session's next turn
+/// runs on the picked model and asks it for the picked reasoning effort; the rows say so;
+/// what a user may not change is refused by name, and configuring needs admin.
+#[tokio::test]
+async fn sessions_patch_picks_the_model_and_thinking_of_the_next_turn() {
+    use crate::chat_local::{local_gateway, run_events};
+    use argent_tests::model_double::Api;
+    let double = ModelDouble::start().await;
+    let gw = local_gateway(&model_config(&double)).await;
+    let mut client = gw.client().await.unwrap();
+    let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.write"]), |_| {}).await;
+    let hello = ok(
+        &mut ws,
+        "sessions.patch",
+        json!({"key": "main", "model": "claude-double", "label": "Picked"}),
+    )
+    .await;
+    assert_eq!(hello["key"], "agent:main:main");
+    assert_eq!(
+        (
+            hello["resolved"]["modelProvider"].clone(),
+            hello["resolved"]["model"].clone()
+        ),
+        (json!("claude"), json!("claude-double"))
+    );
+    assert_eq!(hello["entry"]["modelOverrideSource"], "user");
+    let send =
+        |text: &str, id: &str| json!({"sessionKey": "main", "message": text, "idempotencyKey": id});
+    client
+        .call("chat.send", send("which model answers", "p1"))
+        .await
+        .unwrap();
+    run_events(&mut client, "p1", false).await;
+    let asked = |needle: &str| {
+        double
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.last_user.contains(needle))
+            .unwrap()
+    };
+    assert_eq!(asked("which model answers").api, Api::Anthropic);
+
+    // Back to the agent's model, with a thinking level typed as users type it.
+    let back = ok(
+        &mut ws,
+        "sessions.patch",
+        json!({"key": "main", "model": null, "thinkingLevel": "Think Harder"}),
+    )
+    .await;
+    assert_eq!(back["resolved"]["model"], "double-model");
+    assert_eq!(back["resolved"]["thinkingLevel"], "medium");
+    assert!(back["resolved"]["thinkingLevels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["id"] == "high"));
+    client
+        .call("chat.send", send("think about it", "p2"))
+        .await
+        .unwrap();
+    run_events(&mut client, "p2", false).await;
+    let request = asked("think about it");
+    assert_eq!(request.api, Api::OpenAi);
+    assert_eq!(
+        request.body["reasoning_effort"], "medium",
+        "{}",
+        request.body
+    );
+    let rows = ok(&mut ws, "sessions.list", json!({})).await;
+    let row = rows["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "agent:main:main")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["label"].clone(), row["thinkingLevel"].clone()),
+        (json!("Picked"), json!("medium"))
+    );
+    assert_eq!(
+        (row["modelProvider"].clone(), row["model"].clone()),
+        (json!("double"), json!("double-model"))
+    );
+    assert_eq!(row.get("modelOverride"), None);
+
+    // Refusals: an unknown model or level, a setting this system lacks (admin first), a
+    // runtime.
+    for (params, message) in [
+        (json!({"key": "main", "model": "nope/x"}), "invalid model: nope/x"),
+        (json!({"key": "main", "thinkingLevel": "lots"}), "invalid thinkingLevel (use off|minimal|low|medium|high|xhigh|max|adaptive)"),
+        (json!({"key": "main", "agentRuntime": "codex"}), "invalid sessions.patch params: agent runtimes cannot be chosen here: every session runs on the built-in runtime"),
+    ] {
+        let refused = call(&mut ws, "r", "sessions.patch", params).await;
+        assert_eq!(refused["error"]["message"], message, "{refused}");
+    }
+    let needs_admin = call(
+        &mut ws,
+        "a",
+        "sessions.patch",
+        json!({"key": "main", "contextWindow": "1m"}),
+    )
+    .await;
+    assert_eq!(
+        needs_admin["error"]["details"]["missingScope"], "operator.admin",
+        "{needs_admin}"
+    );
+    let (_, _, mut admin) = raw_connect(&gw, (4, 4), Some(&["operator.admin"]), |_| {}).await;
+    let lacking = call(
+        &mut admin,
+        "a",
+        "sessions.patch",
+        json!({"key": "main", "contextWindow": "1m", "pinned": true}),
+    )
+    .await;
+    assert_eq!(
+        lacking["error"]["message"],
+        "invalid sessions.patch params: this system's sessions have no pinned, contextWindow; only label, model and thinkingLevel can be patched"
+    );
+}
+
+/// The settings pages of features this system lacks get upstream's empty answers, in the
+/// exact shapes the UI checks (targets echoed, required objects present); the config schema
+/// is one the settings forms can render, and `config.schema.lookup` walks it.
+#[tokio::test]
+async fn the_settings_pages_get_honest_empty_answers() {
+    let double = ModelDouble::start().await;
+    let gw = crate::chat_local::local_gateway(&model_config(&double)).await;
+    let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.admin"]), |_| {}).await;
+    // No params at all, as the Usage page sends it.
+    let usage = call(&mut ws, "u", "usage.status", Value::Null).await;
+    assert_eq!(usage["payload"]["providers"], json!([]), "{usage}");
+    let themes = ok(&mut ws, "themes.list", json!({})).await;
+    assert_eq!(
+        (
+            themes["current"]["id"].clone(),
+            themes["theme"]["id"].clone()
+        ),
+        (json!("claw"), json!("claw"))
+    );
+    let github = ok(
+        &mut ws,
+        "tools.github.status",
+        json!({"agentId": "claude", "selectedScope": "agent"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            github["agentId"].clone(),
+            github["selectedScope"].clone(),
+            github["selected"]["scope"].clone()
+        ),
+        (json!("claude"), json!("agent"), json!("agent"))
+    );
+    assert_eq!(github["effective"]["credentialState"], "unavailable");
+    let unknown = call(
+        &mut ws,
+        "g",
+        "tools.github.status",
+        json!({"agentId": "nobody", "selectedScope": "system"}),
+    )
+    .await;
+    assert_eq!(unknown["error"]["message"], "unknown agent id \"nobody\"");
+    let memory = ok(&mut ws, "doctor.memory.status", json!({"agentId": "main"})).await;
+    assert_eq!(
+        memory["embedding"],
+        json!({"ok": false, "error": "memory plugin unavailable"})
+    );
+    let skills = ok(&mut ws, "skills.status", json!({"agentId": "main"})).await;
+    assert_eq!(
+        (skills["skills"].clone(), skills["workspaceDir"].clone()),
+        (json!([]), json!("argent_agents/main"))
+    );
+    let search = ok(&mut ws, "webSearch.status", json!({})).await;
+    assert_eq!(
+        (
+            search["model"]["provider"].clone(),
+            search["model"]["id"].clone()
+        ),
+        (json!("double"), json!("double-model"))
+    );
+    assert_eq!(search["route"]["kind"], "unavailable");
+    for (method, params, field, empty) in [
+        ("approval.history", json!({"limit": 50}), "items", json!([])),
+        ("exec.approval.grants.list", json!({}), "grants", json!([])),
+        ("worktrees.list", json!({}), "worktrees", json!([])),
+        (
+            "transcripts.list",
+            json!({"limit": 50}),
+            "sessions",
+            json!([]),
+        ),
+        (
+            "artifacts.list",
+            json!({"sessionKey": "main"}),
+            "artifacts",
+            json!([]),
+        ),
+        (
+            "migrations.memory.plan",
+            json!({"agentId": "main", "overwrite": false}),
+            "providers",
+            json!([]),
+        ),
+    ] {
+        assert_eq!(ok(&mut ws, method, params).await[field], empty, "{method}");
+    }
+    let unscoped = call(&mut ws, "a", "artifacts.list", json!({})).await;
+    assert_eq!(
+        unscoped["error"]["details"]["type"], "artifact_query_unsupported",
+        "{unscoped}"
+    );
+
+    // The config schema: inlined, typed, dated as upstream dates it.
+    let schema = ok(&mut ws, "config.schema", json!({})).await;
+    let text = schema["schema"].to_string();
+    assert!(!text.contains("$ref") && !text.contains("$defs"), "{text}");
+    assert_eq!(schema["schema"]["properties"]["gateway"]["type"], "object");
+    assert!(
+        schema["generatedAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{schema}"
+    );
+    let port = ok(
+        &mut ws,
+        "config.schema.lookup",
+        json!({"path": "gateway.port"}),
+    )
+    .await;
+    assert_eq!(port["schema"]["type"], "integer");
+    let providers = ok(
+        &mut ws,
+        "config.schema.lookup",
+        json!({"path": "models.providers.openai"}),
+    )
+    .await;
+    assert!(
+        providers["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["key"] == "baseUrl"),
+        "{providers}"
+    );
+    let missing = call(
+        &mut ws,
+        "l",
+        "config.schema.lookup",
+        json!({"path": "plugins.entries.memory.config"}),
+    )
+    .await;
+    assert_eq!(missing["error"]["message"], "config schema path not found");
 }
