@@ -206,6 +206,9 @@ impl RunningGateway {
             ws_url: format!("ws://{ws_addr}"),
         }));
         ctx.presence.purge_previous_run().await;
+        if embedded_node.is_some() {
+            wait_for_node(&ctx, &format!("{gateway_id}-node")).await;
+        }
         if mode == Mode::Local {
             let loaded = ctx.config_file.load_shared()?;
             ctx.shared_config.publish_local(&loaded).await;
@@ -487,6 +490,23 @@ async fn tick_loop(ctx: Arc<Ctx>) {
         tokio::time::sleep(ctx.tick_interval()).await;
         let event = EncodedEvent::from_value("tick", &json!({"ts": argent_proto::now_ms()}), None);
         ctx.hub.deliver(&Arc::new(event));
+    }
+}
+
+/// How long a start waits for its embedded node-agent to be seen in the registry.
+const EMBEDDED_NODE_WAIT: Duration = Duration::from_secs(5);
+
+/// The one-process default answers agent methods from its first connection on, so the
+/// gateway waits (bounded) until its own registry watch sees the embedded node-agent;
+/// otherwise a call right after start would hear "no live node-agent".
+async fn wait_for_node(ctx: &Ctx, node_id: &str) {
+    let deadline = tokio::time::Instant::now() + EMBEDDED_NODE_WAIT;
+    while !ctx.nodes.live().iter().any(|n| n.id == node_id) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(node = node_id, "the embedded node-agent is not registered yet; agent methods answer UNAVAILABLE until it is");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

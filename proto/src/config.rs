@@ -579,9 +579,14 @@ pub enum CatchUp {
 
 /// `config.schema`'s `schema`: the typed config's JSON Schema, as the dashboard's forms
 /// read it (`crate::config_form`).
-pub fn schema() -> Value {
-    let raw = serde_json::to_value(schemars::schema_for!(ArgentConfig)).expect("schemas serialize");
-    crate::config_form::form_schema(&raw)
+pub fn schema() -> &'static Value {
+    // Built once: it depends on the types only, and `config.schema.lookup` reads it often.
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let raw =
+            serde_json::to_value(schemars::schema_for!(ArgentConfig)).expect("schemas serialize");
+        crate::config_form::form_schema(&raw)
+    })
 }
 
 /// What protocol-4 readers see in place of a secret: upstream's marker, which the Control

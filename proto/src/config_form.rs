@@ -26,7 +26,8 @@ const DROPPED: [&str; 8] = [
 /// A value the config leaves free: any JSON.
 fn any_json(description: Option<&Value>) -> Value {
     let mut node = json!({"anyOf": [
-        {"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "object"}
+        {"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "object"},
+        {"type": "array", "items": {}}
     ]});
     if let Some(description) = description {
         node["description"] = description.clone();
@@ -371,7 +372,7 @@ mod tests {
         assert_eq!(props["gateway"].get("unevaluatedProperties"), None);
         assert_eq!(props["model"]["anyOf"][0]["type"], "string");
         assert_eq!(props["model"]["anyOf"][1]["type"], "object");
-        assert_eq!(props["every"]["anyOf"].as_array().unwrap().len(), 4);
+        assert_eq!(props["every"]["anyOf"].as_array().unwrap().len(), 5);
         assert_eq!(props["every"]["description"], "Interval");
         assert!(props["identity"]["anyOf"].is_array());
         assert_eq!(props["port"]["type"], "integer");

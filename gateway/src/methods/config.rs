@@ -253,6 +253,6 @@ pub fn schema_lookup(params: Value) -> Result<Value, RpcError> {
     if !well_formed {
         return Err(p.invalid("at /path: must match pattern \"^[A-Za-z0-9_./\\[\\]\\-*]+$\" (at most 1024 characters)"));
     }
-    argent_proto::config_form::lookup(&document::schema(), &document::ui_hints(), &path)
+    argent_proto::config_form::lookup(document::schema(), &document::ui_hints(), &path)
         .ok_or_else(|| RpcError::bad_params("config schema path not found"))
 }

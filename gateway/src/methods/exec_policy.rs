@@ -5,8 +5,9 @@
 //!
 //! The document is what upstream's `exec-approvals.json` holds: `{version: 1, socket?,
 //! defaults?, agents?}`. Its socket token is never returned and never taken from a client.
-//! What enforces the policy is the agent's exec tool; until it exists nothing runs commands,
-//! and the defaults below (deny, ask on miss, deny when nobody answers) say so.
+//! What enforces the policy is the agent's exec tool (issue 19); until it exists nothing
+//! runs commands. No document yet reads as `{version: 1}`, with no `resolvedDefaults`: the
+//! UI then shows its own defaults (deny, ask on miss, deny when nobody answers).
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -20,6 +21,8 @@ use crate::context::Ctx;
 use crate::respond;
 
 const POLICY_KEY: &str = "exec-approvals.json";
+/// Where the document lives, as `path` shows it.
+const PATH: &str = "nats://argent_config/exec-approvals.json";
 const SECURITY: [&str; 3] = ["deny", "allowlist", "full"];
 const ASK: [&str; 3] = ["off", "on-miss", "always"];
 const SETTINGS: [&str; 4] = ["security", "ask", "askFallback", "autoAllowSkills"];
@@ -42,25 +45,35 @@ impl Stored {
         argent_proto::config::hash(self.text.as_deref().unwrap_or(""))
     }
 
-    fn file(&self) -> Value {
-        self.text
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_else(|| json!({"version": 1}))
+    /// The stored document; an unreadable one is an error naming its hash, so that a write
+    /// can replace it (and nothing is taken for empty).
+    fn file(&self) -> Result<Value, RpcError> {
+        let Some(text) = self.text.as_deref() else {
+            return Ok(json!({"version": 1}));
+        };
+        serde_json::from_str::<Value>(text)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| {
+                RpcError::unavailable(format!(
+                    "the exec approvals document ({PATH}) is unreadable; replace it with exec.approvals.set and baseHash {}",
+                    self.hash()
+                ))
+            })
     }
 
     /// `{path, exists, hash, file}`, the socket token left out.
-    fn snapshot(&self) -> Value {
-        let mut file = self.file();
+    fn snapshot(&self) -> Result<Value, RpcError> {
+        let mut file = self.file()?;
         if let Some(socket) = file.get_mut("socket").and_then(Value::as_object_mut) {
             socket.remove("token");
         }
-        json!({
-            "path": format!("nats://{BUCKET_CONFIG}/{POLICY_KEY}"),
+        Ok(json!({
+            "path": PATH,
             "exists": self.text.is_some(),
             "hash": self.hash(),
             "file": file,
-        })
+        }))
     }
 }
 
@@ -84,7 +97,7 @@ async fn read(ctx: &Ctx) -> Result<Stored, RpcError> {
 
 pub async fn get(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Params::new("exec.approvals.get", params)?.only(&[])?;
-    Ok(read(ctx).await?.snapshot())
+    read(ctx).await?.snapshot()
 }
 
 fn changed() -> RpcError {
@@ -115,7 +128,8 @@ pub async fn set(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
             Some(_) => {}
         }
     }
-    keep_stored_token(&mut file, &stored.file());
+    // A stored document that cannot be read has no token to keep.
+    keep_stored_token(&mut file, &stored.file().unwrap_or(Value::Null));
     file.insert("version".into(), json!(1));
     let text = serde_json::to_string_pretty(&Value::Object(file)).expect("JSON values serialize");
     let bytes = Bytes::from(text.clone());
@@ -128,11 +142,11 @@ pub async fn set(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
         None => ctx.state.create(BUCKET_CONFIG, POLICY_KEY, bytes).await,
     };
     match written {
-        Ok(revision) => Ok(Stored {
+        Ok(revision) => Stored {
             text: Some(text),
             revision: Some(revision),
         }
-        .snapshot()),
+        .snapshot(),
         Err(StateError::WrongRevision | StateError::Exists) => Err(changed()),
         Err(err) => Err(respond::state(err)),
     }
@@ -205,14 +219,26 @@ fn allowlist(value: &Value, at: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `socket: {path?, token?}` (a sent token is dropped, see [`keep_stored_token`]).
+fn socket(value: &Value) -> Result<(), String> {
+    let object = value.as_object().ok_or("at /file/socket: must be object")?;
+    for (key, field) in object {
+        match key.as_str() {
+            "path" | "token" if field.is_string() => {}
+            "path" | "token" => return Err(format!("at /file/socket/{key}: must be string")),
+            _ => return Err(format!("at /file/socket: unexpected property '{key}'")),
+        }
+    }
+    Ok(())
+}
+
 /// The document's shape (PROTOCOL.md §5.14), checked before anything is stored.
 fn validate(file: &Map<String, Value>) -> Result<(), String> {
     for (key, value) in file {
         match key.as_str() {
             "version" if value != &json!(1) => return Err("at /file/version: must be 1".into()),
             "version" => {}
-            "socket" if !value.is_object() => return Err("at /file/socket: must be object".into()),
-            "socket" => {}
+            "socket" => socket(value)?,
             "defaults" => settings(value, "/file/defaults", &[])?,
             "agents" => {
                 let agents = value.as_object().ok_or("at /file/agents: must be object")?;
@@ -269,11 +295,22 @@ mod tests {
             revision: Some(1),
         };
         assert_eq!(
-            stored.snapshot()["file"]["socket"],
+            stored.snapshot().unwrap()["file"]["socket"],
             json!({"path": "/run/x.sock"})
         );
         let mut sent = json!({"socket": {"path": "/run/x.sock", "token": "forged"}});
-        keep_stored_token(sent.as_object_mut().unwrap(), &stored.file());
+        keep_stored_token(sent.as_object_mut().unwrap(), &stored.file().unwrap());
+        // An unreadable document is an error naming its hash, not an empty policy.
+        let broken = Stored {
+            text: Some("{not json".into()),
+            revision: Some(2),
+        };
+        let err = broken.snapshot().unwrap_err();
+        assert!(err.message.contains(&broken.hash()), "{}", err.message);
+        assert_eq!(
+            check(json!({"socket": {"path": "/x", "mode": 1}})),
+            Err("at /file/socket: unexpected property 'mode'".into())
+        );
         assert_eq!(sent["socket"]["token"], "secret");
     }
 }

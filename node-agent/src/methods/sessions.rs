@@ -9,6 +9,7 @@ use argent_proto::errors::RpcError;
 use argent_proto::params::Params;
 
 use super::shared_config;
+use crate::error::ServiceError;
 use crate::respond;
 use crate::runtime::compaction::{self, Compaction, Summarized};
 use crate::runtime::providers::{self, Providers};
@@ -382,8 +383,7 @@ pub async fn describe(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Ok(json!({ "session": session }))
 }
 
-/// What this system's sessions have: a name, a model, a thinking level. The envelope keys
-/// (`key`, `agentId`, `expected…`) only say which session.
+/// What this system's sessions have: a name, a model, a thinking level.
 const PATCHABLE: [&str; 3] = ["label", "model", "thinkingLevel"];
 
 /// A nullable text param: `Some(None)` clears, `Some(Some(text))` sets, `None` leaves it.
@@ -418,13 +418,14 @@ pub async fn patch(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let raw = p.required_str("key")?;
     let agent_id = p.optional_str("agentId")?;
     let expected = p.optional_str("expectedSessionId")?;
-    // The runtime is only refused when one is named; an expected sandbox of none holds.
+    // Preconditions on state this system's sessions do not have cannot be checked: refused
+    // by name, like the settings (a runtime only when one is named).
     let unsupported: Vec<&str> = all
         .iter()
         .copied()
-        .filter(|k| p.get(k).is_some() && !PATCHABLE.contains(k))
-        .filter(|k| !session_patch::ENVELOPE.contains(k))
-        .filter(|k| !matches!(*k, "agentRuntime" | "expectedSandboxMode"))
+        .filter(|k| p.get(k).is_some_and(|v| !v.is_null()))
+        .filter(|k| !PATCHABLE.contains(k))
+        .filter(|k| !matches!(*k, "key" | "agentId" | "expectedSessionId" | "agentRuntime"))
         .collect();
     if !unsupported.is_empty() {
         return Err(p.invalid(format!(
@@ -440,20 +441,6 @@ pub async fn patch(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     let label = nullable_text(&p, "label", 512)?;
     let model = nullable_text(&p, "model", 512)?;
     let level = nullable_text(&p, "thinkingLevel", 64)?;
-    let config = shared_config(rt).await?;
-    let agents = config.agents();
-    let key = match &agent_id {
-        Some(agent) => SessionKey::for_agent(Some(&raw), agent, agents).into_string(),
-        None => SessionKey::canonical(&raw, agents).into_string(),
-    };
-    let providers = Providers::from_config(config.document()).map_err(respond::provider)?;
-    let picked = match &model {
-        Some(Some(raw)) => Some(Some(
-            providers.resolve_pick(raw).map_err(RpcError::bad_params)?,
-        )),
-        Some(None) => Some(None),
-        None => None,
-    };
     let level = match level {
         Some(Some(raw)) => Some(Some(thinking::normalize(&raw).ok_or_else(|| {
             RpcError::bad_params(format!(
@@ -464,37 +451,39 @@ pub async fn patch(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
         Some(None) => Some(None),
         None => None,
     };
-    let current = rt.sessions.get(&key).await?;
-    if let (Some(expected), Some(current)) = (&expected, &current) {
-        if expected != &current.session_id {
-            return Err(RpcError::bad_params(format!(
-                "session {key} was reset since it was read (session id {expected} is gone); reload and retry"
-            )));
-        }
-    }
-    // The level must suit the model the session will run on.
-    let agent = agent_of(&key, agents).to_string();
-    let effective_pick = match &picked {
-        Some(pick) => pick.as_ref().map(|(p, m)| format!("{p}/{m}")),
-        None => current.as_ref().and_then(SessionEntry::picked_model),
+    let config = shared_config(rt).await?;
+    let agents = config.agents();
+    let key = match &agent_id {
+        Some(agent) => SessionKey::for_agent(Some(&raw), agent, agents).into_string(),
+        None => SessionKey::canonical(&raw, agents).into_string(),
     };
-    let choice = providers
-        .choose_for_session(&agent, effective_pick.as_deref())
-        .map_err(respond::provider)?;
-    if let Some(Some(level)) = level {
-        if !thinking::levels_for(choice.reasoning).contains(&level) {
-            return Err(RpcError::bad_params(format!(
-                "thinkingLevel \"{level}\" is not supported for {}/{} (use {})",
-                choice.provider.id,
-                choice.model,
-                thinking::levels_for(choice.reasoning).join("|")
-            )));
-        }
-    }
+    let agent = agent_of(&key, agents).to_string();
+    // Models are looked at only when the patch is about them: a rename works without any.
+    let providers = if model.is_some() || level.is_some() {
+        Some(Providers::from_config(config.document()).map_err(respond::provider)?)
+    } else {
+        None
+    };
+    let picked = match (&model, &providers) {
+        (Some(Some(raw)), Some(providers)) => Some(Some(
+            providers.resolve_pick(raw).map_err(RpcError::bad_params)?,
+        )),
+        (Some(None), _) => Some(None),
+        _ => None,
+    };
+    let mut choice = None;
     let entry = rt
         .sessions
-        .update(&key, |entry| {
-            entry.updated_at = argent_proto::now_ms();
+        .update_if(&key, |entry, existed| {
+            // Checked under the revision written: a reset in between is not overtaken.
+            if let Some(expected) = &expected {
+                if !existed || &entry.session_id != expected {
+                    return Err(ServiceError::invalid(
+                        "sessions.patch",
+                        format!("session {key} is no longer {expected} (it was reset or removed); reload and retry"),
+                    ));
+                }
+            }
             if let Some(label) = &label {
                 entry.label = label.clone();
             }
@@ -511,17 +500,47 @@ pub async fn patch(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
                 }
                 None => {}
             }
-            if let Some(level) = level {
-                entry.thinking_level = level.map(str::to_string);
+            if let Some(providers) = &providers {
+                // The level must suit the model the session runs on from now on: one asked
+                // for is checked, one kept from before is dropped when the model lacks it.
+                let runs_on = providers
+                    .choose_for_session(&agent, entry.picked_model().as_deref())
+                    .map_err(|e| ServiceError::NoProvider(e.to_string()))?;
+                let offered = thinking::levels_for(runs_on.reasoning);
+                match level {
+                    Some(Some(level)) if !offered.contains(&level) => {
+                        return Err(ServiceError::invalid(
+                            "sessions.patch",
+                            format!(
+                                "thinkingLevel \"{level}\" is not supported for {}/{} (use {})",
+                                runs_on.provider.id,
+                                runs_on.model,
+                                offered.join("|")
+                            ),
+                        ))
+                    }
+                    Some(level) => entry.thinking_level = level.map(str::to_string),
+                    None => {
+                        if entry.thinking_level.as_deref().is_some_and(|l| !offered.contains(&l)) {
+                            entry.thinking_level = None;
+                        }
+                    }
+                }
+                choice = Some(runs_on);
             }
+            entry.updated_at = argent_proto::now_ms();
+            Ok(())
         })
         .await?;
     let mut resolved = json!({
-        "modelProvider": choice.provider.id, "model": choice.model,
         "agentRuntime": {"id": "argent", "source": "implicit"},
         "runtimeSelectionLocked": false,
-        "thinkingLevels": thinking::level_rows(choice.reasoning),
     });
+    if let Some(choice) = &choice {
+        resolved["modelProvider"] = json!(choice.provider.id);
+        resolved["model"] = json!(choice.model);
+        resolved["thinkingLevels"] = json!(thinking::level_rows(choice.reasoning));
+    }
     if let Some(level) = &entry.thinking_level {
         resolved["thinkingLevel"] = json!(level);
     }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, FixedOffset, Local, NaiveDate, Offset, Utc};
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use argent_proto::errors::RpcError;
@@ -53,7 +54,7 @@ fn utc_offset(text: &str) -> Option<FixedOffset> {
         Some(_) => return None,
         None => (&rest[1..], 0),
     };
-    if hours.is_empty() || hours.len() > 2 {
+    if hours.is_empty() || hours.len() > 2 || !hours.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let total = sign * (hours.parse::<i32>().ok()? * 60 + minutes);
@@ -139,20 +140,43 @@ fn window(p: &Params) -> Result<Window, RpcError> {
     })
 }
 
-/// The sessions a report covers and what their transcripts say in its window.
+/// Transcripts read at once for a report.
+const READ_AHEAD: usize = 4;
+/// The furthest a calendar day starts before the UTC one (UTC+14).
+const EARLIEST_OFFSET_MS: i64 = 14 * 3_600_000;
+
+/// The sessions a report covers and what their transcripts say in its window. A session
+/// last written before the window began has nothing in it and is not read.
 async fn tallies(
     rt: &Runtime,
     window: &Window,
     keep: impl Fn(&SessionEntry) -> bool,
 ) -> Result<Vec<(SessionEntry, Tally)>, RpcError> {
     let config = shared_config(rt).await?;
-    let mut out = Vec::new();
-    for session in rt.sessions.list().await?.into_iter().filter(|s| keep(s)) {
-        let transcript = rt.transcript(&session.session_id).await?;
-        let tally = Tally::of(&transcript, window, &config);
-        out.push((session, tally));
-    }
-    Ok(out)
+    let window_start = window
+        .first
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
+        - EARLIEST_OFFSET_MS;
+    let sessions: Vec<SessionEntry> = rt
+        .sessions
+        .list()
+        .await?
+        .into_iter()
+        .filter(|s| keep(s) && s.updated_at as i64 >= window_start)
+        .collect();
+    let config = &config;
+    futures_util::stream::iter(sessions)
+        .map(|session| async move {
+            let transcript = rt.transcript(&session.session_id).await?;
+            let tally = Tally::of(&transcript, window, config);
+            Ok::<_, RpcError>((session, tally))
+        })
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await
 }
 
 pub async fn cost(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
@@ -478,7 +502,9 @@ mod tests {
         assert_eq!(minutes("UTC+2"), Some(120));
         assert_eq!(minutes("UTC-05:30"), Some(-330));
         assert_eq!(minutes("UTC+14:00"), Some(840));
-        for bad in ["UTC+15", "UTC", "GMT+1", "UTC+1:5", "UTC+123", "UTC+1:60"] {
+        for bad in [
+            "UTC+15", "UTC", "GMT+1", "UTC+1:5", "UTC+123", "UTC+1:60", "UTC++5",
+        ] {
             assert_eq!(minutes(bad), None, "{bad}");
         }
     }

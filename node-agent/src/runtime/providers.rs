@@ -264,7 +264,9 @@ impl Providers {
     }
 
     /// The model a session runs on: the one `sessions.patch` picked for it
-    /// (`provider/model`), else its agent's (see [`Providers::choose`]).
+    /// (`provider/model`), else its agent's (see [`Providers::choose`]). A pick whose
+    /// provider has since left the config falls back to the agent's model: removing a
+    /// provider must not leave sessions that cannot run.
     pub fn choose_for_session(
         &self,
         agent_id: &str,
@@ -273,54 +275,63 @@ impl Providers {
         if self.list.is_empty() {
             return Err(ProviderError::Config(HOW_TO_CONFIGURE.into()));
         }
-        let wanted = picked.map(str::to_string).or_else(|| {
-            self.agent_models
-                .iter()
-                .find(|(id, _)| id == agent_id)
-                .map(|(_, m)| m.clone())
-                .or_else(|| self.default_model.clone())
-        });
-        let (provider, model) = match wanted {
-            Some(reference) => {
-                let (provider_id, model) = reference.split_once('/').ok_or_else(|| {
-                    ProviderError::Config(format!(
-                        "model {reference:?} must be written provider/model"
-                    ))
-                })?;
-                let provider = self
-                    .list
-                    .iter()
-                    .find(|p| p.id == provider_id)
-                    .ok_or_else(|| {
-                        ProviderError::Config(format!(
-                            "model {reference:?} names provider {provider_id:?}, which is not under models.providers"
-                        ))
-                    })?;
-                (provider.clone(), model.to_string())
+        if let Some(reference) = picked {
+            match self.choice_of(reference) {
+                Ok(choice) => return Ok(choice),
+                Err(err) => {
+                    tracing::warn!(%err, picked = reference, agent = agent_id, "the session's model is no longer configured; the agent's model runs")
+                }
             }
+        }
+        let wanted = self
+            .agent_models
+            .iter()
+            .find(|(id, _)| id == agent_id)
+            .map(|(_, m)| m.clone())
+            .or_else(|| self.default_model.clone());
+        match wanted {
+            Some(reference) => self.choice_of(&reference),
             None => {
-                let provider = self.list[0].clone();
-                let model = provider
-                    .models
-                    .first()
-                    .map(|m| m.id.clone())
-                    .ok_or_else(|| {
-                        ProviderError::Config(format!(
+                let provider = &self.list[0];
+                let model = provider.models.first().ok_or_else(|| {
+                    ProviderError::Config(format!(
                         "models.providers.{} lists no models and agents.defaults.model is not set",
                         provider.id
                     ))
-                    })?;
-                (provider, model)
+                })?;
+                Ok(Self::choice(provider, &model.id))
             }
-        };
+        }
+    }
+
+    /// The configured provider and model a `provider/model` reference names.
+    fn choice_of(&self, reference: &str) -> Result<ModelChoice, ProviderError> {
+        let (provider_id, model) = reference.split_once('/').ok_or_else(|| {
+            ProviderError::Config(format!(
+                "model {reference:?} must be written provider/model"
+            ))
+        })?;
+        let provider = self
+            .list
+            .iter()
+            .find(|p| p.id == provider_id)
+            .ok_or_else(|| {
+                ProviderError::Config(format!(
+                    "model {reference:?} names provider {provider_id:?}, which is not under models.providers"
+                ))
+            })?;
+        Ok(Self::choice(provider, model))
+    }
+
+    fn choice(provider: &Provider, model: &str) -> ModelChoice {
         let info = provider.models.iter().find(|m| m.id == model);
-        Ok(ModelChoice {
+        ModelChoice {
             context_window: info.and_then(|m| m.context_window),
             reasoning: info.and_then(|m| m.reasoning),
             effort: None,
-            provider,
-            model,
-        })
+            provider: provider.clone(),
+            model: model.to_string(),
+        }
     }
 
     /// What a user typed for a session's model, as `(provider, model)`: `provider/model` of

@@ -204,13 +204,29 @@ impl Sessions {
         key: &str,
         mut change: impl FnMut(&mut SessionEntry),
     ) -> Result<SessionEntry, ServiceError> {
+        self.update_if(key, |entry, _| {
+            change(entry);
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`Sessions::update`] whose change may refuse, seeing the entry as it is under the
+    /// revision being written (and whether it existed): a check there cannot be overtaken
+    /// by another writer.
+    pub async fn update_if(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut SessionEntry, bool) -> Result<(), ServiceError>,
+    ) -> Result<SessionEntry, ServiceError> {
         let written = modify_json(
             self.state.as_ref(),
             BUCKET_SESSIONS,
             &store_key(key),
             |current| {
+                let existed = current.is_some();
                 let mut entry = current.unwrap_or_else(|| SessionEntry::fresh(key));
-                change(&mut entry);
+                change(&mut entry, existed)?;
                 Ok::<_, ServiceError>(Some((entry.clone(), entry)))
             },
         )

@@ -55,10 +55,14 @@ pub fn level_rows(reasoning: Option<bool>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// What the provider is asked for. `adaptive` leaves the provider's default; `off` asks for
-/// no reasoning only from a model configured as a reasoning model (others do not reason,
-/// and some servers refuse the parameter).
+/// What the provider is asked for. `adaptive` leaves the provider's default; a model
+/// configured as not reasoning (`reasoning: false`) is asked for nothing, whatever the level
+/// (some servers refuse the parameter); `off` asks for no reasoning only from a model
+/// configured as a reasoning model.
 pub fn effort(level: &str, reasoning: Option<bool>) -> Option<ReasoningEffort> {
+    if reasoning == Some(false) {
+        return None;
+    }
     Some(match level {
         "off" if reasoning == Some(true) => ReasoningEffort::Zero,
         "minimal" => ReasoningEffort::Minimal,

@@ -1680,7 +1680,10 @@ async fn exec_policy_is_shared_and_written_under_the_base_hash_rule() {
     // A reader without admin is refused.
     let (_, _, mut reader) = raw_connect(&a, (4, 4), Some(&["operator.read"]), |_| {}).await;
     let denied = call(&mut reader, "r", "exec.approvals.get", json!({})).await;
-    assert_eq!(denied["ok"], false, "{denied}");
+    assert_eq!(
+        denied["error"]["details"]["missingScope"], "operator.admin",
+        "{denied}"
+    );
 }
 
 /// The dashboard's model and thinking pickers (`sessions.patch`): the session's next turn
@@ -1691,7 +1694,10 @@ async fn sessions_patch_picks_the_model_and_thinking_of_the_next_turn() {
     use crate::chat_local::{local_gateway, run_events};
     use argent_tests::model_double::Api;
     let double = ModelDouble::start().await;
-    let gw = local_gateway(&model_config(&double)).await;
+    let mut config = model_config(&double);
+    // Claude's model here does not reason: it offers only `off`.
+    config["models"]["providers"]["claude"]["models"][0]["reasoning"] = json!(false);
+    let gw = local_gateway(&config).await;
     let mut client = gw.client().await.unwrap();
     let (_, _, mut ws) = raw_connect(&gw, (4, 4), Some(&["operator.write"]), |_| {}).await;
     let hello = ok(
@@ -1780,6 +1786,49 @@ async fn sessions_patch_picks_the_model_and_thinking_of_the_next_turn() {
         let refused = call(&mut ws, "r", "sessions.patch", params).await;
         assert_eq!(refused["error"]["message"], message, "{refused}");
     }
+    // Moving to a model that does not reason drops the level it cannot honour; asking it
+    // for one is refused; a patch for a session that was reset meanwhile is refused.
+    let moved = ok(
+        &mut ws,
+        "sessions.patch",
+        json!({"key": "main", "model": "claude-double"}),
+    )
+    .await;
+    assert_eq!(moved["entry"].get("thinkingLevel"), None, "{moved}");
+    assert_eq!(
+        moved["resolved"]["thinkingLevels"],
+        json!([{"id": "off", "label": "Off"}])
+    );
+    let refused = call(
+        &mut ws,
+        "t",
+        "sessions.patch",
+        json!({"key": "main", "thinkingLevel": "high"}),
+    )
+    .await;
+    assert_eq!(
+        refused["error"]["message"],
+        "invalid sessions.patch params: thinkingLevel \"high\" is not supported for claude/claude-double (use off)"
+    );
+    let stale = call(
+        &mut ws,
+        "s",
+        "sessions.patch",
+        json!({"key": "main", "label": "x", "expectedSessionId": "gone"}),
+    )
+    .await;
+    assert_eq!(
+        stale["error"]["message"],
+        "invalid sessions.patch params: session agent:main:main is no longer gone (it was reset or removed); reload and retry"
+    );
+    let renamed = ok(
+        &mut ws,
+        "sessions.patch",
+        json!({"key": "main", "label": "Renamed",
+        "expectedSessionId": moved["entry"]["sessionId"]}),
+    )
+    .await;
+    assert_eq!(renamed["entry"]["label"], "Renamed");
     let needs_admin = call(
         &mut ws,
         "a",
