@@ -90,8 +90,9 @@ impl Presence {
         );
     }
 
-    /// Records a connection (not done for `client.mode == "cli"`). The row is visible here
-    /// at once (the new client's own `hello-ok` lists it), everywhere else through the watch.
+    /// Records a connection (not done for the modes `Protocol::tracks_presence` leaves
+    /// out). The row is visible here at once (the new client's own `hello-ok` lists it),
+    /// everywhere else through the watch.
     pub async fn add(&self, conn_id: &str, key: String, entry: Value, node: Option<Value>) {
         let record = Record { key, entry, node };
         let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));

@@ -287,6 +287,17 @@ impl Protocol {
         }
     }
 
+    /// Whether a client in `mode` appears in presence. Tools that come and go (the CLI, a
+    /// backend, a probe) are not people at a screen: protocol 4 leaves all three out, as
+    /// OpenClaw does; protocol 3 only the CLI, as ArgentOS does. Besides being right, it
+    /// keeps a fleet of backends from inflating every `hello-ok` snapshot.
+    pub fn tracks_presence(self, mode: &str) -> bool {
+        match self {
+            Protocol::V3 => mode != "cli",
+            Protocol::V4 => !matches!(mode, "cli" | "backend" | "probe"),
+        }
+    }
+
     /// How `config.get` answers an authorized caller of this version.
     pub fn config_view(self) -> ConfigView {
         match self {
@@ -442,6 +453,10 @@ mod tests {
         assert!(v4
             .authorize_params(&write, "agent", &json!({"message": "hi"}))
             .is_ok());
+        // Presence: v4 leaves tools out, v3 only the CLI.
+        assert!(!v4.tracks_presence("backend") && !v4.tracks_presence("probe"));
+        assert!(v4.tracks_presence("webchat") && v4.tracks_presence("node"));
+        assert!(Protocol::V3.tracks_presence("backend") && !Protocol::V3.tracks_presence("cli"));
         // sessions.patch: a chat user's pickers need write; configuring the session admin.
         assert!(v4
             .authorize(Role::Operator, &write, "sessions.patch")

@@ -510,7 +510,10 @@ async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
     let (sink, mut stream) = socket.split();
     let node = (session.role == Role::Node).then(|| node_session(&ctx, &session, &params));
     drop(params);
-    let presence = (session.client.mode != "cli").then(|| presence_entry(&session, &upgrade));
+    let presence = session
+        .protocol
+        .tracks_presence(&session.client.mode)
+        .then(|| presence_entry(&session, &upgrade));
     drop(upgrade);
     tracing::info!(conn = %session.conn_id, peer = %session.peer, role = session.role.as_str(), client = %session.client.id, mode = %session.client.mode, "connected");
 

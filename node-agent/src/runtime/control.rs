@@ -164,6 +164,11 @@ pub async fn inject(
     stored["id"] = json!(message_id);
     stored["injected"] = json!(true);
     rt.transcripts.append(&entry.session_id, &stored).await?;
+    // The session changed: lists sort by it, and usage reports read only sessions written
+    // since their window began.
+    rt.sessions
+        .update(session_key, |e| e.updated_at = argent_proto::now_ms())
+        .await?;
     rt.publish(
         "chat",
         &json!({

@@ -1987,3 +1987,44 @@ async fn the_settings_pages_get_honest_empty_answers() {
     .await;
     assert_eq!(missing["error"]["message"], "config schema path not found");
 }
+
+/// Presence per protocol version, as upstream: on protocol 4 backends and probes are not
+/// people at a screen and stay out of presence; protocol 3 leaves out only the CLI.
+#[tokio::test]
+async fn presence_leaves_out_tools_per_protocol_version() {
+    let nats = Nats::start().await.unwrap();
+    let gw = gateway(&nats, "gw-a").await;
+    let as_mode = |mode: &'static str, instance: &'static str| {
+        move |params: &mut Value| {
+            params["client"] = json!({"id": "gateway-client", "version": "1", "platform": "linux",
+                                      "mode": mode, "instanceId": instance});
+        }
+    };
+    let mut held = Vec::new();
+    for (version, mode, instance) in [
+        (4, "backend", "v4-backend"),
+        (4, "probe", "v4-probe"),
+        (4, "ui", "v4-ui"),
+        (3, "backend", "v3-backend"),
+        (3, "cli", "v3-cli"),
+    ] {
+        let (_, hello, ws) =
+            raw_connect(&gw, (version, version), None, as_mode(mode, instance)).await;
+        assert_eq!(hello["ok"], true, "{hello}");
+        held.push(ws);
+    }
+    let (_, _, mut reader) = raw_connect(&gw, (4, 4), Some(&["operator.read"]), |_| {}).await;
+    let list = call(&mut reader, "p", "system-presence", json!({})).await["payload"].clone();
+    let present: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["instanceId"].as_str())
+        .collect();
+    for tracked in ["v4-ui", "v3-backend"] {
+        assert!(present.contains(&tracked), "{tracked} missing: {list}");
+    }
+    for untracked in ["v4-backend", "v4-probe", "v3-cli"] {
+        assert!(!present.contains(&untracked), "{untracked} tracked: {list}");
+    }
+}
