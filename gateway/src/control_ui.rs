@@ -125,8 +125,9 @@ async fn route(ctx: &Ctx, method: &Method, uri: &http::Uri, headers: &HeaderMap)
         return text(
             StatusCode::NOT_FOUND,
             &format!(
-                "no Control UI in {}: set gateway.controlUi.root to a built UI \
-                 (the dist/control-ui folder of the openclaw package; see the README)\n",
+                "no Control UI in {}: run `argent ui install` to fetch it there, or set \
+                 gateway.controlUi.root to a built UI (the dist/control-ui folder of the \
+                 openclaw package; see the README)\n",
                 site.root.display()
             ),
         );

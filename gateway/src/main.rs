@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use argent_gateway::cli::{call, chat, pairing, run, status, Cli, Command, GatewayCommand};
+use argent_gateway::cli::{call, chat, pairing, run, status, ui, Cli, Command, GatewayCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,5 +34,6 @@ async fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args).await,
         Command::Devices(args) => pairing::devices(args).await,
         Command::Nodes(args) => pairing::nodes(args).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }

@@ -1,10 +1,12 @@
-//! The `argent` command line: `gateway run|status`, `call`, `chat`, `devices …`, `nodes …`.
+//! The `argent` command line: `gateway run|status`, `call`, `chat`, `devices …`, `nodes …`,
+//! `ui install`.
 
 pub mod call;
 pub mod chat;
 pub mod pairing;
 pub mod run;
 pub mod status;
+pub mod ui;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -34,6 +36,8 @@ pub enum Command {
     Devices(pairing::DevicesArgs),
     /// Nodes: pairing, listing, invoking commands.
     Nodes(pairing::NodesArgs),
+    /// The browser dashboard's files: `argent ui install` fetches the OpenClaw Control UI.
+    Ui(ui::UiArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -277,3 +277,121 @@ async fn long_page_requests_are_pages_and_stalled_heads_are_dropped() {
     let client = gw.client().await.unwrap();
     assert_eq!(client.call("health", json!({})).await.unwrap()["ok"], true);
 }
+
+/// A package tarball in npm's layout: `package/dist/control-ui/…`, plus `extra` entries.
+fn package(extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut add = |path: &str, body: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        // Written raw: `set_path` would refuse the `..` a hostile package carries.
+        let name = &mut header.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        builder.append(&header, body).unwrap();
+    };
+    add("package/package.json", b"{\"name\":\"openclaw\"}");
+    add(
+        "package/dist/control-ui/index.html",
+        b"<!doctype html><openclaw-app>",
+    );
+    add(
+        "package/dist/control-ui/assets/app.js",
+        b"console.log('ui')",
+    );
+    for (path, body) in extra {
+        add(path, body);
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// An npm registry double serving one version of `openclaw`: its metadata (with the
+/// tarball's integrity, or a wrong one) and the tarball.
+async fn registry(tarball: Vec<u8>, honest: bool) -> String {
+    use axum::routing::get;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let digest = sha2::Sha512::digest(if honest { &tarball[..] } else { b"other" });
+    let integrity = format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    );
+    let meta = json!({"name": "openclaw", "version": "2026.9.6", "dist": {
+        "tarball": format!("{base}/openclaw/-/openclaw-2026.9.6.tgz"), "integrity": integrity}})
+    .to_string();
+    let app = axum::Router::new()
+        .route(
+            "/openclaw/2026.9.6",
+            get(move || std::future::ready(([("content-type", "application/json")], meta.clone()))),
+        )
+        .route(
+            "/openclaw/-/openclaw-2026.9.6.tgz",
+            get(move || std::future::ready(tarball.clone())),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+async fn install(registry: &str, dir: &Path) -> std::process::Output {
+    tokio::process::Command::new(argent_tests::bin_dir().join("argent"))
+        .args(["ui", "install", "--registry", registry, "--dir"])
+        .arg(dir)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `argent ui install` fetches the UI from the npm registry into the folder the gateway
+/// serves: checked against the registry's integrity first, the UI folder only, nothing
+/// outside the target, swapped in whole (a failed install leaves the old UI alone).
+#[tokio::test]
+async fn ui_install_fetches_the_control_ui_from_the_registry() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("control-ui");
+    let hostile = package(&[("package/dist/control-ui/../../escaped.txt", b"x")]);
+    let out = install(&registry(hostile, true).await, &dir).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("index.html").is_file() && dir.join("assets/app.js").is_file());
+    assert!(!dir.join("package.json").exists());
+    assert!(!state.path().join("escaped.txt").exists() && !Path::new("escaped.txt").exists());
+    // The gateway serves what was installed.
+    let gw = local_gateway(&json!({"gateway": {"controlUi": {"root": dir}}})).await;
+    let page = request(&gw.ws, "GET", "/", &[PAGE]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("openclaw-app"));
+
+    // A tarball that does not match its integrity is not unpacked; the UI stays.
+    std::fs::write(dir.join("marker"), "old").unwrap();
+    let out = install(&registry(package(&[]), false).await, &dir).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match its integrity"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("marker").is_file());
+    // A good one replaces it whole.
+    let out = install(&registry(package(&[]), true).await, &dir).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.join("marker").exists() && dir.join("index.html").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["control-ui"], "staging folders left behind");
+}
