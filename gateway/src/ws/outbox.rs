@@ -17,6 +17,8 @@ use futures_util::{Sink, SinkExt};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -28,6 +30,40 @@ use crate::metrics::Metrics;
 
 /// How long a close frame may take to go out before the socket is just dropped.
 const CLOSE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Messages longer than this are written as fragments of this size. The WebSocket layer
+/// formats each frame into the socket's write buffer and keeps that buffer's capacity for
+/// the life of the socket: written whole, one 49 KB `hello-ok` (a full presence snapshot)
+/// or a long history would leave every idle connection holding that much. Fragmented, the
+/// buffer never grows past one fragment. (RFC 6455 §5.4; every client reassembles.)
+const FRAGMENT_BYTES: usize = 4096;
+
+/// The frames that carry one text message: itself when short, else a text frame and
+/// continuation frames of [`FRAGMENT_BYTES`] (cut anywhere: only the whole message must be
+/// valid UTF-8), sharing one buffer.
+fn frames_of(text: String) -> Vec<Message> {
+    if text.len() <= FRAGMENT_BYTES {
+        return vec![Message::text(text)];
+    }
+    let bytes = bytes::Bytes::from(text);
+    let mut frames = Vec::with_capacity(bytes.len().div_ceil(FRAGMENT_BYTES));
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT_BYTES).min(bytes.len());
+        let opcode = if start == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        };
+        frames.push(Message::Frame(Frame::message(
+            bytes.slice(start..end),
+            OpCode::Data(opcode),
+            end == bytes.len(),
+        )));
+        start = end;
+    }
+    frames
+}
 
 enum Outgoing {
     Text(String),
@@ -289,7 +325,9 @@ impl Outbox {
                         Outgoing::Text(text) => text,
                         Outgoing::Event { event, seq } => event.frame(seq),
                     };
-                    sink.feed(Message::text(text)).await?;
+                    for frame in frames_of(text) {
+                        sink.feed(frame).await?;
+                    }
                 }
                 sink.flush().await
             };
@@ -314,5 +352,35 @@ impl Outbox {
 
     fn release(&self, bytes: usize) {
         self.metrics.outbound_queue_bytes.dec_by(bytes as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_go_out_as_fragments_that_reassemble() {
+        assert!(matches!(
+            frames_of("short".into()).as_slice(),
+            [Message::Text(_)]
+        ));
+        // Multi-byte characters cut across fragments: only the whole must be UTF-8.
+        let text: String = "héllo wörld ".repeat(1_000);
+        let frames = frames_of(text.clone());
+        assert_eq!(frames.len(), text.len().div_ceil(FRAGMENT_BYTES));
+        let mut whole = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let Message::Frame(frame) = frame else {
+                panic!("not a frame")
+            };
+            let header = frame.header();
+            let expected = if i == 0 { Data::Text } else { Data::Continue };
+            assert_eq!(header.opcode, OpCode::Data(expected));
+            assert_eq!(header.is_final, i == frames.len() - 1);
+            assert!(frame.payload().len() <= FRAGMENT_BYTES);
+            whole.extend_from_slice(frame.payload());
+        }
+        assert_eq!(String::from_utf8(whole).unwrap(), text);
     }
 }

@@ -304,12 +304,39 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-async fn bench_idle(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
+/// An idle client: the CLI (not in presence), or one tracked in presence (a protocol-3
+/// `ui` client with its own instance id), whose `hello-ok` then carries the presence
+/// snapshot (up to 200 entries).
+#[derive(Clone, Copy)]
+enum IdleClient {
+    Cli,
+    Tracked,
+}
+
+async fn idle_handshake(url: &str, token: &str, kind: IdleClient, n: usize) -> anyhow::Result<Ws> {
+    match kind {
+        IdleClient::Cli => handshake(url, token).await,
+        IdleClient::Tracked => {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+            ws.next().await.context("no challenge")??;
+            let mut connect = connect_frame("c", token);
+            connect["params"]["client"] = json!({"id": "gateway-client", "version": "bench",
+                "platform": "linux", "mode": "ui", "instanceId": format!("idle-{n}")});
+            ws.send(Message::text(connect.to_string())).await?;
+            match ws.next().await.context("closed during handshake")?? {
+                Message::Text(text) if text.contains("\"hello-ok\"") => Ok(ws),
+                other => anyhow::bail!("handshake refused: {other:?}"),
+            }
+        }
+    }
+}
+
+async fn bench_idle(s: &Settings, gw: &Gateway, kind: IdleClient) -> anyhow::Result<Value> {
     let target = s.count(10_000, 500);
     // Settle the gateway, then measure the baseline with a few warm connections.
     let mut held = Vec::with_capacity(target);
-    for _ in 0..50 {
-        held.push(handshake(&gw.ws, &gw.token).await?);
+    for n in 0..50 {
+        held.push(idle_handshake(&gw.ws, &gw.token, kind, n).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(gw.proc.pid())?;
@@ -319,9 +346,11 @@ async fn bench_idle(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
     while held.len() < target {
         let batch = (target - held.len()).min(200);
         let mut opening = Vec::with_capacity(batch);
-        for _ in 0..batch {
+        for n in held.len()..held.len() + batch {
             let (url, token) = (gw.ws.clone(), gw.token.clone());
-            opening.push(tokio::spawn(async move { handshake(&url, &token).await }));
+            opening.push(tokio::spawn(async move {
+                idle_handshake(&url, &token, kind, n).await
+            }));
         }
         for task in opening {
             held.push(task.await??);
@@ -809,7 +838,7 @@ async fn main() -> anyhow::Result<()> {
         report["store"] = bench_store(&settings).await?;
         eprintln!("store: {}", report["store"]);
     }
-    let cluster = ["handshake", "rtt", "fanout", "chat", "idle"];
+    let cluster = ["handshake", "rtt", "fanout", "chat", "idle", "idle_tracked"];
     if cluster.iter().any(|name| want(name)) {
         let nats = Nats::start().await?;
         if want("handshake") || want("rtt") || want("fanout") || want("chat") {
@@ -848,8 +877,13 @@ async fn main() -> anyhow::Result<()> {
         }
         if want("idle") {
             let gw = Gateway::local().start().await?;
-            report["idle"] = bench_idle(&settings, &gw).await?;
+            report["idle"] = bench_idle(&settings, &gw, IdleClient::Cli).await?;
             eprintln!("idle: {}", report["idle"]);
+        }
+        if want("idle_tracked") {
+            let gw = Gateway::local().start().await?;
+            report["idle_tracked"] = bench_idle(&settings, &gw, IdleClient::Tracked).await?;
+            eprintln!("idle_tracked: {}", report["idle_tracked"]);
         }
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
