@@ -221,10 +221,17 @@ impl Presence {
                 *slot = row;
             }
         }
+        // Only the newest that fit are ordered and copied: this runs for every `hello-ok`,
+        // and cloning every row before cutting the list made a connect cost a deep copy of
+        // all tracked connections.
         let mut clients: Vec<&Row> = newest.into_values().collect();
+        let room = PRESENCE_MAX_ENTRIES.saturating_sub(out.len());
+        if clients.len() > room {
+            clients.select_nth_unstable_by_key(room, |r| std::cmp::Reverse(r.ts));
+            clients.truncate(room);
+        }
         clients.sort_by_key(|r| std::cmp::Reverse(r.ts));
         out.extend(clients.into_iter().map(|r| r.entry.clone()));
-        out.truncate(PRESENCE_MAX_ENTRIES);
         out
     }
 
