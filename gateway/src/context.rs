@@ -111,7 +111,11 @@ pub struct CtxParts {
 
 impl Ctx {
     pub fn new(parts: CtxParts) -> Self {
-        let presence = Arc::new(Presence::new(parts.gateway_id.clone(), parts.state.clone()));
+        let presence = Arc::new(Presence::new(
+            parts.gateway_id.clone(),
+            parts.state.clone(),
+            parts.metrics.presence_list_builds.clone(),
+        ));
         let shared_config = Arc::new(SharedConfigView::new(
             parts.mode.clone(),
             parts.state.clone(),

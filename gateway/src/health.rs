@@ -47,8 +47,17 @@ pub struct Health {
     nats: Option<async_nats::Client>,
     state: Arc<dyn StateStore>,
     draining: AtomicBool,
-    cached: RwLock<Option<(Instant, Arc<Value>)>>,
+    cached: RwLock<Option<Arc<Summary>>>,
     version: AtomicU64,
+}
+
+/// A computed summary, encoded once: as JSON text for `hello-ok` snapshots and as the
+/// `health` event a new connection gets.
+struct Summary {
+    at: Instant,
+    value: Arc<Value>,
+    json: Arc<str>,
+    welcome: Arc<EncodedEvent>,
 }
 
 /// The handles [`Health`] reads.
@@ -275,43 +284,62 @@ impl Health {
         })
     }
 
-    /// The summary for a snapshot: reused if younger than a second.
-    pub fn snapshot(&self) -> Arc<Value> {
-        if let Some((at, value)) = self.cached.read().as_ref() {
-            if at.elapsed() < SNAPSHOT_MAX_AGE {
-                return value.clone();
+    /// The summary, reused if younger than a second.
+    fn summary(&self) -> Arc<Summary> {
+        if let Some(summary) = self.cached.read().as_ref() {
+            if summary.at.elapsed() < SNAPSHOT_MAX_AGE {
+                return summary.clone();
             }
         }
-        self.refresh()
+        self.recompute()
     }
 
-    /// Recomputes and caches the summary, bumping `stateVersion.health`.
+    pub fn snapshot(&self) -> Arc<Value> {
+        self.summary().value.clone()
+    }
+
+    /// The summary as JSON text (`hello-ok.snapshot.health`), encoded once per refresh.
+    pub fn snapshot_json(&self) -> Arc<str> {
+        self.summary().json.clone()
+    }
+
+    /// Recomputes the summary now (the `health` method's `probe`).
     pub fn refresh(&self) -> Arc<Value> {
+        self.recompute().value.clone()
+    }
+
+    /// Recomputes, encodes and caches the summary, bumping `stateVersion.health`.
+    fn recompute(&self) -> Arc<Summary> {
         let value = Arc::new(self.compute());
         self.bump();
-        *self.cached.write() = Some((Instant::now(), value.clone()));
-        value
-    }
-
-    fn event(&self, value: &Value) -> Arc<EncodedEvent> {
+        let json: Arc<str> = value.to_string().into();
         let version = StateVersion {
             presence: self.presence.version(),
             health: self.version(),
         };
-        Arc::new(EncodedEvent::from_value("health", value, Some(version)))
+        let welcome = Arc::new(EncodedEvent::new("health", &json, Some(version)));
+        let summary = Arc::new(Summary {
+            at: Instant::now(),
+            value,
+            json,
+            welcome,
+        });
+        *self.cached.write() = Some(summary.clone());
+        summary
     }
 
     /// Recomputes and sends `health` to this gateway's connections (each gateway refreshes for
     /// its own clients; the summary itself is cluster-wide).
     pub fn broadcast(&self) {
-        let value = self.refresh();
-        self.hub.deliver(&self.event(&value));
+        let event = self.recompute().welcome.clone();
+        self.hub.deliver(&event);
     }
 
-    /// The `health` event a new connection gets right after `hello-ok`. Upstream broadcasts it
-    /// to everyone on every connect; only the new client needs it, and a connect storm would
-    /// otherwise send every client a health event per connect.
+    /// The `health` event a new connection gets right after `hello-ok`, encoded once per
+    /// refresh. Upstream broadcasts it to everyone on every connect; only the new client
+    /// needs it, and a connect storm would otherwise send every client a health event per
+    /// connect.
     pub fn welcome(&self) -> Arc<EncodedEvent> {
-        self.event(&self.snapshot())
+        self.summary().welcome.clone()
     }
 }

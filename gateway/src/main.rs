@@ -6,6 +6,10 @@ use clap::Parser;
 
 use argent_gateway::cli::{call, chat, pairing, run, status, ui, Cli, Command, GatewayCommand};
 
+/// See `Cargo.toml`: CPU per handshake and RSS per idle connection are measured with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -23,6 +23,12 @@ pub struct Metrics {
     pub forward_retries: Counter,
     /// Bytes queued for clients and not yet accepted by their sockets.
     pub outbound_queue_bytes: Gauge,
+    /// Heap the connections' outbound paths hold: queue slots (used or not) of every
+    /// connection plus the batch being written. An idle connection holds none, whatever it
+    /// wrote before (memory per connection must not depend on past traffic).
+    pub outbound_buffer_bytes: Gauge,
+    /// Times the presence list was encoded (once per change, never per connection).
+    pub presence_list_builds: Counter,
     /// Events delivered to connections.
     pub events_delivered: Counter,
     /// Drop-if-slow events skipped for slow clients.
@@ -49,6 +55,8 @@ impl Metrics {
         ]);
         let forward_retries = Counter::default();
         let outbound_queue_bytes = Gauge::default();
+        let outbound_buffer_bytes = Gauge::default();
+        let presence_list_builds = Counter::default();
         let events_delivered = Counter::default();
         let events_dropped = Counter::default();
         let slow_consumers = Counter::default();
@@ -80,6 +88,16 @@ impl Metrics {
             "outbound_queue_bytes",
             "Bytes queued for clients, not yet written",
             outbound_queue_bytes.clone(),
+        );
+        registry.register(
+            "outbound_buffer_bytes",
+            "Heap held by the connections' outbound queues and writes in progress",
+            outbound_buffer_bytes.clone(),
+        );
+        registry.register(
+            "presence_list_builds",
+            "Times the presence list was encoded (once per change)",
+            presence_list_builds.clone(),
         );
         registry.register(
             "events_delivered",
@@ -119,6 +137,8 @@ impl Metrics {
             forward_seconds,
             forward_retries,
             outbound_queue_bytes,
+            outbound_buffer_bytes,
+            presence_list_builds,
             events_delivered,
             events_dropped,
             slow_consumers,

@@ -7,15 +7,19 @@
 //! (never goes backwards). Records of a gateway that died are hidden as soon as it stops
 //! heartbeating and collected by the survivors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+
+use prometheus_client::metrics::counter::Counter;
 
 use argent_planes::members::GatewayRecord;
 use argent_planes::state::StateStore;
@@ -37,14 +41,51 @@ struct Row {
     gateway: String,
     key: String,
     ts: u64,
-    entry: Value,
+    /// The entry as JSON text, encoded once when the record arrived: lists are put together
+    /// from these without serializing again.
+    entry: Box<str>,
+    device_id: Option<Box<str>>,
     node: Option<Value>,
 }
+
+#[derive(Default)]
+struct Rows {
+    by_storage: HashMap<String, Row>,
+    /// `(ts, storage key)` of every row: the newest are found without looking at the rest.
+    by_age: BTreeSet<(u64, String)>,
+    /// Bumped on every change: the encoded list is rebuilt only when it moved.
+    generation: u64,
+}
+
+/// The client part of the list, encoded, as built for one generation of the rows and one
+/// set of live gateways.
+struct EncodedClients {
+    generation: u64,
+    gateways: u64,
+    json: Arc<str>,
+}
+
+/// The whole list as sent (gateways first), reused for [`LIST_REUSE_FOR`] while neither
+/// the rows nor the live gateways change.
+struct EncodedList {
+    generation: u64,
+    gateways: u64,
+    built: Instant,
+    json: Arc<str>,
+}
+
+/// How long an encoded list is reused when nothing changed but the gateways' own heartbeat
+/// time (their entries' `ts`).
+const LIST_REUSE_FOR: Duration = Duration::from_secs(1);
 
 pub struct Presence {
     gateway_id: String,
     state: Arc<dyn StateStore>,
-    rows: RwLock<HashMap<String, Row>>,
+    rows: RwLock<Rows>,
+    clients: Mutex<Option<EncodedClients>>,
+    list: Mutex<Option<EncodedList>>,
+    /// Counts encodings of the list (`/metrics`: once per change, not per connection).
+    builds: Counter,
     version: AtomicU64,
     /// Signalled when a record disappeared (a disconnect): a `presence` event is due.
     disconnects: Notify,
@@ -63,11 +104,14 @@ fn storage_key(gateway_id: &str, conn_id: &str) -> String {
 }
 
 impl Presence {
-    pub fn new(gateway_id: String, state: Arc<dyn StateStore>) -> Self {
+    pub fn new(gateway_id: String, state: Arc<dyn StateStore>, builds: Counter) -> Self {
         Presence {
+            builds,
             gateway_id,
             state,
-            rows: RwLock::new(HashMap::new()),
+            rows: RwLock::new(Rows::default()),
+            clients: Mutex::new(None),
+            list: Mutex::new(None),
             version: AtomicU64::new(1),
             disconnects: Notify::new(),
             own: Mutex::new(HashMap::new()),
@@ -78,16 +122,37 @@ impl Presence {
     fn insert_row(&self, key: String, record: Record) {
         let gateway = key.split('.').next().unwrap_or_default().to_string();
         let ts = record.entry.get("ts").and_then(Value::as_u64).unwrap_or(0);
-        self.rows.write().insert(
-            key,
-            Row {
-                gateway,
-                key: record.key,
-                ts,
-                entry: record.entry,
-                node: record.node,
-            },
-        );
+        let row = Row {
+            gateway,
+            key: record.key,
+            ts,
+            entry: record.entry.to_string().into_boxed_str(),
+            device_id: record
+                .entry
+                .get("deviceId")
+                .and_then(Value::as_str)
+                .map(Box::from),
+            node: record.node,
+        };
+        let mut rows = self.rows.write();
+        rows.by_age.insert((ts, key.clone()));
+        if let Some(old) = rows.by_storage.insert(key.clone(), row) {
+            if old.ts != ts {
+                rows.by_age.remove(&(old.ts, key));
+            }
+        }
+        rows.generation += 1;
+    }
+
+    /// Forgets a row; whether there was one.
+    fn remove_row(&self, key: &str) -> bool {
+        let mut rows = self.rows.write();
+        let Some(old) = rows.by_storage.remove(key) else {
+            return false;
+        };
+        rows.by_age.remove(&(old.ts, key.to_string()));
+        rows.generation += 1;
+        true
     }
 
     /// Records a connection (not done for the modes `Protocol::tracks_presence` leaves
@@ -171,7 +236,13 @@ impl Presence {
                     // are gone, whatever this gateway missed in between.
                     if let Ok(keys) = self.state.keys(BUCKET_PRESENCE, "").await {
                         let keys: HashSet<String> = keys.into_iter().collect();
-                        self.rows.write().retain(|key, _| keys.contains(key));
+                        let gone: Vec<String> = (self.rows.read().by_storage.keys())
+                            .filter(|key| !keys.contains(*key))
+                            .cloned()
+                            .collect();
+                        for key in gone {
+                            self.remove_row(&key);
+                        }
                     }
                     while let Some(change) = changes.recv().await {
                         self.version.fetch_max(change.revision, Ordering::Relaxed);
@@ -181,7 +252,7 @@ impl Presence {
                                 tracing::warn!(key = %change.key, %err, "bad presence record")
                             }
                             None => {
-                                if self.rows.write().remove(&change.key).is_some() {
+                                if self.remove_row(&change.key) {
                                     self.disconnects.notify_one();
                                 }
                             }
@@ -194,56 +265,114 @@ impl Presence {
         }
     }
 
-    /// The presence list: gateways first (`reason:"self"`), then clients newest first,
-    /// one entry per presence key, at most 200.
-    pub fn list(&self, gateways: &[GatewayRecord], self_record: &GatewayRecord) -> Vec<Value> {
+    /// The presence list as JSON text: gateways first (`reason:"self"`), then clients newest
+    /// first, one entry per presence key, at most 200. Encoded once per change and shared by
+    /// every `hello-ok`, `presence` event and `system-presence` until the next change: a
+    /// connect costs the same with 15,000 connections held as with none.
+    pub fn list_json(&self, gateways: &[GatewayRecord], self_record: &GatewayRecord) -> Arc<str> {
         let mut live: Vec<&GatewayRecord> =
             gateways.iter().filter(|g| g.id != self_record.id).collect();
         live.push(self_record);
-        let mut out: Vec<Value> = live
-            .iter()
-            .map(|g| {
-                json!({
-                    "host": g.host, "version": g.version, "platform": std::env::consts::OS,
-                    "mode": "gateway", "reason": "self", "ts": g.heartbeat_at_ms,
-                    "instanceId": g.id, "text": format!("Gateway: {} ({})", g.host, g.id),
-                })
-            })
-            .collect();
+        let live_key = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for g in &live {
+                g.id.hash(&mut hasher);
+            }
+            hasher.finish()
+        };
+        let generation = self.rows.read().generation;
+        if let Some(list) = self.list.lock().as_ref() {
+            if list.generation == generation
+                && list.gateways == live_key
+                && list.built.elapsed() < LIST_REUSE_FOR
+            {
+                return list.json.clone();
+            }
+        }
+        let clients = self.clients_json(
+            &live,
+            live_key,
+            PRESENCE_MAX_ENTRIES - live.len().min(PRESENCE_MAX_ENTRIES),
+        );
+        let mut json = String::with_capacity(clients.len() + 256 * live.len() + 2);
+        json.push('[');
+        for (i, g) in live.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            let entry = json!({
+                "host": g.host, "version": g.version, "platform": std::env::consts::OS,
+                "mode": "gateway", "reason": "self", "ts": g.heartbeat_at_ms,
+                "instanceId": g.id, "text": format!("Gateway: {} ({})", g.host, g.id),
+            });
+            json.push_str(&entry.to_string());
+        }
+        if !clients.is_empty() {
+            json.push(',');
+            json.push_str(&clients);
+        }
+        json.push(']');
+        let json: Arc<str> = json.into();
+        self.builds.inc();
+        *self.list.lock() = Some(EncodedList {
+            generation,
+            gateways: live_key,
+            built: Instant::now(),
+            json: json.clone(),
+        });
+        json
+    }
+
+    /// The list as values (`system-presence`).
+    pub fn list(&self, gateways: &[GatewayRecord], self_record: &GatewayRecord) -> Vec<Value> {
+        serde_json::from_str(&self.list_json(gateways, self_record)).expect("encoded by us")
+    }
+
+    /// The clients' entries, comma-separated: the newest row of each presence key on a live
+    /// gateway, newest first, at most `room`. Walks the rows from the newest and stops when
+    /// the list is full, so its cost does not grow with the number of rows.
+    fn clients_json(&self, live: &[&GatewayRecord], live_key: u64, room: usize) -> Arc<str> {
         let rows = self.rows.read();
-        let mut newest: HashMap<&str, &Row> = HashMap::new();
-        for row in rows.values() {
-            if !live.iter().any(|g| g.id == row.gateway) {
+        if let Some(clients) = self.clients.lock().as_ref() {
+            if clients.generation == rows.generation && clients.gateways == live_key {
+                return clients.json.clone();
+            }
+        }
+        let mut seen: HashSet<&str> = HashSet::with_capacity(room);
+        let mut json = String::new();
+        for (_, storage) in rows.by_age.iter().rev() {
+            if seen.len() >= room {
+                break;
+            }
+            let Some(row) = rows.by_storage.get(storage) else {
+                continue;
+            };
+            if !live.iter().any(|g| g.id == row.gateway) || !seen.insert(row.key.as_str()) {
                 continue;
             }
-            let slot = newest.entry(row.key.as_str()).or_insert(row);
-            if row.ts > slot.ts {
-                *slot = row;
+            if !json.is_empty() {
+                json.push(',');
             }
+            json.push_str(&row.entry);
         }
-        // Only the newest that fit are ordered and copied: this runs for every `hello-ok`,
-        // and cloning every row before cutting the list made a connect cost a deep copy of
-        // all tracked connections.
-        let mut clients: Vec<&Row> = newest.into_values().collect();
-        let room = PRESENCE_MAX_ENTRIES.saturating_sub(out.len());
-        if clients.len() > room {
-            clients.select_nth_unstable_by_key(room, |r| std::cmp::Reverse(r.ts));
-            clients.truncate(room);
-        }
-        clients.sort_by_key(|r| std::cmp::Reverse(r.ts));
-        out.extend(clients.into_iter().map(|r| r.entry.clone()));
-        out
+        let json: Arc<str> = json.into();
+        *self.clients.lock() = Some(EncodedClients {
+            generation: rows.generation,
+            gateways: live_key,
+            json: json.clone(),
+        });
+        json
     }
 
     /// The devices connected now to live gateways anywhere in the cluster, each with the
     /// time its newest connection was made or refreshed.
     pub fn connected_devices(&self, is_live: impl Fn(&str) -> bool) -> HashMap<String, u64> {
         let mut out: HashMap<String, u64> = HashMap::new();
-        for row in self.rows.read().values() {
+        for row in self.rows.read().by_storage.values() {
             if row.gateway != self.gateway_id && !is_live(&row.gateway) {
                 continue;
             }
-            if let Some(device) = row.entry.get("deviceId").and_then(Value::as_str) {
+            if let Some(device) = &row.device_id {
                 let seen = out.entry(device.to_string()).or_insert(0);
                 *seen = (*seen).max(row.ts);
             }
@@ -255,6 +384,7 @@ impl Presence {
     pub fn nodes(&self, is_live: impl Fn(&str) -> bool) -> Vec<Value> {
         self.rows
             .read()
+            .by_storage
             .values()
             .filter(|row| row.gateway == self.gateway_id || is_live(&row.gateway))
             .filter_map(|row| row.node.clone())
@@ -266,6 +396,7 @@ impl Presence {
         let orphans: Vec<String> = self
             .rows
             .read()
+            .by_storage
             .iter()
             .filter(|(_, row)| row.gateway != self.gateway_id && !is_live(&row.gateway))
             .map(|(key, _)| key.clone())

@@ -29,7 +29,7 @@ use argent_proto::subjects::{self, BUCKET_GATEWAYS, BUCKET_NODES};
 use crate::config::{self, ConfigFile};
 use crate::context::{Ctx, CtxParts, Limits, Mode};
 use crate::embedded_node::EmbeddedNode;
-use crate::methods::presence::presence_list;
+use crate::methods::presence::presence_json;
 use crate::metrics::Metrics;
 use crate::shared_config::SharedConfigView;
 use crate::ws::connection;
@@ -539,11 +539,8 @@ async fn presence_loop(ctx: Arc<Ctx>) {
             presence: ctx.presence.version(),
             health: ctx.health.version(),
         };
-        let event = EncodedEvent::from_value(
-            "presence",
-            &json!({"presence": presence_list(&ctx)}),
-            Some(version),
-        );
+        let payload = format!(r#"{{"presence":{}}}"#, presence_json(&ctx));
+        let event = EncodedEvent::new("presence", &payload, Some(version));
         ctx.hub.deliver(&Arc::new(event));
     }
 }

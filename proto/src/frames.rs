@@ -166,6 +166,21 @@ pub fn encode_ok_raw(id: &str, payload_json: &str) -> String {
     out
 }
 
+/// Adds `"key":raw` as the last field of a JSON object's text (`raw` is JSON text already:
+/// a shared encoded part is copied, not parsed and serialized again).
+pub fn with_raw_field(mut object_json: String, key: &str, raw: &str) -> String {
+    debug_assert!(object_json.ends_with('}'));
+    object_json.pop();
+    if !object_json.ends_with('{') {
+        object_json.push(',');
+    }
+    object_json.push_str(&serde_json::to_string(key).expect("strings serialize"));
+    object_json.push(':');
+    object_json.push_str(raw);
+    object_json.push('}');
+    object_json
+}
+
 /// `{"type":"res","id":…,"ok":false,"error":{…}}`
 pub fn encode_error(id: &str, error: &RpcError) -> String {
     encode_response(id, false, None, Some(&error.to_shape()))
@@ -253,6 +268,11 @@ impl EncodedEvent {
         false
     }
 
+    /// The frame without its closing brace: followed by `,"seq":N}` or `}` per connection.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
     /// The full frame for one connection: with `seq` for broadcast events, without for
     /// targeted ones (§1.5).
     pub fn frame(&self, seq: Option<u64>) -> String {
@@ -272,6 +292,20 @@ impl EncodedEvent {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn raw_fields_are_appended_to_any_object() {
+        let empty = with_raw_field("{}".into(), "a", "[1]");
+        let full = with_raw_field(r#"{"b":2}"#.into(), "a", r#"{"c":[]}"#);
+        assert_eq!(
+            serde_json::from_str::<Value>(&empty).unwrap(),
+            json!({"a":[1]})
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&full).unwrap(),
+            json!({"b":2,"a":{"c":[]}})
+        );
+    }
 
     #[test]
     fn parses_a_request() {

@@ -326,6 +326,17 @@ impl Gateway {
         Ok(Client::connect(&options).await?)
     }
 
+    /// A value of the gateway's `/metrics` (the first sample whose name starts with
+    /// `name`).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let (_, body) = self.http_get("/metrics").await?;
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("metric {name} missing"))
+    }
+
     /// `GET` on the operations listener: (status, body).
     pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -76,6 +76,21 @@ impl RawWs {
         self.send_text(&value.to_string()).await
     }
 
+    /// Sends any message (a ping, a close…) as it is.
+    pub async fn send_message(&mut self, message: Message) -> anyhow::Result<()> {
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// The next message of any kind, as the library parsed it (`None`: ended or nothing
+    /// within `wait`).
+    pub async fn next_message(&mut self, wait: Duration) -> Option<Message> {
+        match tokio::time::timeout(wait, self.socket.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            _ => None,
+        }
+    }
+
     /// The next frame, close or end, within `wait` (pings are skipped).
     pub async fn next(&mut self, wait: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + wait;

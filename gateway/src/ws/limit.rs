@@ -4,11 +4,16 @@
 //! must grow from 64 KiB before the handshake to 10 MiB after it. So the raw socket is
 //! wrapped: until the handshake succeeds, reads are cut off once the peer has sent more than
 //! the upgrade request plus one 64 KiB frame; afterwards the wrapper is transparent.
+//!
+//! Once the connection is established, the connection's writer writes frames to the socket
+//! itself ([`crate::ws::wire`]); the wrapper then hands whatever the WebSocket library
+//! still writes (pongs, the reply to a client's close) to that writer's queue, so frames
+//! never interleave.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -16,15 +21,18 @@ use tokio::net::TcpStream;
 
 use argent_proto::limits::MAX_PREAUTH_PAYLOAD;
 
+use crate::ws::outbox::Outbox;
+
 /// Room for the HTTP upgrade request in front of the first frame.
 const UPGRADE_ALLOWANCE: usize = 16 * 1024;
 
 /// Shared between the socket wrapper and the connection task.
-#[derive(Debug)]
 pub struct PreauthGate {
     lifted: AtomicBool,
     remaining: AtomicUsize,
     exceeded: AtomicBool,
+    /// Set when the connection's writer owns the socket's output.
+    writer: OnceLock<Arc<Outbox>>,
 }
 
 impl PreauthGate {
@@ -33,6 +41,7 @@ impl PreauthGate {
             lifted: AtomicBool::new(false),
             remaining: AtomicUsize::new(MAX_PREAUTH_PAYLOAD + UPGRADE_ALLOWANCE),
             exceeded: AtomicBool::new(false),
+            writer: OnceLock::new(),
         })
     }
 
@@ -41,20 +50,55 @@ impl PreauthGate {
         self.lifted.store(true, Ordering::Relaxed);
     }
 
+    /// From now on the library's writes go to `outbox` (whose writer owns the socket).
+    pub fn divert_writes(&self, outbox: Arc<Outbox>) {
+        let _ = self.writer.set(outbox);
+    }
+
     /// Whether the peer hit the cap (the socket then answers 1009).
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
     }
 }
 
+/// The socket as the WebSocket library sees it. Shared with the connection's writer, which
+/// writes through `&TcpStream`.
 pub struct LimitedStream {
-    inner: TcpStream,
+    inner: Arc<TcpStream>,
     gate: Arc<PreauthGate>,
 }
 
 impl LimitedStream {
     pub fn new(inner: TcpStream, gate: Arc<PreauthGate>) -> Self {
-        LimitedStream { inner, gate }
+        LimitedStream {
+            inner: Arc::new(inner),
+            gate,
+        }
+    }
+
+    /// From now on the library's writes go to `outbox`, whose writer owns the output.
+    pub fn divert_writes(&self, outbox: Arc<Outbox>) {
+        self.gate.divert_writes(outbox);
+    }
+
+    /// The socket, for the connection's writer.
+    pub fn tcp(&self) -> Arc<TcpStream> {
+        self.inner.clone()
+    }
+
+    /// Reads into `buf` what the socket has (through `&TcpStream`: the writer shares it).
+    fn poll_read_inner(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.inner.poll_read_ready(cx))?;
+            match self.inner.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
     }
 
     /// Whether reads were cut off by the pre-handshake cap.
@@ -71,7 +115,7 @@ impl AsyncRead for LimitedStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.gate.lifted.load(Ordering::Relaxed) {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return this.poll_read_inner(cx, buf);
         }
         let remaining = this.gate.remaining.load(Ordering::Relaxed);
         if remaining == 0 {
@@ -84,7 +128,7 @@ impl AsyncRead for LimitedStream {
         let mut chunk = [0u8; 2048];
         let want = remaining.min(buf.remaining()).min(chunk.len());
         let mut limited = ReadBuf::new(&mut chunk[..want]);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+        ready!(this.poll_read_inner(cx, &mut limited))?;
         let got = limited.filled();
         this.gate.remaining.fetch_sub(got.len(), Ordering::Relaxed);
         buf.put_slice(got);
@@ -98,26 +142,29 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        // The library writes whole frames per call (it formats into its own buffer first).
+        if let Some(writer) = self.gate.writer.get() {
+            writer.push_control(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            match self.inner.try_write(buf) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.gate.writer.get().is_some() {
+            // The writer sends the close frame and shuts the socket down itself.
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(socket2::SockRef::from(&*self.inner).shutdown(std::net::Shutdown::Write))
     }
 }

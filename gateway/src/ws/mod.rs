@@ -4,7 +4,8 @@
 //! * [`handshake`] — the server-side processing order of `connect` (PROTOCOL.md §2.4).
 //! * [`pairing`] — steps 15–18 for a proven device: device token, pairing, token issue.
 //! * [`session`] — who is connected: role, scopes, client, and the upgrade request's headers.
-//! * [`outbox`] — the bounded outbound queue, `seq`, and the slow-consumer rule.
+//! * [`outbox`] — the bounded outbound queue, `seq`, the slow-consumer rule, the writer.
+//! * [`wire`] — server frames written straight from shared bytes (vectored writes).
 //! * [`limit`] — the pre-handshake input cap on the raw socket.
 
 pub mod connection;
@@ -13,3 +14,4 @@ pub mod limit;
 pub mod outbox;
 pub mod pairing;
 pub mod session;
+pub mod wire;

@@ -11,80 +11,101 @@
 //! the gap.
 
 use std::collections::{HashSet, VecDeque};
+use std::io::{self, Write as _};
 use std::sync::Arc;
 
-use futures_util::{Sink, SinkExt};
+use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use argent_proto::frames::EncodedEvent;
 use argent_proto::limits::CLOSE_REASON_MAX;
 
 use crate::chat_stream::V4Delta;
 use crate::metrics::Metrics;
+use crate::ws::wire::{self, Wire};
 
 /// How long a close frame may take to go out before the socket is just dropped.
 const CLOSE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Messages longer than this are written as fragments of this size. The WebSocket layer
-/// formats each frame into the socket's write buffer and keeps that buffer's capacity for
-/// the life of the socket: written whole, one 49 KB `hello-ok` (a full presence snapshot)
-/// or a long history would leave every idle connection holding that much. Fragmented, the
-/// buffer never grows past one fragment. (RFC 6455 §5.4; every client reassembles.)
-const FRAGMENT_BYTES: usize = 4096;
+/// What follows an event's shared bytes for one connection: `,"seq":N}` or `}`.
+#[derive(Clone, Copy)]
+struct Tail {
+    bytes: [u8; 28],
+    len: u8,
+}
 
-/// The frames that carry one long text message: a text frame and continuation frames of
-/// [`FRAGMENT_BYTES`] (cut anywhere: only the whole message must be valid UTF-8), slices of
-/// one buffer.
-fn fragments(text: String) -> impl Iterator<Item = Message> {
-    let bytes = bytes::Bytes::from(text);
-    let len = bytes.len();
-    (0..len).step_by(FRAGMENT_BYTES).map(move |start| {
-        let end = (start + FRAGMENT_BYTES).min(len);
-        let opcode = if start == 0 {
-            Data::Text
-        } else {
-            Data::Continue
-        };
-        Message::Frame(Frame::message(
-            bytes.slice(start..end),
-            OpCode::Data(opcode),
-            end == len,
-        ))
-    })
+impl Tail {
+    fn new(seq: Option<u64>) -> Self {
+        let mut bytes = [0u8; 28];
+        let mut cursor = io::Cursor::new(&mut bytes[..]);
+        if let Some(seq) = seq {
+            write!(cursor, r#","seq":{seq}"#).expect("fits: 7 + 20 digits");
+        }
+        cursor.write_all(b"}").expect("fits");
+        let len = cursor.position() as u8;
+        Tail { bytes, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
 }
 
 enum Outgoing {
-    Text(String),
+    /// A response's text.
+    Text(Bytes),
+    /// An event encoded once for every connection, and this connection's `seq`.
     Event {
         event: Arc<EncodedEvent>,
-        seq: Option<u64>,
+        tail: Tail,
     },
+    /// A control frame the WebSocket library formatted (a pong).
+    Control(Bytes),
 }
 
 impl Outgoing {
+    /// Bytes counted against `maxBufferedBytes`.
     fn len(&self) -> usize {
         match self {
             Outgoing::Text(t) => t.len(),
             Outgoing::Event { event, .. } => event.len(),
+            Outgoing::Control(frame) => frame.len(),
         }
     }
+
+    fn wire(&self) -> Wire<'_> {
+        match self {
+            Outgoing::Text(text) => Wire::Text {
+                body: text,
+                tail: b"",
+            },
+            Outgoing::Event { event, tail } => Wire::Text {
+                body: event.head(),
+                tail: tail.as_bytes(),
+            },
+            Outgoing::Control(frame) => Wire::Frame(frame),
+        }
+    }
+}
+
+/// Heap a queue holds for its slots.
+fn slot_bytes(queue: &VecDeque<Outgoing>) -> usize {
+    queue.capacity() * std::mem::size_of::<Outgoing>()
 }
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
+    /// Slot bytes of `queue` counted in the buffer gauge.
+    slots_counted: usize,
     seq: u64,
-    /// Close to send once the queue is written (graceful) …
-    close_after: Option<(u16, String)>,
+    /// Close frame to send once the queue is written (graceful) …
+    close_after: Option<Bytes>,
     /// … or right now, dropping the queue (slow consumer).
-    close_now: Option<(u16, String)>,
+    close_now: Option<Bytes>,
     /// v4 only: runs whose every `chat` delta so far reached this connection, so a suffix
     /// (`deltaText` without `replace`) is enough for it (PROTOCOL-v4.md §8.2).
     in_step: HashSet<Arc<str>>,
@@ -150,8 +171,25 @@ impl Outbox {
             self.slow_consumer(&mut state);
             return Pushed::Closing;
         }
-        self.enqueue(&mut state, Outgoing::Text(text));
+        self.enqueue(&mut state, Outgoing::Text(Bytes::from(text)));
         Pushed::Queued
+    }
+
+    /// Takes a frame the WebSocket library wrote (it answers pings and closes itself): a
+    /// pong goes out between messages; a close (the reply to the client's) is the last
+    /// frame written.
+    pub fn push_control(&self, frame: &[u8]) {
+        let mut state = self.state.lock();
+        if Self::is_closing(&state) {
+            return;
+        }
+        let frame = Bytes::copy_from_slice(frame);
+        if frame.first().is_some_and(|b| b & 0x0f == 0x8) {
+            state.close_after = Some(frame);
+            self.notify.notify_one();
+        } else {
+            self.enqueue(&mut state, Outgoing::Control(frame));
+        }
     }
 
     /// Queues an event. `broadcast` events take the next `seq`; targeted ones carry none.
@@ -217,7 +255,7 @@ impl Outbox {
             state,
             Outgoing::Event {
                 event: event.clone(),
-                seq,
+                tail: Tail::new(seq),
             },
         );
         Pushed::Queued
@@ -232,13 +270,23 @@ impl Outbox {
         let len = item.len();
         state.bytes += len;
         state.queue.push_back(item);
+        self.count_slots(state);
         self.metrics.outbound_queue_bytes.inc_by(len as i64);
         self.notify.notify_one();
     }
 
+    /// Brings the buffer gauge in line with the queue's slots.
+    fn count_slots(&self, state: &mut State) {
+        let now = slot_bytes(&state.queue);
+        self.metrics
+            .outbound_buffer_bytes
+            .inc_by(now as i64 - state.slots_counted as i64);
+        state.slots_counted = now;
+    }
+
     fn slow_consumer(&self, state: &mut State) {
         self.metrics.slow_consumers.inc();
-        state.close_now = Some((1008, "slow consumer".to_string()));
+        state.close_now = Some(wire::close_frame(1008, "slow consumer"));
         self.notify.notify_one();
         self.abort.notify_one();
     }
@@ -247,7 +295,7 @@ impl Outbox {
     pub fn close(&self, code: u16, reason: &str) {
         let mut state = self.state.lock();
         if !Self::is_closing(&state) {
-            state.close_after = Some((code, truncate_reason(reason)));
+            state.close_after = Some(wire::close_frame(code, &truncate_reason(reason)));
         }
         self.notify.notify_one();
     }
@@ -256,7 +304,7 @@ impl Outbox {
     pub fn close_now(&self, code: u16, reason: &str) {
         let mut state = self.state.lock();
         if state.close_now.is_none() {
-            state.close_now = Some((code, truncate_reason(reason)));
+            state.close_now = Some(wire::close_frame(code, &truncate_reason(reason)));
         }
         self.notify.notify_one();
         self.abort.notify_one();
@@ -271,41 +319,52 @@ impl Outbox {
         self.state.lock().bytes
     }
 
-    /// Drains the queue into `sink` until a close was written or the socket failed.
-    /// Bytes stay counted against the limit until the socket accepted them.
-    pub async fn run_writer<S>(&self, mut sink: S)
-    where
-        S: Sink<Message, Error = WsError> + Unpin,
-    {
-        let mut batch = Vec::new();
+    /// Drains the queue into the socket until a close was written or the socket failed.
+    /// Each wake-up takes everything queued and writes it with as few system calls as the
+    /// socket allows (one, usually), straight from the shared bytes. Bytes stay counted
+    /// against the limit until the socket accepted them.
+    pub async fn run_writer(&self, tcp: &TcpStream) {
+        // A message the socket took only part of when the connection had to close at once:
+        // its rest goes out before the close frame, or the client would read the close
+        // frame as part of that message.
+        let mut unfinished: Option<(Outgoing, usize)> = None;
         loop {
-            let close = {
+            let (mut batch, close) = {
                 let mut state = self.state.lock();
                 if let Some(close) = state.close_now.take() {
                     let dropped = state.bytes;
-                    state.queue.clear();
+                    state.queue = VecDeque::new();
                     state.bytes = 0;
+                    self.count_slots(&mut state);
                     self.release(dropped);
-                    Some(close)
+                    (VecDeque::new(), Some(close))
                 } else if state.queue.is_empty() {
-                    state.close_after.take()
+                    (VecDeque::new(), state.close_after.take())
                 } else {
-                    batch.extend(state.queue.drain(..));
-                    None
+                    // The queue's storage leaves with the batch and is freed after the
+                    // write: a burst does not leave its capacity behind.
+                    let batch = std::mem::take(&mut state.queue);
+                    self.count_slots(&mut state);
+                    (batch, None)
                 }
             };
-            if let Some((code, reason)) = close {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
+            if let Some(frame) = close {
+                let mut progress = Progress::default();
+                let rest = unfinished.take().map(|(message, written)| {
+                    progress.skip = written;
+                    message
+                });
+                let mut messages: Vec<Wire<'_>> = rest.iter().map(Outgoing::wire).collect();
+                messages.push(Wire::Frame(&frame));
                 // A client that stopped reading may never take the close frame: bounded.
                 // Boxed: a rare path should not grow every connection's state.
-                let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = sink.close().await;
-                }))
+                let _ = Box::pin(tokio::time::timeout(
+                    CLOSE_WRITE_TIMEOUT,
+                    write_all(tcp, &messages, &mut progress),
+                ))
                 .await;
+                // FIN after the close frame (RFC 6455 §7.1.1: the server closes first).
+                let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
                 return;
             }
             if batch.is_empty() {
@@ -313,28 +372,24 @@ impl Outbox {
                 continue;
             }
             let written: usize = batch.iter().map(Outgoing::len).sum();
-            let write = async {
-                for item in batch.drain(..) {
-                    let text = match item {
-                        Outgoing::Text(text) => text,
-                        Outgoing::Event { event, seq } => event.frame(seq),
-                    };
-                    // Short messages (nearly all) go out as they are, with no allocation.
-                    if text.len() <= FRAGMENT_BYTES {
-                        sink.feed(Message::text(text)).await?;
-                    } else {
-                        for frame in fragments(text) {
-                            sink.feed(frame).await?;
-                        }
-                    }
+            let held = slot_bytes(&batch);
+            self.metrics.outbound_buffer_bytes.inc_by(held as i64);
+            let mut progress = Progress::default();
+            let outcome = {
+                let wires: Vec<Wire<'_>> = batch.iter().map(Outgoing::wire).collect();
+                tokio::select! {
+                    result = write_all(tcp, &wires, &mut progress) => Some(result),
+                    _ = self.abort.notified() => None,
                 }
-                sink.flush().await
             };
-            let outcome = tokio::select! {
-                result = write => Some(result),
-                _ = self.abort.notified() => None,
-            };
-            batch.clear();
+            if outcome.is_none() && progress.skip > 0 {
+                unfinished = batch
+                    .drain(progress.index..)
+                    .next()
+                    .map(|message| (message, progress.skip));
+            }
+            drop(batch);
+            self.metrics.outbound_buffer_bytes.dec_by(held as i64);
             {
                 let mut state = self.state.lock();
                 state.bytes = state.bytes.saturating_sub(written);
@@ -354,28 +409,35 @@ impl Outbox {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// How far a write got: messages done, and bytes of the next one.
+#[derive(Default)]
+struct Progress {
+    index: usize,
+    skip: usize,
+}
 
-    #[test]
-    fn long_messages_go_out_as_fragments_that_reassemble() {
-        // Multi-byte characters cut across fragments: only the whole must be UTF-8.
-        let text: String = "héllo wörld ".repeat(1_000);
-        let frames: Vec<Message> = fragments(text.clone()).collect();
-        assert_eq!(frames.len(), text.len().div_ceil(FRAGMENT_BYTES));
-        let mut whole = Vec::new();
-        for (i, frame) in frames.iter().enumerate() {
-            let Message::Frame(frame) = frame else {
-                panic!("not a frame")
-            };
-            let header = frame.header();
-            let expected = if i == 0 { Data::Text } else { Data::Continue };
-            assert_eq!(header.opcode, OpCode::Data(expected));
-            assert_eq!(header.is_final, i == frames.len() - 1);
-            assert!(frame.payload().len() <= FRAGMENT_BYTES);
-            whole.extend_from_slice(frame.payload());
+/// Writes every message from `progress` on, waiting while the socket is full; `progress`
+/// says how far it got if the write is abandoned.
+async fn write_all(
+    tcp: &TcpStream,
+    messages: &[Wire<'_>],
+    progress: &mut Progress,
+) -> io::Result<()> {
+    while progress.index < messages.len() {
+        tcp.writable().await?;
+        let from = &messages[progress.index..];
+        let n = match wire::write_some(|s| tcp.try_write_vectored(s), from, progress.skip) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        };
+        let mut n = n + progress.skip;
+        while progress.index < messages.len() && n >= messages[progress.index].wire_len() {
+            n -= messages[progress.index].wire_len();
+            progress.index += 1;
         }
-        assert_eq!(String::from_utf8(whole).unwrap(), text);
+        progress.skip = n;
     }
+    Ok(())
 }

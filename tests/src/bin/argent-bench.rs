@@ -12,12 +12,15 @@
 //!   streamed token (time to the first `agent` assistant event through a gateway, minus the
 //!   double's own time to its first token), and `chat`/`agent` delta events delivered per
 //!   second to 1,000 watching clients on two gateways while sessions stream;
+//! * `connect_curve` — handshakes per second with 0, 5,000 and 15,000 tracked dashboards
+//!   already held (O(1) connects), and gateway CPU per handshake;
 //! * `store` — the embedded state store alone (no cluster): a durable bucket of 100,000
 //!   keys on a temporary state dir, then single-key `put`s from 16 tasks (each fsynced
 //!   before it returns), the same from one task, and `get`s from 16 tasks: rates, latency
 //!   and CPU per operation.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|fanout|chat|store] [--quick]`.
+//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|store]
+//! [--quick]`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,7 +79,8 @@ async fn handshake(url: &str, token: &str) -> anyhow::Result<Ws> {
 
 /// The same handshake offering only `protocol` (3, or 4 for OpenClaw clients).
 async fn handshake_as(url: &str, token: &str, protocol: u64) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true).await?;
     ws.next().await.context("no challenge")??;
     let mut connect = connect_frame("c", token);
     connect["params"]["minProtocol"] = json!(protocol);
@@ -317,18 +321,116 @@ async fn idle_handshake(url: &str, token: &str, kind: IdleClient, n: usize) -> a
     match kind {
         IdleClient::Cli => handshake(url, token).await,
         IdleClient::Tracked => {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-            ws.next().await.context("no challenge")??;
-            let mut connect = connect_frame("c", token);
-            connect["params"]["client"] = json!({"id": "gateway-client", "version": "bench",
-                "platform": "linux", "mode": "ui", "instanceId": format!("idle-{n}")});
-            ws.send(Message::text(connect.to_string())).await?;
-            match ws.next().await.context("closed during handshake")?? {
-                Message::Text(text) if text.contains("\"hello-ok\"") => Ok(ws),
-                other => anyhow::bail!("handshake refused: {other:?}"),
-            }
+            let (ws, _) =
+                tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+                    .await?;
+            join_tracked(ws, token, format!("idle-{n}")).await
         }
     }
+}
+
+/// Opens a socket from `127.0.0.<2 + n % 200>` (one address would run out of ports and hit
+/// the per-address limits long before the gateway's connection count matters).
+async fn connect_from(url: &str, n: usize) -> anyhow::Result<Ws> {
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("no port in url")?;
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (n % 200) as u8);
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let tcp = socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
+        .await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(tcp),
+        Some(client_config()),
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// The load generator's own sockets: small read buffers (the library's default of 128 KiB,
+/// zeroed on every read, made the generator, not the gateway, the bottleneck).
+fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8192)
+}
+
+/// A dashboard-like client tracked in presence (protocol 3, mode `ui`, its own instance),
+/// from a spread source address; held idle once `hello-ok` arrived.
+async fn tracked_client(url: &str, token: &str, n: usize) -> anyhow::Result<Ws> {
+    join_tracked(connect_from(url, n).await?, token, format!("held-{n}")).await
+}
+
+/// The handshake of a client presence tracks (protocol 3, mode `ui`, its own instance).
+async fn join_tracked(mut ws: Ws, token: &str, instance: String) -> anyhow::Result<Ws> {
+    ws.next().await.context("no challenge")??;
+    let mut connect = connect_frame("c", token);
+    connect["params"]["client"] = json!({"id": "gateway-client", "version": "bench",
+        "platform": "linux", "mode": "ui", "instanceId": instance});
+    ws.send(Message::text(connect.to_string())).await?;
+    match ws.next().await.context("closed during handshake")?? {
+        Message::Text(text) if text.contains("\"hello-ok\"") => Ok(ws),
+        other => anyhow::bail!("handshake refused: {other:?}"),
+    }
+}
+
+/// Opens connections with `open(n)`, 200 at a time, until `held` has `target`.
+async fn hold<F, Fut>(held: &mut Vec<Ws>, target: usize, open: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Ws>> + Send + 'static,
+{
+    while held.len() < target {
+        let batch = (target - held.len()).min(200);
+        let opening: Vec<_> = (held.len()..held.len() + batch)
+            .map(|n| tokio::spawn(open(n)))
+            .collect();
+        for task in opening {
+            held.push(task.await??);
+        }
+    }
+    Ok(())
+}
+
+/// Handshakes per second (CLI clients, 16 at a time, each closed after `hello-ok`) with
+/// 0, 5,000 and 15,000 tracked dashboards already held: a connect must not cost more the
+/// more connections are held. Also the rate at which the held ones were opened.
+async fn bench_connect_curve(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
+    let levels = [0, s.count(5_000, 500), s.count(15_000, 1_500)];
+    let mut held: Vec<Ws> = Vec::with_capacity(levels[2]);
+    let mut points = Vec::new();
+    for level in levels {
+        let started = Instant::now();
+        let cpu_before = cpu_seconds(gw.proc.pid())?;
+        let from = held.len();
+        hold(&mut held, level, |n| {
+            let (url, token) = (gw.ws.clone(), gw.token.clone());
+            async move { tracked_client(&url, &token, n).await }
+        })
+        .await?;
+        let opened = held.len() - from;
+        let open_secs = started.elapsed().as_secs_f64();
+        let open_cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu_before = cpu_seconds(gw.proc.pid())?;
+        let handshakes = bench_handshake(s, gw).await?;
+        let cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
+        let count = handshakes["handshakes"].as_f64().unwrap_or(0.0);
+        points.push(json!({
+            "held": held.len(),
+            "handshakes_per_sec": handshakes["per_sec"],
+            "handshake_latency": handshakes["latency"],
+            "gateway_cpu_us_per_handshake": (cpu * 1e6 / count.max(1.0)).round(),
+            "held_opened": opened,
+            "held_open_per_sec": if opened > 0 { (opened as f64 / open_secs).round() } else { 0.0 },
+            "gateway_cpu_us_per_held_open": if opened > 0 { (open_cpu * 1e6 / opened as f64).round() } else { 0.0 },
+        }));
+    }
+    Ok(json!({"held_clients": "protocol 3, mode ui, tracked in presence", "points": points}))
 }
 
 async fn bench_idle(s: &Settings, gw: &Gateway, kind: IdleClient) -> anyhow::Result<Value> {
@@ -342,20 +444,12 @@ async fn bench_idle(s: &Settings, gw: &Gateway, kind: IdleClient) -> anyhow::Res
     let before = rss_kib(gw.proc.pid())?;
     let baseline = held.len();
     let started = Instant::now();
-    // Open in parallel batches; sockets are held and not polled (idle clients).
-    while held.len() < target {
-        let batch = (target - held.len()).min(200);
-        let mut opening = Vec::with_capacity(batch);
-        for n in held.len()..held.len() + batch {
-            let (url, token) = (gw.ws.clone(), gw.token.clone());
-            opening.push(tokio::spawn(async move {
-                idle_handshake(&url, &token, kind, n).await
-            }));
-        }
-        for task in opening {
-            held.push(task.await??);
-        }
-    }
+    // Sockets are held and not polled (idle clients).
+    hold(&mut held, target, |n| {
+        let (url, token) = (gw.ws.clone(), gw.token.clone());
+        async move { idle_handshake(&url, &token, kind, n).await }
+    })
+    .await?;
     let open_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(gw.proc.pid())?;
@@ -386,15 +480,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0);
     Ok(ticks / hz)
-}
-
-async fn metric(gw: &Gateway, name: &str) -> anyhow::Result<f64> {
-    let (_, body) = gw.http_get("/metrics").await?;
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("metric {name} missing"))
 }
 
 async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyhow::Result<Value> {
@@ -433,7 +518,7 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
     let mut before = Vec::new();
     let mut cpu_before = Vec::new();
     for gw in gateways {
-        before.push(metric(gw, "argent_gateway_events_delivered_total").await?);
+        before.push(gw.metric("argent_gateway_events_delivered_total").await?);
         cpu_before.push(cpu_seconds(gw.proc.pid())?);
     }
     let started = Instant::now();
@@ -455,7 +540,7 @@ async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyho
     let mut per_gateway_rates = Vec::new();
     let mut per_cpu_second = Vec::new();
     for ((gw, before), cpu_before) in gateways.iter().zip(before).zip(cpu_before) {
-        let after = metric(gw, "argent_gateway_events_delivered_total").await?;
+        let after = gw.metric("argent_gateway_events_delivered_total").await?;
         let cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
         per_gateway_rates.push(((after - before) / publish_secs).round());
         per_cpu_second.push(((after - before) / cpu.max(0.001)).round());
@@ -838,7 +923,15 @@ async fn main() -> anyhow::Result<()> {
         report["store"] = bench_store(&settings).await?;
         eprintln!("store: {}", report["store"]);
     }
-    let cluster = ["handshake", "rtt", "fanout", "chat", "idle", "idle_tracked"];
+    let cluster = [
+        "handshake",
+        "rtt",
+        "fanout",
+        "chat",
+        "idle",
+        "idle_tracked",
+        "connect_curve",
+    ];
     if cluster.iter().any(|name| want(name)) {
         let nats = Nats::start().await?;
         if want("handshake") || want("rtt") || want("fanout") || want("chat") {
@@ -884,6 +977,11 @@ async fn main() -> anyhow::Result<()> {
             let gw = Gateway::local().start().await?;
             report["idle_tracked"] = bench_idle(&settings, &gw, IdleClient::Tracked).await?;
             eprintln!("idle_tracked: {}", report["idle_tracked"]);
+        }
+        if want("connect_curve") {
+            let gw = Gateway::local().start().await?;
+            report["connect_curve"] = bench_connect_curve(&settings, &gw).await?;
+            eprintln!("connect_curve: {}", report["connect_curve"]);
         }
     }
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -8,6 +8,7 @@ mod cluster;
 mod control_ui;
 mod dashboard;
 mod device;
+mod edge;
 mod frames;
 mod full_disk;
 mod handshake;
