@@ -6,8 +6,10 @@
 //!   method called on the node-agent directly over gRPC, paced at a fixed call rate; the
 //!   gateway hop's added latency is forwarded − direct;
 //! * `idle` — gateway RSS per idle authenticated connection, with thousands held;
-//! * `fanout` — events published on NATS and delivered to clients of two gateways:
-//!   deliveries per second per gateway (server side) and publish → receive latency;
+//! * `fanout` — events published on NATS and delivered to 1,000 clients of two gateways
+//!   at rising rates: the highest rate every client receives everything at, gateway CPU
+//!   per delivery, and publish → receive latency at each rate (the first is 100,000
+//!   deliveries/s);
 //! * `chat` — against the model-provider double: the latency the cluster adds to the first
 //!   streamed token (time to the first `agent` assistant event through a gateway, minus the
 //!   double's own time to its first token), and `chat`/`agent` delta events delivered per
@@ -236,10 +238,19 @@ fn p(v: &Value, key: &str) -> f64 {
 }
 
 /// One RTT run at a given total call rate.
-async fn rtt_at(gw: &Gateway, node: &Node, rate: u64, duration: Duration) -> anyhow::Result<Value> {
+async fn rtt_at(
+    gw: &Gateway,
+    node: &Node,
+    rate: u64,
+    duration: Duration,
+    idle_cpu_per_sec: f64,
+) -> anyhow::Result<Value> {
     let connections = 16;
     let files = json!({"agentId":"main","name":"SOUL.md"});
     let get = "agents.files.get";
+    let pid = gw.proc.pid();
+    let cpu = cpu_seconds(pid)?;
+    let started = Instant::now();
     let mut local = paced(
         ws_callers(gw, connections).await?,
         "health",
@@ -248,6 +259,10 @@ async fn rtt_at(gw: &Gateway, node: &Node, rate: u64, duration: Duration) -> any
         duration,
     )
     .await?;
+    // Net of what the gateway spends anyway (heartbeats, watches, refreshes).
+    let local_cpu = cpu_seconds(pid)? - cpu - idle_cpu_per_sec * started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)?;
+    let started = Instant::now();
     let mut forwarded = paced(
         ws_callers(gw, connections).await?,
         get,
@@ -256,6 +271,8 @@ async fn rtt_at(gw: &Gateway, node: &Node, rate: u64, duration: Duration) -> any
         duration,
     )
     .await?;
+    let forwarded_cpu =
+        cpu_seconds(pid)? - cpu - idle_cpu_per_sec * started.elapsed().as_secs_f64();
     let mut direct = paced(
         grpc_callers(&node.grpc, connections).await?,
         get,
@@ -264,6 +281,9 @@ async fn rtt_at(gw: &Gateway, node: &Node, rate: u64, duration: Duration) -> any
         duration,
     )
     .await?;
+    let per_call = |cpu: f64, calls: usize| (cpu * 1e7 / calls.max(1) as f64).round() / 10.0;
+    let cpu_local = per_call(local_cpu, local.len());
+    let cpu_forwarded = per_call(forwarded_cpu, forwarded.len());
     let local = percentiles(&mut local);
     let forwarded = percentiles(&mut forwarded);
     let direct = percentiles(&mut direct);
@@ -277,6 +297,10 @@ async fn rtt_at(gw: &Gateway, node: &Node, rate: u64, duration: Duration) -> any
             "p50": p(&forwarded, "p50_us") - p(&direct, "p50_us"),
             "p99": p(&forwarded, "p99_us") - p(&direct, "p99_us"),
         },
+        // Stable on a noisy machine: what the gateway process spent per call (its
+        // WebSocket side, and for forwarded calls its gRPC client too).
+        "gateway_cpu_us_per_local_call": cpu_local,
+        "gateway_cpu_us_per_forwarded_call": cpu_forwarded,
     }))
 }
 
@@ -293,9 +317,16 @@ async fn bench_rtt(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<Va
         Duration::from_millis(300),
     )
     .await?;
+    // What the gateway spends with no calls at all, subtracted from the per-call figures.
+    let pid = gw.proc.pid();
+    let cpu = cpu_seconds(pid)?;
+    let idle_for = s.secs(3);
+    tokio::time::sleep(idle_for).await;
+    let idle_cpu_per_sec = (cpu_seconds(pid)? - cpu) / idle_for.as_secs_f64();
     Ok(json!({
-        "at_5000_per_sec": rtt_at(gw, node, 5000, s.secs(5)).await?,
-        "at_1000_per_sec": rtt_at(gw, node, 1000, s.secs(5)).await?,
+        "gateway_idle_cpu_per_sec": (idle_cpu_per_sec * 1000.0).round() / 1000.0,
+        "at_5000_per_sec": rtt_at(gw, node, 5000, s.secs(5), idle_cpu_per_sec).await?,
+        "at_1000_per_sec": rtt_at(gw, node, 1000, s.secs(5), idle_cpu_per_sec).await?,
     }))
 }
 
@@ -482,89 +513,144 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
+/// What the fan-out's subscribers saw, per step of the rate sweep.
+struct FanoutSeen {
+    received: Vec<AtomicU64>,
+    /// Publish → receive latencies (ns) sampled by every 10th subscriber.
+    latencies: Vec<parking_lot::Mutex<Vec<u64>>>,
+}
+
+/// Event rates (events/s, each delivered to every subscriber) the sweep tries in turn.
+const FANOUT_RATES: [u64; 6] = [100, 200, 400, 800, 1_600, 3_200];
+
+/// Subscribers on two gateways receive events published on NATS at rising rates. Each
+/// step reports deliveries, losses (and whether the gateway dropped or closed anyone),
+/// publish → receive latency and gateway CPU per delivery; the ceiling is the highest rate
+/// every subscriber received everything at. The sweep stops at the first step that loses
+/// events or whose p99 passes one second.
 async fn bench_fanout(s: &Settings, nats: &Nats, gateways: &[&Gateway]) -> anyhow::Result<Value> {
     let per_gateway = s.count(500, 100);
-    let rate = 500u64; // events/s published
-    let duration = s.secs(5);
-    let received = Arc::new(AtomicU64::new(0));
+    let rates: &[u64] = if s.quick {
+        &FANOUT_RATES[..2]
+    } else {
+        &FANOUT_RATES
+    };
+    let seen = Arc::new(FanoutSeen {
+        received: rates.iter().map(|_| AtomicU64::new(0)).collect(),
+        latencies: rates.iter().map(|_| Default::default()).collect(),
+    });
     let mut readers = Vec::new();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for gw in gateways {
         for i in 0..per_gateway {
-            let ws = handshake(&gw.ws, &gw.token).await?;
-            let (received, stop) = (received.clone(), stop.clone());
-            // Every 10th client samples latency; all count.
+            let mut ws = handshake(&gw.ws, &gw.token).await?;
+            let seen = seen.clone();
             let sample = i % 10 == 0;
             readers.push(tokio::spawn(async move {
-                let mut ws = ws;
-                let mut latencies = Vec::new();
-                while let Some(text) = next_text(&mut ws, &stop).await {
-                    if !text.contains("\"event\":\"bench\"") {
+                // Cheap on purpose (the generator shares the machine): two numbers found
+                // in the text, no JSON parse, no timer per message.
+                while let Some(Ok(message)) = ws.next().await {
+                    let Message::Text(text) = message else {
                         continue;
-                    }
-                    received.fetch_add(1, Ordering::Relaxed);
+                    };
+                    let Some(step) = number_after(&text, "\"step\":") else {
+                        continue;
+                    };
+                    seen.received[step as usize].fetch_add(1, Ordering::Relaxed);
                     if sample {
-                        let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                        if let Some(sent) = v["payload"]["sentNs"].as_u64() {
-                            latencies.push(now_ns().saturating_sub(sent));
+                        if let Some(sent) = number_after(&text, "\"sentNs\":") {
+                            let latency = now_ns().saturating_sub(sent);
+                            seen.latencies[step as usize].lock().push(latency);
                         }
                     }
                 }
-                latencies
             }));
         }
     }
+    let subscribers = (per_gateway * gateways.len()) as u64;
     let publisher = nats.client().await?;
-    let mut before = Vec::new();
-    let mut cpu_before = Vec::new();
-    for gw in gateways {
-        before.push(gw.metric("argent_gateway_events_delivered_total").await?);
-        cpu_before.push(cpu_seconds(gw.proc.pid())?);
-    }
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    let mut published = 0u64;
     let pad = "x".repeat(200);
-    while started.elapsed() < duration {
-        ticker.tick().await;
-        let payload = json!({"n": published, "sentNs": now_ns(), "text": pad}).to_string();
-        publisher
-            .publish("argent.evt.bench", Bytes::from(payload))
-            .await?;
-        published += 1;
+    let mut steps = Vec::new();
+    let mut ceiling = None;
+    for (step, &rate) in rates.iter().enumerate() {
+        let mut before = Vec::new();
+        for gw in gateways {
+            before.push([
+                gw.metric("argent_gateway_events_delivered_total").await?,
+                gw.metric("argent_gateway_events_dropped_total").await?,
+                gw.metric("argent_gateway_slow_consumers_total").await?,
+                cpu_seconds(gw.proc.pid())?,
+            ]);
+        }
+        let duration = s.secs(3);
+        let started = Instant::now();
+        let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        let mut published = 0u64;
+        while started.elapsed() < duration {
+            ticker.tick().await;
+            let payload = json!({"step": step, "n": published, "sentNs": now_ns(), "text": pad});
+            publisher
+                .publish("argent.evt.bench", Bytes::from(payload.to_string()))
+                .await?;
+            published += 1;
+        }
+        publisher.flush().await?;
+        let publish_secs = started.elapsed().as_secs_f64();
+        // Everything in flight arrives, or 5 s pass.
+        let expected = published * subscribers;
+        let drain_until = Instant::now() + Duration::from_secs(5);
+        while seen.received[step].load(Ordering::Relaxed) < expected && Instant::now() < drain_until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut gateway_side = Vec::new();
+        let (mut delivered, mut cpu) = (0.0, 0.0);
+        for (gw, before) in gateways.iter().zip(before) {
+            let after = [
+                gw.metric("argent_gateway_events_delivered_total").await?,
+                gw.metric("argent_gateway_events_dropped_total").await?,
+                gw.metric("argent_gateway_slow_consumers_total").await?,
+                cpu_seconds(gw.proc.pid())?,
+            ];
+            delivered += after[0] - before[0];
+            cpu += after[3] - before[3];
+            gateway_side.push(json!({
+                "delivered": after[0] - before[0],
+                "dropped_for_slow_clients": after[1] - before[1],
+                "slow_clients_closed": after[2] - before[2],
+                "cpu_seconds": ((after[3] - before[3]) * 1000.0).round() / 1000.0,
+            }));
+        }
+        let received = seen.received[step].load(Ordering::Relaxed);
+        let mut latencies = std::mem::take(&mut *seen.latencies[step].lock());
+        let latency = percentiles(&mut latencies);
+        let lost = expected.saturating_sub(received);
+        steps.push(json!({
+            "events_per_sec": rate,
+            "deliveries_per_sec": (expected as f64 / publish_secs).round(),
+            "deliveries_expected": expected,
+            "deliveries_received": received,
+            "lost": lost,
+            "gateways": gateway_side,
+            "deliveries_per_gateway_cpu_second": (delivered / cpu.max(0.001)).round(),
+            "gateway_cpu_ns_per_delivery": (cpu * 1e9 / delivered.max(1.0)).round(),
+            "publish_to_receive_latency": latency,
+        }));
+        let p99 = latency["p99_us"].as_f64().unwrap_or(f64::MAX);
+        if lost > 0 || p99 > 1_000_000.0 {
+            break;
+        }
+        ceiling = Some(rate);
     }
-    publisher.flush().await?;
-    let publish_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut per_gateway_rates = Vec::new();
-    let mut per_cpu_second = Vec::new();
-    for ((gw, before), cpu_before) in gateways.iter().zip(before).zip(cpu_before) {
-        let after = gw.metric("argent_gateway_events_delivered_total").await?;
-        let cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
-        per_gateway_rates.push(((after - before) / publish_secs).round());
-        per_cpu_second.push(((after - before) / cpu.max(0.001)).round());
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
     for reader in readers {
-        latencies.extend(reader.await?);
+        reader.abort();
     }
-    let got = received.load(Ordering::Relaxed);
-    let expected = published * (per_gateway * gateways.len()) as u64;
     Ok(json!({
         "gateways": gateways.len(),
-        "subscribers_per_gateway": per_gateway,
-        "published": published,
-        "publish_rate_per_sec": rate,
-        "deliveries_expected": expected,
-        "deliveries_received": got,
-        "client_side_deliveries_per_sec": (got as f64 / elapsed).round(),
-        "server_deliveries_per_sec_per_gateway": per_gateway_rates,
-        // Capacity estimate on a machine the clients share: deliveries per CPU-second the
-        // gateway process spent (including its NATS client and its writes to sockets).
-        "server_deliveries_per_cpu_second_per_gateway": per_cpu_second,
-        "publish_to_receive_latency": percentiles(&mut latencies),
+        "subscribers": subscribers,
+        "event_bytes": 290,
+        "lossless_ceiling_events_per_sec": ceiling,
+        "lossless_ceiling_deliveries_per_sec": ceiling.map(|r| r * subscribers),
+        "steps": steps,
     }))
 }
 
@@ -890,6 +976,15 @@ async fn next_text(ws: &mut Ws, stop: &AtomicBool) -> Option<Utf8Bytes> {
         }
     }
     None
+}
+
+/// The unsigned number right after `key` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 fn now_ns() -> u64 {
