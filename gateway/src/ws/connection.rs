@@ -225,15 +225,16 @@ async fn handshake_phase(
             .any(|h| req.headers().contains_key(*h));
         Ok(resp)
     };
-    let accept = tokio_tungstenite::accept_hdr_async_with_config(
-        LimitedStream::new(tcp, gate.clone()),
-        callback,
-        Some(socket_config()),
-    );
+    let stream = LimitedStream::new(tcp, gate.clone());
+    let tcp = stream.tcp();
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(socket_config()));
     let mut socket = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(err)) => {
             tracing::debug!(%err, "upgrade failed");
+            // The refusal's HTTP response was held back with the rest.
+            let _ = tokio::time::timeout_at(deadline, gate.uncork(&tcp)).await;
             return None;
         }
         Err(_) => return None,
@@ -253,6 +254,11 @@ async fn handshake_phase(
         .is_err()
     {
         return None;
+    }
+    // The upgrade response and the challenge leave together.
+    match tokio::time::timeout_at(deadline, gate.uncork(&tcp)).await {
+        Ok(Ok(())) => drop(tcp),
+        _ => return None,
     }
 
     let first = match tokio::time::timeout_at(deadline, first_text(&mut socket)).await {

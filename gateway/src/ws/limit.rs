@@ -8,12 +8,15 @@
 //! Once the connection is established, the connection's writer writes frames to the socket
 //! itself ([`crate::ws::wire`]); the wrapper then hands whatever the WebSocket library
 //! still writes (pongs, the reply to a client's close) to that writer's queue, so frames
-//! never interleave.
+//! never interleave. Before that, the upgrade's HTTP response is held back until the
+//! challenge frame joins it (one system call instead of two per handshake).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,6 +36,9 @@ pub struct PreauthGate {
     exceeded: AtomicBool,
     /// Set when the connection's writer owns the socket's output.
     writer: OnceLock<Arc<Outbox>>,
+    /// What the WebSocket library wrote before [`PreauthGate::uncork`]: the upgrade's HTTP
+    /// response goes out in one write with the `connect.challenge` frame.
+    cork: Mutex<Option<Vec<u8>>>,
 }
 
 impl PreauthGate {
@@ -42,6 +48,7 @@ impl PreauthGate {
             remaining: AtomicUsize::new(MAX_PREAUTH_PAYLOAD + UPGRADE_ALLOWANCE),
             exceeded: AtomicBool::new(false),
             writer: OnceLock::new(),
+            cork: Mutex::new(Some(Vec::new())),
         })
     }
 
@@ -53,6 +60,25 @@ impl PreauthGate {
     /// From now on the library's writes go to `outbox` (whose writer owns the socket).
     pub fn divert_writes(&self, outbox: Arc<Outbox>) {
         let _ = self.writer.set(outbox);
+    }
+
+    /// Writes what was held back (the upgrade response, then the challenge, or an HTTP
+    /// error response) in one system call; later writes go straight out.
+    pub async fn uncork(&self, tcp: &TcpStream) -> io::Result<()> {
+        let Some(held) = self.cork.lock().take() else {
+            return Ok(());
+        };
+        let mut written = 0;
+        while written < held.len() {
+            tcp.writable().await?;
+            match tcp.try_write(&held[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the peer hit the cap (the socket then answers 1009).
@@ -145,6 +171,10 @@ impl AsyncWrite for LimitedStream {
         // The library writes whole frames per call (it formats into its own buffer first).
         if let Some(writer) = self.gate.writer.get() {
             writer.push_control(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if let Some(held) = self.gate.cork.lock().as_mut() {
+            held.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
         loop {

@@ -106,6 +106,7 @@ async fn bench_handshake(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     let started = Instant::now();
+    let cpu_before = cpu_seconds(gw.proc.pid())?;
     for _ in 0..concurrency {
         let (url, token, done) = (gw.ws.clone(), gw.token.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
@@ -125,12 +126,14 @@ async fn bench_handshake(s: &Settings, gw: &Gateway) -> anyhow::Result<Value> {
         latencies.extend(task.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
     let total = done.load(Ordering::Relaxed);
     Ok(json!({
         "concurrency": concurrency,
         "handshakes": total,
         "seconds": elapsed,
         "per_sec": (total as f64 / elapsed).round(),
+        "gateway_cpu_us_per_handshake": (cpu * 1e6 / total.max(1) as f64).round(),
         "latency": percentiles(&mut latencies),
     }))
 }
@@ -447,15 +450,12 @@ async fn bench_connect_curve(s: &Settings, gw: &Gateway) -> anyhow::Result<Value
         let open_secs = started.elapsed().as_secs_f64();
         let open_cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu_before = cpu_seconds(gw.proc.pid())?;
         let handshakes = bench_handshake(s, gw).await?;
-        let cpu = cpu_seconds(gw.proc.pid())? - cpu_before;
-        let count = handshakes["handshakes"].as_f64().unwrap_or(0.0);
         points.push(json!({
             "held": held.len(),
             "handshakes_per_sec": handshakes["per_sec"],
             "handshake_latency": handshakes["latency"],
-            "gateway_cpu_us_per_handshake": (cpu * 1e6 / count.max(1.0)).round(),
+            "gateway_cpu_us_per_handshake": handshakes["gateway_cpu_us_per_handshake"],
             "held_opened": opened,
             "held_open_per_sec": if opened > 0 { (opened as f64 / open_secs).round() } else { 0.0 },
             "gateway_cpu_us_per_held_open": if opened > 0 { (open_cpu * 1e6 / opened as f64).round() } else { 0.0 },

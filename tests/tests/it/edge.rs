@@ -1,6 +1,7 @@
 //! The edge at scale, without timing anything: what an idle connection keeps after large
 //! frames, the presence list encoded once per change, presence events coalesced after a
-//! mass disconnect, and the control frames the writer interleaves (pongs, close replies).
+//! mass disconnect, the control frames the writer interleaves (pongs, close replies), and the
+//! upgrade response held back to leave with the challenge.
 
 use std::time::Duration;
 
@@ -169,4 +170,21 @@ async fn pings_are_answered_between_messages_and_a_client_close_is_answered() {
     .unwrap();
     let closed = ws.closed(Duration::from_secs(5)).await;
     assert!(matches!(closed, Next::Close(1000, _)), "{closed:?}");
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_still_gets_its_http_answer() {
+    // The upgrade response is held back to leave with the challenge; a refusal must still
+    // be written.
+    let gw = Gateway::local().start().await.unwrap();
+    let url = format!("{}/__argent__/ws", gw.ws.trim_end_matches('/'));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
+        other => panic!("expected HTTP 404, got {other:?}"),
+    }
+    // And an accepted one gets its challenge.
+    let (_ws, challenge) = RawWs::open_challenged(&gw.ws).await.unwrap();
+    assert!(challenge["nonce"].is_string(), "{challenge}");
 }
