@@ -51,13 +51,12 @@ pub struct Health {
     version: AtomicU64,
 }
 
-/// A computed summary, encoded once: as JSON text for `hello-ok` snapshots and as the
-/// `health` event a new connection gets.
+/// A computed summary, encoded once (JSON text for `hello-ok` snapshots and `health`
+/// events).
 struct Summary {
     at: Instant,
     value: Arc<Value>,
     json: Arc<str>,
-    welcome: Arc<EncodedEvent>,
 }
 
 /// The handles [`Health`] reads.
@@ -313,16 +312,10 @@ impl Health {
         let value = Arc::new(self.compute());
         self.bump();
         let json: Arc<str> = value.to_string().into();
-        let version = StateVersion {
-            presence: self.presence.version(),
-            health: self.version(),
-        };
-        let welcome = Arc::new(EncodedEvent::new("health", &json, Some(version)));
         let summary = Arc::new(Summary {
             at: Instant::now(),
             value,
             json,
-            welcome,
         });
         *self.cached.write() = Some(summary.clone());
         summary
@@ -331,15 +324,25 @@ impl Health {
     /// Recomputes and sends `health` to this gateway's connections (each gateway refreshes for
     /// its own clients; the summary itself is cluster-wide).
     pub fn broadcast(&self) {
-        let event = self.recompute().welcome.clone();
+        let event = self.event(&self.recompute().json);
         self.hub.deliver(&event);
     }
 
-    /// The `health` event a new connection gets right after `hello-ok`, encoded once per
-    /// refresh. Upstream broadcasts it to everyone on every connect; only the new client
-    /// needs it, and a connect storm would otherwise send every client a health event per
-    /// connect.
+    /// The `health` event a new connection gets right after `hello-ok` (the summary is
+    /// encoded once per refresh). Upstream broadcasts it to everyone on every connect; only
+    /// the new client needs it, and a connect storm would otherwise send every client a
+    /// health event per connect.
     pub fn welcome(&self) -> Arc<EncodedEvent> {
-        self.summary().welcome.clone()
+        self.event(&self.summary().json)
+    }
+
+    /// A `health` event around the encoded summary, with the state versions of now (never
+    /// older than what the client saw in `hello-ok`).
+    fn event(&self, json: &str) -> Arc<EncodedEvent> {
+        let version = StateVersion {
+            presence: self.presence.version(),
+            health: self.version(),
+        };
+        Arc::new(EncodedEvent::new("health", json, Some(version)))
     }
 }

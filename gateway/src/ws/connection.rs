@@ -453,6 +453,10 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> String {
     let config = ctx.shared_config.get();
     let agents = config.agents();
     let protocol = session.protocol;
+    // The shared parts first: the state versions read after them are never older than
+    // what they show.
+    let presence = presence_json(ctx);
+    let health = ctx.health.snapshot_json();
     let snapshot = json!({
             "stateVersion": {"presence": ctx.presence.version(), "health": ctx.health.version()},
             "uptimeMs": ctx.uptime_ms(),
@@ -465,8 +469,8 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> String {
                 "scope": agents.scope,
             },
     });
-    let snapshot = with_raw_field(snapshot.to_string(), "presence", &presence_json(ctx));
-    let snapshot = with_raw_field(snapshot, "health", &ctx.health.snapshot_json());
+    let snapshot = with_raw_field(snapshot.to_string(), "presence", &presence);
+    let snapshot = with_raw_field(snapshot, "health", &health);
     let mut hello = json!({
         "type": "hello-ok",
         "protocol": protocol.number(),

@@ -66,12 +66,13 @@ enum Outgoing {
 }
 
 impl Outgoing {
-    /// Bytes counted against `maxBufferedBytes`.
+    /// Bytes counted against `maxBufferedBytes`. A pong is not: at most one waits (the
+    /// next replaces it).
     fn len(&self) -> usize {
         match self {
             Outgoing::Text(t) => t.len(),
             Outgoing::Event { event, .. } => event.len(),
-            Outgoing::Control(frame) => frame.len(),
+            Outgoing::Control(_) => 0,
         }
     }
 
@@ -106,6 +107,11 @@ struct State {
     close_after: Option<Bytes>,
     /// … or right now, dropping the queue (slow consumer).
     close_now: Option<Bytes>,
+    /// The pong to send with the next batch: only the latest ping needs an answer (RFC 6455
+    /// §5.5.3), so a client sending pings without reading holds one pong, not a queue.
+    pong: Option<Bytes>,
+    /// The writer stopped (closed, failed, or dropped): nothing more is queued.
+    closed: bool,
     /// v4 only: runs whose every `chat` delta so far reached this connection, so a suffix
     /// (`deltaText` without `replace`) is enough for it (PROTOCOL-v4.md §8.2).
     in_step: HashSet<Arc<str>>,
@@ -158,7 +164,7 @@ impl Outbox {
     }
 
     fn is_closing(state: &State) -> bool {
-        state.close_now.is_some() || state.close_after.is_some()
+        state.closed || state.close_now.is_some() || state.close_after.is_some()
     }
 
     /// Queues a response (never droppable).
@@ -186,10 +192,10 @@ impl Outbox {
         let frame = Bytes::copy_from_slice(frame);
         if frame.first().is_some_and(|b| b & 0x0f == 0x8) {
             state.close_after = Some(frame);
-            self.notify.notify_one();
         } else {
-            self.enqueue(&mut state, Outgoing::Control(frame));
+            state.pong = Some(frame);
         }
+        self.notify.notify_one();
     }
 
     /// Queues an event. `broadcast` events take the next `seq`; targeted ones carry none.
@@ -328,23 +334,25 @@ impl Outbox {
         // its rest goes out before the close frame, or the client would read the close
         // frame as part of that message.
         let mut unfinished: Option<(Outgoing, usize)> = None;
+        // However the writer stops (even dropped mid-write with the connection's task), the
+        // outbox refuses further frames and gives back what it counted.
+        let _finished = Finished(self);
         loop {
             let (mut batch, close) = {
                 let mut state = self.state.lock();
                 if let Some(close) = state.close_now.take() {
-                    let dropped = state.bytes;
-                    state.queue = VecDeque::new();
-                    state.bytes = 0;
-                    self.count_slots(&mut state);
-                    self.release(dropped);
+                    self.discard(&mut state);
                     (VecDeque::new(), Some(close))
-                } else if state.queue.is_empty() {
+                } else if state.queue.is_empty() && state.pong.is_none() {
                     (VecDeque::new(), state.close_after.take())
                 } else {
                     // The queue's storage leaves with the batch and is freed after the
                     // write: a burst does not leave its capacity behind.
-                    let batch = std::mem::take(&mut state.queue);
+                    let mut batch = std::mem::take(&mut state.queue);
                     self.count_slots(&mut state);
+                    if let Some(pong) = state.pong.take() {
+                        batch.push_back(Outgoing::Control(pong));
+                    }
                     (batch, None)
                 }
             };
@@ -371,9 +379,7 @@ impl Outbox {
                 self.notify.notified().await;
                 continue;
             }
-            let written: usize = batch.iter().map(Outgoing::len).sum();
-            let held = slot_bytes(&batch);
-            self.metrics.outbound_buffer_bytes.inc_by(held as i64);
+            let in_flight = InFlight::new(self, &batch);
             let mut progress = Progress::default();
             let outcome = {
                 let wires: Vec<Wire<'_>> = batch.iter().map(Outgoing::wire).collect();
@@ -389,12 +395,7 @@ impl Outbox {
                     .map(|message| (message, progress.skip));
             }
             drop(batch);
-            self.metrics.outbound_buffer_bytes.dec_by(held as i64);
-            {
-                let mut state = self.state.lock();
-                state.bytes = state.bytes.saturating_sub(written);
-            }
-            self.release(written);
+            drop(in_flight);
             match outcome {
                 Some(Ok(())) => {}
                 Some(Err(_)) => return,
@@ -406,6 +407,75 @@ impl Outbox {
 
     fn release(&self, bytes: usize) {
         self.metrics.outbound_queue_bytes.dec_by(bytes as i64);
+    }
+
+    /// Empties the queue and gives back what it counted (`closed`: and refuse more).
+    fn discard(&self, state: &mut State) {
+        let dropped = state.bytes;
+        state.queue = VecDeque::new();
+        state.pong = None;
+        state.bytes = 0;
+        self.count_slots(state);
+        self.release(dropped);
+    }
+}
+
+/// An outbox whose writer never ran (the connection ended before) still gives back what
+/// it counted.
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let state = &mut *self.state.lock();
+        let dropped = state.bytes;
+        self.metrics.outbound_queue_bytes.dec_by(dropped as i64);
+        self.metrics
+            .outbound_buffer_bytes
+            .dec_by(state.slots_counted as i64);
+    }
+}
+
+/// Set while the writer runs; dropped, it closes the outbox.
+struct Finished<'a>(&'a Outbox);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.closed = true;
+        self.0.discard(&mut state);
+    }
+}
+
+/// A batch being written: its bytes stay counted (queue limit, gauges) until it is done
+/// with, however that ends.
+struct InFlight<'a> {
+    outbox: &'a Outbox,
+    held: usize,
+    written: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(outbox: &'a Outbox, batch: &VecDeque<Outgoing>) -> Self {
+        let held = slot_bytes(batch);
+        outbox.metrics.outbound_buffer_bytes.inc_by(held as i64);
+        InFlight {
+            outbox,
+            held,
+            written: batch.iter().map(Outgoing::len).sum(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let outbox = self.outbox;
+        outbox
+            .metrics
+            .outbound_buffer_bytes
+            .dec_by(self.held as i64);
+        {
+            let mut state = outbox.state.lock();
+            state.bytes = state.bytes.saturating_sub(self.written);
+        }
+        outbox.release(self.written);
     }
 }
 

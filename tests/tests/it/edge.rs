@@ -188,3 +188,29 @@ async fn a_refused_upgrade_still_gets_its_http_answer() {
     let (_ws, challenge) = RawWs::open_challenged(&gw.ws).await.unwrap();
     assert!(challenge["nonce"].is_string(), "{challenge}");
 }
+
+#[tokio::test]
+async fn a_client_that_pings_without_reading_holds_one_pong() {
+    let gw = Gateway::local().start().await.unwrap();
+    let mut ws = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    // ~12 MB of pongs to answer: far more than the sockets' buffers take while the client
+    // does not read. Only the latest ping needs an answer (RFC 6455 §5.5.3).
+    let payload = vec![b'p'; 125];
+    for _ in 0..100_000 {
+        ws.send_message(Message::Ping(payload.clone().into()))
+            .await
+            .unwrap();
+    }
+    ws.send_json(&json!({"type":"req","id":"after","method":"health","params":{}}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = gw
+        .metric("argent_gateway_outbound_buffer_bytes")
+        .await
+        .unwrap();
+    assert!(held < 64.0 * 1024.0, "{held} bytes held for pongs");
+    // The connection still works once the client reads.
+    let answer = ws.response("after", Duration::from_secs(30)).await;
+    assert!(matches!(answer, Next::Frame(frame) if frame["ok"] == true));
+}
