@@ -80,6 +80,8 @@ struct Seen<T> {
 /// The live members of one bucket, kept current by a watch.
 pub struct Members<T> {
     seen: Arc<RwLock<HashMap<String, Seen<T>>>>,
+    /// Keys deleted recently: the revision of the delete, and when it was seen.
+    deleted: Arc<RwLock<HashMap<String, (u64, Instant)>>>,
     stale_after: Duration,
 }
 
@@ -87,6 +89,7 @@ impl<T> Clone for Members<T> {
     fn clone(&self) -> Self {
         Members {
             seen: self.seen.clone(),
+            deleted: self.deleted.clone(),
             stale_after: self.stale_after,
         }
     }
@@ -97,9 +100,11 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Members<T> {
     pub fn watch(store: Arc<dyn StateStore>, bucket: &'static str, stale_after: Duration) -> Self {
         let members = Members {
             seen: Arc::new(RwLock::new(HashMap::new())),
+            deleted: Arc::new(RwLock::new(HashMap::new())),
             stale_after,
         };
         let seen = members.seen.clone();
+        let deleted = members.deleted.clone();
         tokio::spawn(async move {
             // Records the server expired produce no watch event: forget them here.
             let mut sweep = tokio::time::interval(FORGET_AFTER);
@@ -110,10 +115,18 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Members<T> {
                             change = changes.recv() => change,
                             _ = sweep.tick() => {
                                 seen.write().retain(|_, s| s.at.elapsed() < FORGET_AFTER);
+                                deleted.write().retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
                                 continue;
                             }
                         };
                         let Some(change) = change else { break };
+                        if change.value.is_some() {
+                            deleted.write().remove(&change.key);
+                        } else {
+                            deleted
+                                .write()
+                                .insert(change.key.clone(), (change.revision, Instant::now()));
+                        }
                         {
                             let mut seen = seen.write();
                             match change.value.map(|v| serde_json::from_slice::<T>(&v)) {
@@ -153,6 +166,13 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Members<T> {
             .collect();
         live.sort_by(|a, b| a.0.cmp(b.0));
         live.into_iter().map(|(_, s)| s.record.clone()).collect()
+    }
+
+    /// The revision at which `key` was deleted, when that is the last change seen of it
+    /// (within the last minute): a writer can create it again with one conditional write
+    /// ([`StateStore::recreate`]).
+    pub fn deleted_at(&self, key: &str) -> Option<u64> {
+        self.deleted.read().get(key).map(|(revision, _)| *revision)
     }
 
     /// The last record seen under `key`, live or not.

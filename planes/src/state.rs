@@ -45,6 +45,20 @@ pub trait StateStore: Send + Sync {
     async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError>;
     /// Writes only if the key does not exist ([`StateError::Exists`] otherwise).
     async fn create(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError>;
+    /// Creates a key again over its delete at `deleted_at` (a revision a watch reported):
+    /// written only if nothing changed the key since ([`StateError::WrongRevision`]
+    /// otherwise; then use [`StateStore::create`]). On JetStream one round trip, where
+    /// `create` over a deleted key takes three.
+    async fn recreate(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        deleted_at: u64,
+    ) -> Result<u64, StateError> {
+        let _ = deleted_at;
+        self.create(bucket, key, value).await
+    }
     /// Writes only if the key is still at `revision` ([`StateError::WrongRevision`]).
     async fn update(
         &self,

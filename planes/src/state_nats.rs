@@ -100,6 +100,18 @@ impl StateStore for NatsStore {
         }
     }
 
+    async fn recreate(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        deleted_at: u64,
+    ) -> Result<u64, StateError> {
+        // The delete is the key's last message at `deleted_at`: an update expecting that
+        // revision succeeds only while it still is.
+        self.update(bucket, key, value, deleted_at).await
+    }
+
     async fn update(
         &self,
         bucket: &str,

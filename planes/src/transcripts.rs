@@ -22,12 +22,33 @@ use argent_proto::subjects;
 use crate::embedded::{read_transcript, EmbeddedDb, Engine, Op};
 use crate::state::StateError;
 
+/// Where a session's log ends: a number that changes with every write to the log and never
+/// comes back to an earlier value (on JetStream the stream sequence of its last message, 0
+/// for none; embedded, the replacements so far above the last message's seq). A reader that
+/// remembers it can append on the condition that nobody wrote since
+/// ([`TranscriptLog::append_after`]), which is what lets a node keep a session's log in
+/// memory without ever serving a stale one.
+pub type LogEnd = u64;
+
 #[async_trait]
 pub trait TranscriptLog: Send + Sync {
-    /// Appends one message (a JSON object) to the session's log.
-    async fn append(&self, session_id: &str, message: &Value) -> Result<(), StateError>;
+    /// Appends one message (a JSON object) to the session's log; the log's new end.
+    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError>;
+    /// Appends only if the log still ends at `end`, i.e. nobody wrote to it since the
+    /// caller read or appended there ([`StateError::WrongRevision`] otherwise, and nothing is
+    /// written); the log's new end.
+    async fn append_after(
+        &self,
+        session_id: &str,
+        message: &Value,
+        end: LogEnd,
+    ) -> Result<LogEnd, StateError>;
     /// Every message of the session, oldest first; empty for an unknown session.
-    async fn read(&self, session_id: &str) -> Result<Vec<Value>, StateError>;
+    async fn read(&self, session_id: &str) -> Result<Vec<Value>, StateError> {
+        Ok(self.read_to_end(session_id).await?.0)
+    }
+    /// [`TranscriptLog::read`], and where the log ended for this read.
+    async fn read_to_end(&self, session_id: &str) -> Result<(Vec<Value>, LogEnd), StateError>;
     /// Archives the whole log, then makes `messages` its content; returns where the
     /// archive is.
     async fn replace(&self, session_id: &str, messages: &[Value]) -> Result<String, StateError>;
@@ -75,25 +96,46 @@ impl EmbeddedTranscripts {
     }
 }
 
-#[async_trait]
-impl TranscriptLog for EmbeddedTranscripts {
-    async fn append(&self, session_id: &str, message: &Value) -> Result<(), StateError> {
+impl EmbeddedTranscripts {
+    async fn append_op(
+        &self,
+        session_id: &str,
+        message: &Value,
+        after: Option<LogEnd>,
+    ) -> Result<LogEnd, StateError> {
         check_id(session_id)?;
         let op = Op::Append {
             session: session_id.to_string(),
             message: encode(message),
+            after,
         };
-        self.engine.submit(op).await.map(|_| ())
+        self.engine.submit(op).await
+    }
+}
+
+#[async_trait]
+impl TranscriptLog for EmbeddedTranscripts {
+    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError> {
+        self.append_op(session_id, message, None).await
     }
 
-    async fn read(&self, session_id: &str) -> Result<Vec<Value>, StateError> {
+    async fn append_after(
+        &self,
+        session_id: &str,
+        message: &Value,
+        end: LogEnd,
+    ) -> Result<LogEnd, StateError> {
+        self.append_op(session_id, message, Some(end)).await
+    }
+
+    async fn read_to_end(&self, session_id: &str) -> Result<(Vec<Value>, LogEnd), StateError> {
         check_id(session_id)?;
         let db = self.engine.db.clone();
         let session = session_id.to_string();
         // A long transcript is megabytes: read and parse it off the async workers.
         tokio::task::spawn_blocking(move || {
-            let messages = read_transcript(&db, &session)?;
-            Ok(messages
+            let (messages, end) = read_transcript(&db, &session)?;
+            let messages = messages
                 .iter()
                 .filter_map(|m| match serde_json::from_slice(m) {
                     Ok(message) => Some(message),
@@ -102,7 +144,8 @@ impl TranscriptLog for EmbeddedTranscripts {
                         None
                     }
                 })
-                .collect())
+                .collect();
+            Ok((messages, end))
         })
         .await
         .map_err(|e| StateError::Failed(format!("transcript read of {session_id} failed: {e}")))?
@@ -165,20 +208,41 @@ impl NatsTranscripts {
         }
     }
 
-    async fn publish(&self, subject: String, message: &Value) -> Result<(), StateError> {
+    /// Publishes one message (on the condition that the subject's last message is `after`,
+    /// when given); the stream sequence it was stored at.
+    async fn publish(
+        &self,
+        subject: String,
+        message: &Value,
+        after: Option<LogEnd>,
+    ) -> Result<LogEnd, StateError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            StateError::Unavailable(format!("transcript append failed: {e}"))
+        };
+        let mut publish =
+            jetstream::message::PublishMessage::build().payload(Bytes::from(encode(message)));
+        if let Some(end) = after {
+            publish = publish.expected_last_subject_sequence(end);
+        }
         let ack = self
             .js
-            .publish(subject, Bytes::from(encode(message)))
+            .send_publish(subject, publish)
             .await
-            .map_err(|e| StateError::Unavailable(format!("transcript append failed: {e}")))?;
-        tokio::time::timeout(OP_TIMEOUT, ack)
+            .map_err(|e| failed(&e))?;
+        let ack = tokio::time::timeout(OP_TIMEOUT, ack)
             .await
-            .map_err(|_| StateError::Unavailable("transcript append not acknowledged".into()))?
-            .map_err(|e| StateError::Unavailable(format!("transcript append failed: {e}")))?;
-        Ok(())
+            .map_err(|_| StateError::Unavailable("transcript append not acknowledged".into()))?;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Err(StateError::WrongRevision)
+            }
+            Err(e) => Err(failed(&e)),
+        }
     }
 
-    async fn read_subject(&self, subject: String) -> Result<Vec<Value>, StateError> {
+    /// Every message on `subject` and the stream sequence of the last one read (0: none).
+    async fn read_subject(&self, subject: String) -> Result<(Vec<Value>, LogEnd), StateError> {
         let unavailable = |e: &dyn std::fmt::Display| {
             StateError::Unavailable(format!("cannot read transcript: {e}"))
         };
@@ -203,6 +267,7 @@ impl NatsTranscripts {
             .map_err(|e| unavailable(&e))?
             .num_pending as usize;
         let mut messages = Vec::with_capacity(pending);
+        let mut end = 0;
         while messages.len() < pending {
             let batch = consumer
                 .fetch()
@@ -215,6 +280,9 @@ impl NatsTranscripts {
             let mut batch = std::pin::pin!(batch);
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|e| unavailable(&e))?;
+                if let Ok(info) = message.info() {
+                    end = info.stream_sequence;
+                }
                 if let Ok(value) = serde_json::from_slice(&message.payload) {
                     messages.push(value);
                 } else {
@@ -228,20 +296,32 @@ impl NatsTranscripts {
         }
         messages.retain(|m| !m.is_null());
         let _ = stream.delete_consumer(&consumer.cached_info().name).await;
-        Ok(messages)
+        Ok((messages, end))
     }
 }
 
 #[async_trait]
 impl TranscriptLog for NatsTranscripts {
-    async fn append(&self, session_id: &str, message: &Value) -> Result<(), StateError> {
+    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError> {
         check_id(session_id)?;
         self.available()?;
-        self.publish(subjects::transcript_subject(session_id), message)
+        self.publish(subjects::transcript_subject(session_id), message, None)
             .await
     }
 
-    async fn read(&self, session_id: &str) -> Result<Vec<Value>, StateError> {
+    async fn append_after(
+        &self,
+        session_id: &str,
+        message: &Value,
+        end: LogEnd,
+    ) -> Result<LogEnd, StateError> {
+        check_id(session_id)?;
+        self.available()?;
+        self.publish(subjects::transcript_subject(session_id), message, Some(end))
+            .await
+    }
+
+    async fn read_to_end(&self, session_id: &str) -> Result<(Vec<Value>, LogEnd), StateError> {
         check_id(session_id)?;
         self.available()?;
         tokio::time::timeout(
@@ -263,11 +343,11 @@ impl TranscriptLog for NatsTranscripts {
         );
         // Archive, append the new content, then purge all but it: a crash in between
         // leaves duplicates, never a hole.
-        for message in self.read_subject(subject.clone()).await? {
-            self.publish(archive.clone(), &message).await?;
+        for message in self.read_subject(subject.clone()).await?.0 {
+            self.publish(archive.clone(), &message, None).await?;
         }
         for message in messages {
-            self.publish(subject.clone(), message).await?;
+            self.publish(subject.clone(), message, None).await?;
         }
         let stream = self
             .js
@@ -284,10 +364,76 @@ impl TranscriptLog for NatsTranscripts {
     }
 }
 
+/// What every [`TranscriptLog`] must do with conditional appends, as one check that the
+/// embedded log's unit tests and the JetStream log's integration tests both run.
+#[doc(hidden)]
+pub mod conformance {
+    use super::*;
+    use serde_json::json;
+
+    fn expect(ok: bool, what: &str) -> Result<(), String> {
+        ok.then_some(()).ok_or_else(|| what.to_string())
+    }
+
+    /// Runs on a session id nobody wrote to; `Err` says which rule failed.
+    pub async fn conditional_appends(log: &dyn TranscriptLog, session: &str) -> Result<(), String> {
+        let failed = |e: StateError| e.to_string();
+        let (messages, empty) = log.read_to_end(session).await.map_err(failed)?;
+        expect(messages.is_empty(), "a new log is empty")?;
+        let first = log
+            .append_after(session, &json!({"n": 1}), empty)
+            .await
+            .map_err(failed)?;
+        expect(first != empty, "an append moves the end")?;
+        let second = log
+            .append(session, &json!({"n": 2}))
+            .await
+            .map_err(failed)?;
+        let refused = log.append_after(session, &json!({"n": 0}), first).await;
+        expect(
+            refused == Err(StateError::WrongRevision),
+            "an append after a stale end is refused",
+        )?;
+        let (messages, end) = log.read_to_end(session).await.map_err(failed)?;
+        expect(
+            messages == [json!({"n": 1}), json!({"n": 2})] && end == second,
+            "a refused append writes nothing; a read ends where the last append did",
+        )?;
+        // Replaced by as many messages as before: the end still moves (no ABA).
+        log.replace(session, &[json!({"r": 1}), json!({"r": 2})])
+            .await
+            .map_err(failed)?;
+        let refused = log.append_after(session, &json!({"n": 0}), second).await;
+        expect(
+            refused == Err(StateError::WrongRevision),
+            "an append after the end before a replacement is refused",
+        )?;
+        let (_, replaced) = log.read_to_end(session).await.map_err(failed)?;
+        let third = log
+            .append_after(session, &json!({"n": 3}), replaced)
+            .await
+            .map_err(failed)?;
+        let (messages, end) = log.read_to_end(session).await.map_err(failed)?;
+        expect(
+            messages == [json!({"r": 1}), json!({"r": 2}), json!({"n": 3})] && end == third,
+            "an append at the current end is written",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn embedded_appends_on_condition() {
+        let db = EmbeddedDb::open(None).unwrap();
+        let log = EmbeddedTranscripts::on(&db);
+        conformance::conditional_appends(&log, "fresh")
+            .await
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn embedded_log_appends_reads_and_replaces() {

@@ -174,7 +174,7 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
         extra_system_prompt: None,
         tool_events_to: tool_events_to(caller),
     };
-    match start_run(rt, "chat.send", &session_key, &run_id, request).await? {
+    match start_run(rt, "chat.send", &session_key, &run_id, request, &config).await? {
         None => Ok(status(&run_id, "started")),
         Some(earlier) => match earlier.status {
             RunStatus::Queued | RunStatus::Running => Ok(status(&run_id, "in_flight")),
@@ -264,7 +264,7 @@ pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<
         extra_system_prompt: p.optional_str("extraSystemPrompt")?,
         tool_events_to: tool_events_to(caller),
     };
-    match start_run(rt, "agent", &session_key, &run_id, request).await? {
+    match start_run(rt, "agent", &session_key, &run_id, request, &config).await? {
         None => Ok(ack(&run_id, argent_proto::now_ms())),
         Some(earlier) if earlier.status.is_final() => Ok(final_payload(&earlier)),
         Some(earlier) => Ok(ack(&run_id, earlier.accepted_at)),

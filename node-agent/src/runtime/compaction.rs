@@ -61,7 +61,15 @@ async fn holding_lease<T>(
     let mut attempts = 40;
     let mut lease = loop {
         refuse_if_running(rt, key).await?;
-        match runs::enqueue(&rt.state, key, &marker, &rt.node_id).await? {
+        match runs::enqueue(
+            &rt.state,
+            key,
+            &marker,
+            &rt.node_id,
+            rt.lease_deleted_at(key),
+        )
+        .await?
+        {
             Enqueued::Started(lease) => break lease,
             Enqueued::Queued(_) => {
                 runs::dequeue(rt.state.as_ref(), key, Some(&marker)).await?;
@@ -91,7 +99,7 @@ async fn holding_lease<T>(
     }
     match lease.advance().await {
         Ok(None) => {}
-        Ok(Some(_)) => rt.drive(lease, false),
+        Ok(Some(_)) => rt.drive(lease, super::run::Start::Queued),
         // The lease goes stale and another node (or this one) takes it over.
         Err(err) => {
             tracing::warn!(%err, session = key, "session lease not released after maintenance")
@@ -227,6 +235,7 @@ pub async fn compact(
         };
         next.extend_from_slice(kept);
         let archived = rt.transcripts.replace(&entry.session_id, &next).await?;
+        rt.transcript_cache.forget(&entry.session_id);
         clear_counters(rt, key).await?;
         Ok(Compaction::Done {
             archived,
@@ -274,6 +283,7 @@ pub async fn summarize_session(
         let mut next = vec![summary_message(&summary, older.len())];
         next.extend_from_slice(tail);
         rt.transcripts.replace(&entry.session_id, &next).await?;
+        rt.transcript_cache.forget(&entry.session_id);
         clear_counters(rt, key).await?;
         Ok(Summarized::Done {
             tokens_before,

@@ -12,16 +12,19 @@ use argent_proto::subjects;
 
 use super::providers::Providers;
 use super::run;
-use super::runs::{self, Enqueued, RunRecord, RunRequest, RunStatus};
+use super::run::{Fresh, Start};
+use super::runs::{self, Created, Enqueued, RunRecord, RunRequest, RunStatus};
 use super::Runtime;
 
-/// A new run (`Ok(None)`) or the record of an earlier one with the same key.
+/// A new run (`Ok(None)`) or the record of an earlier one with the same key. `config` is
+/// the snapshot the request was checked against; a run that starts at once runs with it.
 pub async fn start_run(
     rt: &Arc<Runtime>,
     method: &str,
     session_key: &str,
     run_id: &str,
     request: RunRequest,
+    config: &Arc<SharedConfig>,
 ) -> Result<Option<RunRecord>, ServiceError> {
     let record = RunRecord {
         run_id: run_id.to_string(),
@@ -39,17 +42,29 @@ pub async fn start_run(
         abort_requested: None,
         request,
     };
-    if let Some(existing) = rt.runs.create(&record).await? {
-        return Ok(Some(existing));
-    }
+    // The session entry is read (or created) beside the record: the run needs it first
+    // thing, and creating it for a request refused below is harmless (the session is in
+    // use, or about to be).
+    let (created, session) = tokio::join!(rt.runs.create(&record), rt.sessions.ensure(session_key));
+    let revision = match created? {
+        Created::New(revision) => revision,
+        Created::Earlier(existing) => return Ok(Some(*existing)),
+    };
     let refuse = |err: ServiceError| async {
         // The key was not used: a retry must be able to start it.
         let _ = rt.runs.delete(run_id).await;
         Err(err)
     };
-    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id).await {
+    let released_at = rt.lease_deleted_at(session_key);
+    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id, released_at).await {
         Ok(Enqueued::Started(lease)) => {
-            rt.drive(lease, false);
+            let fresh = Fresh {
+                record,
+                revision,
+                config: config.clone(),
+                session,
+            };
+            rt.drive(lease, Start::Fresh(Box::new(fresh)));
             Ok(None)
         }
         Ok(Enqueued::Queued(position)) => {
@@ -163,7 +178,9 @@ pub async fn inject(
     let mut stored = run::assistant_message(text);
     stored["id"] = json!(message_id);
     stored["injected"] = json!(true);
-    rt.transcripts.append(&entry.session_id, &stored).await?;
+    rt.transcript_cache
+        .append(&entry.session_id, &stored)
+        .await?;
     // The session changed: lists sort by it, and usage reports read only sessions written
     // since their window began.
     rt.sessions

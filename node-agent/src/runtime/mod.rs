@@ -10,6 +10,7 @@
 //!   offers the model (the tools themselves are `crate::tools`).
 //! * [`accounting`] — usage, cost and message counts read from transcripts.
 //! * [`message_view`] — how transcript messages look to protocol-4 clients (ids, cut text).
+//! * [`transcript_cache`] — the logs of the sessions this node runs, kept between turns.
 //!
 //! Cluster behaviour: whichever node takes a session's lease drives its runs one after
 //! another; other nodes append to the lease's queue. Every node watches the leases; one
@@ -27,6 +28,7 @@ pub mod runs;
 pub mod sessions;
 pub mod thinking;
 pub mod tools;
+pub mod transcript_cache;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +48,7 @@ use argent_proto::subjects::{self, BUCKET_LEASES};
 use self::runs::{Lease, LeaseHandle, Runs};
 use self::sessions::Sessions;
 use self::tools::ToolHost;
+use self::transcript_cache::TranscriptCache;
 use crate::shared_config::ConfigSource;
 
 /// A lease whose beat has not changed for this long belongs to a dead node.
@@ -71,6 +74,9 @@ pub struct Runtime {
     pub state: Arc<dyn StateStore>,
     pub bus: Arc<dyn EventBus>,
     pub transcripts: Arc<dyn TranscriptLog>,
+    /// The same logs, cached for the sessions whose turns this node runs: every write to a
+    /// session's log during a run goes through it.
+    pub transcript_cache: TranscriptCache,
     pub runs: Runs,
     pub sessions: Sessions,
     /// The shared config, one parsed snapshot per stored revision.
@@ -102,6 +108,7 @@ impl Runtime {
             leases: Members::watch(state.clone(), BUCKET_LEASES, LEASE_STALE_AFTER),
             state,
             bus,
+            transcript_cache: TranscriptCache::new(transcripts.clone()),
             transcripts,
             tools,
             local: Mutex::new(HashMap::new()),
@@ -120,6 +127,11 @@ impl Runtime {
 
     pub fn active_runs(&self) -> usize {
         self.local.lock().len()
+    }
+
+    /// The revision at which this node saw the session's lease released last, if recently.
+    pub(crate) fn lease_deleted_at(&self, session_key: &str) -> Option<u64> {
+        self.leases.deleted_at(&runs::lease_key(session_key))
     }
 
     /// Every session lease whose holder is alive: the cluster's run lanes, one per session
@@ -182,11 +194,10 @@ impl Runtime {
         }
     }
 
-    /// Starts driving a session whose lease this node just took (`recovered`: from a
-    /// dead node, whose active run must be failed first).
-    pub(crate) fn drive(self: &Arc<Self>, lease: LeaseHandle, recovered: bool) {
+    /// Starts driving a session whose lease this node just took.
+    pub(crate) fn drive(self: &Arc<Self>, lease: LeaseHandle, start: run::Start) {
         let runtime = self.clone();
-        tokio::spawn(async move { run::drive(runtime, lease, recovered).await });
+        tokio::spawn(async move { run::drive(runtime, lease, start).await });
     }
 }
 
@@ -279,7 +290,7 @@ async fn sweep_loop(runtime: std::sync::Weak<Runtime>) {
             match LeaseHandle::take_over(&rt.state, &seen, &rt.node_id).await {
                 Ok(Some(handle)) => {
                     tracing::warn!(session = %seen.session_key, dead = %seen.node_id, "took over the lease of a silent node");
-                    rt.drive(handle, true);
+                    rt.drive(handle, run::Start::Recovered);
                 }
                 Ok(None) => {}
                 Err(err) => tracing::debug!(%err, "lease takeover failed"),

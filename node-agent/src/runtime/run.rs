@@ -15,10 +15,13 @@ use argent_proto::version::MessageView;
 
 use super::providers::{self, ModelChoice, Providers, TurnEvent};
 use super::runs::{ConnRef, LeaseError, LeaseHandle, RunRecord, RunStatus, BEAT_INTERVAL};
+use super::sessions::SessionEntry;
 use super::{message_view, thinking};
 use super::{LocalRun, Runtime, Steering};
+use crate::error::ServiceError;
 use crate::workspace::{self, BOOTSTRAP_FILES};
 use argent_proto::agents::AgentsConfig;
+use argent_proto::config::SharedConfig;
 
 /// `chat` deltas (and the `agent` assistant events beside them) at most this often (§4.2).
 const DELTA_INTERVAL: Duration = Duration::from_millis(150);
@@ -43,21 +46,52 @@ impl From<LeaseError> for Stop {
     }
 }
 
+/// How a node came to drive a session.
+pub(crate) enum Start {
+    /// It took the lease for a run it just accepted.
+    Fresh(Box<Fresh>),
+    /// Its lease's active run came from the queue (read from the store).
+    Queued,
+    /// It took the lease over from a dead node, whose active run must be failed first.
+    Recovered,
+}
+
+/// A run this node accepted and starts at once: what it already knows, so the run does
+/// not read it back from the store before asking the model.
+pub(crate) struct Fresh {
+    pub record: RunRecord,
+    /// Revision of the record as created.
+    pub revision: u64,
+    /// The config the request was checked against.
+    pub config: Arc<SharedConfig>,
+    /// The session entry, read or created beside the record (`true`: created).
+    pub session: Result<(SessionEntry, bool), ServiceError>,
+}
+
 /// Runs the session's active run, then the queued ones, until the queue is empty.
-pub(crate) async fn drive(rt: Arc<Runtime>, mut lease: LeaseHandle, recovered: bool) {
+pub(crate) async fn drive(rt: Arc<Runtime>, mut lease: LeaseHandle, start: Start) {
     let mut current = lease.lease.active.clone();
-    if recovered {
-        if let Some(run_id) = current.take() {
-            if let Err(Stop::Lost) = fail_orphan(&rt, &mut lease, &run_id).await {
-                return;
+    let mut fresh = None;
+    match start {
+        Start::Recovered => {
+            if let Some(run_id) = current.take() {
+                if let Err(Stop::Lost) = fail_orphan(&rt, &mut lease, &run_id).await {
+                    return;
+                }
             }
         }
+        Start::Fresh(known) => fresh = Some(*known),
+        Start::Queued => {}
     }
     loop {
         if let Some(run_id) = current.take() {
             let span =
                 tracing::info_span!("run", run = %run_id, session = %lease.lease.session_key);
-            match execute(&rt, &mut lease, &run_id).instrument(span).await {
+            let known = fresh.take().filter(|f| f.record.run_id == run_id);
+            match execute(&rt, &mut lease, &run_id, known)
+                .instrument(span)
+                .await
+            {
                 Ok(()) => {}
                 Err(Stop::Lost) => return,
                 Err(Stop::Shutdown) => {
@@ -99,8 +133,8 @@ pub(crate) struct Emitter<'a> {
 }
 
 impl<'a> Emitter<'a> {
-    fn new(rt: &'a Runtime, lease: &'a mut LeaseHandle, record: &RunRecord) -> Self {
-        let seq = lease.lease.seq;
+    /// `seq`: the number of the last event published for the run (0 for a new run).
+    fn new(rt: &'a Runtime, lease: &'a mut LeaseHandle, record: &RunRecord, seq: u64) -> Self {
         Emitter {
             rt,
             lease,
@@ -193,23 +227,31 @@ impl Drop for Registered<'_> {
     }
 }
 
-async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Result<(), Stop> {
-    let record = match rt.runs.get(run_id).await {
-        Ok(Some(record)) if !record.status.is_final() => record,
-        // Aborted while queued, or gone.
-        Ok(_) => return Ok(()),
-        Err(err) => {
-            // Ended with an error rather than left queued forever (waiters would hang).
-            tracing::warn!(run = run_id, err = %err, "run record unreadable; run failed");
-            let error = format!("the run could not be started: {err}");
-            complete(rt, run_id, |r| {
-                r.status = RunStatus::Error;
-                r.ended_at = Some(argent_proto::now_ms());
-                r.error = Some(error.clone());
-            })
-            .await;
-            return Ok(());
-        }
+async fn execute(
+    rt: &Arc<Runtime>,
+    lease: &mut LeaseHandle,
+    run_id: &str,
+    fresh: Option<Fresh>,
+) -> Result<(), Stop> {
+    let (record, revision, known) = match fresh {
+        Some(f) => (f.record, Some(f.revision), Some((f.config, f.session))),
+        None => match rt.runs.get(run_id).await {
+            Ok(Some(record)) if !record.status.is_final() => (record, None, None),
+            // Aborted while queued, or gone.
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                // Ended with an error rather than left queued forever (waiters would hang).
+                tracing::warn!(run = run_id, err = %err, "run record unreadable; run failed");
+                let error = format!("the run could not be started: {err}");
+                complete(rt, run_id, |r| {
+                    r.status = RunStatus::Error;
+                    r.ended_at = Some(argent_proto::now_ms());
+                    r.error = Some(error.clone());
+                })
+                .await;
+                return Ok(());
+            }
+        },
     };
     let (abort, abort_rx) = watch::channel(None);
     let (steer, steer_rx) = mpsc::channel(16);
@@ -223,31 +265,29 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
     );
     let _registered = Registered(rt, run_id.to_string());
     let started_at = argent_proto::now_ms();
-    let node_id = rt.node_id.clone();
-    let marked = rt
-        .runs
-        .update(run_id, |r| {
-            // Aborted while it was being dequeued: leave it ended.
-            if !r.status.is_final() {
-                r.status = RunStatus::Running;
-                r.started_at = Some(started_at);
-                r.node_id = Some(node_id.clone());
+    let marking = mark_running(rt, &record, revision, started_at);
+    let known = match known {
+        // Accepted here a moment ago: nobody else knows the run is active, so nothing can
+        // have ended it; only an abort may have been recorded. The record is marked while
+        // the run is set up, and that abort applied before the model is asked.
+        Some((config, session)) => Known {
+            config: Some(config),
+            session,
+            marking: Some(Box::pin(marking)),
+        },
+        None => {
+            let (marked, session) = tokio::join!(marking, rt.sessions.ensure(&record.session_key));
+            if !applies(rt, run_id, marked) {
+                return Ok(());
             }
-        })
-        .await;
-    match marked {
-        Ok(Some(r)) if r.status.is_final() => return Ok(()),
-        Ok(Some(r)) => {
-            if let Some(reason) = r.abort_requested {
-                if let Some(run) = rt.local.lock().get(run_id) {
-                    let _ = run.abort.send(Some(reason));
-                }
+            Known {
+                config: None,
+                session,
+                marking: None,
             }
         }
-        Ok(None) => return Ok(()),
-        Err(err) => tracing::warn!(run = run_id, err = %err, "run record not updated"),
-    }
-    let mut emitter = Emitter::new(rt, lease, &record);
+    };
+    let mut emitter = Emitter::new(rt, lease, &record, 0);
     emitter
         .agent(
             "lifecycle",
@@ -260,8 +300,65 @@ async fn execute(rt: &Arc<Runtime>, lease: &mut LeaseHandle, run_id: &str) -> Re
         stopping: rt.stopping.subscribe(),
         deadline: Instant::now() + run_deadline(record.request.timeout_ms),
     };
-    let outcome = agent_loop(rt, &mut emitter, &record, controls).await;
+    let outcome = agent_loop(rt, &mut emitter, &record, known, controls).await;
     finish(rt, &mut emitter, &record, started_at, outcome).await
+}
+
+type Marking<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<RunRecord>, ServiceError>> + Send + 'a>,
+>;
+
+/// Marks the record `running` on this node (unless it ended meanwhile); `revision`: the one
+/// this node created it at, when it did.
+async fn mark_running(
+    rt: &Runtime,
+    record: &RunRecord,
+    revision: Option<u64>,
+    started_at: u64,
+) -> Result<Option<RunRecord>, ServiceError> {
+    let node_id = rt.node_id.clone();
+    let mark = |r: &mut RunRecord| {
+        // Aborted while it was being dequeued: leave it ended.
+        if !r.status.is_final() {
+            r.status = RunStatus::Running;
+            r.started_at = Some(started_at);
+            r.node_id = Some(node_id.clone());
+        }
+    };
+    match revision {
+        Some(revision) => rt.runs.update_known(record, revision, mark).await,
+        None => rt.runs.update(&record.run_id, mark).await,
+    }
+}
+
+/// Applies what marking the record found: `false` when the run must not execute (it ended
+/// or is gone); an abort recorded before the run registered here is sent to it now.
+fn applies(rt: &Runtime, run_id: &str, marked: Result<Option<RunRecord>, ServiceError>) -> bool {
+    match marked {
+        Ok(Some(r)) if r.status.is_final() => false,
+        Ok(Some(r)) => {
+            if let Some(reason) = r.abort_requested {
+                if let Some(run) = rt.local.lock().get(run_id) {
+                    let _ = run.abort.send(Some(reason));
+                }
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(err) => {
+            tracing::warn!(run = run_id, err = %err, "run record not updated");
+            true
+        }
+    }
+}
+
+/// What a run read before it was set up: the config when it was passed along, its session
+/// entry (`true`: created just now, so its transcript is empty), and the marking of its
+/// record when that is still under way.
+struct Known<'a> {
+    config: Option<Arc<SharedConfig>>,
+    session: Result<(SessionEntry, bool), ServiceError>,
+    marking: Option<Marking<'a>>,
 }
 
 /// Runs expire at start + timeout + 60 s, within [2 min, 24 h] (§5.1).
@@ -292,16 +389,15 @@ struct Setup {
     tools: Vec<providers::ToolSpec>,
 }
 
-async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
-    let config = rt.config.current().await.map_err(|e| e.to_string())?;
+async fn prepare(rt: &Runtime, record: &RunRecord, known: Known<'_>) -> Result<Setup, String> {
+    let config = match known.config {
+        Some(config) => config,
+        None => rt.config.current().await.map_err(|e| e.to_string())?,
+    };
     let agents = config.agents();
     let providers = Providers::from_config(config.document()).map_err(|e| e.to_string())?;
     let agent_id = record.request.agent_id.clone();
-    let entry = rt
-        .sessions
-        .ensure(&record.session_key)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (entry, created) = known.session.map_err(|e| e.to_string())?;
     let mut choice = providers
         .choose_for_session(&agent_id, entry.picked_model().as_deref())
         .map_err(|e| e.to_string())?;
@@ -322,17 +418,35 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
     if let Some(thinking) = &record.request.thinking {
         user["thinking"] = json!(thinking);
     }
-    rt.transcripts
-        .append(&entry.session_id, &user)
-        .await
-        .map_err(|e| format!("cannot write the transcript: {e}"))?;
-    announce_message(rt, &record.session_key, &entry.session_id, &user).await;
-    let history = rt
-        .transcripts
-        .read(&entry.session_id)
-        .await
-        .map_err(|e| format!("cannot read the transcript: {e}"))?;
-    let system = system_prompt(rt, agents, &agent_id, record, &history).await;
+    if created {
+        rt.transcript_cache.know_empty(&entry.session_id);
+    }
+    // The transcript and the workspace documents are both on the way to the first token
+    // and independent: read at once.
+    let transcript = async {
+        let history = rt
+            .transcript_cache
+            .append_and_read(&entry.session_id, &user)
+            .await
+            .map_err(|e| format!("cannot write the transcript: {e}"))?;
+        announce_message(rt, &record.session_key, &entry.session_id, &user).await;
+        Ok::<_, String>(history)
+    };
+    let marking = async {
+        if let Some(marking) = known.marking {
+            let marked = marking.await;
+            // A fresh run's record cannot have ended (see `execute`); were it so, stop.
+            if !applies(rt, &record.run_id, marked) {
+                if let Some(run) = rt.local.lock().get(&record.run_id) {
+                    let _ = run.abort.send(Some("ended".into()));
+                }
+            }
+        }
+    };
+    let (history, documents, ()) =
+        tokio::join!(transcript, workspace_documents(rt, &agent_id), marking);
+    let history = history?;
+    let system = system_prompt(agents, &agent_id, record, documents, &history);
     Ok(Setup {
         choice,
         system,
@@ -344,11 +458,32 @@ async fn prepare(rt: &Runtime, record: &RunRecord) -> Result<Setup, String> {
     })
 }
 
-async fn system_prompt(
-    rt: &Runtime,
+/// The agent's workspace documents that go into every system prompt, by file name (read
+/// concurrently: this is on the path to the first token).
+async fn workspace_documents(rt: &Runtime, agent_id: &str) -> Vec<(&'static str, String)> {
+    let files: Vec<&'static str> = BOOTSTRAP_FILES
+        .iter()
+        .copied()
+        .chain(["MEMORY.md"])
+        .collect();
+    let documents = futures_util::future::join_all(
+        files
+            .iter()
+            .map(|file| workspace::text(rt.state.as_ref(), agent_id, file)),
+    )
+    .await;
+    files
+        .into_iter()
+        .zip(documents)
+        .filter_map(|(file, document)| Some((file, document.ok()??)))
+        .collect()
+}
+
+fn system_prompt(
     agents: &AgentsConfig,
     agent_id: &str,
     record: &RunRecord,
+    documents: Vec<(&str, String)>,
     history: &[Value],
 ) -> String {
     let name = agents
@@ -361,22 +496,8 @@ async fn system_prompt(
     if let Some(extra) = &record.request.extra_system_prompt {
         prompt.push_str(&format!("\n{extra}\n"));
     }
-    // The documents are read concurrently: this is on the path to the first token.
-    let files: Vec<&str> = BOOTSTRAP_FILES
-        .iter()
-        .copied()
-        .chain(["MEMORY.md"])
-        .collect();
-    let documents = futures_util::future::join_all(
-        files
-            .iter()
-            .map(|file| workspace::text(rt.state.as_ref(), agent_id, file)),
-    )
-    .await;
-    for (file, document) in files.iter().zip(documents) {
-        if let Ok(Some(text)) = document {
-            prompt.push_str(&format!("\n## {file}\n{text}\n"));
-        }
+    for (file, text) in documents {
+        prompt.push_str(&format!("\n## {file}\n{text}\n"));
     }
     for summary in history.iter().filter(|m| m["role"] == "system") {
         prompt.push_str(&format!(
@@ -444,10 +565,11 @@ async fn agent_loop(
     rt: &Runtime,
     emitter: &mut Emitter<'_>,
     record: &RunRecord,
+    known: Known<'_>,
     mut controls: Controls,
 ) -> Outcome {
     // The lease keeps beating while the run is set up (a slow store must not look dead).
-    let Ok(prepared) = emitter.lease.beating(prepare(rt, record)).await else {
+    let Ok(prepared) = emitter.lease.beating(prepare(rt, record, known)).await else {
         return Outcome::Lost;
     };
     let mut setup = match prepared {
@@ -669,7 +791,7 @@ async fn run_tools(
 /// Appends to the transcript and announces it (`session.message`, for v4 subscribers).
 async fn append(rt: &Runtime, session: (&str, &str), message: &Value) {
     let (session_key, session_id) = session;
-    if let Err(err) = rt.transcripts.append(session_id, message).await {
+    if let Err(err) = rt.transcript_cache.append(session_id, message).await {
         tracing::warn!(%err, "message not written to the transcript");
         return;
     }
@@ -877,7 +999,9 @@ async fn fail_orphan(rt: &Runtime, lease: &mut LeaseHandle, run_id: &str) -> Res
     let error =
         format!("node-agent {dead} stopped while running this turn; send the message again");
     let started_at = record.started_at.unwrap_or(record.accepted_at);
-    let mut emitter = Emitter::new(rt, lease, &record);
+    // After every number the dead holder may have used.
+    let claimed = lease.lease.seq;
+    let mut emitter = Emitter::new(rt, lease, &record, claimed);
     let end = argent_proto::now_ms();
     emitter
         .agent(

@@ -5,10 +5,17 @@
 //!   cluster-wide dedupe cache (§5.0). It carries the request (so any node can execute a
 //!   queued run), the status, and the result `agent.wait` answers from.
 //! * A **lease** (`argent_leases`, key = hash of the session key) names the node that runs
-//!   the session's turns, the active run, the bounded queue behind it, and the active run's
-//!   last event `seq`. Every write is a compare-and-set on the revision; the holder writes the
-//!   `seq` before publishing each event, so a holder that lost its lease (presumed dead and
-//!   taken over) is fenced off and per-run `seq` stays strictly +1 as produced.
+//!   the session's turns, the active run, the bounded queue behind it, and how far the
+//!   active run may number its events (`seq`, claimed in blocks of [`SEQ_BLOCK`]). Every
+//!   write is a compare-and-set on the revision. The holder publishes an event only while
+//!   its `seq` is claimed **and** its last successful lease write was sent less than
+//!   [`CLAIM_VALID_FOR`] ago; otherwise it writes the lease first (which fails once the
+//!   lease was taken over). Another node takes a lease over only after seeing it unchanged
+//!   for `LEASE_STALE_AFTER` (5 s) from the moment it saw the last write, so a holder that
+//!   lost its lease has stopped publishing 3 s before anyone else may start, and the new
+//!   holder numbers after the claimed block: per-run `seq` never repeats, and a gap shows
+//!   where a dead holder stopped. Claiming in blocks keeps the store off the path of all but
+//!   one event in [`SEQ_BLOCK`] (the beat, every second, renews the claim's time).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +33,12 @@ use argent_proto::subjects::{BUCKET_LEASES, BUCKET_RUNS};
 
 /// How often a holder beats (takeover comes after `LEASE_STALE_AFTER` without a change).
 pub const BEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Event numbers claimed by one lease write.
+pub const SEQ_BLOCK: u64 = 64;
+/// How long after its last successful lease write a holder may publish without writing
+/// again: well under `LEASE_STALE_AFTER`, the least time before another node may take over.
+pub const CLAIM_VALID_FOR: Duration = Duration::from_secs(2);
+const _: () = assert!(CLAIM_VALID_FOR.as_secs() * 2 < super::LEASE_STALE_AFTER.as_secs());
 /// Runs waiting behind the active one, per session (then Agent Busy).
 pub const MAX_QUEUE: usize = 8;
 /// Finished runs are remembered this long (`agent.wait`, dedupe).
@@ -140,6 +153,14 @@ impl RunRecord {
     }
 }
 
+/// What [`Runs::create`] found.
+pub enum Created {
+    /// A new record, at this revision.
+    New(u64),
+    /// The run id was used before: its record.
+    Earlier(Box<RunRecord>),
+}
+
 #[derive(Clone)]
 pub struct Runs {
     state: Arc<dyn StateStore>,
@@ -158,15 +179,16 @@ impl Runs {
         &self.state
     }
 
-    /// Creates the record; `Some(existing)` when the run id was seen before (a duplicate).
-    pub async fn create(&self, record: &RunRecord) -> Result<Option<RunRecord>, ServiceError> {
+    /// Creates the record: its revision, or the earlier record when the run id was seen
+    /// before (a duplicate).
+    pub async fn create(&self, record: &RunRecord) -> Result<Created, ServiceError> {
         let key = run_key(&record.run_id);
         for _ in 0..2 {
             match self.state.create(BUCKET_RUNS, &key, encode(record)).await {
-                Ok(_) => return Ok(None),
+                Ok(revision) => return Ok(Created::New(revision)),
                 Err(StateError::Exists) => {
                     if let Some(existing) = self.get(&record.run_id).await? {
-                        return Ok(Some(existing));
+                        return Ok(Created::Earlier(Box::new(existing)));
                     }
                     // Removed in between (expired): create again.
                 }
@@ -177,6 +199,28 @@ impl Runs {
             message: format!("run {} is being replaced; retry", record.run_id),
             retry_after_ms: Some(200),
         })
+    }
+
+    /// [`Runs::update`] of a record this node wrote last at `revision`: one write when
+    /// nobody changed it since, else read and retried.
+    pub async fn update_known(
+        &self,
+        known: &RunRecord,
+        revision: u64,
+        mut change: impl FnMut(&mut RunRecord),
+    ) -> Result<Option<RunRecord>, ServiceError> {
+        let mut next = known.clone();
+        change(&mut next);
+        let key = run_key(&known.run_id);
+        match self
+            .state
+            .update(BUCKET_RUNS, &key, encode(&next), revision)
+            .await
+        {
+            Ok(_) => Ok(Some(next)),
+            Err(StateError::WrongRevision) => self.update(&known.run_id, change).await,
+            Err(err) => Err(err.into()),
+        }
     }
 
     pub async fn get(&self, run_id: &str) -> Result<Option<RunRecord>, ServiceError> {
@@ -250,7 +294,8 @@ pub struct Lease {
     pub active: Option<String>,
     #[serde(default)]
     pub queue: Vec<String>,
-    /// Last per-run `seq` the active run published (or is about to).
+    /// The highest per-run `seq` the active run may publish (claimed in blocks); a node
+    /// that takes the lease over numbers after it.
     #[serde(default)]
     pub seq: u64,
     /// Heartbeat counter: unchanged for a while means the holder is gone.
@@ -281,6 +326,8 @@ pub struct LeaseHandle {
     state: Arc<dyn StateStore>,
     key: String,
     revision: u64,
+    /// When the last successful write of it was sent.
+    written_at: Instant,
     pub lease: Lease,
 }
 
@@ -298,55 +345,70 @@ pub async fn read_lease(
     }
 }
 
-/// Makes `run_id` the session's active run (taking the lease) or queues it.
+/// Makes `run_id` the session's active run (taking the lease) or queues it. `deleted_at`:
+/// the revision at which this node saw the session's last lease released, if it did.
 pub async fn enqueue(
     state: &Arc<dyn StateStore>,
     session_key: &str,
     run_id: &str,
     node_id: &str,
+    mut deleted_at: Option<u64>,
 ) -> Result<Enqueued, StateError> {
     let key = lease_key(session_key);
     loop {
-        match state.get(BUCKET_LEASES, &key).await? {
-            None => {
-                let lease = Lease {
-                    session_key: session_key.to_string(),
-                    node_id: node_id.to_string(),
-                    epoch: uuid::Uuid::new_v4().to_string(),
-                    active: Some(run_id.to_string()),
-                    queue: Vec::new(),
-                    seq: 0,
-                    beat: 0,
-                };
-                match state.create(BUCKET_LEASES, &key, encode(&lease)).await {
-                    Ok(revision) => {
-                        return Ok(Enqueued::Started(LeaseHandle {
-                            state: state.clone(),
-                            key,
-                            revision,
-                            lease,
-                        }))
-                    }
-                    Err(StateError::Exists) => continue,
-                    Err(err) => return Err(err),
+        // An idle session has no lease: try to take it first (one round trip instead of two).
+        let lease = Lease {
+            session_key: session_key.to_string(),
+            node_id: node_id.to_string(),
+            epoch: uuid::Uuid::new_v4().to_string(),
+            active: Some(run_id.to_string()),
+            queue: Vec::new(),
+            seq: SEQ_BLOCK,
+            beat: 0,
+        };
+        let sent = Instant::now();
+        let created = match deleted_at.take() {
+            Some(revision) => match state
+                .recreate(BUCKET_LEASES, &key, encode(&lease), revision)
+                .await
+            {
+                // Changed since: take the general way.
+                Err(StateError::WrongRevision) => {
+                    state.create(BUCKET_LEASES, &key, encode(&lease)).await
                 }
+                other => other,
+            },
+            None => state.create(BUCKET_LEASES, &key, encode(&lease)).await,
+        };
+        match created {
+            Ok(revision) => {
+                return Ok(Enqueued::Started(LeaseHandle {
+                    state: state.clone(),
+                    key,
+                    revision,
+                    written_at: sent,
+                    lease,
+                }))
             }
-            Some(entry) => {
-                let mut lease = decode_lease(&entry.value)?;
-                if lease.queue.len() >= MAX_QUEUE {
-                    return Ok(Enqueued::Busy);
-                }
-                lease.queue.push(run_id.to_string());
-                let position = lease.queue.len();
-                match state
-                    .update(BUCKET_LEASES, &key, encode(&lease), entry.revision)
-                    .await
-                {
-                    Ok(_) => return Ok(Enqueued::Queued(position)),
-                    Err(StateError::WrongRevision) => continue,
-                    Err(err) => return Err(err),
-                }
-            }
+            Err(StateError::Exists) => {}
+            Err(err) => return Err(err),
+        }
+        let Some(entry) = state.get(BUCKET_LEASES, &key).await? else {
+            continue; // Released meanwhile.
+        };
+        let mut lease = decode_lease(&entry.value)?;
+        if lease.queue.len() >= MAX_QUEUE {
+            return Ok(Enqueued::Busy);
+        }
+        lease.queue.push(run_id.to_string());
+        let position = lease.queue.len();
+        match state
+            .update(BUCKET_LEASES, &key, encode(&lease), entry.revision)
+            .await
+        {
+            Ok(_) => return Ok(Enqueued::Queued(position)),
+            Err(StateError::WrongRevision) => continue,
+            Err(err) => return Err(err),
         }
     }
 }
@@ -401,6 +463,7 @@ impl LeaseHandle {
         lease.node_id = node_id.to_string();
         lease.epoch = uuid::Uuid::new_v4().to_string();
         lease.beat = 0;
+        let sent = Instant::now();
         match state
             .update(BUCKET_LEASES, &key, encode(&lease), entry.revision)
             .await
@@ -409,6 +472,7 @@ impl LeaseHandle {
                 state: state.clone(),
                 key,
                 revision,
+                written_at: sent,
                 lease,
             })),
             Err(StateError::WrongRevision) => Ok(None),
@@ -422,6 +486,7 @@ impl LeaseHandle {
         loop {
             let mut next = self.lease.clone();
             change(&mut next);
+            let sent = Instant::now();
             match self
                 .state
                 .update(BUCKET_LEASES, &self.key, encode(&next), self.revision)
@@ -429,6 +494,7 @@ impl LeaseHandle {
             {
                 Ok(revision) => {
                     self.revision = revision;
+                    self.written_at = sent;
                     self.lease = next;
                     return Ok(());
                 }
@@ -465,9 +531,15 @@ impl LeaseHandle {
         }
     }
 
-    /// Records the `seq` of the event about to be published.
+    /// Makes sure the event numbered `seq` may be published now: claimed, and the lease
+    /// written recently enough that nobody can have taken it over (see the module
+    /// documentation); else claims the next block, which fails if the lease was lost.
     pub async fn claim_seq(&mut self, seq: u64) -> Result<(), LeaseError> {
-        self.change(|l| l.seq = seq).await
+        if seq <= self.lease.seq && self.written_at.elapsed() < CLAIM_VALID_FOR {
+            return Ok(());
+        }
+        let until = seq + SEQ_BLOCK - 1;
+        self.change(|l| l.seq = l.seq.max(until)).await
     }
 
     /// The active run ended: the next queued run becomes active (`Some`), or the lease is
@@ -494,7 +566,8 @@ impl LeaseHandle {
                 if l.queue.first() == Some(&next) {
                     l.queue.remove(0);
                     l.active = Some(next.clone());
-                    l.seq = 0;
+                    // The new run numbers from 1, under a fresh claim.
+                    l.seq = SEQ_BLOCK;
                 }
             })
             .await?;
@@ -519,5 +592,81 @@ impl LeaseHandle {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argent_planes::state_embedded::EmbeddedStore;
+
+    async fn started(state: &Arc<dyn StateStore>, node: &str) -> LeaseHandle {
+        match enqueue(state, "agent:main:s", "r1", node, None)
+            .await
+            .unwrap()
+        {
+            Enqueued::Started(lease) => lease,
+            _ => panic!("the lease was free"),
+        }
+    }
+
+    /// Event numbers cost a lease write once per block while the claim is fresh; an old
+    /// claim is renewed by a write first, which fails once another node took the lease.
+    #[tokio::test(start_paused = true)]
+    async fn claims_are_free_within_a_fresh_block_and_fenced_after_a_takeover() {
+        let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(None).unwrap());
+        let mut lease = started(&state, "node-a").await;
+        let created = lease.revision;
+        lease.claim_seq(1).await.unwrap();
+        lease.claim_seq(SEQ_BLOCK).await.unwrap();
+        assert_eq!(lease.revision, created, "no write within the first block");
+        lease.claim_seq(SEQ_BLOCK + 1).await.unwrap();
+        assert_eq!(
+            lease.lease.seq,
+            2 * SEQ_BLOCK,
+            "one write claims the next block"
+        );
+        let renewed = lease.revision;
+        assert_ne!(renewed, created);
+
+        // The claim ages: the next number needs a write even inside the block.
+        tokio::time::advance(CLAIM_VALID_FOR).await;
+        lease.claim_seq(SEQ_BLOCK + 2).await.unwrap();
+        assert_ne!(
+            lease.revision, renewed,
+            "an aged claim is renewed before use"
+        );
+
+        // Another node takes the lease over (in the cluster only after it saw it unchanged
+        // for LEASE_STALE_AFTER, i.e. after this claim aged).
+        let seen = lease.lease.clone();
+        let taken = LeaseHandle::take_over(&state, &seen, "node-b")
+            .await
+            .unwrap()
+            .expect("taken over");
+        tokio::time::advance(CLAIM_VALID_FOR).await;
+        assert!(matches!(
+            lease.claim_seq(SEQ_BLOCK + 3).await,
+            Err(LeaseError::Lost)
+        ));
+        // The new holder numbers after everything the old one may have used.
+        assert!(taken.lease.seq >= SEQ_BLOCK + 3);
+    }
+
+    /// A session whose lease was released (deleted) is taken again in one conditional
+    /// write at the delete's revision; a stale revision falls back to a plain create.
+    #[tokio::test]
+    async fn a_released_lease_is_taken_again_with_or_without_its_delete_revision() {
+        let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(None).unwrap());
+        let mut lease = started(&state, "node-a").await;
+        assert!(lease.advance().await.unwrap().is_none(), "released");
+        let again = enqueue(&state, "agent:main:s", "r2", "node-a", Some(12345))
+            .await
+            .unwrap();
+        assert!(matches!(again, Enqueued::Started(l) if l.lease.active.as_deref() == Some("r2")));
+        let queued = enqueue(&state, "agent:main:s", "r3", "node-b", None)
+            .await
+            .unwrap();
+        assert!(matches!(queued, Enqueued::Queued(1)));
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ServiceError;
 use argent_planes::bus::{BusEvent, EventBus};
-use argent_planes::state::{list_json, modify_json, StateStore};
+use argent_planes::state::{list_json, modify_json, StateError, StateStore};
 use argent_proto::subjects::BUCKET_SESSIONS;
 
 use argent_proto::agents::AgentsConfig;
@@ -235,8 +235,13 @@ impl Sessions {
             message: format!("session {key} was not written; retry"),
             retry_after_ms: None,
         })?;
+        self.announce(&entry).await;
+        Ok(entry)
+    }
+
+    async fn announce(&self, entry: &SessionEntry) {
         let changed = serde_json::json!({
-            "sessionKey": key, "reason": "updated", "ts": argent_proto::now_ms(),
+            "sessionKey": entry.key, "reason": "updated", "ts": argent_proto::now_ms(),
             "updatedAt": entry.updated_at,
         });
         if let Err(err) = self
@@ -246,14 +251,31 @@ impl Sessions {
         {
             tracing::debug!(%err, "sessions.changed not published");
         }
-        Ok(entry)
     }
 
-    /// The entry, created when missing.
-    pub async fn ensure(&self, key: &str) -> Result<SessionEntry, ServiceError> {
-        match self.get(key).await? {
-            Some(entry) => Ok(entry),
-            None => self.update(key, |_| {}).await,
+    /// The entry, created when missing; `true` when this call created it (so its
+    /// transcript is known to be empty).
+    pub async fn ensure(&self, key: &str) -> Result<(SessionEntry, bool), ServiceError> {
+        if let Some(entry) = self.get(key).await? {
+            return Ok((entry, false));
+        }
+        let fresh = SessionEntry::fresh(key);
+        let value = serde_json::to_vec(&fresh).expect("entries serialize");
+        match self
+            .state
+            .create(BUCKET_SESSIONS, &store_key(key), value.into())
+            .await
+        {
+            Ok(_) => {
+                self.announce(&fresh).await;
+                Ok((fresh, true))
+            }
+            // Created by another node meanwhile (or created and removed: then create it).
+            Err(StateError::Exists) => match self.get(key).await? {
+                Some(entry) => Ok((entry, false)),
+                None => Ok((self.update(key, |_| {}).await?, false)),
+            },
+            Err(err) => Err(err.into()),
         }
     }
 

@@ -69,7 +69,16 @@ pub async fn run(rt: &Arc<Runtime>, turn: Turn<'_>) -> TurnOutcome {
         extra_system_prompt: None,
         tool_events_to: None,
     };
-    if let Err(err) = start_run(rt, turn.method, turn.session_key, turn.run_id, request).await {
+    if let Err(err) = start_run(
+        rt,
+        turn.method,
+        turn.session_key,
+        turn.run_id,
+        request,
+        &config,
+    )
+    .await
+    {
         return TurnOutcome::failed(err.to_string());
     }
     match rt.wait_final(turn.run_id, turn.timeout).await {

@@ -121,6 +121,13 @@ fn number(value: &[u8]) -> u64 {
     seq_of(value)
 }
 
+/// Where a session's log ends, as one number that changes with every append and every
+/// replacement and never comes back: the archive count (replacements so far) above the last
+/// message's seq (which restarts at 1 after a replacement).
+pub(crate) fn log_end(archives: u64, last_seq: u64) -> u64 {
+    (archives << 40) | last_seq
+}
+
 /// A stored entry: its revision and value.
 fn decode_entry(stored: &[u8]) -> Option<(u64, Bytes)> {
     (stored.len() >= 8).then(|| (seq_of(&stored[..8]), Bytes::copy_from_slice(&stored[8..])))
@@ -199,8 +206,14 @@ pub(crate) enum Op {
         value: Option<Bytes>,
         condition: Condition,
     },
-    /// Appends a message to a session's transcript; answered with its seq.
-    Append { session: String, message: Vec<u8> },
+    /// Appends a message to a session's transcript (only if the log still ends at `after`,
+    /// when given: [`StateError::WrongRevision`] otherwise); answered with the log's new
+    /// end ([`log_end`]).
+    Append {
+        session: String,
+        message: Vec<u8>,
+        after: Option<u64>,
+    },
     /// Archives a session's transcript and makes `messages` its content, in one
     /// batch; answered with the archive number.
     Replace {
@@ -604,16 +617,27 @@ fn apply(db: &Store, index: &Index, ops: &[&Op]) -> Result<Vec<Outcome>, StateEr
                     Ok((revision, Some((bucket.clone(), change))))
                 }
             }
-            Op::Append { session, message } => {
+            Op::Append {
+                session,
+                message,
+                after,
+            } => {
                 let prefix = log_key(session, 0);
                 let prefix = &prefix[..prefix.len() - 8];
-                let seq = overlay
+                let last = overlay
                     .last_key(Space::TxLog, prefix)?
                     .map(|k| seq_of(&k))
-                    .unwrap_or(0)
-                    + 1;
-                overlay.insert(Space::TxLog, log_key(session, seq), message.clone());
-                Ok((seq, None))
+                    .unwrap_or(0);
+                let archives = overlay
+                    .get(Space::TxArchives, session.as_bytes())?
+                    .map(|v| self::number(&v))
+                    .unwrap_or(0);
+                if after.is_some_and(|end| end != log_end(archives, last)) {
+                    Err(StateError::WrongRevision)
+                } else {
+                    overlay.insert(Space::TxLog, log_key(session, last + 1), message.clone());
+                    Ok((log_end(archives, last + 1), None))
+                }
             }
             Op::Replace { session, messages } => {
                 let s = session.as_str();
@@ -648,18 +672,30 @@ fn apply(db: &Store, index: &Index, ops: &[&Op]) -> Result<Vec<Outcome>, StateEr
     Ok(outcomes)
 }
 
-/// Every message of a session's transcript, oldest first.
-pub(crate) fn read_transcript(db: &Store, session: &str) -> Result<Vec<Vec<u8>>, StateError> {
+/// Every message of a session's transcript, oldest first, and where the log ends
+/// ([`log_end`]).
+pub(crate) fn read_transcript(
+    db: &Store,
+    session: &str,
+) -> Result<(Vec<Vec<u8>>, u64), StateError> {
+    let cannot = |e| failed(format_args!("cannot read transcript {session}"), e);
+    // The archive count first: a replacement between the two reads then makes the end
+    // older than the log, so a conditional append refuses (never the other way round).
+    let archives = db
+        .space(Space::TxArchives)
+        .get(session.as_bytes())
+        .map_err(storage)?
+        .map_or(0, |v| number(&v));
     let prefix = log_key(session, 0);
     let prefix = &prefix[..prefix.len() - 8];
     let mut messages = Vec::new();
+    let mut last = 0;
     for item in db.space(Space::TxLog).prefix(prefix) {
-        let message = item
-            .value()
-            .map_err(|e| failed(format_args!("cannot read transcript {session}"), e))?;
+        let (key, message) = item.into_inner().map_err(cannot)?;
+        last = seq_of(&key);
         messages.push(message.to_vec());
     }
-    Ok(messages)
+    Ok((messages, log_end(archives, last)))
 }
 
 /// The database of a state dir (or of a temporary directory), shared by the state store
@@ -725,6 +761,7 @@ mod tests {
             Op::Append {
                 session: "s1".into(),
                 message: b"{}".to_vec(),
+                after: None,
             },
             state("k", Some("y"), Condition::Absent),
             state("k", Some("3"), Condition::Revision(1)),
@@ -760,6 +797,6 @@ mod tests {
                 revision: 3
             }]
         );
-        assert_eq!(read_transcript(&db, "s1").unwrap(), vec![b"{}".to_vec()]);
+        assert_eq!(read_transcript(&db, "s1").unwrap().0, vec![b"{}".to_vec()]);
     }
 }
