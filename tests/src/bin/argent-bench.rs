@@ -718,7 +718,13 @@ async fn first_token(client: &mut argent_client::Client, session: &str) -> anyho
     }
 }
 
-async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyhow::Result<Value> {
+async fn bench_chat(
+    s: &Settings,
+    nats: &Nats,
+    a: &Gateway,
+    b: &Gateway,
+    node: &Node,
+) -> anyhow::Result<Value> {
     let double = ModelDouble::start().await;
     let config = json!({"models": {"providers": {"double": {"api": "openai-completions",
         "baseUrl": double.openai_base(), "apiKey": "bench", "models": [{"id": "double-model"}]}}}});
@@ -738,6 +744,8 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
     let mut client = a.client().await?;
     let mut through = Vec::new();
     let mut continuing = Vec::new();
+    let cpu = |pid: u32| cpu_seconds(pid).unwrap_or(0.0);
+    let (node_cpu, gateway_cpu) = (cpu(node.proc.pid()), cpu(a.proc.pid()));
     for i in 0..samples {
         let session = format!("bench-ft-{i}-{}", now_ns());
         through.push(first_token(&mut client, &session).await?);
@@ -747,6 +755,12 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
         tokio::time::sleep(Duration::from_millis(20)).await;
         continuing.push(first_token(&mut client, &session).await?);
     }
+    // CPU per turn (a turn: the short answer of the double, three store writes at the end
+    // included), which a noisy host does not move the way it moves latency.
+    let turns = (through.len() + continuing.len()) as f64;
+    let per_turn = |before: f64, pid: u32| ((cpu(pid) - before) / turns * 1e6).round();
+    let node_cpu_per_turn_us = per_turn(node_cpu, node.proc.pid());
+    let gateway_cpu_per_turn_us = per_turn(gateway_cpu, a.proc.pid());
     let direct_p = percentiles(&mut direct);
     let through_p = percentiles(&mut through);
     let continuing_p = percentiles(&mut continuing);
@@ -759,6 +773,8 @@ async fn bench_chat(s: &Settings, nats: &Nats, a: &Gateway, b: &Gateway) -> anyh
         "continuing_first_token": continuing_p,
         "continuing_added_p50_us": added(&continuing_p, "p50_us"),
         "continuing_added_p99_us": added(&continuing_p, "p99_us"),
+        "node_cpu_per_turn_us": node_cpu_per_turn_us,
+        "gateway_cpu_per_turn_us": gateway_cpu_per_turn_us,
     });
     eprintln!("chat first token: {first_token}");
 
@@ -1086,7 +1102,7 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("fanout: {}", report["fanout"]);
             }
             if want("chat") {
-                report["chat"] = bench_chat(&settings, &nats, &a, &b).await?;
+                report["chat"] = bench_chat(&settings, &nats, &a, &b, &node).await?;
                 eprintln!("chat: {}", report["chat"]);
             }
         }
