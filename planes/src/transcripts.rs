@@ -32,8 +32,18 @@ pub type LogEnd = u64;
 
 #[async_trait]
 pub trait TranscriptLog: Send + Sync {
+    /// Appends one message (a JSON object) to the session's log, only if the log still ends
+    /// at `after` when given; the log's new end. See the two below.
+    async fn append_if(
+        &self,
+        session_id: &str,
+        message: &Value,
+        after: Option<LogEnd>,
+    ) -> Result<LogEnd, StateError>;
     /// Appends one message (a JSON object) to the session's log; the log's new end.
-    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError>;
+    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError> {
+        self.append_if(session_id, message, None).await
+    }
     /// Appends only if the log still ends at `end`, i.e. nobody wrote to it since the
     /// caller read or appended there ([`StateError::WrongRevision`] otherwise, and nothing is
     /// written); the log's new end.
@@ -42,7 +52,9 @@ pub trait TranscriptLog: Send + Sync {
         session_id: &str,
         message: &Value,
         end: LogEnd,
-    ) -> Result<LogEnd, StateError>;
+    ) -> Result<LogEnd, StateError> {
+        self.append_if(session_id, message, Some(end)).await
+    }
     /// Every message of the session, oldest first; empty for an unknown session.
     async fn read(&self, session_id: &str) -> Result<Vec<Value>, StateError> {
         Ok(self.read_to_end(session_id).await?.0)
@@ -96,8 +108,9 @@ impl EmbeddedTranscripts {
     }
 }
 
-impl EmbeddedTranscripts {
-    async fn append_op(
+#[async_trait]
+impl TranscriptLog for EmbeddedTranscripts {
+    async fn append_if(
         &self,
         session_id: &str,
         message: &Value,
@@ -110,22 +123,6 @@ impl EmbeddedTranscripts {
             after,
         };
         self.engine.submit(op).await
-    }
-}
-
-#[async_trait]
-impl TranscriptLog for EmbeddedTranscripts {
-    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError> {
-        self.append_op(session_id, message, None).await
-    }
-
-    async fn append_after(
-        &self,
-        session_id: &str,
-        message: &Value,
-        end: LogEnd,
-    ) -> Result<LogEnd, StateError> {
-        self.append_op(session_id, message, Some(end)).await
     }
 
     async fn read_to_end(&self, session_id: &str) -> Result<(Vec<Value>, LogEnd), StateError> {
@@ -302,22 +299,15 @@ impl NatsTranscripts {
 
 #[async_trait]
 impl TranscriptLog for NatsTranscripts {
-    async fn append(&self, session_id: &str, message: &Value) -> Result<LogEnd, StateError> {
-        check_id(session_id)?;
-        self.available()?;
-        self.publish(subjects::transcript_subject(session_id), message, None)
-            .await
-    }
-
-    async fn append_after(
+    async fn append_if(
         &self,
         session_id: &str,
         message: &Value,
-        end: LogEnd,
+        after: Option<LogEnd>,
     ) -> Result<LogEnd, StateError> {
         check_id(session_id)?;
         self.available()?;
-        self.publish(subjects::transcript_subject(session_id), message, Some(end))
+        self.publish(subjects::transcript_subject(session_id), message, after)
             .await
     }
 
@@ -375,6 +365,16 @@ pub mod conformance {
         ok.then_some(()).ok_or_else(|| what.to_string())
     }
 
+    async fn refused(
+        log: &dyn TranscriptLog,
+        session: &str,
+        end: LogEnd,
+        what: &str,
+    ) -> Result<(), String> {
+        let appended = log.append_after(session, &json!({"n": 0}), end).await;
+        expect(appended == Err(StateError::WrongRevision), what)
+    }
+
     /// Runs on a session id nobody wrote to; `Err` says which rule failed.
     pub async fn conditional_appends(log: &dyn TranscriptLog, session: &str) -> Result<(), String> {
         let failed = |e: StateError| e.to_string();
@@ -389,11 +389,13 @@ pub mod conformance {
             .append(session, &json!({"n": 2}))
             .await
             .map_err(failed)?;
-        let refused = log.append_after(session, &json!({"n": 0}), first).await;
-        expect(
-            refused == Err(StateError::WrongRevision),
+        refused(
+            log,
+            session,
+            first,
             "an append after a stale end is refused",
-        )?;
+        )
+        .await?;
         let (messages, end) = log.read_to_end(session).await.map_err(failed)?;
         expect(
             messages == [json!({"n": 1}), json!({"n": 2})] && end == second,
@@ -403,11 +405,8 @@ pub mod conformance {
         log.replace(session, &[json!({"r": 1}), json!({"r": 2})])
             .await
             .map_err(failed)?;
-        let refused = log.append_after(session, &json!({"n": 0}), second).await;
-        expect(
-            refused == Err(StateError::WrongRevision),
-            "an append after the end before a replacement is refused",
-        )?;
+        let what = "an append after the end before a replacement is refused";
+        refused(log, session, second, what).await?;
         let (_, replaced) = log.read_to_end(session).await.map_err(failed)?;
         let third = log
             .append_after(session, &json!({"n": 3}), replaced)

@@ -213,16 +213,13 @@ mod tests {
 
     #[async_trait]
     impl TranscriptLog for Counting {
-        async fn append(&self, id: &str, message: &Value) -> Result<LogEnd, StateError> {
-            self.log.append(id, message).await
-        }
-        async fn append_after(
+        async fn append_if(
             &self,
             id: &str,
             message: &Value,
-            end: LogEnd,
+            after: Option<LogEnd>,
         ) -> Result<LogEnd, StateError> {
-            self.log.append_after(id, message, end).await
+            self.log.append_if(id, message, after).await
         }
         async fn read_to_end(&self, id: &str) -> Result<(Vec<Value>, LogEnd), StateError> {
             self.reads.fetch_add(1, Ordering::Relaxed);
