@@ -189,6 +189,12 @@ pub struct NatsTranscripts {
 }
 
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads of a log that keeps changing meanwhile, before the last one is answered.
+const READ_ATTEMPTS: usize = 3;
+
+fn cannot_read(e: &dyn std::fmt::Display) -> StateError {
+    StateError::Unavailable(format!("cannot read transcript: {e}"))
+}
 /// Reading a whole (long) transcript may take longer than one operation.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -238,19 +244,49 @@ impl NatsTranscripts {
         }
     }
 
-    /// Every message on `subject` and the stream sequence of the last one read (0: none).
+    /// Every message on `subject`, and where the log ends. The read is a snapshot: the
+    /// subject's last sequence is asked before and compared with the last message read, and
+    /// the read is repeated when the log changed meanwhile (a compaction purging while a
+    /// consumer reads could otherwise yield old messages followed by new ones). A log that
+    /// keeps changing is answered with the end from before the last read, which can never be
+    /// the log's end again: a conditional append after it is refused.
     async fn read_subject(&self, subject: String) -> Result<(Vec<Value>, LogEnd), StateError> {
-        let unavailable = |e: &dyn std::fmt::Display| {
-            StateError::Unavailable(format!("cannot read transcript: {e}"))
-        };
         let stream = self
             .js
             .get_stream(TRANSCRIPT_STREAM)
             .await
-            .map_err(|e| unavailable(&e))?;
-        let mut consumer = stream
+            .map_err(|e| cannot_read(&e))?;
+        let mut attempt = 0;
+        loop {
+            let before = match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => message.sequence,
+                Err(e)
+                    if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    0
+                }
+                Err(e) => return Err(cannot_read(&e)),
+            };
+            let (messages, end) = self.read_once(&stream, &subject).await?;
+            attempt += 1;
+            if end == Some(before) || attempt == READ_ATTEMPTS {
+                return Ok((messages, before));
+            }
+        }
+    }
+
+    /// One pass of [`NatsTranscripts::read_subject`]: the messages a consumer delivers, and
+    /// the stream sequence of the last one (0: none) — `None` when fewer arrived than the
+    /// consumer had pending when it was created (the log was purged meanwhile).
+    async fn read_once(
+        &self,
+        stream: &jetstream::stream::Stream,
+        subject: &str,
+    ) -> Result<(Vec<Value>, Option<LogEnd>), StateError> {
+        let unavailable = |e: &dyn std::fmt::Display| cannot_read(e);
+        let consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
-                filter_subject: subject,
+                filter_subject: subject.to_string(),
                 deliver_policy: jetstream::consumer::DeliverPolicy::All,
                 ack_policy: jetstream::consumer::AckPolicy::None,
                 inactive_threshold: Duration::from_secs(30),
@@ -258,11 +294,7 @@ impl NatsTranscripts {
             })
             .await
             .map_err(|e| unavailable(&e))?;
-        let pending = consumer
-            .info()
-            .await
-            .map_err(|e| unavailable(&e))?
-            .num_pending as usize;
+        let pending = consumer.cached_info().num_pending as usize;
         let mut messages = Vec::with_capacity(pending);
         let mut end = 0;
         while messages.len() < pending {
@@ -291,9 +323,14 @@ impl NatsTranscripts {
                 break;
             }
         }
+        let complete = messages.len() == pending;
         messages.retain(|m| !m.is_null());
-        let _ = stream.delete_consumer(&consumer.cached_info().name).await;
-        Ok((messages, end))
+        // Not waited for: the consumer also goes away by itself once inactive.
+        let (stream, name) = (stream.clone(), consumer.cached_info().name.clone());
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+        Ok((messages, complete.then_some(end)))
     }
 }
 

@@ -245,14 +245,16 @@ pub async fn preview(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     Ok(json!({"ts": argent_proto::now_ms(), "previews": previews}))
 }
 
-pub async fn reset(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
+pub async fn reset(rt: &Arc<Runtime>, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("sessions.reset", params)?.only(&["key"])?;
     let raw = p.required_str("key")?;
     let config = shared_config(rt).await?;
     let agents = config.agents();
     let key = SessionKey::canonical(&raw, agents).into_string();
-    compaction::refuse_if_running(rt, &key).await?;
-    let entry = rt.sessions.update(&key, |e| *e = e.reset()).await?;
+    // Under the session's lease: a turn starting meanwhile queues behind the reset instead
+    // of reading the entry just before it changes (and writing to the old transcript).
+    let reset = async { rt.sessions.update(&key, |e| *e = e.reset()).await };
+    let entry = compaction::holding_lease(rt, &key, reset).await?;
     Ok(json!({"ok": true, "key": key, "entry": entry.to_value()}))
 }
 

@@ -51,7 +51,7 @@ pub async fn refuse_if_running(rt: &Runtime, key: &str) -> Result<(), ServiceErr
 /// Runs `work` while this node holds the session's lease, so no turn starts meanwhile:
 /// messages sent during it queue behind it and run afterwards. Agent Busy when a turn holds
 /// the session.
-async fn holding_lease<T>(
+pub(crate) async fn holding_lease<T>(
     rt: &std::sync::Arc<Runtime>,
     key: &str,
     work: impl std::future::Future<Output = Result<T, ServiceError>>,
@@ -61,16 +61,8 @@ async fn holding_lease<T>(
     let mut attempts = 40;
     let mut lease = loop {
         refuse_if_running(rt, key).await?;
-        match runs::enqueue(
-            &rt.state,
-            key,
-            &marker,
-            &rt.node_id,
-            rt.lease_deleted_at(key),
-        )
-        .await?
-        {
-            Enqueued::Started(lease) => break lease,
+        match runs::enqueue(&rt.state, key, &marker, &rt.node_id, rt.lease_seen(key)).await? {
+            Enqueued::Started(lease) => break *lease,
             Enqueued::Queued(_) => {
                 runs::dequeue(rt.state.as_ref(), key, Some(&marker)).await?;
             }

@@ -42,11 +42,7 @@ pub async fn start_run(
         abort_requested: None,
         request,
     };
-    // The session entry is read (or created) beside the record: the run needs it first
-    // thing, and creating it for a request refused below is harmless (the session is in
-    // use, or about to be).
-    let (created, session) = tokio::join!(rt.runs.create(&record), rt.sessions.ensure(session_key));
-    let revision = match created? {
+    let revision = match rt.runs.create(&record).await? {
         Created::New(revision) => revision,
         Created::Earlier(existing) => return Ok(Some(*existing)),
     };
@@ -55,16 +51,15 @@ pub async fn start_run(
         let _ = rt.runs.delete(run_id).await;
         Err(err)
     };
-    let released_at = rt.lease_deleted_at(session_key);
-    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id, released_at).await {
+    let seen = rt.lease_seen(session_key);
+    match runs::enqueue(&rt.state, session_key, run_id, &rt.node_id, seen).await {
         Ok(Enqueued::Started(lease)) => {
             let fresh = Fresh {
                 record,
                 revision,
                 config: config.clone(),
-                session,
             };
-            rt.drive(lease, Start::Fresh(Box::new(fresh)));
+            rt.drive(*lease, Start::Fresh(Box::new(fresh)));
             Ok(None)
         }
         Ok(Enqueued::Queued(position)) => {

@@ -129,9 +129,16 @@ impl Runtime {
         self.local.lock().len()
     }
 
-    /// The revision at which this node saw the session's lease released last, if recently.
-    pub(crate) fn lease_deleted_at(&self, session_key: &str) -> Option<u64> {
-        self.leases.deleted_at(&runs::lease_key(session_key))
+    /// What this node's watch last saw of the session's lease.
+    pub(crate) fn lease_seen(&self, session_key: &str) -> runs::Seen {
+        let key = runs::lease_key(session_key);
+        if self.leases.get(&key).is_some() {
+            runs::Seen::Held
+        } else if let Some(revision) = self.leases.deleted_at(&key) {
+            runs::Seen::Released(revision)
+        } else {
+            runs::Seen::Nothing
+        }
     }
 
     /// Every session lease whose holder is alive: the cluster's run lanes, one per session

@@ -64,8 +64,6 @@ pub(crate) struct Fresh {
     pub revision: u64,
     /// The config the request was checked against.
     pub config: Arc<SharedConfig>,
-    /// The session entry, read or created beside the record (`true`: created).
-    pub session: Result<(SessionEntry, bool), ServiceError>,
 }
 
 /// Runs the session's active run, then the queued ones, until the queue is empty.
@@ -233,8 +231,8 @@ async fn execute(
     run_id: &str,
     fresh: Option<Fresh>,
 ) -> Result<(), Stop> {
-    let (record, revision, known) = match fresh {
-        Some(f) => (f.record, Some(f.revision), Some((f.config, f.session))),
+    let (record, revision, config) = match fresh {
+        Some(f) => (f.record, Some(f.revision), Some(f.config)),
         None => match rt.runs.get(run_id).await {
             Ok(Some(record)) if !record.status.is_final() => (record, None, None),
             // Aborted while queued, or gone.
@@ -265,28 +263,24 @@ async fn execute(
     );
     let _registered = Registered(rt, run_id.to_string());
     let started_at = argent_proto::now_ms();
-    let marking = mark_running(rt, &record, revision, started_at);
-    let known = match known {
-        // Accepted here a moment ago: nobody else knows the run is active, so nothing can
-        // have ended it; only an abort may have been recorded. The record is marked while
-        // the run is set up, and that abort applied before the model is asked.
-        Some((config, session)) => Known {
-            config: Some(config),
-            session,
-            marking: Some(Box::pin(marking)),
-        },
-        None => {
-            let (marked, session) = tokio::join!(marking, rt.sessions.ensure(&record.session_key));
-            if !applies(rt, run_id, marked) {
-                return Ok(());
-            }
-            Known {
-                config: None,
-                session,
-                marking: None,
+    // The session entry is read only now (the lease keeps `sessions.reset` out), beside the
+    // record's write: neither needs the other.
+    let (marked, session) = tokio::join!(
+        mark_running(rt, &record, revision, started_at),
+        rt.sessions.ensure(&record.session_key)
+    );
+    match marked {
+        Ok(Some(r)) if r.status.is_final() => return Ok(()),
+        Ok(Some(r)) => {
+            if let Some(reason) = r.abort_requested {
+                if let Some(run) = rt.local.lock().get(run_id) {
+                    let _ = run.abort.send(Some(reason));
+                }
             }
         }
-    };
+        Ok(None) => return Ok(()),
+        Err(err) => tracing::warn!(run = run_id, err = %err, "run record not updated"),
+    }
     let mut emitter = Emitter::new(rt, lease, &record, 0);
     emitter
         .agent(
@@ -300,16 +294,13 @@ async fn execute(
         stopping: rt.stopping.subscribe(),
         deadline: Instant::now() + run_deadline(record.request.timeout_ms),
     };
+    let known = Known { config, session };
     let outcome = agent_loop(rt, &mut emitter, &record, known, controls).await;
     finish(rt, &mut emitter, &record, started_at, outcome).await
 }
 
-type Marking<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Option<RunRecord>, ServiceError>> + Send + 'a>,
->;
-
 /// Marks the record `running` on this node (unless it ended meanwhile); `revision`: the one
-/// this node created it at, when it did.
+/// this node created it at, when it did (one write instead of a read and a write).
 async fn mark_running(
     rt: &Runtime,
     record: &RunRecord,
@@ -331,34 +322,11 @@ async fn mark_running(
     }
 }
 
-/// Applies what marking the record found: `false` when the run must not execute (it ended
-/// or is gone); an abort recorded before the run registered here is sent to it now.
-fn applies(rt: &Runtime, run_id: &str, marked: Result<Option<RunRecord>, ServiceError>) -> bool {
-    match marked {
-        Ok(Some(r)) if r.status.is_final() => false,
-        Ok(Some(r)) => {
-            if let Some(reason) = r.abort_requested {
-                if let Some(run) = rt.local.lock().get(run_id) {
-                    let _ = run.abort.send(Some(reason));
-                }
-            }
-            true
-        }
-        Ok(None) => false,
-        Err(err) => {
-            tracing::warn!(run = run_id, err = %err, "run record not updated");
-            true
-        }
-    }
-}
-
-/// What a run read before it was set up: the config when it was passed along, its session
-/// entry (`true`: created just now, so its transcript is empty), and the marking of its
-/// record when that is still under way.
-struct Known<'a> {
+/// What a run read before it was set up: the config when it was passed along, and its
+/// session entry (`true`: created just now, so its transcript is empty).
+struct Known {
     config: Option<Arc<SharedConfig>>,
     session: Result<(SessionEntry, bool), ServiceError>,
-    marking: Option<Marking<'a>>,
 }
 
 /// Runs expire at start + timeout + 60 s, within [2 min, 24 h] (§5.1).
@@ -389,7 +357,7 @@ struct Setup {
     tools: Vec<providers::ToolSpec>,
 }
 
-async fn prepare(rt: &Runtime, record: &RunRecord, known: Known<'_>) -> Result<Setup, String> {
+async fn prepare(rt: &Runtime, record: &RunRecord, known: Known) -> Result<Setup, String> {
     let config = match known.config {
         Some(config) => config,
         None => rt.config.current().await.map_err(|e| e.to_string())?,
@@ -432,19 +400,7 @@ async fn prepare(rt: &Runtime, record: &RunRecord, known: Known<'_>) -> Result<S
         announce_message(rt, &record.session_key, &entry.session_id, &user).await;
         Ok::<_, String>(history)
     };
-    let marking = async {
-        if let Some(marking) = known.marking {
-            let marked = marking.await;
-            // A fresh run's record cannot have ended (see `execute`); were it so, stop.
-            if !applies(rt, &record.run_id, marked) {
-                if let Some(run) = rt.local.lock().get(&record.run_id) {
-                    let _ = run.abort.send(Some("ended".into()));
-                }
-            }
-        }
-    };
-    let (history, documents, ()) =
-        tokio::join!(transcript, workspace_documents(rt, &agent_id), marking);
+    let (history, documents) = tokio::join!(transcript, workspace_documents(rt, &agent_id));
     let history = history?;
     let system = system_prompt(agents, &agent_id, record, documents, &history);
     Ok(Setup {
@@ -565,7 +521,7 @@ async fn agent_loop(
     rt: &Runtime,
     emitter: &mut Emitter<'_>,
     record: &RunRecord,
-    known: Known<'_>,
+    known: Known,
     mut controls: Controls,
 ) -> Outcome {
     // The lease keeps beating while the run is set up (a slow store must not look dead).

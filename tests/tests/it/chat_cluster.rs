@@ -558,6 +558,58 @@ async fn jetstream_transcripts_append_on_condition() {
         .unwrap();
 }
 
+/// A released lease is created again over its delete in one conditional write, which is
+/// refused once anything else was written to the key (then the caller creates it plainly).
+#[tokio::test]
+async fn jetstream_recreates_a_deleted_key_only_over_that_delete() {
+    use argent_planes::state::{StateError, StateStore};
+    use argent_planes::state_nats::NatsStore;
+    let nats = Nats::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    argent_planes::cluster::ensure_buckets(&js, 1)
+        .await
+        .unwrap();
+    let store = NatsStore::new(client);
+    let bucket = argent_proto::subjects::BUCKET_LEASES;
+    let deleted_revision = |key: &'static str| {
+        let js = js.clone();
+        async move {
+            let kv = js.get_key_value(bucket).await.unwrap();
+            let entry = kv.entry(key).await.unwrap().unwrap();
+            assert_ne!(entry.operation, async_nats::jetstream::kv::Operation::Put);
+            entry.revision
+        }
+    };
+    store.create(bucket, "l.k", "1".into()).await.unwrap();
+    store.delete(bucket, "l.k").await.unwrap();
+    let released = deleted_revision("l.k").await;
+    store
+        .recreate(bucket, "l.k", "2".into(), released)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recreate(bucket, "l.k", "3".into(), released).await,
+        Err(StateError::WrongRevision),
+        "a live value is never overwritten"
+    );
+    store.delete(bucket, "l.k").await.unwrap();
+    assert_eq!(
+        store.recreate(bucket, "l.k", "4".into(), released).await,
+        Err(StateError::WrongRevision),
+        "an older delete is not the last change"
+    );
+    let released = deleted_revision("l.k").await;
+    store
+        .recreate(bucket, "l.k", "5".into(), released)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(bucket, "l.k").await.unwrap().unwrap().value,
+        bytes::Bytes::from("5")
+    );
+}
+
 /// The node keeps a session's log between turns; a message written to it by anyone else
 /// (here: straight into JetStream) is in the next turn's conversation all the same.
 #[tokio::test]
