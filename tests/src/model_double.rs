@@ -141,6 +141,14 @@ impl ModelDouble {
         self.shared.requests.lock().clone()
     }
 
+    /// The first request whose last user text is `text` (panics when there is none).
+    pub fn request_for(&self, text: &str) -> RecordedRequest {
+        self.requests()
+            .into_iter()
+            .find(|r| r.last_user == text)
+            .unwrap_or_else(|| panic!("no model request ended with the user text {text:?}"))
+    }
+
     /// Number of requests received whose last user text contains `needle`.
     pub fn count_matching(&self, needle: &str) -> usize {
         self.shared

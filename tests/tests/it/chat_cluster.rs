@@ -367,11 +367,7 @@ async fn a_node_killed_mid_run_fails_the_run_and_the_session_goes_on() {
         .unwrap();
     let events = run_events(&mut client, "k2", false).await;
     assert_eq!(final_text(&events), "echo: after the crash");
-    let request = double
-        .requests()
-        .into_iter()
-        .find(|r| r.last_user == "after the crash")
-        .unwrap();
+    let request = double.request_for("after the crash");
     assert_eq!(
         request.message_count, 3,
         "system, the interrupted user message, this one"
@@ -428,11 +424,7 @@ async fn a_gateway_killed_mid_run_and_a_full_restart_lose_nothing() {
     .unwrap();
     let events = run_events(&mut on_c, "g2", false).await;
     assert_eq!(final_text(&events), "echo: still there?");
-    let request = double
-        .requests()
-        .into_iter()
-        .find(|r| r.last_user == "still there?")
-        .unwrap();
+    let request = double.request_for("still there?");
     assert_eq!(
         request.message_count, 4,
         "system + the restored conversation + this message"
@@ -588,17 +580,16 @@ async fn jetstream_recreates_a_deleted_key_only_over_that_delete() {
         .recreate(bucket, "l.k", "2".into(), released)
         .await
         .unwrap();
-    assert_eq!(
-        store.recreate(bucket, "l.k", "3".into(), released).await,
-        Err(StateError::WrongRevision),
-        "a live value is never overwritten"
-    );
-    store.delete(bucket, "l.k").await.unwrap();
-    assert_eq!(
-        store.recreate(bucket, "l.k", "4".into(), released).await,
-        Err(StateError::WrongRevision),
-        "an older delete is not the last change"
-    );
+    for (value, what) in [
+        ("3", "a live value is never overwritten"),
+        ("4", "an older delete is not the last change"),
+    ] {
+        if value == "4" {
+            store.delete(bucket, "l.k").await.unwrap();
+        }
+        let refused = store.recreate(bucket, "l.k", value.into(), released).await;
+        assert_eq!(refused, Err(StateError::WrongRevision), "{what}");
+    }
     let released = deleted_revision("l.k").await;
     store
         .recreate(bucket, "l.k", "5".into(), released)
@@ -659,11 +650,7 @@ async fn a_turn_sees_what_others_wrote_to_its_transcript() {
         final_text(&run_events(&mut client, "c2", false).await),
         "echo: second"
     );
-    let request = double
-        .requests()
-        .into_iter()
-        .find(|r| r.last_user == "second")
-        .unwrap();
+    let request = double.request_for("second");
     assert_eq!(
         request.message_count, 5,
         "system, first, its answer, the message written elsewhere, second"

@@ -473,11 +473,7 @@ async fn queue_steer_abort_busy_and_idempotency() {
     let second = run_events(&mut client, "q2", false).await;
     assert_eq!(final_text(&second), "echo: second");
     // The queued run saw the whole conversation, steering included.
-    let request = double
-        .requests()
-        .into_iter()
-        .find(|r| r.last_user == "second")
-        .unwrap();
+    let request = double.request_for("second");
     // system prompt, user, steered user, the reply to both (one transcript message), user.
     assert_eq!(request.message_count, 5);
     assert!(double.requests().iter().any(|r| r.last_user == "also this"));
@@ -689,11 +685,7 @@ async fn inject_and_compaction() {
         .await
         .unwrap();
     run_events(&mut client, "after", false).await;
-    let request = double
-        .requests()
-        .into_iter()
-        .find(|r| r.last_user == "after")
-        .unwrap();
+    let request = double.request_for("after");
     assert!(request.system.contains("SUMMARY(2)"), "{}", request.system);
     let command = client
         .call("commands.compact", json!({"sessionKey": "notes"}))
