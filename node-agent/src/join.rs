@@ -16,7 +16,12 @@ use argent_client::{Client, ClientError, ConnectOptions};
 const IDENTITY_FILE: &str = "node-identity.json";
 const CREDENTIALS_FILE: &str = "node-credentials.json";
 /// How often a waiting node asks again.
+/// How often a node waiting for approval asks again.
 const RETRY: Duration = Duration::from_secs(2);
+/// A refused or unreachable gateway is asked again after this, doubling up to [`MAX_BACKOFF`]
+/// (or after the gateway's `retryAfterMs` when longer).
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Serialize, Deserialize)]
 struct IdentityFile {
@@ -101,7 +106,9 @@ pub async fn join(
 ) -> anyhow::Result<Credentials> {
     let node_id = key.id();
     let mut announced = String::new();
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let mut wait = RETRY;
         let saved = stored(state_dir);
         let mut options =
             ConnectOptions::cli(gateway, saved.as_ref().map(|c| c.device_token.clone()));
@@ -144,6 +151,7 @@ pub async fn join(
                     announce(&request_id, &node_id);
                     announced = request_id;
                 }
+                backoff = FIRST_BACKOFF;
             }
             // Revoked or rotated away: forget it and ask to be paired again.
             Err(ClientError::Rejected { error, .. })
@@ -157,17 +165,25 @@ pub async fn join(
             Err(ClientError::Rejected { error, .. })
                 if error.retryable == Some(true) || error.code == "UNAVAILABLE" =>
             {
-                tracing::warn!(message = %error.message, "gateway cannot take the request now; retrying");
+                let asked = Duration::from_millis(error.retry_after_ms.unwrap_or(0));
+                wait = asked.max(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tracing::warn!(message = %error.message, retry_in_ms = wait.as_millis() as u64, "gateway cannot take the request now; retrying");
             }
+            // Final: rejected pairing, a refused identity, a gateway that cannot pair.
             Err(ClientError::Rejected { error, .. }) => {
                 bail!(
-                    "the gateway refused this node: {} ({})",
+                    "the gateway refused this node for good: {} ({}); fix that and start it again",
                     error.message,
                     error.code
                 )
             }
-            Err(err) => tracing::warn!(%err, "gateway not reachable; retrying"),
+            Err(err) => {
+                wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tracing::warn!(%err, retry_in_ms = wait.as_millis() as u64, "gateway not reachable; retrying");
+            }
         }
-        tokio::time::sleep(RETRY).await;
+        tokio::time::sleep(wait).await;
     }
 }

@@ -52,11 +52,13 @@ pub struct RunArgs {
     /// Time a new socket has to complete the handshake, in milliseconds.
     #[arg(long, env = "ARGENT_HANDSHAKE_TIMEOUT_MS", default_value_t = argent_proto::limits::HANDSHAKE_TIMEOUT_MS)]
     pub handshake_timeout_ms: u64,
-    /// Failed handshakes one address may make per minute before it is refused for the rest
-    /// of the minute (0: unlimited).
+    /// Failed authentications one address (or one device) may make per minute before its
+    /// further failures are refused, for 1 s doubling up to 5 min (0: unlimited). A valid
+    /// credential is never refused by this limit.
     #[arg(long, env = "ARGENT_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
     pub auth_failures_per_minute: u32,
-    /// Sockets one address may hold before their handshake completes.
+    /// Sockets one address may hold before their handshake completes; more are answered
+    /// with HTTP 503 and `Retry-After`.
     #[arg(
         long,
         env = "ARGENT_PENDING_HANDSHAKES_PER_ADDRESS",

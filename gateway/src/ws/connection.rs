@@ -31,7 +31,7 @@ use argent_proto::limits::MAX_PAYLOAD;
 use argent_proto::session_key::SessionKey;
 use argent_proto::version::Protocol;
 
-use crate::auth::limiter::PendingSlot;
+use crate::auth::limiter::{Claimant, PendingSlot};
 use crate::context::Ctx;
 use crate::hub::ConnHandle;
 use crate::methods::presence::presence_json;
@@ -88,8 +88,8 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
             .handshakes
             .get_or_create(&vec![("outcome", "too_many_pending")])
             .inc();
-        tracing::warn!(%peer, "too many pending handshakes from this address; dropped");
-        return;
+        // Logged as a periodic summary by the limiter, not here.
+        return refuse_busy(tcp).await;
     };
     // The port also serves the Control UI's pages to browsers.
     match Box::pin(sniff(&tcp, ctx.limits.handshake_timeout)).await {
@@ -126,6 +126,33 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
         established(ctx, joined).await;
     }
     .instrument(span)
+    .await;
+}
+
+/// Answers a socket the gateway will not serve now with HTTP 503 and `Retry-After`, then
+/// closes it after the client's request was read (closing on unread bytes would reset the
+/// connection before the answer is read).
+async fn refuse_busy(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "too many pending handshakes from this address; retry shortly\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match tcp.read(&mut sink).await? {
+                0 => break,
+                n => left -= n.min(left),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
     .await;
 }
 
@@ -296,14 +323,9 @@ async fn handshake_phase(
         secrets: &secrets,
         config: &config.document,
     };
-    let verdict = match ctx.auth_limiter.check(peer.ip()) {
-        Err(refusal) => Err(Box::new(handshake::Rejection::refuse(
-            &first,
-            refusal,
-            crate::auth::rate_limited_error,
-        ))),
-        Ok(()) => handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first),
-    };
+    // Every handshake is evaluated, whatever failed before from its address: a valid
+    // credential is never refused by the failed-login limiter (see `auth::limiter`).
+    let verdict = handshake::evaluate(&policy, &conn_id, &upgrade, peer, &nonce, &first);
     let verdict = match verdict {
         Ok(accepted) => match pairing::complete(&ctx, &accepted).await {
             Ok(auth) => Ok((accepted, auth)),
@@ -313,9 +335,18 @@ async fn handshake_phase(
     };
     let (accepted, auth) = match verdict {
         Ok(done) => done,
-        Err(rejection) => {
+        Err(mut rejection) => {
             if rejection.is_auth_failure() {
-                ctx.auth_limiter.record_failure(peer.ip());
+                let claimants = failure_claimants(peer, &first);
+                if let Some(refusal) = ctx.auth_limiter.record_failure(&claimants) {
+                    // Past the budget: refused as rate-limited, and slowly.
+                    tokio::time::sleep(refusal.tarpit).await;
+                    *rejection = handshake::Rejection::refuse(
+                        &first,
+                        refusal.error,
+                        crate::auth::rate_limited_error,
+                    );
+                }
             }
             ctx.metrics
                 .handshakes
@@ -330,6 +361,8 @@ async fn handshake_phase(
         }
     };
     gate.lift();
+    ctx.auth_limiter
+        .record_success(accepted.session.device_id.as_deref());
     ctx.metrics
         .handshakes
         .get_or_create(&vec![("outcome", "ok")])
@@ -342,6 +375,22 @@ async fn handshake_phase(
         upgrade,
         auth,
     }))
+}
+
+/// Whom a failed authentication counts against: the address, and the device the
+/// `connect` claimed to be (read leniently: the frame may be malformed).
+fn failure_claimants(peer: SocketAddr, first: &str) -> Vec<Claimant> {
+    let mut claimants = vec![Claimant::Address(peer.ip())];
+    let device = serde_json::from_str::<Value>(first).ok().and_then(|frame| {
+        frame["params"]["device"]["id"]
+            .as_str()
+            .filter(|id| !id.is_empty() && id.len() <= 256)
+            .map(str::to_string)
+    });
+    if let Some(device) = device {
+        claimants.push(Claimant::Device(device));
+    }
+    claimants
 }
 
 enum FirstFrame {

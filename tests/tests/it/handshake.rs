@@ -422,7 +422,7 @@ async fn ticks_are_sequenced_per_connection() {
 }
 
 #[tokio::test]
-async fn failed_handshakes_are_rate_limited_per_address() {
+async fn failed_handshakes_are_rate_limited_but_valid_credentials_pass() {
     let gw = Gateway::local()
         .args(&["--auth-failures-per-minute", "3"])
         .start()
@@ -436,19 +436,59 @@ async fn failed_handshakes_are_rate_limited_per_address() {
             .unwrap()
             .starts_with("unauthorized: gateway token mismatch"));
     }
-    // Over the budget: refused for the rest of the minute, even with the right token.
-    let right = connect_with(cli_params(Some(&gw.token))).to_string();
-    let (error, next) = reject(&gw, &right).await;
-    let error = error.unwrap();
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("unauthorized: too many failed handshakes from this address; retry in"),
-        "{error}"
-    );
-    assert_eq!(error["retryable"], true);
-    assert!(error["retryAfterMs"].as_u64().unwrap() > 0);
-    assert_eq!(error["details"]["reason"], "rate_limited");
-    assert!(matches!(next, Next::Close(1008, _)));
+    // Over the budget: further failures are refused as rate-limited, each for longer...
+    let mut waits = Vec::new();
+    for _ in 0..2 {
+        let (error, next) = reject(&gw, &wrong).await;
+        let error = error.unwrap();
+        assert!(
+            error["message"].as_str().unwrap().starts_with(
+                "unauthorized: too many failed authentication attempts from this address; retry in"
+            ),
+            "{error}"
+        );
+        assert_eq!(error["retryable"], true);
+        assert_eq!(error["details"]["reason"], "rate_limited");
+        assert!(matches!(next, Next::Close(1008, _)));
+        waits.push(error["retryAfterMs"].as_u64().unwrap());
+    }
+    assert!(waits[0] > 0 && waits[1] > waits[0], "{waits:?}");
+    // ...while the right token from the same address still gets in (a load balancer's
+    // address is everyone's).
+    let client = gw.client().await.unwrap();
+    assert!(client.call("health", json!({})).await.is_ok());
+}
+
+/// Sockets past the per-address cap of pending handshakes are answered with HTTP 503 and
+/// `Retry-After`, not dropped; a slot freed is usable again.
+#[tokio::test]
+async fn too_many_pending_handshakes_get_http_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::local()
+        .args(&["--pending-handshakes-per-address", "3"])
+        .start()
+        .await
+        .unwrap();
+    let address = gw.ws.trim_start_matches("ws://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // The gateway counts a socket from its accept: give it a moment to see all three.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(&address).await.unwrap();
+    extra
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, extra.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(gw.client().await.is_ok(), "a freed slot serves again");
 }

@@ -8,12 +8,17 @@ use std::time::Duration;
 use serde_json::json;
 
 use argent_client::ClientError;
+use argent_tests::raw::{connect_frame, Next, RawWs};
 use argent_tests::{eventually, Gateway, JoiningNode, Nats, TOKEN};
 
 #[tokio::test]
 async fn a_node_agent_joins_by_pairing_and_leaves_by_revocation() {
     let nats = Nats::start().await.unwrap();
-    let a = Gateway::cluster(&nats).start().await.unwrap();
+    let a = Gateway::cluster(&nats)
+        .args(&["--auth-failures-per-minute", "2"])
+        .start()
+        .await
+        .unwrap();
     let b = Gateway::cluster(&nats).start().await.unwrap();
     let operator = b.client().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -87,8 +92,19 @@ async fn a_node_agent_joins_by_pairing_and_leaves_by_revocation() {
         assert_eq!(mode, 0o600, "{file}");
     }
 
-    // A restart rejoins with the stored token: no new approval.
+    // A restart rejoins with the stored token: no new approval. Even while someone at the
+    // same address keeps typing a wrong token (the limiter refuses only failures).
     node.proc.terminate(Duration::from_secs(10)).unwrap();
+    for _ in 0..4 {
+        let (mut ws, _) = RawWs::open_challenged(&a.ws).await.unwrap();
+        ws.send_json(&connect_frame("c", "wrong-token"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            ws.next(Duration::from_secs(5)).await,
+            Next::Frame(_)
+        ));
+    }
     let node = JoiningNode::start(&nats, &a.ws, dir.path()).await.unwrap();
     assert_eq!(node.first["event"], "listening", "{}", node.first);
     assert_eq!(node.first["nodeId"], node_id.as_str());
