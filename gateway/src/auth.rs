@@ -138,7 +138,7 @@ pub fn device_token_error(
     protocol: Protocol,
 ) -> RpcError {
     let (what, reason, v4_hint, code, auth_reason, next) = match failure {
-        devices::TokenFailure::Mismatch => (
+        devices::TokenFailure::Mismatch | devices::TokenFailure::Unknown => (
             "device token mismatch",
             "device_token_invalid",
             "rotate/reissue device token",

@@ -25,6 +25,14 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// The config file inside a state dir.
+/// `gateway.port` of the state dir's config, when it sets one (as upstream's config does).
+pub fn configured_port(state_dir: &Path) -> Option<u16> {
+    let config = ConfigFile::new(config_path(state_dir)).load().ok()?;
+    config["gateway"]["port"]
+        .as_u64()
+        .and_then(|port| u16::try_from(port).ok())
+}
+
 pub fn config_path(state_dir: &Path) -> PathBuf {
     state_dir.join("argent.json")
 }

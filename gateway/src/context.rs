@@ -11,6 +11,7 @@ use argent_planes::state::StateStore;
 
 use crate::auth::limiter::AuthLimiter;
 use crate::chat_stream::DeltaTexts;
+use crate::client_address::TrustedProxies;
 pub use crate::config::Mode;
 use crate::config::{ConfigFile, Loaded, SharedSecrets};
 use crate::health::{Health, HealthSources, Identity};
@@ -90,6 +91,8 @@ pub struct Ctx {
     pub node_subscriptions: NodeSubscriptions,
     /// Node-agents that joined by pairing and whose pairing is valid (refreshed every second).
     pub paired_nodes: parking_lot::RwLock<std::collections::HashSet<String>>,
+    /// `gateway.trustedProxies` of the config generation it was parsed from.
+    trusted_proxies: parking_lot::Mutex<(u64, Arc<TrustedProxies>)>,
 }
 
 pub struct CtxParts {
@@ -180,7 +183,23 @@ impl Ctx {
             node_invokes,
             node_subscriptions: NodeSubscriptions::default(),
             paired_nodes: Default::default(),
+            trusted_proxies: parking_lot::Mutex::new((u64::MAX, Arc::default())),
         }
+    }
+
+    /// The proxies whose forwarding headers are believed (`gateway.trustedProxies`, applied
+    /// live; parsed once per config generation).
+    pub fn trusted_proxies(&self) -> Arc<TrustedProxies> {
+        let config = self.config();
+        let mut cached = self.trusted_proxies.lock();
+        if cached.0 != config.generation {
+            let (trusted, problems) = TrustedProxies::from_config(&config.document);
+            for problem in problems {
+                tracing::warn!(%problem, "ignored in the config");
+            }
+            *cached = (config.generation, Arc::new(trusted));
+        }
+        cached.1.clone()
     }
 
     /// The `tick` period: the shared config's `gateway.tickIntervalMs` when set (applied

@@ -4,7 +4,8 @@
 //!   [`embedded_node`] — the in-process node-agent of the one-process default (the only
 //!   user of the node-agent crate, behind the default feature `embedded-node`).
 //! * [`ws`] — one task per WebSocket connection: handshake, request loop, bounded outbox.
-//! * [`auth`] — shared-secret checks and the exact failure messages.
+//! * [`auth`] — shared-secret checks and the exact failure messages; [`client_address`] —
+//!   the client's address behind trusted proxies.
 //! * [`router`] — authorization on every request, then local method or forwarding to a
 //!   node-agent (rendezvous hashing in [`select`], failover for idempotent calls).
 //! * [`methods`] — methods the gateway answers itself (`health`, `status`, `system-presence`).
@@ -23,6 +24,7 @@
 pub mod auth;
 pub mod chat_stream;
 pub mod cli;
+pub mod client_address;
 pub mod config;
 pub mod context;
 pub mod control_ui;

@@ -153,9 +153,10 @@ pub async fn join(
                 }
                 backoff = FIRST_BACKOFF;
             }
-            // Revoked or rotated away: forget it and ask to be paired again.
+            // Revoked, rotated away or unknown to the gateway (removed, or another
+            // cluster's): forget it and ask to be paired again.
             Err(ClientError::Rejected { error, .. })
-                if error.message.contains("device token mismatch") && saved.is_some() =>
+                if error.message.contains("token mismatch") && saved.is_some() =>
             {
                 tracing::warn!("the stored node token was refused; asking to be paired again");
                 let _ = std::fs::remove_file(credentials_path(state_dir));

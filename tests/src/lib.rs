@@ -274,6 +274,8 @@ pub struct GatewayBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     state_dir: Option<PathBuf>,
+    /// Listen where the config says (no `--port 0`).
+    configured_port: bool,
 }
 
 /// A running `argent gateway run`.
@@ -296,6 +298,7 @@ impl Gateway {
             args: Vec::new(),
             env: Vec::new(),
             state_dir: None,
+            configured_port: false,
         }
     }
 
@@ -307,6 +310,7 @@ impl Gateway {
             args: Vec::new(),
             env: Vec::new(),
             state_dir: None,
+            configured_port: false,
         }
     }
 
@@ -387,6 +391,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Listen on the port the state dir's config names, not on a free one.
+    pub fn configured_port(mut self) -> Self {
+        self.configured_port = true;
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<Gateway> {
         let temp = match &self.state_dir {
             Some(_) => None,
@@ -398,7 +408,12 @@ impl GatewayBuilder {
             .unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
         let mut command = Command::new(binary("argent"));
         command
-            .args(["gateway", "run", "--port", "0", "--http-port", "0"])
+            .args(["gateway", "run", "--http-port", "0"])
+            .args(if self.configured_port {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .arg("--state-dir")
             .arg(&state_dir)
             .args(&self.args)

@@ -30,6 +30,11 @@ pub struct TokenRecord {
     pub revoked_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at_ms: Option<u64>,
+    /// The hash of the token this one replaced, so the replaced token is told apart from a
+    /// token the device never held (`device token mismatch` against `gateway token
+    /// mismatch`, as upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,10 +104,24 @@ pub enum TokenGrant {
 /// Why a device token was refused (§2.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenFailure {
-    /// Unknown, revoked or rotated away, or for another device or role.
+    /// A token of this device that does not open this role now: revoked, rotated away, or
+    /// another role's.
     Mismatch,
+    /// Not a token this device held (as far as is stored): answered like a wrong shared
+    /// token, as upstream does.
+    Unknown,
     /// Valid, but the requested scopes exceed its grant.
     ScopeMismatch,
+}
+
+impl TokenFailure {
+    fn mismatch_if(held: bool) -> Self {
+        if held {
+            TokenFailure::Mismatch
+        } else {
+            TokenFailure::Unknown
+        }
+    }
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -385,15 +404,23 @@ impl DeviceStore {
     ) -> Result<Result<(), TokenFailure>, RpcError> {
         let key = device_key(device_id);
         let Some((mut device, revision)) = self.read::<PairedDevice>(&key).await? else {
-            return Ok(Err(TokenFailure::Mismatch));
+            return Ok(Err(TokenFailure::Unknown));
         };
+        let hash = hash_token(token);
+        let held = |r: &TokenRecord| {
+            crate::auth::secrets_equal(&r.hash, &hash)
+                || r.previous_hash
+                    .as_deref()
+                    .is_some_and(|p| crate::auth::secrets_equal(p, &hash))
+        };
+        // A token of this device that no longer opens this role: revoked, rotated away, or
+        // another role's.
+        let ever_held = device.tokens.values().any(held);
         let Some(record) = device.tokens.get_mut(role) else {
-            return Ok(Err(TokenFailure::Mismatch));
+            return Ok(Err(TokenFailure::mismatch_if(ever_held)));
         };
-        if record.revoked_at_ms.is_some()
-            || !crate::auth::secrets_equal(&record.hash, &hash_token(token))
-        {
-            return Ok(Err(TokenFailure::Mismatch));
+        if record.revoked_at_ms.is_some() || !crate::auth::secrets_equal(&record.hash, &hash) {
+            return Ok(Err(TokenFailure::mismatch_if(ever_held)));
         }
         if !scopes.iter().all(|s| record.scopes.contains(s)) {
             return Ok(Err(TokenFailure::ScopeMismatch));
@@ -423,6 +450,7 @@ impl DeviceStore {
             rotated_at_ms: None,
             revoked_at_ms: None,
             last_used_at_ms: Some(now),
+            previous_hash: None,
         };
         let stored = record.clone();
         self.update_device(device_id, |current| {
@@ -441,10 +469,11 @@ impl DeviceStore {
                     return Err(RpcError::not_paired("pairing required"));
                 }
             }
-            let previous = device.tokens.get(role).map(|t| t.created_at_ms);
+            let previous = device.tokens.get(role).map(|t| t.hash.clone());
             let mut record = stored.clone();
             if previous.is_some() {
                 record.rotated_at_ms = Some(now);
+                record.previous_hash = previous;
             }
             device.tokens.insert(role.to_string(), record);
             Ok((device, ()))

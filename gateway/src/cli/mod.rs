@@ -51,14 +51,10 @@ pub enum GatewayCommand {
 /// How CLI commands reach a running gateway.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Gateway WebSocket URL.
-    #[arg(
-        long,
-        global = true,
-        env = "ARGENT_GATEWAY_URL",
-        default_value = "ws://127.0.0.1:18789"
-    )]
-    pub url: String,
+    /// Gateway WebSocket URL (default: ws://127.0.0.1 on ARGENT_GATEWAY_PORT, else the
+    /// state dir config's `gateway.port`, else 18789: where `argent gateway run` listens).
+    #[arg(long, global = true, env = "ARGENT_GATEWAY_URL")]
+    pub url: Option<String>,
     /// Gateway token (default: read from the state dir's argent.json).
     #[arg(
         long,
@@ -76,16 +72,31 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// The gateway to reach.
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let port = std::env::var("ARGENT_GATEWAY_PORT")
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .or_else(|| crate::config::configured_port(&self.state_dir()))
+            .unwrap_or(argent_proto::limits::DEFAULT_PORT);
+        format!("ws://127.0.0.1:{port}")
+    }
+
+    fn state_dir(&self) -> std::path::PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(crate::config::default_state_dir)
+    }
+
     /// The token to send, and where it came from.
     pub fn token(&self) -> (Option<String>, String) {
         if let Some(token) = &self.token {
             return (Some(token.clone()), "--token / ARGENT_GATEWAY_TOKEN".into());
         }
-        let dir = self
-            .state_dir
-            .clone()
-            .unwrap_or_else(crate::config::default_state_dir);
-        let path = crate::config::config_path(&dir);
+        let path = crate::config::config_path(&self.state_dir());
         let file = crate::config::ConfigFile::new(path.clone());
         match file.load() {
             Ok(config) => {
@@ -101,7 +112,7 @@ impl ConnectArgs {
     }
 
     pub fn options(&self) -> argent_client::ConnectOptions {
-        let mut options = argent_client::ConnectOptions::cli(&self.url, self.token().0);
+        let mut options = argent_client::ConnectOptions::cli(&self.url(), self.token().0);
         options.timeout = std::time::Duration::from_millis(self.timeout_ms);
         options
     }

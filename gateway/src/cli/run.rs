@@ -16,9 +16,9 @@ pub struct RunArgs {
     /// Address to listen on for WebSocket clients.
     #[arg(long, env = "ARGENT_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// WebSocket port (0 picks a free one).
-    #[arg(long, env = "ARGENT_GATEWAY_PORT", default_value_t = argent_proto::limits::DEFAULT_PORT)]
-    pub port: u16,
+    /// WebSocket port (0 picks a free one); default: the config's `gateway.port`, else 18789.
+    #[arg(long, env = "ARGENT_GATEWAY_PORT")]
+    pub port: Option<u16>,
     /// NATS URL: run as a stateless cluster gateway instead of the one-process default.
     #[arg(long, env = "ARGENT_NATS_URL")]
     pub nats: Option<String>,
@@ -91,9 +91,17 @@ async fn terminated() {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::config::default_state_dir);
+    let port = args
+        .port
+        .or_else(|| crate::config::configured_port(&state_dir))
+        .unwrap_or(argent_proto::limits::DEFAULT_PORT);
     let options = GatewayOptions {
         bind: args.bind,
-        port: args.port,
+        port,
         http_bind: args.http_bind,
         http_port: Some(args.http_port),
         nats_url: args.nats,

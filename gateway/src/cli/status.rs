@@ -21,7 +21,7 @@ pub struct StatusArgs {
 
 pub async fn run(args: StatusArgs) -> ExitCode {
     let (token, token_source) = args.connect.token();
-    let mut report = json!({"url": args.connect.url, "tokenSource": token_source});
+    let mut report = json!({"url": args.connect.url(), "tokenSource": token_source});
     let status = match token {
         None => Err("no token found: pass --token or set ARGENT_GATEWAY_TOKEN".to_string()),
         Some(_) => match Client::connect(&args.connect.options()).await {

@@ -32,6 +32,7 @@ use argent_proto::session_key::SessionKey;
 use argent_proto::version::Protocol;
 
 use crate::auth::limiter::{Claimant, PendingSlot};
+use crate::client_address::{ForwardingHeaders, TrustedProxies};
 use crate::context::Ctx;
 use crate::hub::ConnHandle;
 use crate::methods::presence::presence_json;
@@ -83,13 +84,20 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
     let _permit = permit;
     // One address may hold only so many sockets that have not authenticated yet: counted
     // from the first byte, for page requests too (they never authenticate).
-    let Some(pending_slot) = ctx.auth_limiter.pending_slot(peer.ip()) else {
-        ctx.metrics
-            .handshakes
-            .get_or_create(&vec![("outcome", "too_many_pending")])
-            .inc();
-        // Logged as a periodic summary by the limiter, not here.
-        return refuse_busy(tcp).await;
+    // A trusted proxy carries everyone's sockets: its clients are counted one by one once
+    // their forwarded address is known (after the upgrade request).
+    let trusted = ctx.trusted_proxies();
+    let pending_slot = if trusted.trusts(peer.ip()) {
+        None
+    } else {
+        match ctx.auth_limiter.pending_slot(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                too_many_pending(&ctx);
+                // Logged as a periodic summary by the limiter, not here.
+                return refuse_busy(tcp).await;
+            }
+        }
     };
     // The port also serves the Control UI's pages to browsers.
     match Box::pin(sniff(&tcp, ctx.limits.handshake_timeout)).await {
@@ -117,7 +125,7 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
             tcp,
             peer,
             conn_id,
-            pending_slot,
+            (pending_slot, trusted),
         ))
         .await
         else {
@@ -127,6 +135,13 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: Owne
     }
     .instrument(span)
     .await;
+}
+
+fn too_many_pending(ctx: &Ctx) {
+    ctx.metrics
+        .handshakes
+        .get_or_create(&vec![("outcome", "too_many_pending")])
+        .inc();
 }
 
 /// Answers a socket the gateway will not serve now with HTTP 503 and `Retry-After`, then
@@ -226,12 +241,14 @@ async fn handshake_phase(
     tcp: TcpStream,
     peer: SocketAddr,
     conn_id: String,
-    // Held until the handshake ends either way.
-    _pending_slot: PendingSlot,
+    // The pending slot is held until the handshake ends either way (none yet for a
+    // trusted proxy's socket).
+    (mut pending_slot, trusted): (Option<PendingSlot>, Arc<TrustedProxies>),
 ) -> Option<Box<Joined>> {
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let gate = PreauthGate::new();
     let mut upgrade = Upgrade::default();
+    let mut forwarding = ForwardingHeaders::default();
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == CANVAS_PATH {
             let mut reject = ErrorResponse::new(Some("not a gateway socket".into()));
@@ -247,9 +264,15 @@ async fn handshake_phase(
         upgrade.host = header("host");
         upgrade.origin = header("origin");
         upgrade.user_agent = header("user-agent");
-        upgrade.forwarded = ["x-forwarded-for", "x-real-ip", "x-forwarded-host"]
-            .iter()
-            .any(|h| req.headers().contains_key(*h));
+        forwarding = ForwardingHeaders {
+            forwarded: header("forwarded"),
+            x_forwarded_for: header("x-forwarded-for"),
+            x_real_ip: header("x-real-ip"),
+        };
+        // Forwarding headers from a peer that is not a trusted proxy make a connection
+        // remote (§2.6); a trusted proxy's client is judged by its own address below.
+        upgrade.forwarded = !trusted.trusts(peer.ip())
+            && (forwarding.any() || req.headers().contains_key("x-forwarded-host"));
         Ok(resp)
     };
     let stream = LimitedStream::new(tcp, gate.clone());
@@ -266,6 +289,10 @@ async fn handshake_phase(
         }
         Err(_) => return None,
     };
+
+    // Behind a trusted proxy: the client's own address, for limits, logs, presence and the
+    // local rule.
+    let peer = SocketAddr::new(trusted.client(peer.ip(), &forwarding), peer.port());
 
     let nonce = uuid::Uuid::new_v4().to_string();
     let challenge = EncodedEvent::from_value(
@@ -286,6 +313,19 @@ async fn handshake_phase(
     match tokio::time::timeout_at(deadline, gate.uncork(&tcp)).await {
         Ok(Ok(())) => drop(tcp),
         _ => return None,
+    }
+    if pending_slot.is_none() {
+        pending_slot = ctx.auth_limiter.pending_slot(peer.ip());
+        if pending_slot.is_none() {
+            too_many_pending(&ctx);
+            close(
+                &mut socket,
+                1013,
+                "too many pending handshakes; retry shortly",
+            )
+            .await;
+            return None;
+        }
     }
 
     let first = match tokio::time::timeout_at(deadline, first_text(&mut socket)).await {

@@ -118,10 +118,15 @@ pub async fn complete(ctx: &Ctx, accepted: &Accepted) -> Result<Option<Value>, B
                     Ok(()) => device_token = Some(token.to_string()),
                     // A v4 client that sent a wrong shared token and no device token is
                     // told so, with the hint to retry with its stored device token.
-                    Err(TokenFailure::Mismatch)
+                    Err(TokenFailure::Mismatch | TokenFailure::Unknown)
                         if protocol == Protocol::V4 && from_device_field.is_none() =>
                     {
                         let error = failure.to_error(&params.client, protocol, true);
+                        return Err(Rejection::respond(id, error, 1008));
+                    }
+                    // Not a token of this device: a wrong shared token, as upstream says.
+                    Err(TokenFailure::Unknown) => {
+                        let error = failure.to_error(&params.client, protocol, false);
                         return Err(Rejection::respond(id, error, 1008));
                     }
                     Err(kind) => {

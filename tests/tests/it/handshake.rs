@@ -492,3 +492,63 @@ async fn too_many_pending_handshakes_get_http_503() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(gw.client().await.is_ok(), "a freed slot serves again");
 }
+
+/// Behind a trusted proxy the limiter counts the client's forwarded address; from any other
+/// peer the forwarding headers are not believed.
+#[tokio::test]
+async fn trusted_proxies_forward_the_client_address_to_the_limiter() {
+    let wrong = connect_with(cli_params(Some("wrong"))).to_string();
+    let attempt = |url: String, client: &'static str| {
+        let wrong = wrong.clone();
+        async move {
+            let mut ws = RawWs::open(&url, &[("x-forwarded-for", client)])
+                .await
+                .unwrap();
+            assert!(matches!(ws.next(WAIT).await, Next::Frame(_)), "challenge");
+            ws.send_text(&wrong).await.unwrap();
+            let Next::Frame(res) = ws.next(WAIT).await else {
+                panic!("no answer")
+            };
+            res["error"]["message"].as_str().unwrap().to_string()
+        }
+    };
+    let limited = |message: &str| message.contains("too many failed authentication attempts");
+
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("argent.json"),
+        r#"{"gateway":{"trustedProxies":["127.0.0.0/8"]}}"#,
+    )
+    .unwrap();
+    let behind_proxy = Gateway::local()
+        .state_dir(state.path())
+        .args(&["--auth-failures-per-minute", "2"])
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(!limited(
+            &attempt(behind_proxy.ws.clone(), "203.0.113.7").await
+        ));
+    }
+    assert!(limited(
+        &attempt(behind_proxy.ws.clone(), "203.0.113.7").await
+    ));
+    assert!(
+        !limited(&attempt(behind_proxy.ws.clone(), "203.0.113.8").await),
+        "another client behind the same proxy is not limited"
+    );
+
+    let direct = Gateway::local()
+        .args(&["--auth-failures-per-minute", "2"])
+        .start()
+        .await
+        .unwrap();
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        assert!(!limited(&attempt(direct.ws.clone(), client).await));
+    }
+    assert!(
+        limited(&attempt(direct.ws.clone(), "203.0.113.3").await),
+        "an untrusted peer's forwarding headers are ignored"
+    );
+}

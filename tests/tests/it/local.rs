@@ -151,3 +151,49 @@ async fn without_a_node_forwarded_methods_say_so() {
     assert!(body.contains("argent_gateway_requests_total"), "{body}");
     assert_eq!(gw.http_get("/readyz").await.unwrap().0, 200);
 }
+
+/// The CLI finds a gateway that runs on another port without `--url`: from
+/// `ARGENT_GATEWAY_PORT`, or from the state dir config's `gateway.port` (which `argent
+/// gateway run` also listens on).
+#[tokio::test]
+async fn the_cli_finds_the_configured_port() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("argent.json"),
+        format!(r#"{{"gateway":{{"port":{port}}}}}"#),
+    )
+    .unwrap();
+    // Started without --port: the config's port.
+    let gw = Gateway::local()
+        .state_dir(state.path())
+        .configured_port()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(gw.ws, format!("ws://127.0.0.1:{port}"));
+    let dir = state.path().to_str().unwrap();
+    let status = |env: Option<(&str, String)>| {
+        let mut command = Command::new(bin_dir().join("argent"));
+        command
+            .args(["gateway", "status", "--state-dir", dir])
+            .env_remove("ARGENT_GATEWAY_TOKEN")
+            .env_remove("ARGENT_GATEWAY_URL")
+            .env_remove("ARGENT_GATEWAY_PORT");
+        if let Some((key, value)) = env {
+            command.env(key, value);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (ok, text) = status(None);
+    assert!(ok && text.contains("mode local"), "{text}");
+    let (ok, text) = status(Some(("ARGENT_GATEWAY_PORT", port.to_string())));
+    assert!(ok && text.contains(&format!("127.0.0.1:{port}")), "{text}");
+}
