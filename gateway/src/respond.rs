@@ -15,12 +15,15 @@ const RETRY_AFTER_MS: u64 = 1000;
 /// A state-plane failure. ARCHITECTURE.md failure model: state methods fail fast with a
 /// retryable `UNAVAILABLE` while NATS is gone, or when another writer won a race.
 pub fn state(err: StateError) -> RpcError {
-    let wire = RpcError::unavailable(err.to_string());
     match err {
+        // A name built from the caller's input that the store cannot hold: the caller's
+        // mistake, said without the store's key layout.
+        StateError::InvalidKey(_) => RpcError::bad_params(argent_proto::params::INVALID_ID),
+        StateError::TooLarge { .. } => RpcError::bad_params(err.to_string()),
         StateError::Unavailable(_) | StateError::WrongRevision => {
-            wire.retryable(Some(RETRY_AFTER_MS))
+            RpcError::unavailable(err.to_string()).retryable(Some(RETRY_AFTER_MS))
         }
-        _ => wire,
+        _ => RpcError::unavailable(err.to_string()),
     }
 }
 
@@ -41,6 +44,16 @@ pub fn no_node(capability: &str, method: &str) -> RpcError {
         "no live node-agent with capability \"{capability}\" to run {method}; start one with `argent-node run`"
     ))
     .with_detail("reason", "no_node")
+    .retryable(Some(RETRY_AFTER_MS))
+}
+
+/// NATS is unreachable, so this gateway can neither see nor reach node-agents (they may
+/// well be running).
+pub fn nats_unreachable(method: &str) -> RpcError {
+    RpcError::unavailable(format!(
+        "cannot run {method}: NATS is unreachable from this gateway, so no node-agent can be reached until it is back"
+    ))
+    .with_detail("reason", "nats_unreachable")
     .retryable(Some(RETRY_AFTER_MS))
 }
 

@@ -277,6 +277,10 @@ async fn forward(
     }
     let ranked = select::rank(&nodes, forward.capability, &key);
     if ranked.is_empty() {
+        // The registry is read through NATS: while it is away, every node looks gone.
+        if !ctx.health.nats_connected() {
+            return Err(respond::nats_unreachable(method));
+        }
         return Err(respond::no_node(forward.capability, method));
     }
     let call = Call {

@@ -19,6 +19,13 @@ impl From<ServiceError> for RpcError {
             ServiceError::State(StateError::Unavailable(_) | StateError::WrongRevision) => {
                 RpcError::unavailable(message).retryable(Some(STATE_RETRY_AFTER_MS))
             }
+            // A name built from the caller's input that the store cannot hold: the caller's
+            // mistake, said without the store's key layout.
+            ServiceError::State(StateError::InvalidKey(_)) => {
+                RpcError::bad_params(argent_proto::params::INVALID_ID)
+            }
+            // Too large to store: the caller's to shrink, never retryable.
+            ServiceError::State(StateError::TooLarge { .. }) => RpcError::bad_params(message),
             ServiceError::State(_)
             | ServiceError::Unreadable(_)
             | ServiceError::UnknownJob(_)

@@ -130,6 +130,11 @@ pub fn node_call_secret(cluster_secret: &str, node_id: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// HTTP/2 pings to a node-agent while calls are open, and how long an answer may take:
+/// together within the 3 s after which the registry declares a silent node dead.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The gateway's way to every node: in process or gRPC.
 pub struct NodeClients {
     local: Option<Arc<dyn MethodHandler>>,
@@ -163,8 +168,12 @@ impl NodeClients {
             .map_err(|e| CallError::Unreachable(format!("bad node address {address}: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(1))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+            // A node that stops answering mid-call (hung, or its host gone) fails the calls
+            // in flight within the registry's liveness bound (3 s), so idempotent ones move
+            // to another node instead of waiting for the call's deadline. Pings are sent
+            // only while calls are open.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         let client = NodeAgentClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);

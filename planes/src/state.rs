@@ -31,6 +31,12 @@ pub enum StateError {
     Unavailable(String),
     #[error("state store failed: {0}")]
     Failed(String),
+    /// A value the store cannot hold: the caller's to shrink (never worth a retry).
+    #[error(
+        "{size} bytes is over the cluster's limit of {limit} bytes for one stored value \
+         (the NATS servers' max_payload, less room for headers; raise max_payload to store more)"
+    )]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// Watcher channel capacity. A watch that cannot keep up ends; the watcher watches again

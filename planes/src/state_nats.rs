@@ -22,6 +22,24 @@ pub struct NatsStore {
     stores: Mutex<HashMap<String, kv::Store>>,
 }
 
+/// Room left in a NATS message for the subject, headers and JSON envelope around a value.
+const HEADROOM: usize = 4 * 1024;
+
+/// The largest value one NATS message carries with room to spare: the connected server's
+/// `max_payload` less [`HEADROOM`].
+pub fn value_limit(client: &async_nats::Client) -> usize {
+    client.server_info().max_payload.saturating_sub(HEADROOM)
+}
+
+/// `Err(TooLarge)` for a value over [`value_limit`], before anything is sent.
+pub fn check_size(client: &async_nats::Client, size: usize) -> Result<(), StateError> {
+    let limit = value_limit(client);
+    if limit > 0 && size > limit {
+        return Err(StateError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
 impl NatsStore {
     pub fn new(client: async_nats::Client) -> Self {
         let js = jetstream::new(client.clone());
@@ -81,12 +99,14 @@ impl StateStore for NatsStore {
 
     async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
         validate_key(key)?;
+        check_size(&self.client, value.len())?;
         let store = self.store(bucket).await?;
         timed(store.put(key, value)).await
     }
 
     async fn create(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
         validate_key(key)?;
+        check_size(&self.client, value.len())?;
         let store = self.store(bucket).await?;
         match tokio::time::timeout(OP_TIMEOUT, store.create(key, value)).await {
             Ok(Ok(rev)) => Ok(rev),
@@ -120,6 +140,7 @@ impl StateStore for NatsStore {
         revision: u64,
     ) -> Result<u64, StateError> {
         validate_key(key)?;
+        check_size(&self.client, value.len())?;
         let store = self.store(bucket).await?;
         match tokio::time::timeout(OP_TIMEOUT, store.update(key, value, revision)).await {
             Ok(Ok(rev)) => Ok(rev),

@@ -61,6 +61,11 @@ pub trait TranscriptLog: Send + Sync {
     }
     /// [`TranscriptLog::read`], and where the log ended for this read.
     async fn read_to_end(&self, session_id: &str) -> Result<(Vec<Value>, LogEnd), StateError>;
+    /// The largest message (encoded) the log can hold, when it has a limit (JetStream: the
+    /// servers' `max_payload`), so a request can be refused before it is accepted.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
     /// Archives the whole log, then makes `messages` its content; returns where the
     /// archive is.
     async fn replace(&self, session_id: &str, messages: &[Value]) -> Result<String, StateError>;
@@ -222,8 +227,9 @@ impl NatsTranscripts {
         let failed = |e: &dyn std::fmt::Display| {
             StateError::Unavailable(format!("transcript append failed: {e}"))
         };
-        let mut publish =
-            jetstream::message::PublishMessage::build().payload(Bytes::from(encode(message)));
+        let payload = encode(message);
+        crate::state_nats::check_size(&self.client, payload.len())?;
+        let mut publish = jetstream::message::PublishMessage::build().payload(Bytes::from(payload));
         if let Some(end) = after {
             publish = publish.expected_last_subject_sequence(end);
         }
@@ -336,6 +342,10 @@ impl NatsTranscripts {
 
 #[async_trait]
 impl TranscriptLog for NatsTranscripts {
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(crate::state_nats::value_limit(&self.client))
+    }
+
     async fn append_if(
         &self,
         session_id: &str,

@@ -69,8 +69,26 @@ const REQUEST_KEYS: [&str; 4] = ["type", "id", "method", "params"];
 /// Parses one inbound text frame as a request, strictly; `extra` names the optional
 /// top-level string keys this connection's protocol version adds (v4: `traceparent`, …).
 pub fn parse_request(text: &str, extra: &[&str]) -> Result<Request, FrameError> {
-    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+    let value: Value = serde_json::from_str(text).map_err(|err| unparsed(text, &err))?;
     request_from_value(value, extra)
+}
+
+/// A frame that is not JSON as a value (`1e400` overflows a double): answered to the
+/// request's own `id` when a lenient pass can still read it, so the client is not left
+/// waiting for an answer to a request the gateway could not read.
+fn unparsed(text: &str, err: &serde_json::Error) -> FrameError {
+    /// Only `id` is read; everything else is skipped by syntax, without converting numbers.
+    #[derive(serde::Deserialize)]
+    struct JustTheId {
+        id: Option<String>,
+    }
+    match serde_json::from_str::<JustTheId>(text) {
+        Ok(JustTheId { id: Some(id) }) if !id.is_empty() => FrameError::Invalid {
+            id: Some(id),
+            detail: format!("frame is not valid JSON: {err}"),
+        },
+        _ => FrameError::NotJson,
+    }
 }
 
 /// Validates an already parsed JSON value as a request frame.
@@ -343,6 +361,21 @@ mod tests {
     #[test]
     fn not_json_and_not_request() {
         assert_eq!(parse_request("{nope", &[]), Err(FrameError::NotJson));
+        let huge = parse_request(
+            r#"{"type":"req","id":"r1","method":"x","params":{"n":1e400}}"#,
+            &[],
+        );
+        match huge {
+            Err(err @ FrameError::Invalid { .. }) => {
+                assert_eq!(err.reply_id(), "r1");
+                assert!(
+                    err.to_error().message.contains("number out of range"),
+                    "{:?}",
+                    err.to_error()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // v4 connections may add a trace context and a profile id; v3 ones may not.
         let traced = r#"{"type":"req","id":"1","method":"health","traceparent":"00-ab-cd-01"}"#;
         assert!(parse_request(traced, &[]).is_err());

@@ -103,6 +103,34 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// A required id that names a stored record ([`is_id`]): a clear error naming the field
+    /// otherwise, before anything reaches the store.
+    pub fn required_id(&self, key: &str) -> Result<String, RpcError> {
+        let id = self.required_str(key)?;
+        self.check_id(key, &id)?;
+        Ok(id)
+    }
+
+    /// [`Params::required_id`] of an optional field.
+    pub fn optional_id(&self, key: &str) -> Result<Option<String>, RpcError> {
+        let id = self.optional_str(key)?;
+        if let Some(id) = &id {
+            self.check_id(key, id)?;
+        }
+        Ok(id)
+    }
+
+    fn check_id(&self, key: &str, id: &str) -> Result<(), RpcError> {
+        if is_id(id) {
+            Ok(())
+        } else {
+            Err(self.invalid(format!(
+                "at /{key}: must be 1 to {MAX_ID_LEN} letters, digits, '-', '_', '.' or '=' \
+                 (not starting or ending with '.')"
+            )))
+        }
+    }
+
     /// A required string that may be empty (file contents).
     pub fn required_text(&self, key: &str) -> Result<String, RpcError> {
         match self.obj.get(key) {
@@ -164,6 +192,26 @@ impl<'a> Params<'a> {
             n => Ok(n),
         }
     }
+}
+
+/// The longest id [`is_id`] accepts.
+pub const MAX_ID_LEN: usize = 128;
+
+/// What an id that cannot name a stored record is told when the field is not known.
+pub const INVALID_ID: &str =
+    "invalid id: use 1 to 128 letters, digits, '-', '_', '.' or '=' (not starting or ending with '.')";
+
+/// Whether `id` can name a stored record (request ids, device ids, job ids): letters,
+/// digits and `-_.=`, not starting or ending with `.`, no `..`.
+pub fn is_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('.')
+        && !id.ends_with('.')
+        && !id.contains("..")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b))
 }
 
 #[cfg(test)]

@@ -171,6 +171,9 @@ impl Drop for Proc {
 }
 
 /// A `nats-server` with JetStream on a free port and its own storage dir.
+/// `max_payload` of the test servers, as in `deploy/` (bytes).
+pub const NATS_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
 pub struct Nats {
     pub url: String,
     port: u16,
@@ -196,8 +199,13 @@ impl Nats {
         let ports = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports);
         std::fs::create_dir_all(&ports)?;
+        // The deploy files' setting: 8 MiB messages (NATS' default is 1 MiB).
+        let config = self.dir.path().join("nats.conf");
+        std::fs::write(&config, format!("max_payload: {NATS_MAX_PAYLOAD}\n"))?;
         let mut command = Command::new(nats_server_bin());
         command
+            .arg("-c")
+            .arg(&config)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
             .arg("-sd")

@@ -105,7 +105,7 @@ async fn pending(
     params: Value,
 ) -> Result<(DeviceStore, PendingRequest), RpcError> {
     let params = Params::new(method, params)?.only(&["requestId"])?;
-    let request_id = params.required_str("requestId")?;
+    let request_id = params.required_id("requestId")?;
     let store = store(ctx);
     let request = store
         .pending_request(&request_id)
@@ -139,7 +139,7 @@ pub async fn pair_reject(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
 pub async fn token_rotate(ctx: &Ctx, session: &Session, params: Value) -> Result<Value, RpcError> {
     let params =
         Params::new("device.token.rotate", params)?.only(&["deviceId", "role", "scopes"])?;
-    let device_id = params.required_str("deviceId")?;
+    let device_id = params.required_id("deviceId")?;
     let role = params.required_str("role")?;
     let requested = params.optional_str_list("scopes")?;
     let store = store(ctx);
@@ -177,7 +177,7 @@ pub async fn token_rotate(ctx: &Ctx, session: &Session, params: Value) -> Result
 
 pub async fn token_revoke(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let params = Params::new("device.token.revoke", params)?.only(&["deviceId", "role"])?;
-    let device_id = params.required_str("deviceId")?;
+    let device_id = params.required_id("deviceId")?;
     let role = params.required_str("role")?;
     let now = argent_proto::now_ms();
     store(ctx)

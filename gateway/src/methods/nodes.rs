@@ -190,7 +190,7 @@ pub async fn pair_list(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
 
 pub async fn pair_approve(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let params = Params::new("node.pair.approve", params)?.only(&["requestId"])?;
-    let request_id = params.required_str("requestId")?;
+    let request_id = params.required_id("requestId")?;
     let store = DeviceStore::new(ctx.state.clone());
     let request = request_by_id(&store, &request_id).await?;
     let now = argent_proto::now_ms();
@@ -218,7 +218,7 @@ pub async fn pair_approve(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
 
 pub async fn pair_reject(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let params = Params::new("node.pair.reject", params)?.only(&["requestId"])?;
-    let request_id = params.required_str("requestId")?;
+    let request_id = params.required_id("requestId")?;
     let store = DeviceStore::new(ctx.state.clone());
     let request = request_by_id(&store, &request_id).await?;
     store.remove(&request_key(&request_id)).await?;

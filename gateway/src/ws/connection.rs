@@ -565,7 +565,7 @@ fn hello_ok(ctx: &Ctx, session: &Session, auth: Option<Value>) -> String {
         "protocol": protocol.number(),
         "server": {"version": ctx.version, "host": ctx.host, "connId": session.conn_id},
         "policy": {
-            "maxPayload": MAX_PAYLOAD,
+            "maxPayload": ctx.max_payload(),
             "maxBufferedBytes": ctx.limits.max_buffered_bytes,
             "tickIntervalMs": ctx.tick_interval().as_millis() as u64,
         },

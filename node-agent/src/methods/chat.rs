@@ -131,6 +131,21 @@ async fn steer(
     )
 }
 
+/// Refuses, before anything is accepted, a message the transcript could not hold (a run
+/// accepted with it would fail when it writes it).
+fn fits_the_transcript(rt: &Runtime, method: &str, bytes: usize) -> Result<(), RpcError> {
+    /// Room for the message's JSON around its text (role, run id, keys, escapes).
+    const ENVELOPE: usize = 1024;
+    match rt.transcripts.max_message_bytes() {
+        Some(limit) if bytes + ENVELOPE > limit => Err(RpcError::bad_params(format!(
+            "{method}: the message is {bytes} bytes, over the cluster's limit of {} bytes for \
+             one transcript message (the NATS servers' max_payload, less room for headers)",
+            limit.saturating_sub(ENVELOPE)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn aborted_result(ids: Vec<String>) -> Value {
     json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids})
 }
@@ -145,6 +160,7 @@ pub async fn send(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<V
     p.optional_bool("deliver")?;
     let timeout_ms = p.optional_u64("timeoutMs", 0)?.unwrap_or(0);
     let (attached, images) = attachments_text("chat.send", p.get("attachments"))?;
+    fits_the_transcript(rt, "chat.send", message.len() + attached.len())?;
     let config = shared_config(rt).await?;
     let agents = config.agents();
     let session_key = SessionKey::canonical(&raw_key, agents).into_string();
@@ -251,6 +267,7 @@ pub async fn agent(rt: &Arc<Runtime>, params: Value, caller: &Caller) -> Result<
         .unwrap_or(0)
         .saturating_mul(1000);
     let (attached, _) = attachments_text("agent", p.get("attachments"))?;
+    fits_the_transcript(rt, "agent", message.len() + attached.len())?;
     if steering {
         return steer(rt, &session_key, &run_id, &message).await;
     }
@@ -541,6 +558,7 @@ pub async fn inject(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
     if label.as_ref().is_some_and(|l| l.chars().count() > 100) {
         return Err(p.invalid("at /label: must NOT have more than 100 characters"));
     }
+    fits_the_transcript(rt, "chat.inject", message.len())?;
     let config = shared_config(rt).await?;
     let agents = config.agents();
     let session_key = SessionKey::canonical(&raw_key, agents).into_string();

@@ -18,7 +18,7 @@ use crate::scheduler::jobs::{runs_log, unknown_job};
 use crate::scheduler::{job_store, Scheduler};
 
 fn job_id(p: &Params) -> Result<String, RpcError> {
-    match (p.optional_str("id")?, p.optional_str("jobId")?) {
+    match (p.optional_id("id")?, p.optional_id("jobId")?) {
         (Some(id), _) | (None, Some(id)) if !id.trim().is_empty() => Ok(id),
         _ => Err(p.invalid("at root: must have required property 'id'")),
     }

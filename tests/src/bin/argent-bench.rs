@@ -14,6 +14,8 @@
 //!   streamed token (time to the first `agent` assistant event through a gateway, minus the
 //!   double's own time to its first token), and `chat`/`agent` delta events delivered per
 //!   second to 1,000 watching clients on two gateways while sessions stream;
+//! * `burst` — gateway and node-agent RSS before, right after and 5 / 10 / 30 s after 200
+//!   writes and reads of 1 MiB files from 8 clients (memory must come back after bursts);
 //! * `connect_curve` — handshakes per second with 0, 5,000 and 15,000 tracked dashboards
 //!   already held (O(1) connects), and gateway CPU per handshake;
 //! * `store` — the embedded state store alone (no cluster): a durable bucket of 100,000
@@ -21,7 +23,7 @@
 //!   before it returns), the same from one task, and `get`s from 16 tasks: rates, latency
 //!   and CPU per operation.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|store]
+//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store]
 //! [--quick]`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -330,6 +332,63 @@ async fn bench_rtt(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<Va
         "gateway_idle_cpu_per_sec": (idle_cpu_per_sec * 1000.0).round() / 1000.0,
         "at_5000_per_sec": rtt_at(gw, node, 5000, s.secs(5), idle_cpu_per_sec).await?,
         "at_1000_per_sec": rtt_at(gw, node, 1000, s.secs(5), idle_cpu_per_sec).await?,
+    }))
+}
+
+/// Memory after a burst of large requests (issue 15): the RSS of the gateway and the
+/// node-agent before, right after 200 writes and reads of 1 MiB files from 8 clients, and
+/// during the 30 s after (it should come back down).
+async fn bench_burst(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<Value> {
+    let pids = [("gateway", gw.proc.pid()), ("node_agent", node.proc.pid())];
+    let rss = || -> anyhow::Result<Value> {
+        let mut out = serde_json::Map::new();
+        for (name, pid) in pids {
+            out.insert(format!("{name}_rss_kib"), json!(rss_kib(pid)?));
+        }
+        Ok(Value::Object(out))
+    };
+    let before = rss()?;
+    let per_client = s.count(25, 5);
+    let content = "m".repeat(1 << 20);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = gw.client().await?;
+        let content = content.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..per_client {
+                let name = format!("burst-{i}-{}.md", j % 3);
+                client
+                    .call(
+                        "agents.files.set",
+                        json!({"agentId": "main", "name": name, "content": content}),
+                    )
+                    .await?;
+                client
+                    .call("agents.files.get", json!({"agentId": "main", "name": name}))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let burst_seconds = started.elapsed().as_secs_f64();
+    let after = rss()?;
+    let mut later = serde_json::Map::new();
+    for at in [5u64, 10, 30] {
+        tokio::time::sleep_until((started + Duration::from_secs(burst_seconds as u64 + at)).into())
+            .await;
+        later.insert(format!("after_{at}s"), rss()?);
+    }
+    Ok(json!({
+        "clients": 8,
+        "writes_and_reads_of_1_mib": 8 * per_client,
+        "burst_seconds": (burst_seconds * 100.0).round() / 100.0,
+        "before": before,
+        "right_after": after,
+        "later": later,
     }))
 }
 
@@ -1066,13 +1125,14 @@ async fn main() -> anyhow::Result<()> {
         "rtt",
         "fanout",
         "chat",
+        "burst",
         "idle",
         "idle_tracked",
         "connect_curve",
     ];
     if cluster.iter().any(|name| want(name)) {
         let nats = Nats::start().await?;
-        if want("handshake") || want("rtt") || want("fanout") || want("chat") {
+        if want("handshake") || want("rtt") || want("fanout") || want("chat") || want("burst") {
             let a = Gateway::cluster(&nats)
                 .args(&["--gateway-id", "bench-a"])
                 .start()
@@ -1100,6 +1160,10 @@ async fn main() -> anyhow::Result<()> {
             if want("fanout") {
                 report["fanout"] = bench_fanout(&settings, &nats, &[&a, &b]).await?;
                 eprintln!("fanout: {}", report["fanout"]);
+            }
+            if want("burst") {
+                report["burst"] = bench_burst(&settings, &a, &node).await?;
+                eprintln!("burst: {}", report["burst"]);
             }
             if want("chat") {
                 report["chat"] = bench_chat(&settings, &nats, &a, &b, &node).await?;

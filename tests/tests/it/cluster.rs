@@ -311,6 +311,20 @@ async fn nats_outage_degrades_then_recovers() {
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+    // Once the node records go stale, the reason given is still NATS, not missing
+    // node-agents (both are running).
+    let named = eventually(Duration::from_secs(10), || async {
+        match client.call("agents.files.get", params.clone()).await {
+            Err(ClientError::Call(e)) => {
+                assert!(!e.message.contains("argent-node run"), "{e:?}");
+                e.message.contains("NATS is unreachable").then_some(e)
+            }
+            _ => None,
+        }
+    })
+    .await
+    .expect("the outage is named");
+    assert_eq!(named.details.unwrap()["reason"], "nats_unreachable");
 
     // Everything reconnects by itself.
     c.nats.restart().unwrap();
@@ -429,4 +443,146 @@ async fn sigterm_sends_shutdown_closes_1012_and_deregisters() {
     assert!(gone.is_some());
     let list = observer.call("system-presence", json!({})).await.unwrap();
     assert!(!instances(&list).contains(&"leaving".to_string()));
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A node-agent that hangs (SIGSTOP) with calls in flight: those calls fail over to the
+/// other node within the registry's liveness bound, instead of waiting on the transport.
+#[tokio::test]
+async fn calls_in_flight_to_a_hung_node_move_on_within_seconds() {
+    let c = cluster().await;
+    let client = std::sync::Arc::new(c.a.client().await.unwrap());
+    // Warm both nodes' connections (a hang is only seen on an open connection).
+    for agent in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+        let _ = client
+            .call(
+                "agents.files.get",
+                json!({"agentId": agent, "name": "SOUL.md"}),
+            )
+            .await;
+    }
+    let hung = c.nodes[0].proc.pid();
+    signal(hung, "STOP");
+    // Routed by agent id: some of these go to the hung node.
+    let calls: Vec<_> = ["a1", "a2", "a3", "a4", "a5", "a6"]
+        .into_iter()
+        .map(|agent| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let answer = client
+                    .call(
+                        "agents.files.get",
+                        json!({"agentId": agent, "name": "SOUL.md"}),
+                    )
+                    .await;
+                (agent, started.elapsed(), answer)
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for call in calls {
+        let (agent, took, answer) = call.await.unwrap();
+        // An answer from a node (a file, or the node's own error about the agent), never
+        // the transport giving up.
+        if let Err(ClientError::Call(e)) = &answer {
+            assert_ne!(e.code, "UNAVAILABLE", "{agent}: {e:?}");
+        }
+        slowest = slowest.max(took);
+    }
+    signal(hung, "CONT");
+    assert!(
+        slowest > Duration::from_millis(500),
+        "no call met the hung node (pick other agent ids): {slowest:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "the slowest call took {slowest:?}"
+    );
+}
+
+/// Sizes are a contract derived from NATS' max_payload (8 MiB here, as in deploy/):
+/// `hello-ok` advertises it, what fits is stored and delivered, what does not is refused up
+/// front as the caller's mistake, naming the limit, never as a retryable outage.
+#[tokio::test]
+async fn size_limits_follow_nats_max_payload() {
+    let c = cluster().await;
+    let client = c.a.client().await.unwrap();
+    let limit = argent_tests::NATS_MAX_PAYLOAD - 4 * 1024;
+    assert_eq!(client.hello()["policy"]["maxPayload"], limit);
+
+    let five_mb = "x".repeat(5 * 1024 * 1024);
+    let set = json!({"agentId": "main", "name": "MEMORY.md", "content": five_mb});
+    client.call("agents.files.set", set).await.unwrap();
+    let got = client
+        .call(
+            "agents.files.get",
+            json!({"agentId": "main", "name": "MEMORY.md"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got["file"]["content"].as_str().map(str::len),
+        Some(five_mb.len())
+    );
+
+    let refused = |answer: Result<Value, ClientError>| match answer {
+        Err(ClientError::Call(e)) => {
+            assert_eq!(e.code, "INVALID_REQUEST", "{}", e.message);
+            assert!(e.message.contains("max_payload"), "{}", e.message);
+            assert_ne!(e.retryable, Some(true));
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| "ok")),
+    };
+    let nine_mb = "x".repeat(9 * 1024 * 1024);
+    refused(
+        client
+            .call(
+                "agents.files.set",
+                json!({"agentId": "main", "name": "MEMORY.md", "content": nine_mb}),
+            )
+            .await,
+    );
+
+    // chat.inject: just under the limit it is stored and its event arrives on the other
+    // gateway; over it, refused before anything is written.
+    client
+        .call("sessions.patch", json!({"key": "big", "label": "big"}))
+        .await
+        .unwrap();
+    let mut watcher = c.b.client().await.unwrap();
+    let under = "y".repeat(limit - 16 * 1024);
+    client
+        .call(
+            "chat.inject",
+            json!({"sessionKey": "big", "message": under}),
+        )
+        .await
+        .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = watcher.next_event().await.expect("open");
+            if event.name == "chat" && event.payload["state"] == "final" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the chat event of a stored message is delivered");
+    assert!(delivered.payload.to_string().len() > limit - 16 * 1024);
+    refused(
+        client
+            .call(
+                "chat.inject",
+                json!({"sessionKey": "big", "message": "z".repeat(limit)}),
+            )
+            .await,
+    );
 }

@@ -36,6 +36,20 @@ async fn malformed_frames_get_errors_and_the_socket_stays_open() {
     );
     assert_eq!(error["details"]["jsonrpcCode"], -32600);
 
+    // A number no double holds: the request is answered as invalid, under its own id.
+    ws.send_text(r#"{"type":"req","id":"big","method":"health","params":{"n":1e400}}"#)
+        .await
+        .unwrap();
+    let error = error_of(ws.response("big", WAIT).await);
+    assert_eq!(error["code"], "INVALID_REQUEST");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request frame: frame is not valid JSON: number out of range"),
+        "{error}"
+    );
+
     ws.send_text(r#"{"type":"req","id":"x1","method":"health","extra":true}"#)
         .await
         .unwrap();

@@ -197,3 +197,42 @@ async fn the_cli_finds_the_configured_port() {
     let (ok, text) = status(Some(("ARGENT_GATEWAY_PORT", port.to_string())));
     assert!(ok && text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }
+
+/// Ids that cannot name a stored record are refused up front, naming the field, never as
+/// an internal `UNAVAILABLE` that shows the store's key layout.
+#[tokio::test]
+async fn bad_ids_are_refused_naming_the_field() {
+    let gw = Gateway::local().start().await.unwrap();
+    let client = gw.client().await.unwrap();
+    for (method, params, field) in [
+        (
+            "device.pair.approve",
+            json!({"requestId": "a b"}),
+            "/requestId",
+        ),
+        (
+            "device.pair.reject",
+            json!({"requestId": "../x"}),
+            "/requestId",
+        ),
+        (
+            "device.token.revoke",
+            json!({"deviceId": "a b", "role": "operator"}),
+            "/deviceId",
+        ),
+        ("cron.remove", json!({"id": "a b"}), "/id"),
+    ] {
+        match client.call(method, params).await {
+            Err(ClientError::Call(e)) => {
+                assert_eq!(e.code, "INVALID_REQUEST", "{method}: {e:?}");
+                assert!(e.message.contains(field), "{method}: {e:?}");
+                assert!(
+                    !e.message.contains("pending.") && !e.message.contains("job."),
+                    "{e:?}"
+                );
+                assert_ne!(e.retryable, Some(true));
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+}
