@@ -675,14 +675,6 @@ async fn a_turn_sees_what_others_wrote_to_its_transcript() {
     );
 }
 
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
 /// Fencing without a store write per event (events are numbered from claimed blocks): a
 /// lease holder frozen mid-stream, whose lease another node took over meanwhile, publishes
 /// nothing more when it wakes up, and no number of the run is used twice.
@@ -719,11 +711,11 @@ async fn a_frozen_lease_holder_publishes_nothing_after_a_takeover() {
         }
     }
     let holder = &nodes[lease_holder(&nats, "agent:main:frozen", &nodes).await];
-    signal(holder.proc.pid(), "STOP");
+    argent_tests::signal(holder.proc.pid(), "STOP");
 
     // The other node takes over (≥ 5 s of silence) and ends the run with an error.
     let ended = run_events(&mut client, "f1", false).await;
-    signal(holder.proc.pid(), "CONT");
+    argent_tests::signal(holder.proc.pid(), "CONT");
     assert_eq!(ended.last().unwrap().payload["state"], "error");
     seen.extend(ended);
     // Awake again: it must notice the loss before publishing anything of the run.

@@ -445,14 +445,6 @@ async fn sigterm_sends_shutdown_closes_1012_and_deregisters() {
     assert!(!instances(&list).contains(&"leaving".to_string()));
 }
 
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
 /// A node-agent that hangs (SIGSTOP) with calls in flight: those calls fail over to the
 /// other node within the registry's liveness bound, instead of waiting on the transport.
 #[tokio::test]
@@ -469,7 +461,7 @@ async fn calls_in_flight_to_a_hung_node_move_on_within_seconds() {
             .await;
     }
     let hung = c.nodes[0].proc.pid();
-    signal(hung, "STOP");
+    argent_tests::signal(hung, "STOP");
     // Routed by agent id: some of these go to the hung node.
     let calls: Vec<_> = ["a1", "a2", "a3", "a4", "a5", "a6"]
         .into_iter()
@@ -497,7 +489,7 @@ async fn calls_in_flight_to_a_hung_node_move_on_within_seconds() {
         }
         slowest = slowest.max(took);
     }
-    signal(hung, "CONT");
+    argent_tests::signal(hung, "CONT");
     assert!(
         slowest > Duration::from_millis(500),
         "no call met the hung node (pick other agent ids): {slowest:?}"
