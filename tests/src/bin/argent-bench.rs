@@ -357,7 +357,7 @@ async fn bench_burst(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<
         let content = content.clone();
         tasks.push(tokio::spawn(async move {
             for j in 0..per_client {
-                let name = format!("burst-{i}-{}.md", j % 3);
+                let name = ["SOUL.md", "MEMORY.md", "TOOLS.md"][(i + j) % 3];
                 client
                     .call(
                         "agents.files.set",
