@@ -76,6 +76,23 @@ impl RawWs {
         self.send_text(&value.to_string()).await
     }
 
+    /// Writes one client frame byte for byte (masked as a client must), bypassing the
+    /// library: `first` is the frame's first byte (FIN, RSV bits, opcode). For frames no
+    /// well-behaved client sends (RSV bits, invalid UTF-8 in a text frame).
+    pub async fn send_raw_frame(&mut self, first: u8, payload: &[u8]) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        anyhow::ensure!(payload.len() < 126, "short frames only");
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![first, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        match self.socket.get_mut() {
+            MaybeTlsStream::Plain(tcp) => tcp.write_all(&frame).await?,
+            _ => anyhow::bail!("plain sockets only"),
+        }
+        Ok(())
+    }
+
     /// Sends any message (a ping, a close…) as it is.
     pub async fn send_message(&mut self, message: Message) -> anyhow::Result<()> {
         self.socket.send(message).await?;

@@ -732,6 +732,18 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
                 outbox.close_now(1009, "message too big");
                 continue;
             }
+            // RFC 6455 §7.4.1: a protocol violation closes with 1002, text that is not
+            // UTF-8 with 1007 (the client is told why instead of losing the socket).
+            Some(Err(WsError::Protocol(err))) => {
+                tracing::info!(%err, "WebSocket protocol violation");
+                outbox.close_now(1002, "protocol error");
+                continue;
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                tracing::info!("text frame is not UTF-8");
+                outbox.close_now(1007, "invalid UTF-8");
+                continue;
+            }
             Some(Err(err)) => {
                 tracing::debug!(%err, "socket error");
                 break;

@@ -149,3 +149,25 @@ async fn oversized_frames_close_only_their_own_connection() {
     // The bystander noticed nothing.
     assert!(bystander.call("health", json!({})).await.is_ok());
 }
+
+/// Protocol violations are answered with their close code (RFC 6455 §7.4.1) after the
+/// handshake: reserved bits → 1002, a text frame that is not UTF-8 → 1007.
+#[tokio::test]
+async fn protocol_violations_close_with_their_codes() {
+    let gw = Gateway::local().start().await.unwrap();
+    let mut ws = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    // FIN + RSV1 + text, no extension negotiated.
+    ws.send_raw_frame(0x80 | 0x40 | 0x1, b"{}").await.unwrap();
+    match ws.closed(WAIT).await {
+        Next::Close(code, _) => assert_eq!(code, 1002),
+        other => panic!("{other:?}"),
+    }
+    let mut ws = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    ws.send_raw_frame(0x80 | 0x1, &[0xff, 0xfe, 0x41])
+        .await
+        .unwrap();
+    match ws.closed(WAIT).await {
+        Next::Close(code, _) => assert_eq!(code, 1007),
+        other => panic!("{other:?}"),
+    }
+}
