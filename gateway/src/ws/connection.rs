@@ -346,8 +346,8 @@ async fn handshake_phase(
             close(&mut socket, 1009, "message too big").await;
             return None;
         }
-        Ok(FirstFrame::NotText) => {
-            close(&mut socket, 1000, "").await;
+        Ok(FirstFrame::Violation(code, reason)) => {
+            close(&mut socket, code, reason).await;
             return None;
         }
         Ok(FirstFrame::Gone) => return None,
@@ -436,9 +436,12 @@ fn failure_claimants(peer: SocketAddr, first: &str) -> Vec<Claimant> {
 enum FirstFrame {
     Text(String),
     TooLarge,
-    NotText,
+    /// A protocol violation (RFC 6455 §7.4.1): its close code and reason.
+    Violation(u16, &'static str),
     Gone,
 }
+
+const NOT_UTF8: FirstFrame = FirstFrame::Violation(1007, "invalid UTF-8");
 
 async fn first_text(socket: &mut Socket) -> FirstFrame {
     loop {
@@ -447,12 +450,14 @@ async fn first_text(socket: &mut Socket) -> FirstFrame {
             // Upstream decodes binary frames as UTF-8 text.
             Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
                 Ok(text) => FirstFrame::Text(text),
-                Err(_) => FirstFrame::NotText,
+                Err(_) => NOT_UTF8,
             },
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Close(_))) | None => FirstFrame::Gone,
             Some(Err(WsError::Capacity(_))) => FirstFrame::TooLarge,
             Some(Err(WsError::Io(_))) if socket.get_ref().gate_exceeded() => FirstFrame::TooLarge,
+            Some(Err(WsError::Protocol(_))) => FirstFrame::Violation(1002, "protocol error"),
+            Some(Err(WsError::Utf8(_))) => NOT_UTF8,
             Some(Err(_)) => FirstFrame::Gone,
         };
     }

@@ -170,4 +170,17 @@ async fn protocol_violations_close_with_their_codes() {
         Next::Close(code, _) => assert_eq!(code, 1007),
         other => panic!("{other:?}"),
     }
+    // The same before the handshake, as the first frame.
+    let violations: [(u8, &[u8], u16); 2] = [
+        (0x80 | 0x40 | 0x1, b"{}", 1002),
+        (0x81, &[0xff, 0xfe], 1007),
+    ];
+    for (first, payload, code) in violations {
+        let (mut ws, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
+        ws.send_raw_frame(first, payload).await.unwrap();
+        match ws.closed(WAIT).await {
+            Next::Close(got, _) => assert_eq!(got, code, "first frame {first:#x}"),
+            other => panic!("first frame {first:#x}: {other:?}"),
+        }
+    }
 }
