@@ -91,7 +91,8 @@ pub struct Ctx {
     pub node_subscriptions: NodeSubscriptions,
     /// Node-agents that joined by pairing and whose pairing is valid (refreshed every second).
     pub paired_nodes: parking_lot::RwLock<std::collections::HashSet<String>>,
-    /// `gateway.trustedProxies` of the config generation it was parsed from.
+    /// `gateway.trustedProxies` and the config generation it was parsed from (`u64::MAX`:
+    /// not read yet).
     trusted_proxies: parking_lot::Mutex<(u64, Arc<TrustedProxies>)>,
 }
 
@@ -200,10 +201,21 @@ impl Ctx {
         }
     }
 
-    /// The proxies whose forwarding headers are believed (`gateway.trustedProxies`, applied
-    /// live; parsed once per config generation).
+    /// The proxies whose forwarding headers are believed (`gateway.trustedProxies`): as of
+    /// the config the last handshake read. Called on every accept, so it does not read the
+    /// config file itself (only the first time).
     pub fn trusted_proxies(&self) -> Arc<TrustedProxies> {
-        let config = self.config();
+        let cached = self.trusted_proxies.lock();
+        if cached.0 != u64::MAX {
+            return cached.1.clone();
+        }
+        drop(cached);
+        self.refresh_trusted_proxies(&self.config())
+    }
+
+    /// Re-parses `gateway.trustedProxies` when `config` is a newer generation (each
+    /// handshake reads the config anyway; a change applies from the next connection on).
+    pub fn refresh_trusted_proxies(&self, config: &Loaded) -> Arc<TrustedProxies> {
         let mut cached = self.trusted_proxies.lock();
         if cached.0 != config.generation {
             let (trusted, problems) = TrustedProxies::from_config(&config.document);

@@ -355,6 +355,7 @@ async fn handshake_phase(
 
     // Re-read (when changed) at every handshake: a rotated token applies at once.
     let config = ctx.config();
+    ctx.refresh_trusted_proxies(&config);
     if ctx.nats.is_none() {
         ctx.shared_config.publish_local(&config).await;
     }

@@ -665,14 +665,18 @@ mod tests {
     use super::*;
     use argent_planes::state_embedded::EmbeddedStore;
 
-    async fn started(state: &Arc<dyn StateStore>, node: &str) -> LeaseHandle {
-        match enqueue(state, "agent:main:s", "r1", node, Seen::Nothing)
-            .await
-            .unwrap()
-        {
+    /// The lease an `enqueue` took (panics when it queued or was refused instead).
+    fn taken(enqueued: Enqueued, why: &str) -> LeaseHandle {
+        match enqueued {
             Enqueued::Started(lease) => *lease,
-            _ => panic!("the lease was free"),
+            Enqueued::Queued(n) => panic!("{why}: queued at {n} instead of taking the lease"),
+            Enqueued::Busy => panic!("{why}: busy instead of taking the lease"),
         }
+    }
+
+    async fn started(state: &Arc<dyn StateStore>, node: &str) -> LeaseHandle {
+        let enqueued = enqueue(state, "agent:main:s", "r1", node, Seen::Nothing).await;
+        taken(enqueued.unwrap(), "the lease was free")
     }
 
     /// Event numbers cost a lease write once per block while the claim is fresh; an old
@@ -733,19 +737,13 @@ mod tests {
         for seen in [Seen::Nothing, Seen::Released(12345), Seen::Held] {
             let key = format!("agent:main:{seen:?}");
             let first = enqueue(&state, &key, "r1", "node-a", seen).await.unwrap();
-            assert!(
-                matches!(&first, Enqueued::Started(l) if l.lease.active.as_deref() == Some("r1")),
-                "{seen:?}: free, so taken"
-            );
+            let mut lease = taken(first, &format!("{seen:?}: free, so taken"));
+            assert_eq!(lease.lease.active.as_deref(), Some("r1"));
             let second = enqueue(&state, &key, "r2", "node-b", seen).await.unwrap();
             assert!(
                 matches!(second, Enqueued::Queued(1)),
                 "{seen:?}: held, so queued"
             );
-            let Enqueued::Started(mut lease) = first else {
-                unreachable!()
-            };
-            let lease = &mut *lease;
             assert_eq!(lease.advance().await.unwrap().as_deref(), Some("r2"));
             assert!(lease.advance().await.unwrap().is_none(), "released");
             let again = enqueue(&state, &key, "r3", "node-b", seen).await.unwrap();
