@@ -79,11 +79,23 @@ impl RawWs {
     /// Writes one client frame byte for byte (masked as a client must), bypassing the
     /// library: `first` is the frame's first byte (FIN, RSV bits, opcode). For frames no
     /// well-behaved client sends (RSV bits, invalid UTF-8 in a text frame).
+    /// The whole frame goes out in one write, as one piece.
     pub async fn send_raw_frame(&mut self, first: u8, payload: &[u8]) -> anyhow::Result<()> {
         use tokio::io::AsyncWriteExt;
-        anyhow::ensure!(payload.len() < 126, "short frames only");
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![first, 0x80 | payload.len() as u8];
+        let mut frame = Vec::with_capacity(payload.len() + 14);
+        frame.push(first);
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         match self.socket.get_mut() {

@@ -145,30 +145,23 @@ fn too_many_pending(ctx: &Ctx) {
 }
 
 /// Answers a socket the gateway will not serve now with HTTP 503 and `Retry-After`, then
-/// closes it after the client's request was read (closing on unread bytes would reset the
-/// connection before the answer is read).
+/// closes it after the client's request was read (see [`crate::ws::linger`]).
 async fn refuse_busy(mut tcp: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     const BODY: &str = "too many pending handshakes from this address; retry shortly\n";
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\
          Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        tcp.write_all(response.as_bytes()).await?;
-        tcp.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        let mut left = 64 * 1024;
-        while left > 0 {
-            match tcp.read(&mut sink).await? {
-                0 => break,
-                n => left -= n.min(left),
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    })
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        tcp.write_all(response.as_bytes()),
+    )
     .await;
+    if matches!(written, Ok(Ok(()))) {
+        crate::ws::linger::drain(&tcp).await;
+    }
 }
 
 /// What an accepted socket's first bytes ask for.
@@ -469,11 +462,14 @@ async fn close(socket: &mut Socket, code: u16, reason: &str) {
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(2), async {
         let _ = socket.send(Message::Close(Some(frame))).await;
-        let _ = socket.close(None).await;
+        socket.close(None).await
     })
     .await;
+    if matches!(sent, Ok(Ok(()))) {
+        crate::ws::linger::drain(&socket.get_ref().tcp()).await;
+    }
 }
 
 /// Sets each field that has a value; absent ones stay absent (never `null`, §1.3).
@@ -785,7 +781,12 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
     if tracked {
         Box::pin(ctx.presence.remove(&session.conn_id)).await;
     }
-    if !writer_done {
+    if writer_done {
+        // The gateway closed first (too big, protocol error, slow consumer, shutdown): the
+        // peer may still be sending, and closing on unread input would reset the socket
+        // before the peer reads the close frame. Boxed: a rare path.
+        Box::pin(crate::ws::linger::drain(&tcp)).await;
+    } else {
         outbox.close(1000, "");
         let _ = Box::pin(tokio::time::timeout(
             std::time::Duration::from_secs(2),

@@ -2,8 +2,9 @@
 //!
 //! The WebSocket library takes one frame-size limit for the whole life of a socket, and ours
 //! must grow from 64 KiB before the handshake to 10 MiB after it. So the raw socket is
-//! wrapped: until the handshake succeeds, reads are cut off once the peer has sent more than
-//! the upgrade request plus one 64 KiB frame; afterwards the wrapper is transparent.
+//! wrapped: until the first message (the `connect` request) has passed, every byte read goes
+//! through a [`FrameMeter`], which cuts reads off at a frame header declaring too much;
+//! afterwards the wrapper is transparent.
 //!
 //! Once the connection is established, the connection's writer writes frames to the socket
 //! itself ([`crate::ws::wire`]); the wrapper then hands whatever the WebSocket library
@@ -13,7 +14,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -24,15 +25,15 @@ use tokio::net::TcpStream;
 
 use argent_proto::limits::MAX_PREAUTH_PAYLOAD;
 
+use crate::ws::frame_meter::FrameMeter;
 use crate::ws::outbox::Outbox;
 
-/// Room for the HTTP upgrade request in front of the first frame.
-const UPGRADE_ALLOWANCE: usize = 16 * 1024;
+/// The longest HTTP upgrade request head read before the first frame.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Shared between the socket wrapper and the connection task.
 pub struct PreauthGate {
     lifted: AtomicBool,
-    remaining: AtomicUsize,
     exceeded: AtomicBool,
     /// Set when the connection's writer owns the socket's output.
     writer: OnceLock<Arc<Outbox>>,
@@ -45,7 +46,6 @@ impl PreauthGate {
     pub fn new() -> Arc<Self> {
         Arc::new(PreauthGate {
             lifted: AtomicBool::new(false),
-            remaining: AtomicUsize::new(MAX_PREAUTH_PAYLOAD + UPGRADE_ALLOWANCE),
             exceeded: AtomicBool::new(false),
             writer: OnceLock::new(),
             cork: Mutex::new(Some(Vec::new())),
@@ -92,6 +92,9 @@ impl PreauthGate {
 pub struct LimitedStream {
     inner: Arc<TcpStream>,
     gate: Arc<PreauthGate>,
+    /// Until the first message passed (boxed, and dropped then: idle connections keep
+    /// this stream for their whole life).
+    meter: Option<Box<FrameMeter>>,
 }
 
 impl LimitedStream {
@@ -99,6 +102,10 @@ impl LimitedStream {
         LimitedStream {
             inner: Arc::new(inner),
             gate,
+            meter: Some(Box::new(FrameMeter::new(
+                MAX_REQUEST_HEAD,
+                MAX_PREAUTH_PAYLOAD,
+            ))),
         }
     }
 
@@ -141,24 +148,30 @@ impl AsyncRead for LimitedStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.gate.lifted.load(Ordering::Relaxed) {
-            return this.poll_read_inner(cx, buf);
+            this.meter = None;
         }
-        let remaining = this.gate.remaining.load(Ordering::Relaxed);
-        if remaining == 0 {
-            this.gate.exceeded.store(true, Ordering::Relaxed);
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "pre-handshake input limit exceeded",
-            )));
+        let before = buf.filled().len();
+        ready!(this.poll_read_inner(cx, buf))?;
+        let Some(meter) = this.meter.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match meter.feed(&buf.filled()[before..]) {
+            Ok(()) => {
+                if meter.done() {
+                    this.meter = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(_) => {
+                // Nothing of this read reaches the library: it sees the error at once.
+                buf.set_filled(before);
+                this.gate.exceeded.store(true, Ordering::Relaxed);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "pre-handshake input limit exceeded",
+                )))
+            }
         }
-        let mut chunk = [0u8; 2048];
-        let want = remaining.min(buf.remaining()).min(chunk.len());
-        let mut limited = ReadBuf::new(&mut chunk[..want]);
-        ready!(this.poll_read_inner(cx, &mut limited))?;
-        let got = limited.filled();
-        this.gate.remaining.fetch_sub(got.len(), Ordering::Relaxed);
-        buf.put_slice(got);
-        Poll::Ready(Ok(()))
     }
 }
 

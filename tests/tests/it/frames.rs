@@ -137,14 +137,47 @@ async fn oversized_frames_close_only_their_own_connection() {
         other => panic!("{other:?}"),
     }
 
-    // Before the handshake the cap is 64 KiB.
+    // One frame of 10 MiB + 1 written in one piece: the header alone decides, and the
+    // close frame arrives although the gateway never reads the payload as a message.
+    let mut one_piece = RawWs::connected(&gw.ws, &gw.token).await.unwrap();
+    one_piece
+        .send_raw_frame(0x81, &vec![b'x'; 10 * 1024 * 1024 + 1])
+        .await
+        .unwrap();
+    match one_piece.closed(WAIT).await {
+        Next::Close(code, _) => assert_eq!(code, 1009),
+        other => panic!("10 MiB + 1 in one frame: {other:?}"),
+    }
+
+    // Before the handshake the cap is 64 KiB, measured on the frame: exactly 64 KiB is read
+    // (and refused as a `connect` it is not), 70,000 bytes close with 1009.
+    let connect_of = |len: usize| {
+        let frame = r#"{"type":"req","id":"c","method":"connect","params":{"pad":""}}"#;
+        let padded = frame.replace(
+            r#""pad":"""#,
+            &format!(r#""pad":"{}""#, "z".repeat(len - frame.len())),
+        );
+        assert_eq!(padded.len(), len);
+        padded
+    };
     let (mut pre, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
-    let padded = format!(
-        r#"{{"type":"req","id":"c","method":"connect","params":{{"pad":"{}"}}}}"#,
-        "z".repeat(100 * 1024)
-    );
-    let _ = pre.send_text(&padded).await;
-    assert!(matches!(pre.closed(WAIT).await, Next::Close(1009, _)));
+    pre.send_raw_frame(0x81, connect_of(64 * 1024).as_bytes())
+        .await
+        .unwrap();
+    match pre.response("c", WAIT).await {
+        Next::Frame(frame) => assert_eq!(frame["error"]["code"], "INVALID_REQUEST", "{frame}"),
+        other => panic!("64 KiB connect: {other:?}"),
+    }
+    for len in [64 * 1024 + 1, 70_000] {
+        let (mut pre, _) = RawWs::open_challenged(&gw.ws).await.unwrap();
+        pre.send_raw_frame(0x81, connect_of(len).as_bytes())
+            .await
+            .unwrap();
+        match pre.closed(WAIT).await {
+            Next::Close(code, _) => assert_eq!(code, 1009, "{len} bytes before the handshake"),
+            other => panic!("{len} bytes before the handshake: {other:?}"),
+        }
+    }
 
     // The bystander noticed nothing.
     assert!(bystander.call("health", json!({})).await.is_ok());
