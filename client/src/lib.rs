@@ -309,9 +309,12 @@ impl Client {
             while let Some(msg) = outgoing_rx.recv().await {
                 let closing = matches!(msg, Message::Close(_));
                 if sink.send(msg).await.is_err() || closing {
-                    break;
+                    return;
                 }
             }
+            // The client was dropped: close the connection (the reader half would otherwise
+            // keep the socket open for as long as the gateway does).
+            let _ = sink.send(Message::Close(None)).await;
         });
 
         let reader_pending = pending.clone();
@@ -356,11 +359,13 @@ impl Client {
                     _ => {}
                 }
             }
-            reader_pending.lock().clear();
+            // Closed first, then the waiters dropped: a request registered after the clear
+            // sees the close (`send_request`), so none waits for its timeout in vain.
             let _ = closed_tx.send(Some(close.unwrap_or(CloseInfo {
                 code: 1006,
                 reason: String::new(),
             })));
+            reader_pending.lock().clear();
         });
 
         Ok(Client {
@@ -426,11 +431,13 @@ impl Client {
             }
         }
         let frame = json!({"type":"req","id":id,"method":method,"params":params});
-        if self
-            .outgoing
-            .send(Message::text(frame.to_string()))
-            .await
-            .is_err()
+        let closed = self.closed.borrow().is_some();
+        if closed
+            || self
+                .outgoing
+                .send(Message::text(frame.to_string()))
+                .await
+                .is_err()
         {
             let mut pending = self.pending.lock();
             pending.remove(&id);

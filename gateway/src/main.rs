@@ -6,12 +6,17 @@ use clap::Parser;
 
 use argent_gateway::cli::{call, chat, pairing, run, status, ui, Cli, Command, GatewayCommand};
 
-/// See `Cargo.toml`: CPU per handshake and RSS per idle connection are measured with it.
+/// See `Cargo.toml`: CPU per handshake, RSS per idle connection and RSS after a burst are
+/// measured with it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Freed memory goes back to the system within jemalloc's decay time (10 s) even while
+    // the process is idle: without the background thread, purging happens only when some
+    // thread allocates again (docs/benchmarks.md, "Memory after a burst").
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     let _telemetry = match argent_telemetry::init("argent-gateway") {
         Ok(guard) => guard,

@@ -183,8 +183,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same allocator as the gateway's, for the same reasons (see its `main.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Freed memory goes back to the system while the node is idle (see the gateway).
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     let _telemetry = match argent_telemetry::init("argent-node") {
         Ok(guard) => guard,

@@ -117,6 +117,11 @@ impl Proc {
         serde_json::from_str(&line).ok()
     }
 
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        rss_kib(self.pid())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
@@ -171,8 +176,9 @@ impl Drop for Proc {
 }
 
 /// A `nats-server` with JetStream on a free port and its own storage dir.
-/// `max_payload` of the test servers, as in `deploy/` (bytes).
-pub const NATS_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+/// NATS' default `max_payload` (bytes), which the test servers keep: every cluster test
+/// with a value over it goes through the object store (`argent_planes::blobs`).
+pub const NATS_MAX_PAYLOAD: usize = 1024 * 1024;
 
 pub struct Nats {
     pub url: String,
@@ -199,7 +205,6 @@ impl Nats {
         let ports = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports);
         std::fs::create_dir_all(&ports)?;
-        // The deploy files' setting: 8 MiB messages (NATS' default is 1 MiB).
         let config = self.dir.path().join("nats.conf");
         std::fs::write(&config, format!("max_payload: {NATS_MAX_PAYLOAD}\n"))?;
         let mut command = Command::new(nats_server_bin());
@@ -459,6 +464,16 @@ impl GatewayBuilder {
 }
 
 /// The token the gateway wrote into `<state dir>/argent.json`.
+/// Resident memory of a process, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
 pub fn read_token(state_dir: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(state_dir.join("argent.json"))?;
     let value: Value = serde_json::from_str(&text)?;

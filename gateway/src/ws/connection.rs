@@ -79,6 +79,20 @@ fn socket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_PAYLOAD))
 }
 
+/// A read buffer that grew past this for a message is replaced by a new one (of
+/// `socket_config`'s 1 KiB) once nothing unread is left in it: memory per connection must
+/// not depend on the largest message the connection ever received.
+const RENEW_READ_BUFFER_ABOVE: u64 = 16 * 1024;
+
+/// The same socket under a new WebSocket reader state. Only when the library holds nothing
+/// unread and no message in progress (`LimitedStream::message_returned`): its buffer keeps
+/// the capacity of the largest frame it read, and it offers no way to shrink it.
+async fn with_fresh_read_buffer(stream: Socket) -> Socket {
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+    WebSocketStream::from_raw_socket(stream.into_inner(), WsRole::Server, Some(socket_config()))
+        .await
+}
+
 /// Serves one accepted TCP connection.
 pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
     let _permit = permit;
@@ -160,7 +174,8 @@ async fn refuse_busy(mut tcp: TcpStream) {
     )
     .await;
     if matches!(written, Ok(Ok(()))) {
-        crate::ws::linger::drain(&tcp).await;
+        // Until the client's FIN (or quiet): an HTTP client sends nothing else.
+        crate::ws::linger::drain(&tcp, |_| false).await;
     }
 }
 
@@ -394,7 +409,6 @@ async fn handshake_phase(
             return None;
         }
     };
-    gate.lift();
     ctx.auth_limiter
         .record_success(accepted.session.device_id.as_deref());
     ctx.metrics
@@ -439,7 +453,12 @@ const NOT_UTF8: FirstFrame = FirstFrame::Violation(1007, "invalid UTF-8");
 
 async fn first_text(socket: &mut Socket) -> FirstFrame {
     loop {
-        return match socket.next().await {
+        let message = socket.next().await;
+        if let Some(Ok(Message::Text(_) | Message::Binary(_))) = &message {
+            // Counted (`LimitedStream::message_returned`); at most 64 KiB: no renewal.
+            socket.get_mut().message_returned(u64::MAX);
+        }
+        return match message {
             Some(Ok(Message::Text(text))) => FirstFrame::Text(text.to_string()),
             // Upstream decodes binary frames as UTF-8 text.
             Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
@@ -468,7 +487,7 @@ async fn close(socket: &mut Socket, code: u16, reason: &str) {
     })
     .await;
     if matches!(sent, Ok(Ok(()))) {
-        crate::ws::linger::drain(&socket.get_ref().tcp()).await;
+        socket.get_mut().linger().await;
     }
 }
 
@@ -714,6 +733,11 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
             message = stream.next() => message,
             _ = &mut writer => { writer_done = true; break; }
         };
+        if matches!(&message, Some(Ok(Message::Text(_) | Message::Binary(_))))
+            && stream.get_mut().message_returned(RENEW_READ_BUFFER_ABOVE)
+        {
+            stream = with_fresh_read_buffer(stream).await;
+        }
         let parsed = match &message {
             Some(Ok(Message::Text(text))) => parse_request(text.as_str(), extra_keys),
             // Upstream decodes binary frames as UTF-8 text.
@@ -785,7 +809,7 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
         // The gateway closed first (too big, protocol error, slow consumer, shutdown): the
         // peer may still be sending, and closing on unread input would reset the socket
         // before the peer reads the close frame. Boxed: a rare path.
-        Box::pin(crate::ws::linger::drain(&tcp)).await;
+        Box::pin(stream.get_mut().linger()).await;
     } else {
         outbox.close(1000, "");
         let _ = Box::pin(tokio::time::timeout(

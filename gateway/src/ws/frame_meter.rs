@@ -1,16 +1,19 @@
-//! Measures what a peer sends before its `connect` frame, frame by frame (PROTOCOL.md §1.7).
+//! Follows the frames a peer sends, header by header, on the raw bytes the WebSocket library
+//! is about to read. Two uses:
 //!
-//! Before the handshake a message may be at most 64 KiB, afterwards 10 MiB. The WebSocket
-//! library takes one limit for the whole life of a socket, so the pre-handshake limit is
-//! enforced here, on the raw bytes the library is about to read: the HTTP upgrade request
-//! (whose head has its own cap), then each frame's header. A frame is judged by the length
-//! its header declares — the moment the header arrives, before its payload is read — so a
-//! 70,000-byte `connect` is refused with 1009 however it is split into packets.
-//!
-//! Only the first data message is measured: it is the `connect` request, and whatever a
-//! client pipelines after it is judged by the handshake's outcome (and the post-handshake
-//! limit), not by this cap. Control frames (ping, pong, close) are skipped: the library
-//! refuses one over 125 bytes as a protocol violation itself.
+//! * **The pre-handshake cap** (PROTOCOL.md §1.7). Before the handshake a message may be at
+//!   most 64 KiB, afterwards 10 MiB; the library takes one limit for the whole life of a
+//!   socket. So the first data message (the `connect` request) is measured here: a frame is
+//!   judged by the length its header declares — the moment the header arrives, before its
+//!   payload is read — so a 70,000-byte `connect` is refused with 1009 however it is split
+//!   into packets. The HTTP upgrade request's head has its own cap. Whatever a client
+//!   pipelines after `connect` is judged by the handshake's outcome and the post-handshake
+//!   limit. Control frames (ping, pong, close) are not measured: the library refuses one
+//!   over 125 bytes as a protocol violation itself.
+//! * **Knowing when the library's read buffer is empty.** The library keeps the capacity of
+//!   the largest frame it ever read; memory per connection must not depend on past traffic.
+//!   When the bytes handed over end exactly where a message ends, the library holds nothing
+//!   unread, and the connection can give it a fresh buffer ([`FrameMeter::at_message_end`]).
 //!
 //! The meter is pure (bytes in, verdict out), so it is fuzzed on its own (`fuzz/`).
 
@@ -32,10 +35,6 @@ enum Stage {
     Header,
     /// Skipping the payload of the current frame.
     Payload { left: u64 },
-    /// The first data message passed: nothing more is measured.
-    Done,
-    /// Refused; every further byte is refused too.
-    Stopped(Exceeded),
 }
 
 #[derive(Debug, Clone)]
@@ -48,8 +47,21 @@ pub struct FrameMeter {
     header_len: usize,
     /// Payload bytes of the data message so far (its frames' declared lengths).
     message_len: u64,
-    /// The frame whose payload is being skipped ends the first data message.
+    /// The frame whose payload is being skipped ends a data message.
     ends_message: bool,
+    /// The first data message has passed: no more limit.
+    first_passed: bool,
+    /// The bytes so far end exactly where a data message ends.
+    at_message_end: bool,
+    /// Data messages complete in the bytes so far.
+    messages: u64,
+    /// The longest data message since [`FrameMeter::take_longest`].
+    longest: u64,
+    /// Why the peer was stopped: from then on every feed is refused (frames are still
+    /// followed, to see the peer's close frame).
+    refused: Option<Exceeded>,
+    /// The peer sent a close frame: it sends nothing more (RFC 6455 §5.5.1).
+    peer_closed: bool,
 }
 
 impl FrameMeter {
@@ -65,20 +77,57 @@ impl FrameMeter {
             header_len: 0,
             message_len: 0,
             ends_message: false,
+            first_passed: false,
+            at_message_end: false,
+            messages: 0,
+            longest: 0,
+            refused: None,
+            peer_closed: false,
         }
     }
 
-    /// Whether the first data message has passed (nothing more is measured).
-    pub fn done(&self) -> bool {
-        self.stage == Stage::Done
+    /// Whether the first data message has passed (no more limit applies).
+    pub fn first_passed(&self) -> bool {
+        self.first_passed
+    }
+
+    /// Whether the bytes so far end exactly at the end of a data message: a reader that has
+    /// returned that message (the [`FrameMeter::messages`]th) holds nothing unread.
+    pub fn at_message_end(&self) -> bool {
+        self.at_message_end
+    }
+
+    /// Whether the bytes so far include the peer's close frame (header).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// How many data messages the bytes so far complete.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// The longest data message (payload bytes) since [`FrameMeter::take_longest`].
+    pub fn longest(&self) -> u64 {
+        self.longest
+    }
+
+    /// The longest data message (payload bytes) since the last call.
+    pub fn take_longest(&mut self) -> u64 {
+        std::mem::take(&mut self.longest)
     }
 
     /// Takes the next bytes the peer sent. Once it returns an error it always does.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Exceeded> {
+        if self.refused == Some(Exceeded::RequestHead) {
+            // No frames to follow: the request never ended.
+            return Err(Exceeded::RequestHead);
+        }
         while !bytes.is_empty() {
+            // Every step consumes at least one byte; only a step that ends a message leaves
+            // this set, so it holds only when the last byte fed ended one.
+            self.at_message_end = false;
             match self.stage {
-                Stage::Done => return Ok(()),
-                Stage::Stopped(why) => return Err(why),
                 Stage::Head { tail } => bytes = self.feed_head(tail, bytes),
                 Stage::Header => bytes = self.feed_header(bytes),
                 Stage::Payload { left } => {
@@ -94,10 +143,7 @@ impl FrameMeter {
                 }
             }
         }
-        match self.stage {
-            Stage::Stopped(why) => Err(why),
-            _ => Ok(()),
-        }
+        self.refused.map_or(Ok(()), Err)
     }
 
     fn feed_head<'a>(&mut self, mut tail: u32, bytes: &'a [u8]) -> &'a [u8] {
@@ -109,7 +155,8 @@ impl FrameMeter {
                 return &bytes[i + 1..];
             }
             if self.head_len >= self.max_head {
-                self.stage = Stage::Stopped(Exceeded::RequestHead);
+                self.stage = Stage::Head { tail };
+                self.refused = Some(Exceeded::RequestHead);
                 return &[];
             }
         }
@@ -158,12 +205,14 @@ impl FrameMeter {
 
     fn on_frame(&mut self, fin: bool, opcode: u8, payload: u64) -> Stage {
         let control = opcode & 0x08 != 0;
+        self.peer_closed |= opcode == 0x8;
         self.ends_message = false;
         if !control {
             self.message_len = self.message_len.saturating_add(payload);
-            if self.message_len > self.max_message {
-                return Stage::Stopped(Exceeded::Message);
+            if !self.first_passed && self.message_len > self.max_message {
+                self.refused = self.refused.or(Some(Exceeded::Message));
             }
+            self.longest = self.longest.max(self.message_len);
             self.ends_message = fin;
         }
         if payload == 0 {
@@ -174,10 +223,16 @@ impl FrameMeter {
 
     fn after_frame(&mut self) -> Stage {
         if self.ends_message {
-            Stage::Done
+            self.ends_message = false;
+            self.message_len = 0;
+            self.first_passed = true;
+            self.at_message_end = true;
+            self.messages += 1;
         } else {
-            Stage::Header
+            // A control frame between fragments, or the start of a fragmented message.
+            self.at_message_end = false;
         }
+        Stage::Header
     }
 }
 
@@ -224,11 +279,12 @@ mod tests {
         bytes.extend(header(0x81, 64 * 1024));
         bytes.extend(vec![b'x'; 64 * 1024]);
         bytes.extend(header(0x81, 10 << 20));
+        bytes.extend(vec![b'y'; 1000]);
         // Split at every awkward place: one byte at a time.
         for b in bytes {
             m.feed(&[b]).unwrap();
         }
-        assert!(m.done());
+        assert!(m.first_passed());
     }
 
     #[test]
@@ -239,7 +295,7 @@ mod tests {
         m.feed(&vec![0; 40_000]).unwrap();
         m.feed(&header(0x89, 4)).unwrap(); // a ping in between
         m.feed(b"ping").unwrap();
-        assert!(!m.done());
+        assert!(!m.first_passed());
         assert_eq!(m.feed(&header(0x80, 30_000)), Err(Exceeded::Message));
     }
 
@@ -259,6 +315,58 @@ mod tests {
         bytes.extend(b"{ }");
         bytes.extend(header(0x82, 1 << 40));
         m.feed(&bytes).unwrap();
-        assert!(m.done());
+        assert!(m.first_passed());
+    }
+
+    #[test]
+    fn message_ends_are_seen_exactly() {
+        let mut m = meter();
+        m.feed(HEAD).unwrap();
+        assert!(!m.at_message_end());
+        m.feed(&header(0x81, 2)).unwrap();
+        m.feed(b"{").unwrap();
+        assert!(!m.at_message_end());
+        m.feed(b"}").unwrap();
+        assert!(m.at_message_end());
+        assert_eq!(m.messages(), 1);
+        // A ping after the message: the reader may not have read it yet.
+        m.feed(&header(0x89, 0)).unwrap();
+        assert!(!m.at_message_end());
+        let mut big = header(0x82, 100_000);
+        big.extend(vec![0; 100_000]);
+        m.feed(&big).unwrap();
+        assert!(m.at_message_end());
+        assert_eq!(m.messages(), 2);
+        assert_eq!(m.take_longest(), 100_000);
+        assert_eq!(m.take_longest(), 0);
+        // Part of the next header: not at an end.
+        m.feed(&[0x81]).unwrap();
+        assert!(!m.at_message_end());
+    }
+
+    #[test]
+    fn the_peers_close_is_seen_after_a_refusal_too() {
+        let mut m = meter();
+        m.feed(HEAD).unwrap();
+        assert_eq!(m.feed(&header(0x81, 70_000)), Err(Exceeded::Message));
+        assert_eq!(m.feed(&vec![0; 70_000]), Err(Exceeded::Message));
+        assert!(!m.peer_closed());
+        assert_eq!(m.feed(&header(0x88, 2)), Err(Exceeded::Message));
+        assert!(m.peer_closed());
+    }
+
+    #[test]
+    fn bytes_after_a_message_in_the_same_read_are_not_an_end() {
+        // Found by the `frame_meter` fuzz target: a message and the start of the next one
+        // in one read left `at_message_end` set, so the connection would have replaced the
+        // reader and lost the bytes it held.
+        let mut m = meter();
+        let mut bytes = HEAD.to_vec();
+        bytes.extend(header(0x81, 2));
+        bytes.extend(b"{}");
+        bytes.push(0x81);
+        m.feed(&bytes).unwrap();
+        assert_eq!(m.messages(), 1);
+        assert!(!m.at_message_end());
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! The WebSocket library takes one frame-size limit for the whole life of a socket, and ours
 //! must grow from 64 KiB before the handshake to 10 MiB after it. So the raw socket is
-//! wrapped: until the first message (the `connect` request) has passed, every byte read goes
-//! through a [`FrameMeter`], which cuts reads off at a frame header declaring too much;
-//! afterwards the wrapper is transparent.
+//! wrapped: every byte read goes through a [`FrameMeter`], which cuts reads off at a frame
+//! header of the first message (the `connect` request) declaring too much, and afterwards
+//! tells when the library's read buffer holds nothing unread (so a connection can give it a
+//! fresh, small one after a large message).
 //!
 //! Once the connection is established, the connection's writer writes frames to the socket
 //! itself ([`crate::ws::wire`]); the wrapper then hands whatever the WebSocket library
@@ -33,7 +34,6 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Shared between the socket wrapper and the connection task.
 pub struct PreauthGate {
-    lifted: AtomicBool,
     exceeded: AtomicBool,
     /// Set when the connection's writer owns the socket's output.
     writer: OnceLock<Arc<Outbox>>,
@@ -45,16 +45,10 @@ pub struct PreauthGate {
 impl PreauthGate {
     pub fn new() -> Arc<Self> {
         Arc::new(PreauthGate {
-            lifted: AtomicBool::new(false),
             exceeded: AtomicBool::new(false),
             writer: OnceLock::new(),
             cork: Mutex::new(Some(Vec::new())),
         })
-    }
-
-    /// The handshake succeeded: no more pre-auth cap.
-    pub fn lift(&self) {
-        self.lifted.store(true, Ordering::Relaxed);
     }
 
     /// From now on the library's writes go to `outbox` (whose writer owns the socket).
@@ -92,9 +86,10 @@ impl PreauthGate {
 pub struct LimitedStream {
     inner: Arc<TcpStream>,
     gate: Arc<PreauthGate>,
-    /// Until the first message passed (boxed, and dropped then: idle connections keep
-    /// this stream for their whole life).
-    meter: Option<Box<FrameMeter>>,
+    /// Boxed: idle connections keep this stream for their whole life.
+    meter: Box<FrameMeter>,
+    /// Data messages the library has returned (counted by the connection).
+    returned: u64,
 }
 
 impl LimitedStream {
@@ -102,10 +97,8 @@ impl LimitedStream {
         LimitedStream {
             inner: Arc::new(inner),
             gate,
-            meter: Some(Box::new(FrameMeter::new(
-                MAX_REQUEST_HEAD,
-                MAX_PREAUTH_PAYLOAD,
-            ))),
+            meter: Box::new(FrameMeter::new(MAX_REQUEST_HEAD, MAX_PREAUTH_PAYLOAD)),
+            returned: 0,
         }
     }
 
@@ -134,6 +127,38 @@ impl LimitedStream {
         }
     }
 
+    /// To be called for every data (text or binary) message the library returns. Whether
+    /// the library should get a fresh read buffer now: it has read a message longer than
+    /// `above` bytes since the last renewal (its buffer kept that capacity), and everything
+    /// handed to it ends exactly where the message it just returned ends (so it holds
+    /// nothing unread). Counts as the renewal.
+    pub fn message_returned(&mut self, above: u64) -> bool {
+        self.returned += 1;
+        let renew = self.meter.at_message_end()
+            && self.meter.messages() == self.returned
+            && self.meter.longest() > above;
+        if renew {
+            self.meter.take_longest();
+        }
+        renew
+    }
+
+    /// After the gateway's close frame: our FIN, then the peer's input discarded until its
+    /// own close frame (seen here, whether the library read it already or not), its FIN, or
+    /// the bounds of [`crate::ws::linger::drain`].
+    pub async fn linger(&mut self) {
+        if self.meter.peer_closed() {
+            let _ = socket2::SockRef::from(&*self.inner).shutdown(std::net::Shutdown::Write);
+            return;
+        }
+        let meter = &mut self.meter;
+        crate::ws::linger::drain(&self.inner, |bytes| {
+            let _ = meter.feed(bytes);
+            meter.peer_closed()
+        })
+        .await;
+    }
+
     /// Whether reads were cut off by the pre-handshake cap.
     pub fn gate_exceeded(&self) -> bool {
         self.gate.exceeded()
@@ -147,31 +172,18 @@ impl AsyncRead for LimitedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.gate.lifted.load(Ordering::Relaxed) {
-            this.meter = None;
-        }
         let before = buf.filled().len();
         ready!(this.poll_read_inner(cx, buf))?;
-        let Some(meter) = this.meter.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        match meter.feed(&buf.filled()[before..]) {
-            Ok(()) => {
-                if meter.done() {
-                    this.meter = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Err(_) => {
-                // Nothing of this read reaches the library: it sees the error at once.
-                buf.set_filled(before);
-                this.gate.exceeded.store(true, Ordering::Relaxed);
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "pre-handshake input limit exceeded",
-                )))
-            }
+        if this.meter.feed(&buf.filled()[before..]).is_err() {
+            // Nothing of this read reaches the library: it sees the error at once.
+            buf.set_filled(before);
+            this.gate.exceeded.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "pre-handshake input limit exceeded",
+            )));
         }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -45,7 +45,7 @@ use argent_proto::grpc::node_agent_client::NodeAgentClient;
 use argent_proto::grpc::InvokeRequest;
 use argent_tests::model_double::ModelDouble;
 use argent_tests::raw::connect_frame;
-use argent_tests::{Gateway, Nats, Node, TOKEN};
+use argent_tests::{rss_kib, Gateway, Nats, Node, TOKEN};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -382,6 +382,8 @@ async fn bench_burst(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<
             .await;
         later.insert(format!("after_{at}s"), rss()?);
     }
+    // The burst's clients have gone: what is left must not be their connections.
+    let connections_after = gw.metric("argent_gateway_connections").await?;
     Ok(json!({
         "clients": 8,
         "writes_and_reads_of_1_mib": 8 * per_client,
@@ -389,16 +391,8 @@ async fn bench_burst(s: &Settings, gw: &Gateway, node: &Node) -> anyhow::Result<
         "before": before,
         "right_after": after,
         "later": later,
+        "gateway_connections_after": connections_after,
     }))
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 /// An idle client: the CLI (not in presence), or one tracked in presence (a protocol-3

@@ -217,3 +217,43 @@ async fn protocol_violations_close_with_their_codes() {
         }
     }
 }
+
+/// Memory per connection does not depend on past traffic: 16 connections that each sent
+/// one 4 MiB message and stay open give the memory back (the WebSocket library's read
+/// buffer would otherwise keep each message's capacity for the connection's life: 64 MiB).
+#[tokio::test]
+async fn a_large_message_leaves_no_memory_behind_on_its_connection() {
+    let gw = Gateway::local().start().await.unwrap();
+    let pad = "p".repeat(4 << 20);
+    let mut sockets = Vec::new();
+    for _ in 0..16 {
+        sockets.push(RawWs::connected(&gw.ws, &gw.token).await.unwrap());
+    }
+    let before = gw.proc.rss_kib().unwrap();
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let id = format!("big{i}");
+        match ws.call(&id, "health", json!({"pad": pad})).await {
+            Next::Frame(frame) => assert_eq!(frame["type"], "res"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let peak = gw.proc.rss_kib().unwrap();
+    // jemalloc gives freed memory back within its 10 s decay (background thread).
+    let settled = argent_tests::eventually(Duration::from_secs(25), || async {
+        let now = gw.proc.rss_kib().ok()?;
+        (now < before + 24 * 1024).then_some(now)
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "RSS before {before} KiB, after 16 x 4 MiB {peak} KiB, still {} KiB after 25 s",
+        gw.proc.rss_kib().unwrap()
+    );
+    // The connections still work, with their fresh buffers.
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        match ws.call(&format!("after{i}"), "health", json!({})).await {
+            Next::Frame(frame) => assert_eq!(frame["ok"], true, "{frame}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
