@@ -188,17 +188,10 @@ impl Ctx {
         }
     }
 
-    /// The largest frame worth sending: the WebSocket limit, and in a cluster no more than
-    /// one NATS message holds (a larger request could not be stored or relayed).
+    /// The largest frame a client may send: the WebSocket limit, in a cluster too (what one
+    /// NATS message cannot hold goes to the object store, `argent_planes::blobs`).
     pub fn max_payload(&self) -> usize {
-        match &self.nats {
-            Some(client) => Some(argent_planes::state_nats::value_limit(client))
-                .filter(|limit| *limit > 0)
-                .map_or(argent_proto::limits::MAX_PAYLOAD, |limit| {
-                    limit.min(argent_proto::limits::MAX_PAYLOAD)
-                }),
-            None => argent_proto::limits::MAX_PAYLOAD,
-        }
+        argent_proto::limits::MAX_PAYLOAD
     }
 
     /// The proxies whose forwarding headers are believed (`gateway.trustedProxies`): as of

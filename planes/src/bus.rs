@@ -15,6 +15,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use argent_proto::subjects;
 
+use crate::blobs::{self, Blobs};
+
 /// One broadcast event.
 #[derive(Debug, Clone)]
 pub struct BusEvent {
@@ -127,11 +129,13 @@ impl EventBus for LocalBus {
 
 const HEADER_DROPPABLE: &str = "Argent-Droppable";
 
-/// Cluster bus on NATS core subjects `argent.evt.<event>`.
+/// Cluster bus on NATS core subjects `argent.evt.<event>`. An event over one NATS message
+/// goes to the object store first (`crate::blobs`); its message carries the blob's name.
 pub struct NatsBus {
     client: async_nats::Client,
     /// Messages the client dropped for slow subscriptions (counted as lost events).
     dropped: Arc<AtomicU64>,
+    blobs: Arc<Blobs>,
 }
 
 impl NatsBus {
@@ -139,6 +143,7 @@ impl NatsBus {
         NatsBus {
             client: nats.client.clone(),
             dropped: nats.dropped.clone(),
+            blobs: Arc::new(Blobs::new(nats.client.clone(), blobs::EVENT_BLOBS)),
         }
     }
 }
@@ -153,8 +158,18 @@ impl EventBus for NatsBus {
         if let Some(droppable) = event.droppable {
             headers.insert(HEADER_DROPPABLE, if droppable { "1" } else { "0" });
         }
+        let mut payload = event.payload;
+        if payload.len() > blobs::inline_limit(&self.client) {
+            let name = blobs::unique_name(&format!("evt/{}", event.name));
+            self.blobs
+                .put(&name, &payload)
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            headers.insert(blobs::HEADER_BLOB, name.as_str());
+            payload = Bytes::new();
+        }
         self.client
-            .publish_with_headers(subjects::event_subject(&event.name), headers, event.payload)
+            .publish_with_headers(subjects::event_subject(&event.name), headers, payload)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))
     }
@@ -176,6 +191,7 @@ impl EventBus for NatsBus {
         let (tx, out) = mpsc::channel(SUBSCRIBER_CAPACITY);
         let prefix = format!("{}.", subjects::EVENT_PREFIX);
         let dropped = self.dropped.clone();
+        let blobs = self.blobs.clone();
         let mut reported = dropped.load(Ordering::Relaxed);
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
@@ -191,19 +207,41 @@ impl EventBus for NatsBus {
                 };
                 let mut trace = HashMap::new();
                 let mut droppable = None;
+                let mut blob = None;
                 if let Some(headers) = &msg.headers {
                     for (k, values) in headers.iter() {
                         let Some(v) = values.first() else { continue };
-                        if AsRef::<str>::as_ref(k) == HEADER_DROPPABLE {
+                        let k: &str = k.as_ref();
+                        if k == HEADER_DROPPABLE {
                             droppable = Some(v.as_str() == "1");
+                        } else if k == blobs::HEADER_BLOB {
+                            blob = Some(v.to_string());
                         } else {
                             trace.insert(k.to_string(), v.to_string());
                         }
                     }
                 }
+                let payload = match blob {
+                    None => msg.payload,
+                    // Read before the events after it are delivered: order is kept.
+                    Some(blob) => match blobs.get(&blob).await {
+                        Ok(Some(payload)) => payload,
+                        outcome => {
+                            tracing::warn!(
+                                event = name,
+                                ?outcome,
+                                "large event not readable; counted as lost"
+                            );
+                            if tx.send(BusMessage::Lost(1)).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                };
                 let event = BusEvent {
                     name: name.to_string(),
-                    payload: msg.payload,
+                    payload,
                     droppable,
                     trace,
                 };

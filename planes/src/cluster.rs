@@ -153,7 +153,8 @@ pub async fn connect(options: &NatsOptions) -> Result<Nats, ClusterError> {
     Ok(Nats { client, dropped })
 }
 
-/// Declares every bucket of [`BUCKETS`] (idempotent; safe from every process at once).
+/// Declares every bucket of [`BUCKETS`] and the object store buckets of large payloads
+/// ([`crate::blobs`]) (idempotent; safe from every process at once).
 pub async fn ensure_buckets(js: &jetstream::Context, replicas: usize) -> Result<(), ClusterError> {
     for spec in BUCKETS {
         let config = stream::Config {
@@ -181,5 +182,10 @@ pub async fn ensure_buckets(js: &jetstream::Context, replicas: usize) -> Result<
                 message: err.to_string(),
             })?;
     }
-    Ok(())
+    crate::blobs::ensure_buckets(js, replicas)
+        .await
+        .map_err(|message| ClusterError::Bucket {
+            bucket: "object store".to_string(),
+            message,
+        })
 }

@@ -8,6 +8,7 @@
 //!   Embedded: [`transcripts::EmbeddedTranscripts`]; cluster: a JetStream stream.
 //! * [`embedded`] — [`embedded::EmbeddedDb`]: the one fjall database of a state dir under
 //!   both embedded implementations, with its group-committing writer thread.
+//! * [`blobs`] — payloads over one NATS message, in the JetStream object store by reference.
 //! * [`bus`] — [`bus::EventBus`]: broadcast events between instances. Embedded: tokio
 //!   broadcast; cluster: NATS core subjects.
 //! * [`members`] — who is alive: node-agents and gateways heartbeat a record into a bucket;
@@ -19,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod blobs;
 pub mod bus;
 pub mod calls;
 pub mod cluster;

@@ -32,10 +32,7 @@ pub enum StateError {
     #[error("state store failed: {0}")]
     Failed(String),
     /// A value the store cannot hold: the caller's to shrink (never worth a retry).
-    #[error(
-        "{size} bytes is over the cluster's limit of {limit} bytes for one stored value \
-         (the NATS servers' max_payload, less room for headers; raise max_payload to store more)"
-    )]
+    #[error("{size} bytes is over the limit of {limit} bytes for one stored value")]
     TooLarge { size: usize, limit: usize },
 }
 

@@ -1,6 +1,7 @@
 //! The cluster state store: JetStream KV buckets.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
@@ -11,6 +12,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::blobs::{self, Blobs};
 use crate::state::{validate_key, Change, Entry, StateError, StateStore, WATCH_CAPACITY};
 
 /// Every operation gives up after this long, so a request never hangs on a lost NATS.
@@ -20,33 +22,82 @@ pub struct NatsStore {
     client: async_nats::Client,
     js: jetstream::Context,
     stores: Mutex<HashMap<String, kv::Store>>,
+    /// Values over one NATS message, referenced from the key (`crate::blobs`).
+    blobs: Arc<Blobs>,
 }
 
-/// Room left in a NATS message for the subject, headers and JSON envelope around a value.
-const HEADROOM: usize = 4 * 1024;
-
-/// The largest value one NATS message carries with room to spare: the connected server's
-/// `max_payload` less [`HEADROOM`].
-pub fn value_limit(client: &async_nats::Client) -> usize {
-    client.server_info().max_payload.saturating_sub(HEADROOM)
-}
-
-/// `Err(TooLarge)` for a value over [`value_limit`], before anything is sent.
-pub fn check_size(client: &async_nats::Client, size: usize) -> Result<(), StateError> {
-    let limit = value_limit(client);
-    if limit > 0 && size > limit {
-        return Err(StateError::TooLarge { size, limit });
-    }
-    Ok(())
-}
+/// A superseded blob of a key is deleted once it is this old: no write takes longer between
+/// storing its blob and referencing it, and no reader takes longer between reading a
+/// reference and its blob (a reader whose blob is gone reads the key again).
+const SUPERSEDED_AFTER: Duration = Duration::from_secs(60);
+/// Reads of a key whose blob was replaced meanwhile, before giving up.
+const READ_ATTEMPTS: usize = 3;
 
 impl NatsStore {
     pub fn new(client: async_nats::Client) -> Self {
         let js = jetstream::new(client.clone());
         NatsStore {
+            blobs: Arc::new(Blobs::new(client.clone(), blobs::BLOBS)),
             client,
             js,
             stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What goes into the key for `value`: the value itself, or — over one NATS message —
+    /// a reference to a new blob holding it (and the blob's name).
+    async fn stored_form(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+    ) -> Result<(Bytes, Option<String>), StateError> {
+        if !blobs::needs_blob(&self.client, &value) {
+            return Ok((value, None));
+        }
+        blobs::check_size(value.len())?;
+        let name = blobs::unique_name(&blob_prefix(bucket, key));
+        self.blobs.put(&name, &value).await?;
+        Ok((blobs::reference(&name), Some(name)))
+    }
+
+    /// After a write of `blob` (if any): on success the key's older blobs go (in the
+    /// background); on a refusal the new blob does. After any other failure the write may
+    /// have landed (its answer lost on the way), so the blob stays: the key's next large
+    /// write sweeps it if nothing references it.
+    fn settle<T>(
+        &self,
+        bucket: &str,
+        key: &str,
+        blob: Option<String>,
+        result: &Result<T, StateError>,
+    ) {
+        let Some(name) = blob else { return };
+        let refused = matches!(result, Err(StateError::WrongRevision | StateError::Exists));
+        if result.is_err() && !refused {
+            return;
+        }
+        let blobs = self.blobs.clone();
+        let prefix = blob_prefix(bucket, key);
+        tokio::spawn(async move {
+            if refused {
+                if let Err(err) = blobs.delete(&name).await {
+                    tracing::debug!(%err, "blob of a refused write not deleted");
+                }
+            } else {
+                blobs
+                    .sweep(&format!("{prefix}/"), &name, SUPERSEDED_AFTER)
+                    .await;
+            }
+        });
+    }
+
+    /// The value a stored one stands for: itself, or the blob it references (`None`: the
+    /// blob is gone — the key was written again meanwhile).
+    async fn resolve(&self, stored: Bytes) -> Result<Option<Bytes>, StateError> {
+        match blobs::referenced(&stored) {
+            Some(name) => self.blobs.get(name).await,
+            None => Ok(Some(stored)),
         }
     }
 
@@ -87,28 +138,37 @@ impl StateStore for NatsStore {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StateError> {
         validate_key(key)?;
         let store = self.store(bucket).await?;
-        let entry = timed(store.entry(key)).await?;
-        Ok(entry.and_then(|e| match e.operation {
-            Operation::Put => Some(Entry {
-                value: e.value,
-                revision: e.revision,
-            }),
-            _ => None,
-        }))
+        for _ in 0..READ_ATTEMPTS {
+            let entry = timed(store.entry(key)).await?;
+            let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
+                return Ok(None);
+            };
+            if let Some(value) = self.resolve(entry.value).await? {
+                return Ok(Some(Entry {
+                    value,
+                    revision: entry.revision,
+                }));
+            }
+        }
+        Err(StateError::Unavailable(format!(
+            "{key} keeps changing while its large value is read; retry"
+        )))
     }
 
     async fn put(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
         validate_key(key)?;
-        check_size(&self.client, value.len())?;
         let store = self.store(bucket).await?;
-        timed(store.put(key, value)).await
+        let (value, blob) = self.stored_form(bucket, key, value).await?;
+        let result = timed(store.put(key, value)).await;
+        self.settle(bucket, key, blob, &result);
+        result
     }
 
     async fn create(&self, bucket: &str, key: &str, value: Bytes) -> Result<u64, StateError> {
         validate_key(key)?;
-        check_size(&self.client, value.len())?;
         let store = self.store(bucket).await?;
-        match tokio::time::timeout(OP_TIMEOUT, store.create(key, value)).await {
+        let (value, blob) = self.stored_form(bucket, key, value).await?;
+        let result = match tokio::time::timeout(OP_TIMEOUT, store.create(key, value)).await {
             Ok(Ok(rev)) => Ok(rev),
             Ok(Err(err)) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(StateError::Exists)
@@ -117,7 +177,9 @@ impl StateStore for NatsStore {
             Err(_) => Err(StateError::Unavailable(
                 "NATS did not answer in time".into(),
             )),
-        }
+        };
+        self.settle(bucket, key, blob, &result);
+        result
     }
 
     async fn recreate(
@@ -140,18 +202,21 @@ impl StateStore for NatsStore {
         revision: u64,
     ) -> Result<u64, StateError> {
         validate_key(key)?;
-        check_size(&self.client, value.len())?;
         let store = self.store(bucket).await?;
-        match tokio::time::timeout(OP_TIMEOUT, store.update(key, value, revision)).await {
-            Ok(Ok(rev)) => Ok(rev),
-            Ok(Err(err)) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                Err(StateError::WrongRevision)
-            }
-            Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
-            Err(_) => Err(StateError::Unavailable(
-                "NATS did not answer in time".into(),
-            )),
-        }
+        let (value, blob) = self.stored_form(bucket, key, value).await?;
+        let result =
+            match tokio::time::timeout(OP_TIMEOUT, store.update(key, value, revision)).await {
+                Ok(Ok(rev)) => Ok(rev),
+                Ok(Err(err)) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    Err(StateError::WrongRevision)
+                }
+                Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
+                Err(_) => Err(StateError::Unavailable(
+                    "NATS did not answer in time".into(),
+                )),
+            };
+        self.settle(bucket, key, blob, &result);
+        result
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StateError> {
@@ -204,12 +269,25 @@ impl StateStore for NatsStore {
         let mut watch = timed(store.watch_with_history(">")).await?;
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let bucket = bucket.to_string();
+        let blobs = self.blobs.clone();
         tokio::spawn(async move {
             while let Some(item) = watch.next().await {
                 let change = match item {
                     Ok(entry) => Change {
                         value: match entry.operation {
-                            Operation::Put => Some(entry.value),
+                            Operation::Put => match blobs::referenced(&entry.value) {
+                                None => Some(entry.value),
+                                // A large value, read here so watchers see values only. Gone
+                                // already: the key changed again, and that change follows.
+                                Some(name) => match blobs.get(name).await {
+                                    Ok(Some(value)) => Some(value),
+                                    Ok(None) => continue,
+                                    Err(err) => {
+                                        tracing::warn!(%bucket, key = %entry.key, %err, "large value not read for a watch");
+                                        continue;
+                                    }
+                                },
+                            },
                             Operation::Delete | Operation::Purge => None,
                         },
                         key: entry.key,
@@ -232,4 +310,9 @@ impl StateStore for NatsStore {
     fn is_healthy(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
+}
+
+/// Where a key's blobs are named: one prefix per key, for [`Blobs::sweep`].
+fn blob_prefix(bucket: &str, key: &str) -> String {
+    format!("kv/{bucket}/{key}")
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use argent_proto::subjects;
 
+use crate::blobs::{self, Blobs};
 use crate::embedded::{read_transcript, EmbeddedDb, Engine, Op};
 use crate::state::StateError;
 
@@ -61,8 +62,8 @@ pub trait TranscriptLog: Send + Sync {
     }
     /// [`TranscriptLog::read`], and where the log ended for this read.
     async fn read_to_end(&self, session_id: &str) -> Result<(Vec<Value>, LogEnd), StateError>;
-    /// The largest message (encoded) the log can hold, when it has a limit (JetStream: the
-    /// servers' `max_payload`), so a request can be refused before it is accepted.
+    /// The largest message (encoded) the log can hold, when it has a limit (JetStream:
+    /// `blobs::MAX_BLOB_BYTES`), so a request can be refused before it is accepted.
     fn max_message_bytes(&self) -> Option<usize> {
         None
     }
@@ -187,10 +188,22 @@ pub async fn ensure_stream(js: &jetstream::Context, replicas: usize) -> Result<(
     Ok(())
 }
 
-/// Transcripts in JetStream (cluster mode).
+/// Transcripts in JetStream (cluster mode). An entry over one NATS message is stored as a
+/// blob (`crate::blobs`) and its message carries only the blob's name, in a header.
 pub struct NatsTranscripts {
     client: async_nats::Client,
     js: jetstream::Context,
+    blobs: Blobs,
+}
+
+/// One read of a session's log.
+struct Read {
+    messages: Vec<Value>,
+    /// The stream sequence of the last message (0: none); `None` when fewer messages
+    /// arrived than the consumer had pending when it was created (purged meanwhile).
+    end: Option<LogEnd>,
+    /// The blobs its large entries are stored in.
+    blobs: Vec<String>,
 }
 
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -206,7 +219,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 impl NatsTranscripts {
     pub fn new(client: async_nats::Client) -> Self {
         let js = jetstream::new(client.clone());
-        NatsTranscripts { client, js }
+        NatsTranscripts {
+            blobs: Blobs::new(client.clone(), blobs::BLOBS),
+            client,
+            js,
+        }
     }
 
     fn available(&self) -> Result<(), StateError> {
@@ -228,26 +245,46 @@ impl NatsTranscripts {
             StateError::Unavailable(format!("transcript append failed: {e}"))
         };
         let payload = encode(message);
-        crate::state_nats::check_size(&self.client, payload.len())?;
-        let mut publish = jetstream::message::PublishMessage::build().payload(Bytes::from(payload));
+        blobs::check_size(payload.len())?;
+        let mut publish = jetstream::message::PublishMessage::build();
+        let blob = if payload.len() > blobs::inline_limit(&self.client) {
+            let name = blobs::unique_name(&format!("tx/{subject}"));
+            self.blobs.put(&name, &payload).await?;
+            publish = publish.header(blobs::HEADER_BLOB, name.as_str());
+            Some(name)
+        } else {
+            publish = publish.payload(Bytes::from(payload));
+            None
+        };
         if let Some(end) = after {
             publish = publish.expected_last_subject_sequence(end);
         }
-        let ack = self
-            .js
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| failed(&e))?;
-        let ack = tokio::time::timeout(OP_TIMEOUT, ack)
-            .await
-            .map_err(|_| StateError::Unavailable("transcript append not acknowledged".into()))?;
-        match ack {
-            Ok(ack) => Ok(ack.sequence),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                Err(StateError::WrongRevision)
+        let appended = async {
+            let ack = self
+                .js
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| failed(&e))?;
+            let ack = tokio::time::timeout(OP_TIMEOUT, ack).await.map_err(|_| {
+                StateError::Unavailable("transcript append not acknowledged".into())
+            })?;
+            match ack {
+                Ok(ack) => Ok(ack.sequence),
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    Err(StateError::WrongRevision)
+                }
+                Err(e) => Err(failed(&e)),
             }
-            Err(e) => Err(failed(&e)),
         }
+        .await;
+        if let (Err(StateError::WrongRevision), Some(name)) = (&appended, blob) {
+            // Refused, so surely not appended. (After any other failure the append may have
+            // landed with its answer lost: the blob stays.)
+            if let Err(err) = self.blobs.delete(&name).await {
+                tracing::debug!(%err, "blob of a refused append not deleted");
+            }
+        }
+        appended
     }
 
     /// Every message on `subject`, and where the log ends. The read is a snapshot: the
@@ -257,6 +294,13 @@ impl NatsTranscripts {
     /// keeps changing is answered with the end from before the last read, which can never be
     /// the log's end again: a conditional append after it is refused.
     async fn read_subject(&self, subject: String) -> Result<(Vec<Value>, LogEnd), StateError> {
+        self.read_subject_with_blobs(subject)
+            .await
+            .map(|(read, end)| (read.messages, end))
+    }
+
+    /// [`NatsTranscripts::read_subject`], with the names of the blobs read.
+    async fn read_subject_with_blobs(&self, subject: String) -> Result<(Read, LogEnd), StateError> {
         let stream = self
             .js
             .get_stream(TRANSCRIPT_STREAM)
@@ -273,10 +317,10 @@ impl NatsTranscripts {
                 }
                 Err(e) => return Err(cannot_read(&e)),
             };
-            let (messages, end) = self.read_once(&stream, &subject).await?;
+            let read = self.read_once(&stream, &subject).await?;
             attempt += 1;
-            if end == Some(before) || attempt == READ_ATTEMPTS {
-                return Ok((messages, before));
+            if read.end == Some(before) || attempt == READ_ATTEMPTS {
+                return Ok((read, before));
             }
         }
     }
@@ -288,8 +332,9 @@ impl NatsTranscripts {
         &self,
         stream: &jetstream::stream::Stream,
         subject: &str,
-    ) -> Result<(Vec<Value>, Option<LogEnd>), StateError> {
+    ) -> Result<Read, StateError> {
         let unavailable = |e: &dyn std::fmt::Display| cannot_read(e);
+        let mut blob_names = Vec::new();
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
                 filter_subject: subject.to_string(),
@@ -318,11 +363,24 @@ impl NatsTranscripts {
                 if let Ok(info) = message.info() {
                     end = info.stream_sequence;
                 }
-                if let Ok(value) = serde_json::from_slice(&message.payload) {
-                    messages.push(value);
-                } else {
+                let blob = message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get(blobs::HEADER_BLOB))
+                    .map(|name| name.as_str().to_string());
+                let payload = match blob {
+                    None => Some(message.payload.clone()),
+                    // A large entry; gone only if its append was never acknowledged.
+                    Some(name) => {
+                        let blob = self.blobs.get(&name).await?;
+                        blob_names.push(name);
+                        blob
+                    }
+                };
+                match payload.and_then(|p| serde_json::from_slice(&p).ok()) {
+                    Some(value) => messages.push(value),
                     // Count it so the loop ends; unreadable entries are skipped.
-                    messages.push(Value::Null);
+                    None => messages.push(Value::Null),
                 }
             }
             if messages.len() == before {
@@ -336,14 +394,18 @@ impl NatsTranscripts {
         tokio::spawn(async move {
             let _ = stream.delete_consumer(&name).await;
         });
-        Ok((messages, complete.then_some(end)))
+        Ok(Read {
+            messages,
+            end: complete.then_some(end),
+            blobs: blob_names,
+        })
     }
 }
 
 #[async_trait]
 impl TranscriptLog for NatsTranscripts {
     fn max_message_bytes(&self) -> Option<usize> {
-        Some(crate::state_nats::value_limit(&self.client))
+        Some(blobs::MAX_BLOB_BYTES)
     }
 
     async fn append_if(
@@ -380,8 +442,9 @@ impl TranscriptLog for NatsTranscripts {
         );
         // Archive, append the new content, then purge all but it: a crash in between
         // leaves duplicates, never a hole.
-        for message in self.read_subject(subject.clone()).await?.0 {
-            self.publish(archive.clone(), &message, None).await?;
+        let (old, _) = self.read_subject_with_blobs(subject.clone()).await?;
+        for message in &old.messages {
+            self.publish(archive.clone(), message, None).await?;
         }
         for message in messages {
             self.publish(subject.clone(), message, None).await?;
@@ -397,6 +460,13 @@ impl TranscriptLog for NatsTranscripts {
             .keep(messages.len() as u64)
             .await
             .map_err(|e| StateError::Unavailable(format!("cannot compact transcript: {e}")))?;
+        // The purged entries' blobs (their copies in the archive and the new log have their
+        // own).
+        for name in old.blobs {
+            if let Err(err) = self.blobs.delete(&name).await {
+                tracing::debug!(%err, "blob of a purged transcript entry not deleted");
+            }
+        }
         Ok(format!("nats://{TRANSCRIPT_STREAM}/{archive}"))
     }
 }

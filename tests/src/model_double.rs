@@ -202,6 +202,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models", get(openai_models))
         .route("/anthropic/v1/messages", post(anthropic_messages))
         .fallback(not_found)
+        // Providers take requests far over axum's 2 MB default (a long conversation with
+        // attachments); the double must not refuse what they would accept.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(shared)
 }
 

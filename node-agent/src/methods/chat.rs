@@ -138,8 +138,8 @@ fn fits_the_transcript(rt: &Runtime, method: &str, bytes: usize) -> Result<(), R
     const ENVELOPE: usize = 1024;
     match rt.transcripts.max_message_bytes() {
         Some(limit) if bytes + ENVELOPE > limit => Err(RpcError::bad_params(format!(
-            "{method}: the message is {bytes} bytes, over the cluster's limit of {} bytes for \
-             one transcript message (the NATS servers' max_payload, less room for headers)",
+            "{method}: the message is {bytes} bytes, over the limit of {} bytes for one \
+             transcript message",
             limit.saturating_sub(ENVELOPE)
         ))),
         _ => Ok(()),

@@ -496,8 +496,8 @@ async fn a_node_stopping_mid_run_hands_its_queue_to_another() {
 }
 
 /// Frames as large as the protocol allows cross the gateway → node gRPC hop both ways (tonic
-/// refuses messages over 4 MiB unless told): a `chat.send` with a 4.5 MB image, and a
-/// `chat.history` answer of 5.4 MB.
+/// refuses messages over 4 MiB unless told): a `chat.send` with a 4.5 MB image, one with a
+/// 2 MB text attachment, and a `chat.history` answer of 5.4 MB.
 #[tokio::test]
 async fn large_requests_and_answers_cross_the_grpc_hop() {
     use base64::Engine;
@@ -513,6 +513,34 @@ async fn large_requests_and_answers_cross_the_grpc_hop() {
     assert_eq!(ack["status"], "started", "{ack}");
     let events = run_events(&mut client, "run-big", false).await;
     assert!(final_text(&events).starts_with("echo: look"), "{events:?}");
+
+    // A 2 MB text attachment is transcribed into the user message, which is then over one
+    // NATS message (the harness's servers keep the 1 MiB default): stored through the
+    // object store, and read back whole.
+    let notes = "n".repeat(2 * 1024 * 1024);
+    let ack = client
+        .call("chat.send", json!({"sessionKey": "big-text", "message": "read this", "idempotencyKey": "run-text",
+               "attachments": [{"fileName": "notes.txt", "mimeType": "text/plain",
+                                "content": base64::engine::general_purpose::STANDARD.encode(&notes)}]}))
+        .await
+        .unwrap();
+    assert_eq!(ack["status"], "started", "{ack}");
+    let events = run_events(&mut client, "run-text", false).await;
+    assert!(
+        final_text(&events).starts_with("echo: read this"),
+        "{events:?}"
+    );
+    let history = client
+        .call("chat.history", json!({"sessionKey": "big-text"}))
+        .await
+        .unwrap();
+    let user = history["messages"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(
+        user.contains(notes.as_str()),
+        "the attachment is not in the transcript"
+    );
 
     // Six injected messages of 900,000 characters: each fits a NATS message, together they
     // are more than 4 MiB.
@@ -551,19 +579,27 @@ async fn jetstream_transcripts_append_on_condition() {
         .unwrap();
 }
 
-/// A released lease is created again over its delete in one conditional write, which is
-/// refused once anything else was written to the key (then the caller creates it plainly).
-#[tokio::test]
-async fn jetstream_recreates_a_deleted_key_only_over_that_delete() {
-    use argent_planes::state::{StateError, StateStore};
-    use argent_planes::state_nats::NatsStore;
+/// A nats-server with the cluster's buckets, and the state store on it.
+async fn jetstream_store() -> (
+    Nats,
+    async_nats::jetstream::Context,
+    argent_planes::state_nats::NatsStore,
+) {
     let nats = Nats::start().await.unwrap();
     let client = nats.client().await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     argent_planes::cluster::ensure_buckets(&js, 1)
         .await
         .unwrap();
-    let store = NatsStore::new(client);
+    (nats, js, argent_planes::state_nats::NatsStore::new(client))
+}
+
+/// A released lease is created again over its delete in one conditional write, which is
+/// refused once anything else was written to the key (then the caller creates it plainly).
+#[tokio::test]
+async fn jetstream_recreates_a_deleted_key_only_over_that_delete() {
+    use argent_planes::state::{StateError, StateStore};
+    let (_nats, js, store) = jetstream_store().await;
     let bucket = argent_proto::subjects::BUCKET_LEASES;
     let deleted_revision = |key: &'static str| {
         let js = js.clone();
@@ -731,5 +767,68 @@ async fn a_frozen_lease_holder_publishes_nothing_after_a_takeover() {
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "every number once, in order: {seqs:?}"
+    );
+}
+
+/// Values over one NATS message live in the object store behind a reference: read back
+/// whole (by `get` and by a watch), a conditional write keeps its meaning, a refused one
+/// leaves no blob behind, and a small value that happens to look like a reference is stored
+/// as a blob too, so it is never mistaken for one.
+#[tokio::test]
+async fn jetstream_store_keeps_large_values_in_the_object_store() {
+    use argent_planes::state::{StateError, StateStore};
+    use futures_util::StreamExt;
+    let (_nats, js, store) = jetstream_store().await;
+    let bucket = argent_proto::subjects::BUCKET_AGENTS;
+    let mut watch = store.watch(bucket).await.unwrap();
+    let blob_count = || {
+        let js = js.clone();
+        async move {
+            let objects = js
+                .get_object_store(argent_planes::blobs::BLOBS)
+                .await
+                .unwrap();
+            objects.list().await.unwrap().count().await
+        }
+    };
+
+    let big = bytes::Bytes::from(vec![b'b'; 3 * 1024 * 1024]);
+    let revision = store.create(bucket, "k", big.clone()).await.unwrap();
+    assert_eq!(store.get(bucket, "k").await.unwrap().unwrap().value, big);
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.value.as_ref(),
+        Some(&big),
+        "the watch sees the value itself"
+    );
+    assert_eq!(blob_count().await, 1);
+
+    // A conditional write on a stale revision is refused, and its blob is removed.
+    let bigger = bytes::Bytes::from(vec![b'c'; 4 * 1024 * 1024]);
+    store
+        .update(bucket, "k", bigger.clone(), revision)
+        .await
+        .unwrap();
+    let refused = store.update(bucket, "k", big.clone(), revision).await;
+    assert_eq!(refused, Err(StateError::WrongRevision));
+    assert_eq!(store.get(bucket, "k").await.unwrap().unwrap().value, bigger);
+    let settled = argent_tests::eventually(Duration::from_secs(10), || async {
+        (blob_count().await == 2).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the refused write's blob was not removed"
+    );
+
+    // Bytes that start like a reference are a value like any other.
+    let lookalike = bytes::Bytes::from_static(b"\0argent-blob\0kv/not/a/blob");
+    store.put(bucket, "l", lookalike.clone()).await.unwrap();
+    assert_eq!(
+        store.get(bucket, "l").await.unwrap().unwrap().value,
+        lookalike
     );
 }
