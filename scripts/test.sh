@@ -30,3 +30,7 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one summary per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# Fuzzing (fuzz/README.md): every cargo-fuzz target for a few seconds from its seed corpus,
+# one JSON line each; a crash fails the run. Built without AddressSanitizer here (see
+# scripts/fuzz.sh); FUZZ_SECONDS runs each target longer.
+FUZZ_SANITIZER=none scripts/fuzz.sh "${FUZZ_SECONDS:-10}"

@@ -13,9 +13,58 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+/// How deep objects and arrays may nest in a config text: far beyond any real config, and
+/// well within what the recursive JSON5 parser can take on a 2 MiB worker stack.
+pub const MAX_NESTING: usize = 128;
+
 /// Parses a config text (JSON5: comments, trailing commas, unquoted keys allowed).
 pub fn parse(raw: &str) -> Result<Value, String> {
+    // Checked first: the JSON5 parser recurses per level, and a text nested a few thousand
+    // levels deep would overflow the stack and abort the process.
+    if nesting_depth(raw) > MAX_NESTING {
+        return Err(format!(
+            "the config nests objects and arrays deeper than {MAX_NESTING} levels"
+        ));
+    }
     json5::from_str::<Value>(raw).map_err(|e| e.to_string())
+}
+
+/// The deepest nesting of `{`/`[` in a JSON5 text, not counting those inside strings or
+/// comments (an over-estimate for text that is not JSON5 at all, which fails to parse
+/// anyway).
+fn nesting_depth(raw: &str) -> usize {
+    let bytes = raw.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
 }
 
 /// Lowercase hex SHA-256 of the raw text: the `hash` / `baseHash` of `config.*`.
@@ -658,10 +707,15 @@ fn restore(value: &mut Value, stored: Option<&Value>, path: &str) -> Result<(), 
                 // An element is matched by its identity (`id`, `name`, `accountId`), else
                 // by position only when the array kept its length: a removed or inserted
                 // element must not hand one entry's secret to another.
+                // Where two stored elements share an identity, the one at the same position
+                // is the one (else the first would hand its secret to both).
                 let by_identity = identity(v).and_then(|(key, id)| {
-                    stored?
-                        .iter()
-                        .find(|old| old.get(key).and_then(Value::as_str) == Some(id))
+                    let stored = stored?;
+                    let same = |old: &&Value| old.get(key).and_then(Value::as_str) == Some(id);
+                    stored
+                        .get(i)
+                        .filter(same)
+                        .or_else(|| stored.iter().find(same))
                 });
                 let kept = match by_identity {
                     Some(old) => Some(old),
@@ -675,11 +729,13 @@ fn restore(value: &mut Value, stored: Option<&Value>, path: &str) -> Result<(), 
     }
 }
 
-/// What names an element of an array of objects.
+/// What names an element of an array of objects. A masked name (the element sits under a
+/// secret-named key) names nothing: the element is then matched by position.
 fn identity(value: &Value) -> Option<(&'static str, &str)> {
-    ["id", "name", "accountId"]
-        .into_iter()
-        .find_map(|key| Some((key, value.get(key)?.as_str()?)))
+    ["id", "name", "accountId"].into_iter().find_map(|key| {
+        let id = value.get(key)?.as_str()?;
+        (id != REDACTED).then_some((key, id))
+    })
 }
 
 fn mask(value: &Value, secret: bool) -> Value {
@@ -760,6 +816,39 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn masked_arrays_are_restored_element_by_element() {
+        use super::*;
+        // Both found by the `config_redaction` fuzz target: an `id` masked under a
+        // secret-named key could not be saved back, and two elements with one id both got
+        // the first one's secret.
+        for stored in [
+            json!({"p": {"cookie": [{"id": "m"}, {"id": "n", "v": "x"}]}}),
+            json!({"hooks": [{"id": "a", "token": "t1"}, {"id": "a", "token": "t2"}]}),
+        ] {
+            let mut shown = redacted(&stored);
+            assert_ne!(shown, stored);
+            restore_redacted(&mut shown, &stored).unwrap();
+            assert_eq!(shown, stored);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_recurses() {
+        use super::*;
+        // 100,000 levels overflowed a 2 MiB stack and aborted the process before this check:
+        // a `config.set` could take a gateway or node-agent down.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse(&deep).unwrap_err();
+        assert!(err.contains("deeper than 128"), "{err}");
+        let fine = format!(
+            "{{a: {}1{} /* [[[[ */, b: '[[[[', // {{{{{{\n}}",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(parse(&fine).is_ok(), "{:?}", parse(&fine));
+    }
+
     #[test]
     fn snapshot_accessors_inherit_from_defaults() {
         let config = SharedConfig::from_document(json!({

@@ -141,7 +141,8 @@ pub async fn list(rt: &Runtime, params: Value) -> Result<Value, RpcError> {
             (include_global || kind != "global")
                 && (include_unknown || kind != "unknown")
                 && kinds.as_ref().is_none_or(|k| k.iter().any(|x| x == kind))
-                && active_minutes.is_none_or(|m| now.saturating_sub(e.updated_at) <= m * 60_000)
+                && active_minutes
+                    .is_none_or(|m| now.saturating_sub(e.updated_at) <= m.saturating_mul(60_000))
                 && channel
                     .as_ref()
                     .is_none_or(|c| e.channel.as_ref() == Some(c))

@@ -105,7 +105,14 @@ impl CronJob {
         match schedule {
             Schedule::At(at) => match self.state.last_status.as_deref() {
                 Some("ok") => None,
-                Some(_) => Some(at.max(self.state.last_run_at_ms.unwrap_or(0) + AT_RETRY_MS)),
+                Some(_) => Some(
+                    at.max(
+                        self.state
+                            .last_run_at_ms
+                            .unwrap_or(0)
+                            .saturating_add(AT_RETRY_MS),
+                    ),
+                ),
                 None => Some(at),
             },
             other => other.next_after(after_ms),
@@ -369,12 +376,7 @@ pub fn new_job(params: Value, id: String, now_ms: u64) -> Result<CronJob, Servic
     object.insert("createdAtMs".into(), json!(now_ms));
     object.insert("updatedAtMs".into(), json!(now_ms));
     let mut job = decode(METHOD, &params, "")?;
-    if job.name.trim().is_empty() {
-        return Err(invalid(
-            METHOD,
-            "at /name: must NOT have fewer than 1 characters",
-        ));
-    }
+    check_name(METHOD, &job, "")?;
     check_payload(METHOD, &job)?;
     check_schedule(METHOD, &job, now_ms)?;
     job.state = JobState {
@@ -383,6 +385,17 @@ pub fn new_job(params: Value, id: String, now_ms: u64) -> Result<CronJob, Servic
     };
     job.state.next_run_at_ms = job.next_run(now_ms);
     Ok(job)
+}
+
+/// A job has a name, at creation and after every update (PROTOCOL.md §5.5).
+fn check_name(method: &str, job: &CronJob, prefix: &str) -> Result<(), ServiceError> {
+    if job.name.trim().is_empty() {
+        return Err(invalid(
+            method,
+            &format!("at {prefix}/name: must NOT have fewer than 1 characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// `cron.update`: `patch` applied to `job` (payload, delivery and state merge as partials).
@@ -423,6 +436,7 @@ pub fn apply_patch(job: &CronJob, patch: &Value, now_ms: u64) -> Result<CronJob,
     }
     value["updatedAtMs"] = json!(now_ms);
     let mut updated = decode(METHOD, &value, "/patch")?;
+    check_name(METHOD, &updated, "/patch")?;
     check_payload(METHOD, &updated)?;
     if patch.contains_key("schedule") {
         check_schedule(METHOD, &updated, now_ms)?;
@@ -536,6 +550,12 @@ mod tests {
         assert_eq!(updated.payload, json!({"kind": "systemEvent", "text": "b"}));
         assert_eq!(updated.state.next_run_at_ms, None);
         assert!(apply_patch(&job, &json!({"id": "other"}), NOW).is_err());
+        // `cron.add` refuses a job without a name; so does `cron.update`.
+        let nameless = apply_patch(&job, &json!({"name": " "}), NOW).unwrap_err();
+        assert!(
+            nameless.to_string().contains("at /patch/name"),
+            "{nameless}"
+        );
     }
 
     #[test]

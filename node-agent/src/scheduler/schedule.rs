@@ -102,8 +102,12 @@ impl Schedule {
                 if after_ms < *anchor_ms {
                     return Some(*anchor_ms);
                 }
+                // Checked: an `everyMs` near u64::MAX would otherwise wrap to a time in the
+                // past and fire on every tick. Past the end of time: never.
                 let periods = (after_ms - anchor_ms) / every_ms + 1;
-                Some(anchor_ms + periods * every_ms)
+                periods
+                    .checked_mul(*every_ms)
+                    .and_then(|offset| anchor_ms.checked_add(offset))
             }
             Schedule::Cron { cron, tz } => {
                 let start = tz.timestamp_millis_opt(after_ms as i64).single()?;
@@ -138,6 +142,19 @@ mod tests {
         assert_eq!(s.next_after(0), Some(500));
         assert_eq!(s.next_after(500), Some(1500));
         assert_eq!(s.next_after(1499), Some(1500));
+    }
+
+    #[test]
+    fn an_interval_past_the_end_of_time_never_comes() {
+        // `cron.add` accepts any `everyMs` >= 1: the next run overflowed u64 (a panic with
+        // overflow checks, a run at a wrapped time in the past without).
+        let s = Schedule::from_value(
+            &json!({"kind": "every", "everyMs": u64::MAX, "anchorMs": 1}),
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.next_after(0), Some(1));
+        assert_eq!(s.next_after(10), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! free loopback ports and talks to them with real WebSocket and gRPC clients.
 
 mod authz;
+mod chaos;
 mod chat_cluster;
 mod chat_local;
 mod cluster;
