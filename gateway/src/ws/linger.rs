@@ -32,7 +32,10 @@ pub async fn drain(tcp: &TcpStream, mut done: impl FnMut(&[u8]) -> bool) {
     let mut left = LINGER_BYTES;
     loop {
         let quiet = (Instant::now() + QUIET_FOR).min(until);
-        if tokio::time::timeout_at(quiet, tcp.readable()).await.is_err() {
+        if tokio::time::timeout_at(quiet, tcp.readable())
+            .await
+            .is_err()
+        {
             return;
         }
         match tcp.try_read(&mut scratch) {
