@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         }
         messages = pieces.messages();
     }
-    assert_eq!(whole_verdict, verdict, "the verdict depends on the split ({chunk})");
+    assert_eq!(
+        whole_verdict, verdict,
+        "the verdict depends on the split ({chunk})"
+    );
     if verdict.is_ok() {
         assert_eq!(whole.messages(), pieces.messages());
         assert_eq!(whole.at_message_end(), pieces.at_message_end());
