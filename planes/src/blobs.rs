@@ -48,7 +48,11 @@ const HEADROOM: usize = 4 * 1024;
 /// The largest payload that goes inline in one NATS message: the connected server's
 /// `max_payload` less room for headers.
 pub fn inline_limit(client: &async_nats::Client) -> usize {
-    client.server_info().max_payload.saturating_sub(HEADROOM)
+    match client.server_info().max_payload {
+        // Not connected yet: unknown, so inline (the client queues it as before).
+        0 => usize::MAX,
+        max_payload => max_payload.saturating_sub(HEADROOM),
+    }
 }
 
 /// `Err(TooLarge)` for a payload over [`MAX_BLOB_BYTES`], before anything is sent.
@@ -171,22 +175,23 @@ impl Blobs {
         }
     }
 
-    /// Deletes, best effort, the blobs under `prefix` but `keep` that are older than
-    /// `older_than`: the superseded values of one key. The age spares a blob another
-    /// writer has just stored and not referenced yet, and a reader that has just read an
-    /// old reference (it re-reads the key when its blob is gone).
-    pub async fn sweep(&self, prefix: &str, keep: &str, older_than: Duration) {
+    /// Deletes, best effort, the blobs under `prefix` named before `named_before_ms` but
+    /// `keep`: the values of one key that later writes superseded.
+    pub async fn sweep(&self, prefix: &str, keep: Option<&str>, named_before_ms: u64) {
         let Ok(store) = self.store().await else {
             return;
         };
         let Ok(Ok(mut list)) = tokio::time::timeout(BLOB_TIMEOUT, store.list()).await else {
             return;
         };
-        let cutoff = argent_proto::now_ms().saturating_sub(older_than.as_millis() as u64);
         let mut stale = Vec::new();
         while let Ok(Some(Ok(info))) = tokio::time::timeout(BLOB_TIMEOUT, list.next()).await {
-            let old = named_at_ms(&info.name).is_some_and(|at| at < cutoff);
-            if info.name.starts_with(prefix) && info.name != keep && old && !info.deleted {
+            let superseded = named_at_ms(&info.name).is_some_and(|at| at < named_before_ms);
+            if info.name.starts_with(prefix)
+                && Some(info.name.as_str()) != keep
+                && superseded
+                && !info.deleted
+            {
                 stale.push(info.name);
             }
         }
@@ -227,7 +232,10 @@ pub async fn ensure_buckets(js: &jetstream::Context, replicas: usize) -> Result<
             num_replicas: replicas.max(1),
             discard: jetstream::stream::DiscardPolicy::New,
             allow_rollup: true,
-            allow_direct: true,
+            // Reads go through the stream's leader: a follower answering a direct get could
+            // miss a blob whose write was just acknowledged, and "not found" means "replaced"
+            // to the readers.
+            allow_direct: false,
             ..Default::default()
         };
         js.get_or_create_stream(config)

@@ -24,11 +24,15 @@ pub struct NatsStore {
     stores: Mutex<HashMap<String, kv::Store>>,
     /// Values over one NATS message, referenced from the key (`crate::blobs`).
     blobs: Arc<Blobs>,
+    /// Keys (their blob prefixes) with a sweep of superseded blobs scheduled, and the time
+    /// of the latest large write it must cover: one sleeping task per key, however many
+    /// writes.
+    sweeps: Arc<Mutex<HashMap<String, u64>>>,
 }
 
-/// A superseded blob of a key is deleted once it is this old: no write takes longer between
-/// storing its blob and referencing it, and no reader takes longer between reading a
-/// reference and its blob (a reader whose blob is gone reads the key again).
+/// The blobs a large write superseded are deleted this long after it: no reader takes
+/// longer between reading a reference and its blob (reads time out sooner), and no write
+/// takes longer between storing its blob and referencing it.
 const SUPERSEDED_AFTER: Duration = Duration::from_secs(60);
 /// Reads of a key whose blob was replaced meanwhile, before giving up.
 const READ_ATTEMPTS: usize = 3;
@@ -41,6 +45,7 @@ impl NatsStore {
             client,
             js,
             stores: Mutex::new(HashMap::new()),
+            sweeps: Arc::default(),
         }
     }
 
@@ -61,33 +66,80 @@ impl NatsStore {
         Ok((blobs::reference(&name), Some(name)))
     }
 
-    /// After a write of `blob` (if any): on success the key's older blobs go (in the
-    /// background); on a refusal the new blob does. After any other failure the write may
-    /// have landed (its answer lost on the way), so the blob stays: the key's next large
-    /// write sweeps it if nothing references it.
+    /// After a write of `blob` (if any). On success, the blobs it superseded are swept
+    /// later. On a refusal the new blob goes — unless the key references it after all (a
+    /// `create` whose first attempt landed with its answer lost reads as `Exists` over its
+    /// own value). After any other failure the write may have landed, so the blob stays for
+    /// the key's next sweep.
     fn settle<T>(
         &self,
+        store: &kv::Store,
         bucket: &str,
         key: &str,
         blob: Option<String>,
         result: &Result<T, StateError>,
     ) {
         let Some(name) = blob else { return };
-        let refused = matches!(result, Err(StateError::WrongRevision | StateError::Exists));
-        if result.is_err() && !refused {
+        match result {
+            Ok(_) => self.schedule_sweep(store, bucket, key),
+            Err(StateError::WrongRevision | StateError::Exists) => {
+                let (store, blobs, key) = (store.clone(), self.blobs.clone(), key.to_string());
+                tokio::spawn(async move {
+                    if let Ok(current) = current_reference(&store, &key).await {
+                        if current.as_deref() != Some(name.as_str()) {
+                            if let Err(err) = blobs.delete(&name).await {
+                                tracing::debug!(%err, "blob of a refused write not deleted");
+                            }
+                        }
+                    }
+                });
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Deletes, [`SUPERSEDED_AFTER`] after the key's latest large write, its blobs named
+    /// before that write that it no longer references.
+    fn schedule_sweep(&self, store: &kv::Store, bucket: &str, key: &str) {
+        let prefix = format!("{}/", blob_prefix(bucket, key));
+        let written_at = argent_proto::now_ms();
+        if let Some(latest) = self.sweeps.lock().get_mut(&prefix) {
+            *latest = written_at;
             return;
         }
-        let blobs = self.blobs.clone();
-        let prefix = blob_prefix(bucket, key);
+        self.sweeps.lock().insert(prefix.clone(), written_at);
+        let (store, blobs, sweeps, key) = (
+            store.clone(),
+            self.blobs.clone(),
+            self.sweeps.clone(),
+            key.to_string(),
+        );
         tokio::spawn(async move {
-            if refused {
-                if let Err(err) = blobs.delete(&name).await {
-                    tracing::debug!(%err, "blob of a refused write not deleted");
+            let mut covered = written_at;
+            loop {
+                let due = covered + SUPERSEDED_AFTER.as_millis() as u64;
+                let wait = due.saturating_sub(argent_proto::now_ms());
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                // What the key references now stays, whoever wrote it.
+                let Ok(current) = current_reference(&store, &key).await else {
+                    sweeps.lock().remove(&prefix);
+                    return;
+                };
+                blobs.sweep(&prefix, current.as_deref(), covered).await;
+                let later = {
+                    let mut sweeps = sweeps.lock();
+                    match sweeps.get(&prefix).copied() {
+                        Some(latest) if latest > covered => Some(latest),
+                        _ => {
+                            sweeps.remove(&prefix);
+                            None
+                        }
+                    }
+                };
+                match later {
+                    Some(latest) => covered = latest,
+                    None => return,
                 }
-            } else {
-                blobs
-                    .sweep(&format!("{prefix}/"), &name, SUPERSEDED_AFTER)
-                    .await;
             }
         });
     }
@@ -138,17 +190,24 @@ impl StateStore for NatsStore {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StateError> {
         validate_key(key)?;
         let store = self.store(bucket).await?;
+        let mut missing_at = None;
         for _ in 0..READ_ATTEMPTS {
             let entry = timed(store.entry(key)).await?;
             let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
                 return Ok(None);
             };
+            let revision = entry.revision;
             if let Some(value) = self.resolve(entry.value).await? {
-                return Ok(Some(Entry {
-                    value,
-                    revision: entry.revision,
-                }));
+                return Ok(Some(Entry { value, revision }));
             }
+            // Gone twice at the same revision: not a race with a newer write.
+            if missing_at == Some(revision) {
+                tracing::error!(%bucket, %key, revision, "stored value refers to a missing blob");
+                return Err(StateError::Failed(format!(
+                    "{key} (revision {revision}) refers to a large value that is missing"
+                )));
+            }
+            missing_at = Some(revision);
         }
         Err(StateError::Unavailable(format!(
             "{key} keeps changing while its large value is read; retry"
@@ -160,7 +219,7 @@ impl StateStore for NatsStore {
         let store = self.store(bucket).await?;
         let (value, blob) = self.stored_form(bucket, key, value).await?;
         let result = timed(store.put(key, value)).await;
-        self.settle(bucket, key, blob, &result);
+        self.settle(&store, bucket, key, blob, &result);
         result
     }
 
@@ -178,7 +237,7 @@ impl StateStore for NatsStore {
                 "NATS did not answer in time".into(),
             )),
         };
-        self.settle(bucket, key, blob, &result);
+        self.settle(&store, bucket, key, blob, &result);
         result
     }
 
@@ -215,7 +274,7 @@ impl StateStore for NatsStore {
                     "NATS did not answer in time".into(),
                 )),
             };
-        self.settle(bucket, key, blob, &result);
+        self.settle(&store, bucket, key, blob, &result);
         result
     }
 
@@ -282,9 +341,11 @@ impl StateStore for NatsStore {
                                 Some(name) => match blobs.get(name).await {
                                     Ok(Some(value)) => Some(value),
                                     Ok(None) => continue,
+                                    // Ended rather than skipped: the watcher watches again
+                                    // from a fresh snapshot (as after falling behind).
                                     Err(err) => {
-                                        tracing::warn!(%bucket, key = %entry.key, %err, "large value not read for a watch");
-                                        continue;
+                                        tracing::warn!(%bucket, key = %entry.key, %err, "large value not read; the watch ends");
+                                        return;
                                     }
                                 },
                             },
@@ -312,7 +373,16 @@ impl StateStore for NatsStore {
     }
 }
 
-/// Where a key's blobs are named: one prefix per key, for [`Blobs::sweep`].
+/// Where a key's blobs are named: one prefix per key, for [`Blobs::sweep`]. Keys may hold
+/// `/`; escaped (`%` is not allowed in keys), so no key's prefix is another key's.
 fn blob_prefix(bucket: &str, key: &str) -> String {
-    format!("kv/{bucket}/{key}")
+    format!("kv/{bucket}/{}", key.replace('/', "%2F"))
+}
+
+/// The blob the key references now (`None`: a plain value, or no value).
+async fn current_reference(store: &kv::Store, key: &str) -> Result<Option<String>, StateError> {
+    let entry = timed(store.entry(key)).await?;
+    Ok(entry
+        .filter(|e| e.operation == Operation::Put)
+        .and_then(|e| blobs::referenced(&e.value).map(str::to_string)))
 }

@@ -721,6 +721,8 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
     let in_flight = Arc::new(Semaphore::new(ctx.limits.requests_per_connection));
     let extra_keys = session.protocol.extra_request_keys();
     let mut writer_done = false;
+    // The peer closed before the gateway did (its close frame).
+    let mut peer_ended = false;
 
     loop {
         // Backpressure: past the in-flight bound this socket is not read until a request
@@ -751,7 +753,12 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
                     continue;
                 }
             },
-            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Close(_))) => {
+                peer_ended = true;
+                break;
+            }
+            // The library also ends its stream after an error of its own: not the peer's end.
+            None => break,
             Some(Ok(_)) => continue,
             Some(Err(WsError::Capacity(err))) => {
                 tracing::info!(%err, "frame too large");
@@ -805,18 +812,20 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
     if tracked {
         Box::pin(ctx.presence.remove(&session.conn_id)).await;
     }
-    if writer_done {
-        // The gateway closed first (too big, protocol error, slow consumer, shutdown): the
-        // peer may still be sending, and closing on unread input would reset the socket
-        // before the peer reads the close frame. Boxed: a rare path.
-        Box::pin(stream.get_mut().linger()).await;
-    } else {
+    if !writer_done {
         outbox.close(1000, "");
         let _ = Box::pin(tokio::time::timeout(
             std::time::Duration::from_secs(2),
             &mut writer,
         ))
         .await;
+    }
+    if !peer_ended {
+        // The gateway closed first (too big, protocol error, slow consumer, shutdown, or
+        // the library gave up reading): the peer may still be sending, and closing on
+        // unread input would reset the socket before the peer reads the close frame.
+        // Boxed: a rare path.
+        Box::pin(stream.get_mut().linger()).await;
     }
     tracing::info!(conn = %session.conn_id, "disconnected");
 }

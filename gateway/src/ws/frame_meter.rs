@@ -148,13 +148,19 @@ impl FrameMeter {
 
     fn feed_head<'a>(&mut self, mut tail: u32, bytes: &'a [u8]) -> &'a [u8] {
         for (i, &byte) in bytes.iter().enumerate() {
+            // The head must end where the library's HTTP parser ends it, or the frames
+            // would be measured from the wrong byte. That parser also takes a bare LF as a
+            // line end and skips blank lines before the request line; no client sends
+            // either, so both are refused rather than followed.
+            let bare_lf = byte == b'\n' && tail & 0xff != u32::from(b'\r');
+            let leading_blank = self.head_len == 0 && (byte == b'\r' || byte == b'\n');
             tail = (tail << 8) | u32::from(byte);
             self.head_len += 1;
             if tail == u32::from_be_bytes(*b"\r\n\r\n") {
                 self.stage = Stage::Header;
                 return &bytes[i + 1..];
             }
-            if self.head_len >= self.max_head {
+            if bare_lf || leading_blank || self.head_len >= self.max_head {
                 self.stage = Stage::Head { tail };
                 self.refused = Some(Exceeded::RequestHead);
                 return &[];
@@ -297,6 +303,21 @@ mod tests {
         m.feed(b"ping").unwrap();
         assert!(!m.first_passed());
         assert_eq!(m.feed(&header(0x80, 30_000)), Err(Exceeded::Message));
+    }
+
+    #[test]
+    fn a_head_ending_otherwise_than_crlf_crlf_is_refused() {
+        // The HTTP parser would end this head at `\r\n\n` and read frames from there,
+        // while a meter looking for `\r\n\r\n` would still be in the head: a frame's
+        // payload could then fake the head's end and a small final frame, and lift the cap.
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\n"[..],
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let mut m = meter();
+            assert_eq!(m.feed(head), Err(Exceeded::RequestHead), "{head:?}");
+        }
     }
 
     #[test]
