@@ -172,13 +172,36 @@ impl NatsStore {
     }
 }
 
+/// A NATS operation's own error as a state error. Its request timing out, or JetStream
+/// having no responders yet (a server just restarted, a leader being elected), is an outage
+/// that passes — `Unavailable`, which clients may retry; anything else is `Failed`. The NATS
+/// client reports these only as text.
+fn failure(err: &dyn std::fmt::Display) -> StateError {
+    let text = err.to_string();
+    let lower = text.to_ascii_lowercase();
+    if [
+        "timed out",
+        "timeout",
+        "no responders",
+        "not connected",
+        "disconnected",
+    ]
+    .iter()
+    .any(|transient| lower.contains(transient))
+    {
+        StateError::Unavailable(text)
+    } else {
+        StateError::Failed(text)
+    }
+}
+
 /// Runs one NATS operation with the fail-fast timeout, mapping its error to text.
 async fn timed<T, E: std::fmt::Display>(
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, StateError> {
     match tokio::time::timeout(OP_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
+        Ok(Err(err)) => Err(failure(&err)),
         Err(_) => Err(StateError::Unavailable(
             "NATS did not answer in time".into(),
         )),
@@ -232,7 +255,7 @@ impl StateStore for NatsStore {
             Ok(Err(err)) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(StateError::Exists)
             }
-            Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
+            Ok(Err(err)) => Err(failure(&err)),
             Err(_) => Err(StateError::Unavailable(
                 "NATS did not answer in time".into(),
             )),
@@ -269,7 +292,7 @@ impl StateStore for NatsStore {
                 Ok(Err(err)) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     Err(StateError::WrongRevision)
                 }
-                Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
+                Ok(Err(err)) => Err(failure(&err)),
                 Err(_) => Err(StateError::Unavailable(
                     "NATS did not answer in time".into(),
                 )),
@@ -298,7 +321,7 @@ impl StateStore for NatsStore {
             Ok(Err(err)) if err.to_string().contains("wrong last sequence") => {
                 Err(StateError::WrongRevision)
             }
-            Ok(Err(err)) => Err(StateError::Failed(err.to_string())),
+            Ok(Err(err)) => Err(failure(&err)),
             Err(_) => Err(StateError::Unavailable(
                 "NATS did not answer in time".into(),
             )),
@@ -385,4 +408,25 @@ async fn current_reference(store: &kv::Store, key: &str) -> Result<Option<String
     Ok(entry
         .filter(|e| e.operation == Operation::Put)
         .and_then(|e| blobs::referenced(&e.value).map(str::to_string)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passing_outages_are_retryable_and_the_rest_is_not() {
+        // Seen in the chaos test while a gateway restarted: "timed out" came back as a
+        // permanent failure, which clients do not retry.
+        for transient in ["timed out", "request timeout", "no responders"] {
+            assert!(
+                matches!(failure(&transient), StateError::Unavailable(_)),
+                "{transient}"
+            );
+        }
+        assert!(matches!(
+            failure(&"stream not found"),
+            StateError::Failed(_)
+        ));
+    }
 }
