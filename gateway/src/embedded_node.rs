@@ -25,6 +25,7 @@ impl EmbeddedNode {
         state: Arc<dyn StateStore>,
         bus: Arc<dyn EventBus>,
         transcripts: Arc<dyn TranscriptLog>,
+        knowledge_dir: std::path::PathBuf,
     ) -> anyhow::Result<Self> {
         #[cfg(feature = "embedded-node")]
         {
@@ -33,6 +34,7 @@ impl EmbeddedNode {
                 state,
                 bus,
                 transcripts,
+                knowledge_dir: Some(knowledge_dir),
             };
             Ok(EmbeddedNode {
                 node: RunningNode::embedded(node_id, planes),
@@ -40,7 +42,7 @@ impl EmbeddedNode {
         }
         #[cfg(not(feature = "embedded-node"))]
         {
-            let _ = (node_id, state, bus, transcripts);
+            let _ = (node_id, state, bus, transcripts, knowledge_dir);
             anyhow::bail!(
                 "this gateway was built without the embedded node-agent (cargo feature \
                  `embedded-node`): run it with --no-embedded-node and start `argent-node run`"

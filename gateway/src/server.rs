@@ -167,6 +167,7 @@ impl RunningGateway {
                 state.clone(),
                 bus.clone(),
                 Arc::new(EmbeddedTranscripts::on(db)),
+                options.state_dir.join("knowledge-index"),
             )?),
             _ => None,
         };

@@ -1,6 +1,7 @@
 //! Starting and stopping a node-agent: gRPC listener, registry heartbeat, drain.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,6 +18,7 @@ use argent_proto::grpc::node_agent_server::NodeAgentServer;
 use argent_proto::limits::MAX_GRPC_MESSAGE;
 use argent_proto::subjects::BUCKET_NODES;
 
+use crate::knowledge::Knowledge;
 use crate::runtime::Runtime;
 use crate::service::NodeService;
 use crate::tools::Toolbox;
@@ -28,18 +30,23 @@ pub struct NodePlanes {
     pub state: Arc<dyn StateStore>,
     pub bus: Arc<dyn EventBus>,
     pub transcripts: Arc<dyn TranscriptLog>,
+    /// Where the knowledge index is kept across restarts (in memory when `None`: rebuilt
+    /// from the shared state at every start).
+    pub knowledge_dir: Option<PathBuf>,
 }
 
 impl NodePlanes {
     fn worker(&self, node_id: &str) -> Arc<Worker> {
+        let knowledge =
+            Knowledge::start(node_id, self.state.clone(), self.knowledge_dir.as_deref());
         let runtime = Runtime::start(
             node_id.to_string(),
             self.state.clone(),
             self.bus.clone(),
             self.transcripts.clone(),
-            Arc::new(Toolbox::standard()),
+            Arc::new(Toolbox::standard(knowledge.clone())),
         );
-        Arc::new(Worker::new(node_id.to_string(), runtime))
+        Arc::new(Worker::new(node_id.to_string(), runtime, knowledge))
     }
 }
 
@@ -171,6 +178,7 @@ impl RunningNode {
         // Runs in flight end with an error saying so; queued ones go to another node.
         let runtime = self.worker.runtime().clone();
         runtime.stop();
+        self.worker.knowledge().stop();
         let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
         while runtime.active_runs() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

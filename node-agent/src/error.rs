@@ -39,6 +39,10 @@ pub enum ServiceError {
     /// A cron job id that does not exist.
     #[error("Error: unknown cron job id: {0}")]
     UnknownJob(String),
+    /// The acting agent may not do this (knowledge collection access): said as it is,
+    /// `INVALID_REQUEST`.
+    #[error("{0}")]
+    Denied(String),
     /// Valid input that breaks a rule of the operation (e.g. a payload the target refuses).
     #[error("Error: {0}")]
     Refused(String),

@@ -14,7 +14,8 @@
 //! 5. [`tools`] — the agent's tools, one file each, handed to the runtime as its
 //!    [`runtime::tools::ToolHost`].
 //! 6. [`scheduler`] — cron (and its job store), heartbeats and execution-worker cycles,
-//!    claimed exactly once across the cluster.
+//!    claimed exactly once across the cluster. [`knowledge`] — the knowledge library: its
+//!    records in the state plane and this node's index of them.
 //! 7. [`runtime`] — the agent runtime: runs and their control, leases, model providers,
 //!    sessions, transcripts.
 //! 8. [`workspace`] (an agent's documents), [`shared_config`] (the config snapshot of each
@@ -28,6 +29,7 @@
 pub mod agent;
 pub mod error;
 pub mod join;
+pub mod knowledge;
 pub mod methods;
 pub mod respond;
 pub mod runtime;

@@ -158,6 +158,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cluster::ensure_buckets(&js, args.nats_replicas).await?;
     argent_planes::transcripts::ensure_stream(&js, args.nats_replicas).await?;
     let planes = NodePlanes {
+        // Kept with the node's state so a restart resumes its index; without a state
+        // dir the index lives in memory and is rebuilt from the shared state at start.
+        knowledge_dir: args.state_dir.as_ref().map(|d| d.join("knowledge-index")),
         state: Arc::new(NatsStore::new(nats.client.clone())),
         bus: Arc::new(NatsBus::new(&nats)),
         transcripts: Arc::new(NatsTranscripts::new(nats.client.clone())),

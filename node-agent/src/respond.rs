@@ -43,6 +43,7 @@ impl From<ServiceError> for RpcError {
                 RpcError::unavailable(message).with_detail("reason", "no_model_provider")
             }
             ServiceError::SessionNotFound(_) => RpcError::session_not_found(message),
+            ServiceError::Denied(_) => RpcError::invalid_request(message),
             ServiceError::InvalidInput { method, detail } => {
                 RpcError::invalid_params(&method, &detail)
             }

@@ -11,17 +11,22 @@ use argent_proto::catalog::{self, NodeMethod};
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
-use crate::methods::{agents, automation, chat, cron, diagnostics, sessions, usage};
+use crate::knowledge::Knowledge;
+use crate::methods::{agents, automation, chat, cron, diagnostics, knowledge, sessions, usage};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
 
 /// Capabilities this node-agent serves (catalog `Forward::capability`).
-pub const CAPABILITIES: &[&str] = &[argent_proto::catalog::CAP_AGENTS];
+pub const CAPABILITIES: &[&str] = &[
+    argent_proto::catalog::CAP_AGENTS,
+    argent_proto::catalog::CAP_KNOWLEDGE,
+];
 
 pub struct Worker {
     node_id: String,
     runtime: Arc<Runtime>,
     scheduler: Arc<Scheduler>,
+    knowledge: Arc<Knowledge>,
     in_flight: AtomicU64,
 }
 
@@ -35,14 +40,19 @@ impl Drop for InFlight<'_> {
 }
 
 impl Worker {
-    pub fn new(node_id: String, runtime: Arc<Runtime>) -> Self {
+    pub fn new(node_id: String, runtime: Arc<Runtime>, knowledge: Arc<Knowledge>) -> Self {
         let scheduler = Scheduler::start(runtime.clone());
         Worker {
             node_id,
             runtime,
             scheduler,
+            knowledge,
             in_flight: AtomicU64::new(0),
         }
+    }
+
+    pub fn knowledge(&self) -> &Arc<Knowledge> {
+        &self.knowledge
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -69,7 +79,7 @@ impl Worker {
         caller: &Caller,
     ) -> Result<Value, RpcError> {
         use NodeMethod as M;
-        let (rt, s) = (&self.runtime, &self.scheduler);
+        let (rt, s, k) = (&self.runtime, &self.scheduler, self.knowledge.as_ref());
         match method {
             M::AgentsList => agents::list(rt, params).await,
             M::AgentIdentityGet => agents::identity_get(rt, params).await,
@@ -114,6 +124,14 @@ impl Worker {
             M::ExecutionWorkerPause => automation::worker_pause(s, params, true).await,
             M::ExecutionWorkerResume => automation::worker_pause(s, params, false).await,
             M::ExecutionWorkerMetricsReset => automation::worker_metrics_reset(s, params).await,
+            M::KnowledgeSearch => knowledge::search(k, params).await,
+            M::KnowledgeIngest => knowledge::ingest(k, params).await,
+            M::KnowledgeVaultIngest => knowledge::vault_ingest(k, params).await,
+            M::KnowledgeLibraryList => knowledge::library_list(k, params).await,
+            M::KnowledgeLibraryDelete => knowledge::library_delete(k, params).await,
+            M::KnowledgeLibraryReindex => knowledge::library_reindex(k, params).await,
+            M::KnowledgeCollectionsList => knowledge::collections_list(k, params).await,
+            M::KnowledgeCollectionsGrant => knowledge::collections_grant(k, params).await,
         }
     }
 }

@@ -78,6 +78,20 @@ pub trait StateStore: Send + Sync {
     /// The current value of every key (as puts), then every later change. The channel
     /// closes when the watch broke or fell behind: watch again for a fresh snapshot.
     async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError>;
+    /// Changes of revisions above `after` in revision order, then every later change, for
+    /// a watcher that resumes where it stopped (the knowledge index). JetStream replays the
+    /// bucket's log from there, deletes included. The embedded store keeps no log of
+    /// deletes: it replays the current value of every key written after `after`, so a
+    /// resuming watcher that must see deletes writes tombstones instead. The channel closes
+    /// like [`StateStore::watch`]'s.
+    async fn watch_after(
+        &self,
+        bucket: &str,
+        after: u64,
+    ) -> Result<mpsc::Receiver<Change>, StateError>;
+    /// The revision of the bucket's latest change, deletes included (0: never written). A
+    /// watcher that has applied this revision has seen every write acknowledged before.
+    async fn last_revision(&self, bucket: &str) -> Result<u64, StateError>;
     /// False while the backing service is unreachable.
     fn is_healthy(&self) -> bool;
 }

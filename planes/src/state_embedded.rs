@@ -116,6 +116,34 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError> {
+        self.watch_from(bucket, None).await
+    }
+
+    async fn watch_after(
+        &self,
+        bucket: &str,
+        after: u64,
+    ) -> Result<mpsc::Receiver<Change>, StateError> {
+        self.watch_from(bucket, Some(after)).await
+    }
+
+    async fn last_revision(&self, bucket: &str) -> Result<u64, StateError> {
+        Ok(self.engine(bucket).index.counter(bucket))
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.db.durable.is_healthy() && self.volatile.is_healthy()
+    }
+}
+
+impl EmbeddedStore {
+    /// The snapshot (in key order), or with `after` the values written after it (in
+    /// revision order), then every later change.
+    async fn watch_from(
+        &self,
+        bucket: &str,
+        after: Option<u64>,
+    ) -> Result<mpsc::Receiver<Change>, StateError> {
         let engine = self.engine(bucket);
         // Subscribed before the snapshot is read: a change committed after the snapshot is
         // in the subscription; one committed before it may be in both, and is recognised by
@@ -123,9 +151,14 @@ impl StateStore for EmbeddedStore {
         let mut changes = engine.watchers.subscribe(bucket);
         // Cloning a large bucket takes milliseconds: not on an async worker.
         let (index, name) = (engine.index.clone(), bucket.to_string());
-        let (snapshot, upto) = tokio::task::spawn_blocking(move || index.snapshot(&name))
+        let (mut snapshot, upto) = tokio::task::spawn_blocking(move || index.snapshot(&name))
             .await
             .map_err(|e| StateError::Failed(format!("watch {bucket}: {e}")))?;
+        if let Some(after) = after {
+            // A resuming watcher counts what it applied by revision: replay in that order.
+            snapshot.retain(|c| c.revision > after);
+            snapshot.sort_by_key(|c| c.revision);
+        }
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let bucket = bucket.to_string();
         tokio::spawn(async move {
@@ -153,10 +186,6 @@ impl StateStore for EmbeddedStore {
             }
         });
         Ok(rx)
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.db.durable.is_healthy() && self.volatile.is_healthy()
     }
 }
 

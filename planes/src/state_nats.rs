@@ -348,7 +348,39 @@ impl StateStore for NatsStore {
 
     async fn watch(&self, bucket: &str) -> Result<mpsc::Receiver<Change>, StateError> {
         let store = self.store(bucket).await?;
-        let mut watch = timed(store.watch_with_history(">")).await?;
+        let watch = timed(store.watch_with_history(">")).await?;
+        Ok(self.forward(bucket, watch))
+    }
+
+    async fn watch_after(
+        &self,
+        bucket: &str,
+        after: u64,
+    ) -> Result<mpsc::Receiver<Change>, StateError> {
+        let store = self.store(bucket).await?;
+        // The log from the next revision on: each change in order, deletes included (their
+        // markers stay in the bucket's stream).
+        let watch = timed(store.watch_all_from_revision(after + 1)).await?;
+        Ok(self.forward(bucket, watch))
+    }
+
+    async fn last_revision(&self, bucket: &str) -> Result<u64, StateError> {
+        self.check_connected()?;
+        // Asked of the server each time (`kv::Store::status` answers from a cache taken
+        // when the bucket was opened).
+        let stream = timed(self.js.get_stream(format!("KV_{bucket}"))).await?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+impl NatsStore {
+    /// Hands a KV watch's entries to a watcher as [`Change`]s, large values read from
+    /// their blobs.
+    fn forward(&self, bucket: &str, mut watch: kv::Watch) -> mpsc::Receiver<Change> {
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let bucket = bucket.to_string();
         let blobs = self.blobs.clone();
@@ -388,11 +420,7 @@ impl StateStore for NatsStore {
             }
             tracing::warn!(%bucket, "bucket watch ended");
         });
-        Ok(rx)
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        rx
     }
 }
 

@@ -87,6 +87,9 @@ handler_enum! {
         LastHeartbeat, SetHeartbeats, Wake,
         AgentsList, AgentsFilesList, AgentsFilesGet, AgentsFilesSet,
         UsageCost, SessionsUsage, DiagnosticsLanes, WebSearchStatus,
+        KnowledgeSearch, KnowledgeIngest, KnowledgeVaultIngest, KnowledgeLibraryList,
+        KnowledgeLibraryDelete, KnowledgeLibraryReindex, KnowledgeCollectionsList,
+        KnowledgeCollectionsGrant,
     }
 }
 
@@ -210,6 +213,9 @@ impl MethodSpec {
 /// Capability of node-agents that serve agent identity and workspace documents.
 pub const CAP_AGENTS: &str = "agents";
 
+/// Capability of node-agents that keep a knowledge index (`knowledge.*`).
+pub const CAP_KNOWLEDGE: &str = "knowledge";
+
 /// Internal method (not in the catalog clients see): the final result of an `agent` run,
 /// asked by the gateway after the ack until the run ends.
 pub const AGENT_RESULT: &str = "agent.result";
@@ -236,6 +242,21 @@ const fn node(
     };
     MethodSpec::new(name, access, Placement::Node(method, forward))
 }
+
+/// A knowledge method: any node with a knowledge index serves it (each index reflects the
+/// whole library); every one of them is safe to send again (an ingest replaces the same
+/// documents).
+const fn knowledge(name: &'static str, access: Access, method: NodeMethod) -> MethodSpec {
+    let forward = Forward {
+        capability: CAP_KNOWLEDGE,
+        route_param: None,
+        idempotent: true,
+    };
+    MethodSpec::new(name, access, Placement::Node(method, forward))
+}
+
+/// Extracting, chunking and embedding many files takes a while.
+const INGEST: Timeout = Timeout::Fixed(300_000);
 
 use Access::{Admin, Approvals, NodeOnly, Pairing, Read, Write};
 use GatewayMethod as G;
@@ -331,14 +352,27 @@ pub const METHODS: &[MethodSpec] = &[
     // §5.6 models
     node("models.list", Read, N::ModelsList, None, true),
     // §5.7 knowledge
-    planned("knowledge.search", Read),
-    planned("knowledge.ingest", Write),
-    planned("knowledge.library.list", Read),
-    planned("knowledge.collections.list", Read),
-    planned("knowledge.vault.ingest", Write),
-    planned("knowledge.library.delete", Write),
-    planned("knowledge.library.reindex", Write),
-    planned("knowledge.collections.grant", Write),
+    knowledge("knowledge.search", Read, N::KnowledgeSearch),
+    knowledge("knowledge.ingest", Write, N::KnowledgeIngest).waits(INGEST),
+    knowledge("knowledge.library.list", Read, N::KnowledgeLibraryList),
+    knowledge(
+        "knowledge.collections.list",
+        Read,
+        N::KnowledgeCollectionsList,
+    ),
+    knowledge("knowledge.vault.ingest", Write, N::KnowledgeVaultIngest).waits(INGEST),
+    knowledge("knowledge.library.delete", Write, N::KnowledgeLibraryDelete),
+    knowledge(
+        "knowledge.library.reindex",
+        Write,
+        N::KnowledgeLibraryReindex,
+    )
+    .waits(INGEST),
+    knowledge(
+        "knowledge.collections.grant",
+        Write,
+        N::KnowledgeCollectionsGrant,
+    ),
     // §5.8 execution worker
     node(
         "execution.worker.status",

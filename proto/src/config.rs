@@ -291,6 +291,16 @@ impl SharedConfig {
         parse_duration(every).ok().filter(|d| !d.is_zero())
     }
 
+    /// `agents.defaults.memorySearch`.
+    pub fn memory_search(&self) -> Option<&MemorySearchConfig> {
+        self.defaults()?.memory_search.as_ref()
+    }
+
+    /// `knowledge` (limits of ingest).
+    pub fn knowledge(&self) -> KnowledgeConfig {
+        self.typed.knowledge.clone().unwrap_or_default()
+    }
+
     /// `agents.defaults.heartbeat.prompt`.
     pub fn heartbeat_prompt(&self) -> Option<&str> {
         self.defaults()?.heartbeat.as_ref()?.prompt.as_deref()
@@ -360,6 +370,7 @@ fn lenient(document: &Value) -> ArgentConfig {
         agents,
         models,
         cron: part(document.get("cron")),
+        knowledge: part(document.get("knowledge")),
         other: Map::new(),
     }
 }
@@ -385,6 +396,8 @@ pub struct ArgentConfig {
     pub models: Option<ModelsConfig>,
     /// The cron scheduler.
     pub cron: Option<CronConfig>,
+    /// The knowledge library's limits.
+    pub knowledge: Option<KnowledgeConfig>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -476,6 +489,8 @@ pub struct AgentDefaults {
     pub model: Option<ModelRef>,
     pub heartbeat: Option<HeartbeatConfig>,
     pub execution_worker: Option<ExecutionWorkerConfig>,
+    /// Embeddings for the knowledge library's semantic search (upstream's key).
+    pub memory_search: Option<MemorySearchConfig>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -493,6 +508,47 @@ pub struct AgentConfig {
     pub model: Option<ModelRef>,
     pub heartbeat: Option<HeartbeatConfig>,
     pub execution_worker: Option<ExecutionWorkerConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `agents.defaults.memorySearch`: an OpenAI-compatible embeddings endpoint
+/// (`POST {baseUrl}/embeddings`: Ollama, OpenAI, LM Studio, vLLM).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemorySearchConfig {
+    /// `false` turns semantic search off (default on when `remote.baseUrl` or the provider
+    /// names an endpoint).
+    pub enabled: Option<bool>,
+    /// `openai` (the default base URL is OpenAI's), `ollama`, or any OpenAI-compatible name.
+    pub provider: Option<String>,
+    /// The embeddings model, e.g. `nomic-embed-text` or `text-embedding-3-small`.
+    pub model: Option<String>,
+    pub remote: Option<MemorySearchRemote>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemorySearchRemote {
+    pub base_url: Option<String>,
+    /// A literal key, or `"${ENV_NAME}"` to read it from the node-agent's environment.
+    pub api_key: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `knowledge` [EXT]: limits of the knowledge library's ingest.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KnowledgeConfig {
+    /// Files in one ingest call (default 100).
+    pub max_files: Option<usize>,
+    /// Bytes of one file after decoding (default 25 MiB).
+    pub max_file_bytes: Option<usize>,
+    /// Pages of one PDF read (default 2000); a longer PDF is read up to it and says so.
+    pub pdf_max_pages: Option<usize>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

@@ -63,6 +63,10 @@ pub const BUCKET_SESSIONS: &str = "argent_sessions";
 pub const BUCKET_CRON: &str = "argent_cron";
 /// Execution-worker task queues, `<agentId>.<taskId>`.
 pub const BUCKET_TASKS: &str = "argent_tasks";
+/// The knowledge library, source of truth of every node's index: `doc.<documentId>` (a
+/// document and all its chunks, one value so no reader sees half of one) and
+/// `col.<collectionTag>` (a collection's owner and grants).
+pub const BUCKET_KNOWLEDGE: &str = "argent_knowledge";
 /// Exec approval requests while they wait for a decision (key = hex of the id).
 pub const BUCKET_APPROVALS: &str = "argent_approvals";
 

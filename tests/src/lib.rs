@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod documents;
+pub mod embeddings_double;
 pub mod model_double;
 pub mod raw;
 pub mod tmpfs;
@@ -488,7 +490,7 @@ pub struct Node {
     pub id: String,
     pub grpc: String,
     pub proc: Proc,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Node {
@@ -507,25 +509,39 @@ impl Node {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Node> {
         let dir = tempfile::tempdir()?;
+        let mut node = Self::start_in(nats, id, dir.path(), args, env).await?;
+        node._dir = Some(dir);
+        Ok(node)
+    }
+
+    /// A node-agent keeping its state in `state_dir` (which outlives it: start another
+    /// one there to see what a restart keeps).
+    pub async fn start_in(
+        nats: &Nats,
+        id: &str,
+        state_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Node> {
         let mut command = Command::new(binary("argent-node"));
         command
             .args(["run", "--grpc-listen", "127.0.0.1:0", "--node-id", id])
             .arg("--nats")
             .arg(&nats.url)
             .arg("--state-dir")
-            .arg(dir.path())
+            .arg(state_dir)
             .args(args)
             .env("ARGENT_GATEWAY_TOKEN", TOKEN)
             .env("ARGENT_LOG", "info")
             .envs(env.iter().copied());
-        let log = dir.path().join("node.log");
+        let log = state_dir.join("node.log");
         let (proc, line) = Proc::spawn(&format!("node {id}"), command, log)?;
         let line = line.ok_or_else(|| anyhow!("node printed nothing"))?;
         Ok(Node {
             id: id.to_string(),
             grpc: line["grpc"].as_str().unwrap_or_default().to_string(),
             proc,
-            _dir: dir,
+            _dir: None,
         })
     }
 }

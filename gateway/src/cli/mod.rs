@@ -1,8 +1,9 @@
-//! The `argent` command line: `gateway run|status`, `call`, `chat`, `devices …`, `nodes …`,
-//! `ui install`.
+//! The `argent` command line: `gateway run|status`, `call`, `chat`, `knowledge …`,
+//! `devices …`, `nodes …`, `ui install`.
 
 pub mod call;
 pub mod chat;
+pub mod knowledge;
 pub mod pairing;
 pub mod run;
 pub mod status;
@@ -32,6 +33,8 @@ pub enum Command {
     Call(call::CallArgs),
     /// Send a chat message and stream the reply (`chat.send` + `chat` events).
     Chat(chat::ChatArgs),
+    /// The knowledge library: ingest files, search, list.
+    Knowledge(knowledge::KnowledgeArgs),
     /// Device pairing and device tokens.
     Devices(pairing::DevicesArgs),
     /// Nodes: pairing, listing, invoking commands.

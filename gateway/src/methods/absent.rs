@@ -211,8 +211,9 @@ fn known_agent(ctx: &Ctx, p: &Params) -> Result<String, RpcError> {
     }
 }
 
-/// `doctor.memory.status`: this system has no memory search or embeddings (the knowledge
-/// library of issue 16 is not built); upstream's answer without a memory plugin.
+/// `doctor.memory.status`: OpenClaw's memory plugin (search over the workspace's memory
+/// files) is not part of this system — the knowledge library (`knowledge.*`) is another
+/// feature with its own embeddings; upstream's answer without a memory plugin.
 pub fn memory_status(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     let p = Params::new("doctor.memory.status", params)?;
     if p.get("agentId").is_some_and(|a| !a.is_string()) {

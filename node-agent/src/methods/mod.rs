@@ -5,6 +5,7 @@ pub mod automation;
 pub mod chat;
 pub mod cron;
 pub mod diagnostics;
+pub mod knowledge;
 pub mod sessions;
 pub mod usage;
 

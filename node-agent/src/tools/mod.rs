@@ -1,14 +1,18 @@
 //! The agent's tools, one file each, offered to the model through the runtime's
 //! [`ToolHost`]. Adding a tool: a file with a type implementing [`Tool`], and one line in
-//! [`Toolbox::standard`]. Exec, knowledge and send tools arrive with their issues.
+//! [`Toolbox::standard`]. Exec and send tools arrive with their issues.
 
 mod documents;
+mod knowledge;
 mod reminders;
 mod tasks;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::knowledge::Knowledge;
 use crate::runtime::providers::ToolSpec;
 use crate::runtime::tools::{ToolHost, ToolOutcome};
 use crate::runtime::Runtime;
@@ -28,13 +32,16 @@ pub struct Toolbox {
 }
 
 impl Toolbox {
-    pub fn standard() -> Self {
+    pub fn standard(library: Arc<Knowledge>) -> Self {
         Toolbox {
             tools: vec![
                 Box::new(documents::ReadFile),
                 Box::new(documents::ListFiles),
                 Box::new(reminders::Reminders),
                 Box::new(tasks::AddTask),
+                Box::new(knowledge::Search(library.clone())),
+                Box::new(knowledge::CollectionsList(library.clone())),
+                Box::new(knowledge::Ingest(library)),
             ],
         }
     }
@@ -63,15 +70,20 @@ fn text_arg<'a>(args: &'a Value, key: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tool_names_are_unique() {
-        let mut names: Vec<&str> = Toolbox::standard().specs().iter().map(|s| s.name).collect();
+    fn toolbox() -> Toolbox {
+        let state = Arc::new(argent_planes::state_embedded::EmbeddedStore::open(None).unwrap());
+        Toolbox::standard(Knowledge::start("test", state, None))
+    }
+
+    #[tokio::test]
+    async fn tool_names_are_unique() {
+        let mut names: Vec<&str> = toolbox().specs().iter().map(|s| s.name).collect();
         let count = names.len();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count);
-        assert_eq!(count, 4);
-        for tool in Toolbox::standard().tools {
+        assert_eq!(count, 7);
+        for tool in toolbox().tools {
             assert_eq!(tool.name(), tool.spec().name);
         }
     }

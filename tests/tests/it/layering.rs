@@ -14,6 +14,7 @@ const NODE_LAYERS: &[(&str, u8)] = &[
     ("respond", 4),
     ("tools", 5),
     ("scheduler", 6),
+    ("knowledge", 6),
     ("runtime", 7),
     ("workspace", 8),
     ("shared_config", 8),

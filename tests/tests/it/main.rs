@@ -13,6 +13,7 @@ mod edge;
 mod frames;
 mod full_disk;
 mod handshake;
+mod knowledge;
 mod layering;
 mod local;
 mod node_join;

@@ -23,8 +23,14 @@
 //!   before it returns), the same from one task, and `get`s from 16 tasks: rates, latency
 //!   and CPU per operation.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store]
+//! * `knowledge` — the knowledge library (`knowledge.rs`): ingest throughput of a 50 MB
+//!   corpus (~100,000 chunks), keyword and hybrid search latency, index size, and a fresh
+//!   node-agent's catch-up time.
+//!
+//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store|knowledge]
 //! [--quick]`.
+
+mod knowledge;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -1179,6 +1185,10 @@ async fn main() -> anyhow::Result<()> {
             report["connect_curve"] = bench_connect_curve(&settings, &gw).await?;
             eprintln!("connect_curve: {}", report["connect_curve"]);
         }
+    }
+    if want("knowledge") {
+        report["knowledge"] = knowledge::bench(&settings).await?;
+        eprintln!("knowledge: {}", report["knowledge"]);
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
