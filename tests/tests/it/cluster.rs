@@ -414,7 +414,10 @@ async fn node_agents_refuse_calls_without_the_credential() {
     );
     let pong = client.ping(right).await.unwrap().into_inner();
     assert_eq!(pong.node_id, "node-1");
-    assert_eq!(pong.capabilities, vec!["agents".to_string()]);
+    assert_eq!(
+        pong.capabilities,
+        vec!["agents".to_string(), "knowledge".to_string()]
+    );
 }
 
 #[tokio::test]
