@@ -196,6 +196,20 @@ impl MethodSpec {
         self
     }
 
+    /// Forwarded to nodes with `capability` instead.
+    const fn on(mut self, capability: &'static str) -> Self {
+        if let Placement::Node(method, forward) = self.placement {
+            self.placement = Placement::Node(
+                method,
+                Forward {
+                    capability,
+                    ..forward
+                },
+            );
+        }
+        self
+    }
+
     const fn answers(mut self, answer: Answer) -> Self {
         self.answer = answer;
         self
@@ -228,6 +242,7 @@ const fn gw(name: &'static str, access: Access, method: GatewayMethod) -> Method
     MethodSpec::new(name, access, Placement::Gateway(method))
 }
 
+/// A method of the agent runtime (capability `agents`).
 const fn node(
     name: &'static str,
     access: Access,
@@ -244,15 +259,10 @@ const fn node(
 }
 
 /// A knowledge method: any node with a knowledge index serves it (each index reflects the
-/// whole library); every one of them is safe to send again (an ingest replaces the same
-/// documents).
+/// whole library), and every one of them is safe to send again (an ingest replaces the
+/// same documents).
 const fn knowledge(name: &'static str, access: Access, method: NodeMethod) -> MethodSpec {
-    let forward = Forward {
-        capability: CAP_KNOWLEDGE,
-        route_param: None,
-        idempotent: true,
-    };
-    MethodSpec::new(name, access, Placement::Node(method, forward))
+    node(name, access, method, None, true).on(CAP_KNOWLEDGE)
 }
 
 /// Extracting, chunking and embedding many files takes a while.

@@ -21,7 +21,6 @@ use axum::Router;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// Length of every vector.
@@ -124,20 +123,13 @@ pub struct EmbeddingsDouble {
 impl EmbeddingsDouble {
     /// Starts the server; returns once it is listening.
     pub async fn start() -> EmbeddingsDouble {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the embeddings double on loopback");
-        let addr = listener.local_addr().expect("embeddings double address");
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
             // Ingest sends many chunks at once: no 2 MB default limit here.
             .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            // Only ends when aborted.
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::serve_double("embeddings double", app).await;
         EmbeddingsDouble {
             addr,
             shared,

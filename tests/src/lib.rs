@@ -604,3 +604,49 @@ pub fn signal(pid: u32, name: &str) {
         .expect("kill runs");
     assert!(status.success(), "kill -{name} {pid}");
 }
+
+/// The node the gateways route `key` to among the node ids `ids` that serve `capability`
+/// (rendezvous hashing, as `argent_gateway::select` ranks them).
+pub fn route_owner(capability: &str, key: &str, ids: &[&str]) -> String {
+    let records: Vec<argent_planes::members::NodeRecord> = ids
+        .iter()
+        .map(|id| argent_planes::members::NodeRecord {
+            id: id.to_string(),
+            address: String::new(),
+            capabilities: vec![capability.into()],
+            version: String::new(),
+            host: String::new(),
+            in_flight: 0,
+            paired: false,
+            started_at_ms: 0,
+            heartbeat_at_ms: 0,
+        })
+        .collect();
+    argent_gateway::select::rank(&records, capability, key)[0]
+        .id
+        .clone()
+}
+
+/// Serves a third-party double's `app` on a free loopback port until the handle is
+/// aborted; returns its address. Small streamed chunks do not wait for the client's
+/// delayed ACK (no Nagle).
+pub async fn serve_double(
+    what: &str,
+    app: axum::Router,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind the {what} on loopback: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{what} address: {e}"));
+    let server = tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        // Only ends when aborted; an accept error has nowhere better to go.
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, server)
+}

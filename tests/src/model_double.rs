@@ -7,8 +7,11 @@
 //!
 //! ```text
 //! [[delay:MS]] [[first:MS]] [[say:TEXT]] [[long:N]] [[status:CODE:N]]
-//! [[cut:K]] [[hang]] [[tool:NAME]] [[summarize]]
+//! [[cut:K]] [[hang]] [[tool:NAME]] [[call:TOOL:JSON]] [[summarize]]
 //! ```
+//!
+//! `[[tool:NAME]]` calls `read_file` on NAME; `[[call:TOOL:JSON]]` calls any tool with the
+//! JSON arguments; either way the next turn answers `tool said: ` and the result's head.
 //!
 //! Without directives the reply is `echo: ` followed by the user text.
 
@@ -23,17 +26,15 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
-/// The only function the double ever asks the client to call.
+/// The function `[[tool:NAME]]` asks the client to call.
 const TOOL_NAME: &str = "read_file";
 /// Compared in lower case: compaction prompts are not consistent about capitals.
 const SUMMARY_PHRASE: &str = "summarize the conversation";
@@ -105,20 +106,8 @@ pub struct ModelDouble {
 impl ModelDouble {
     /// Starts the server; returns once it is listening.
     pub async fn start() -> ModelDouble {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the model double on loopback");
-        let addr = listener.local_addr().expect("model double address");
         let shared = Arc::new(Shared::default());
-        let app = router(shared.clone());
-        let server = tokio::spawn(async move {
-            // Only ends when aborted; an accept error has nowhere better to go.
-            // Small SSE chunks must not wait for the client's delayed ACK (Nagle).
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::serve_double("model double", router(shared.clone())).await;
         ModelDouble {
             addr,
             shared,
@@ -378,7 +367,8 @@ struct Script {
     status: Option<(u16, usize)>,
     cut: Option<usize>,
     hang: bool,
-    tool: Option<String>,
+    /// The tool to call and its arguments.
+    tool: Option<(String, Value)>,
     summarize: bool,
 }
 
@@ -405,7 +395,15 @@ impl Script {
             "status" => self.status = arg.and_then(parse_status),
             "cut" => self.cut = number(arg),
             "hang" => self.hang = true,
-            "tool" => self.tool = arg.map(|name| name.trim().to_owned()),
+            "tool" => {
+                self.tool = arg.map(|name| (TOOL_NAME.to_owned(), json!({"name": name.trim()})))
+            }
+            "call" => {
+                self.tool = arg.and_then(|arg| {
+                    let (tool, args) = arg.split_once(':')?;
+                    Some((tool.trim().to_owned(), serde_json::from_str(args).ok()?))
+                })
+            }
             "summarize" => self.summarize = true,
             _ => {}
         }
@@ -434,8 +432,8 @@ fn parse_status(arg: &str) -> Option<(u16, usize)> {
 #[derive(Debug, Clone, PartialEq)]
 enum Reply {
     Text(String),
-    /// A call to [`TOOL_NAME`] with these arguments.
-    ToolCall(Value),
+    /// A call to this tool with these arguments.
+    ToolCall(String, Value),
 }
 
 impl Reply {
@@ -443,9 +441,9 @@ impl Reply {
         if script.summarize || asks_for_summary(request) {
             return Reply::Text(format!("SUMMARY({})", request.message_count));
         }
-        if let Some(name) = &script.tool {
+        if let Some((tool, args)) = &script.tool {
             return match request.tool_results.last() {
-                None => Reply::ToolCall(json!({"name": name})),
+                None => Reply::ToolCall(tool.clone(), args.clone()),
                 Some(result) => {
                     let head: String = result.chars().take(200).collect();
                     Reply::Text(format!("tool said: {head}"))
@@ -465,14 +463,14 @@ impl Reply {
     fn wire_text(&self) -> String {
         match self {
             Reply::Text(text) => text.clone(),
-            Reply::ToolCall(input) => input.to_string(),
+            Reply::ToolCall(_, input) => input.to_string(),
         }
     }
 
     fn pieces(&self) -> Vec<String> {
         let size = match self {
             Reply::Text(_) => TEXT_PIECE,
-            Reply::ToolCall(_) => ARGS_PIECE,
+            Reply::ToolCall(..) => ARGS_PIECE,
         };
         split_chars(&self.wire_text(), size)
     }
@@ -480,14 +478,14 @@ impl Reply {
     fn openai_finish(&self) -> &'static str {
         match self {
             Reply::Text(_) => "stop",
-            Reply::ToolCall(_) => "tool_calls",
+            Reply::ToolCall(..) => "tool_calls",
         }
     }
 
     fn anthropic_stop(&self) -> &'static str {
         match self {
             Reply::Text(_) => "end_turn",
-            Reply::ToolCall(_) => "tool_use",
+            Reply::ToolCall(..) => "tool_use",
         }
     }
 }
@@ -723,12 +721,12 @@ fn openai_stream(ctx: &Ctx, reply: &Reply) -> Frames {
             .iter()
             .map(|p| openai_chunk(ctx, json!({"content": p}), None))
             .collect(),
-        Reply::ToolCall(_) => {
+        Reply::ToolCall(tool, _) => {
             let call = json!({
                 "index": 0,
                 "id": format!("call_{}", ctx.n),
                 "type": "function",
-                "function": {"name": TOOL_NAME, "arguments": ""},
+                "function": {"name": tool, "arguments": ""},
             });
             head.push(openai_chunk(ctx, json!({"tool_calls": [call]}), None));
             pieces
@@ -766,10 +764,10 @@ fn anthropic_stream(ctx: &Ctx, reply: &Reply) -> Frames {
     });
     let block = match reply {
         Reply::Text(_) => json!({"type": "text", "text": ""}),
-        Reply::ToolCall(_) => json!({
+        Reply::ToolCall(tool, _) => json!({
             "type": "tool_use",
             "id": format!("toolu_{}", ctx.n),
-            "name": TOOL_NAME,
+            "name": tool,
             "input": {},
         }),
     };
@@ -784,7 +782,7 @@ fn anthropic_stream(ctx: &Ctx, reply: &Reply) -> Frames {
         .map(|p| {
             let delta = match reply {
                 Reply::Text(_) => json!({"type": "text_delta", "text": p}),
-                Reply::ToolCall(_) => json!({"type": "input_json_delta", "partial_json": p}),
+                Reply::ToolCall(..) => json!({"type": "input_json_delta", "partial_json": p}),
             };
             sse_event(&json!({"type": "content_block_delta", "index": 0, "delta": delta}))
         })
@@ -805,13 +803,13 @@ fn anthropic_stream(ctx: &Ctx, reply: &Reply) -> Frames {
 fn openai_whole(ctx: &Ctx, reply: &Reply) -> Value {
     let message = match reply {
         Reply::Text(text) => json!({"role": "assistant", "content": text}),
-        Reply::ToolCall(input) => json!({
+        Reply::ToolCall(tool, input) => json!({
             "role": "assistant",
             "content": null,
             "tool_calls": [{
                 "id": format!("call_{}", ctx.n),
                 "type": "function",
-                "function": {"name": TOOL_NAME, "arguments": input.to_string()},
+                "function": {"name": tool, "arguments": input.to_string()},
             }],
         }),
     };
@@ -829,10 +827,10 @@ fn openai_whole(ctx: &Ctx, reply: &Reply) -> Value {
 fn anthropic_whole(ctx: &Ctx, reply: &Reply) -> Value {
     let content = match reply {
         Reply::Text(text) => json!([{"type": "text", "text": text}]),
-        Reply::ToolCall(input) => json!([{
+        Reply::ToolCall(tool, input) => json!([{
             "type": "tool_use",
             "id": format!("toolu_{}", ctx.n),
-            "name": TOOL_NAME,
+            "name": tool,
             "input": input,
         }]),
     };
@@ -1011,10 +1009,15 @@ mod tests {
             status: Some((429, 2)),
             cut: Some(4),
             hang: true,
-            tool: Some("notes.md".to_owned()),
+            tool: Some((TOOL_NAME.to_owned(), json!({"name": "notes.md"}))),
             summarize: true,
         };
         assert_eq!(script, expected);
+        let call = Script::parse(r#"find it [[call:knowledge_search:{"query":"x"}]]"#);
+        assert_eq!(
+            call.tool,
+            Some(("knowledge_search".to_owned(), json!({"query": "x"})))
+        );
     }
 
     #[test]

@@ -710,22 +710,29 @@ impl KnowledgeIndex {
     ) -> Vec<(String, u64, f32)> {
         let query = normalised(vector.to_vec());
         let vectors = self.vectors.read();
-        let mut best: Vec<(String, u64, f32)> = Vec::new();
+        // Scored without allocating; only the winners' ids are copied.
+        let mut scored: Vec<(&str, u64, f32)> = Vec::new();
         for (doc_id, doc) in vectors.iter() {
             if !collections.contains(&doc.collection_tag) {
                 continue;
             }
             for (index, v) in &doc.chunks {
-                if v.len() != query.len() {
-                    continue;
+                if v.len() == query.len() {
+                    let similarity: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
+                    scored.push((doc_id.as_str(), *index, similarity));
                 }
-                let similarity: f32 = v.iter().zip(&query).map(|(a, b)| a * b).sum();
-                best.push((doc_id.clone(), *index, similarity));
             }
         }
-        best.sort_by(|a, b| b.2.total_cmp(&a.2));
-        best.truncate(limit);
-        best
+        let by_similarity = |a: &(&str, u64, f32), b: &(&str, u64, f32)| b.2.total_cmp(&a.2);
+        if scored.len() > limit {
+            scored.select_nth_unstable_by(limit, by_similarity);
+            scored.truncate(limit);
+        }
+        scored.sort_by(by_similarity);
+        scored
+            .into_iter()
+            .map(|(id, index, similarity)| (id.to_string(), index, similarity))
+            .collect()
     }
 
     fn chunk_by_id(

@@ -6,7 +6,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use argent_client::{Client, ClientError};
-use argent_planes::members::NodeRecord;
 use argent_tests::{eventually, Gateway, Nats, Node, TOKEN};
 
 struct Cluster {
@@ -202,26 +201,6 @@ async fn forwarded_methods_share_state_across_gateways() {
     assert_eq!(identity["agentId"], "main");
 }
 
-fn owner_of(key: &str, ids: &[&str]) -> String {
-    let records: Vec<NodeRecord> = ids
-        .iter()
-        .map(|id| NodeRecord {
-            id: id.to_string(),
-            address: String::new(),
-            capabilities: vec!["agents".into()],
-            version: String::new(),
-            host: String::new(),
-            in_flight: 0,
-            paired: false,
-            started_at_ms: 0,
-            heartbeat_at_ms: 0,
-        })
-        .collect();
-    argent_gateway::select::rank(&records, "agents", key)[0]
-        .id
-        .clone()
-}
-
 #[tokio::test]
 async fn idempotent_calls_fail_over_when_a_node_dies() {
     let mut c = cluster().await;
@@ -237,7 +216,7 @@ async fn idempotent_calls_fail_over_when_a_node_dies() {
         .unwrap();
 
     // Kill the node that owns the routing key "main", as a crash (no deregistration).
-    let owner = owner_of("main", &["node-1", "node-2"]);
+    let owner = argent_tests::route_owner("agents", "main", &["node-1", "node-2"]);
     let index = c.nodes.iter().position(|n| n.id == owner).unwrap();
     c.nodes[index].proc.kill();
     // The gateways still believe it is alive. Gateway B never opened a connection to it, so

@@ -14,7 +14,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use argent_client::{Client, ClientError};
-use argent_planes::members::NodeRecord;
 use argent_proto::errors::ErrorShape;
 use argent_tests::documents::{docx, pdf_with_pages};
 use argent_tests::embeddings_double::EmbeddingsDouble;
@@ -154,28 +153,6 @@ fn number(value: &Value) -> u64 {
     value
         .as_u64()
         .unwrap_or_else(|| panic!("not a number: {value}"))
-}
-
-/// The node the gateways route `key` to among `ids` (rendezvous hashing, as
-/// `argent_gateway::select` ranks them for the `knowledge` capability).
-fn owner_of(key: &str, ids: &[&str]) -> String {
-    let records: Vec<NodeRecord> = ids
-        .iter()
-        .map(|id| NodeRecord {
-            id: id.to_string(),
-            address: String::new(),
-            capabilities: vec!["knowledge".into()],
-            version: String::new(),
-            host: String::new(),
-            in_flight: 0,
-            paired: false,
-            started_at_ms: 0,
-            heartbeat_at_ms: 0,
-        })
-        .collect();
-    argent_gateway::select::rank(&records, "knowledge", key)[0]
-        .id
-        .clone()
 }
 
 /// Waits until `client`'s gateway lists the node `id`.
@@ -1036,7 +1013,7 @@ async fn sigkill_during_ingest_leaves_no_half_document() {
     // A knowledge call is routed by its request id, and a new client's first request is
     // `r1`: kill the node-agent that call goes to (had the routing changed, the other one
     // dies, which must not matter either).
-    let victim_id = owner_of("r1", &["node-1", "node-2"]);
+    let victim_id = argent_tests::route_owner("knowledge", "r1", &["node-1", "node-2"]);
     let started = Instant::now();
     let load = tokio::spawn(async move {
         let answer = try_ingest(&loader, files, json!({"chunkSize": 12000}), None).await;
@@ -1205,4 +1182,183 @@ async fn one_process_default_serves_the_library() {
         Some("survey.pdf"),
         "{found}"
     );
+}
+
+/// Runs the `argent` CLI against a gateway; returns (success, stdout, stderr).
+async fn argent_cli(gw: &Gateway, args: Vec<String>) -> (bool, String, String) {
+    let (url, state_dir) = (gw.ws.clone(), gw.state_dir.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(argent_tests::bin_dir().join("argent"))
+            .args(&args)
+            .arg("--url")
+            .arg(&url)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env_remove("ARGENT_GATEWAY_TOKEN")
+            .output()
+            .expect("argent runs")
+    })
+    .await
+    .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_ingests_searches_and_lists() {
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::local()
+        .state_dir(state.path())
+        .start()
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let guide = files.path().join("guide.md");
+    std::fs::write(&guide, GUIDE).unwrap();
+    let report = files.path().join("report.docx");
+    std::fs::write(
+        &report,
+        docx(&[
+            "Quarterly report",
+            "Revenue from the orchard cooperative doubled.",
+        ]),
+    )
+    .unwrap();
+    let unreadable = files.path().join("broken.pdf");
+    std::fs::write(&unreadable, b"not a pdf at all").unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+
+    let (ok, stdout, stderr) = argent_cli(
+        &gw,
+        vec![
+            "knowledge".into(),
+            "ingest".into(),
+            path(&guide),
+            path(&report),
+            path(&unreadable),
+            "--collection".into(),
+            "Team Docs".into(),
+        ],
+    )
+    .await;
+    // One file was refused: the command says which and why, and fails.
+    assert!(!ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("[1/3] guide.md:") && stderr.contains("chunks"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[2/3] report.docx:"), "{stderr}");
+    assert!(stderr.contains("[3/3] broken.pdf: rejected:"), "{stderr}");
+    assert!(
+        stdout.contains("ingested 2 file(s) into collection \"Team Docs\"")
+            && stdout.contains("1 rejected"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = argent_cli(
+        &gw,
+        vec![
+            "knowledge".into(),
+            "search".into(),
+            "orchard".into(),
+            "revenue".into(),
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("1. report.docx#chunk-1"), "{stdout}");
+    assert!(stdout.contains("collection Team Docs"), "{stdout}");
+
+    let (ok, stdout, stderr) = argent_cli(
+        &gw,
+        vec![
+            "knowledge".into(),
+            "list".into(),
+            "--collection".into(),
+            "Team Docs".into(),
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("guide.md")
+            && stdout.contains("report.docx")
+            && stdout.contains("2 document(s)"),
+        "{stdout}"
+    );
+}
+
+/// The agent's `knowledge_search` tool finds what was ingested and hands the model the
+/// citation; `knowledge_ingest` saves what the agent wrote, searchable at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_searches_and_saves_through_its_tools() {
+    let double = argent_tests::model_double::ModelDouble::start().await;
+    let gw = crate::chat_local::local_gateway(&crate::chat_local::model_config(&double)).await;
+    let client = patient_client(&gw).await;
+    let pages = survey_pages();
+    let page_refs: Vec<&str> = pages.iter().map(String::as_str).collect();
+    ingest(
+        &client,
+        vec![file(
+            "survey.pdf",
+            PDF_MIME,
+            &b64(&pdf_with_pages(&page_refs)),
+        )],
+        json!({}),
+        None,
+    )
+    .await;
+
+    // Each in its own session: the double answers a turn whose history holds a tool
+    // result with that result.
+    let ask = |id: &str, message: &str| json!({"message": message, "idempotencyKey": id, "sessionKey": format!("agent:main:{id}")});
+    let (_, last) = client
+        .request_twice(
+            "agent",
+            ask(
+                "k-1",
+                r#"what was rare? [[call:knowledge_search:{"query":"zanzibarite"}]]"#,
+            ),
+        )
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), last)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = done.payload.unwrap()["result"]["payloads"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with("tool said: Found 1 knowledge items")
+            && text.contains("citation: survey.pdf#chunk-"),
+        "{text}"
+    );
+
+    let (_, last) = client
+        .request_twice(
+            "agent",
+            ask(
+                "k-2",
+                r#"remember this [[call:knowledge_ingest:{"title":"Tide table","text":"High tide at the quay is at 06:40 on Sunday.","collection":"Agent Notes"}]]"#,
+            ),
+        )
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), last)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = done.payload.unwrap()["result"]["payloads"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("saved to collection Agent Notes"), "{text}");
+    let found = search(&client, "tide quay").await;
+    assert_eq!(result_files(&found), vec!["Tide table.md"], "{found}");
+    assert_eq!(results(&found)[0]["documentTitle"], "Tide table");
 }
