@@ -113,7 +113,7 @@ async fn search_latency(
                 json!({"query": query.join(" "), "options": {"limit": 12}}),
             )
             .await?;
-        samples.push(started.elapsed().as_micros() as u64);
+        samples.push(started.elapsed().as_nanos() as u64);
         if answer["count"].as_u64() == Some(0) {
             empty += 1;
         }
