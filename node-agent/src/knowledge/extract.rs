@@ -119,6 +119,10 @@ impl Format {
     }
 }
 
+/// What the text of a compressed format (DOCX, XLSX) may grow to, in multiples of the
+/// file size limit.
+const INFLATION: usize = 4;
+
 /// A file's text and what was learned about it on the way.
 #[derive(Debug, Clone)]
 pub struct Extracted {
@@ -203,14 +207,17 @@ pub fn extract(
         )
     })?;
     // A base64 text is 4/3 of its bytes: refuse an obviously oversized one before decoding.
-    if content.len() / 4 * 3 > limits.max_file_bytes + 3 && !format.is_text()
-        || format.is_text() && content.len() > limits.max_file_bytes
-    {
-        return Err(too_large(limits));
+    let estimated = if format.is_text() {
+        content.len()
+    } else {
+        content.len() / 4 * 3
+    };
+    if estimated > limits.max_file_bytes + 3 {
+        return Err(too_large(estimated, limits));
     }
     let bytes = decode(content, format)?;
     if bytes.len() > limits.max_file_bytes {
-        return Err(too_large(limits));
+        return Err(too_large(bytes.len(), limits));
     }
     if bytes.is_empty() {
         return Err("the file is empty".into());
@@ -234,8 +241,8 @@ pub fn extract(
         }
         Format::Html => html(&bytes)?,
         Format::Pdf => pdf(&bytes, limits.pdf_max_pages)?,
-        Format::Docx => docx(&bytes)?,
-        Format::Xlsx => xlsx(&bytes)?,
+        Format::Docx => docx(&bytes, limits.max_file_bytes.saturating_mul(INFLATION))?,
+        Format::Xlsx => xlsx(&bytes, limits.max_file_bytes.saturating_mul(INFLATION))?,
     };
     extracted.text = normalize(&extracted.text);
     if extracted.text.trim().is_empty() {
@@ -247,9 +254,10 @@ pub fn extract(
     Ok(extracted)
 }
 
-fn too_large(limits: &Limits) -> Refusal {
+/// Upstream's message, with the setting that raises the limit.
+fn too_large(size: usize, limits: &Limits) -> Refusal {
     format!(
-        "file is larger than the limit of {} bytes (knowledge.maxFileBytes)",
+        "file too large: {size} bytes (limit: {}; knowledge.maxFileBytes)",
         limits.max_file_bytes
     )
 }
@@ -319,22 +327,33 @@ fn pdf(bytes: &[u8], max_pages: usize) -> Result<Extracted, Refusal> {
     let total = pages.len();
     let mut text = String::new();
     let mut read = 0;
+    let mut unreadable = 0;
     for &number in pages.keys().take(max_pages) {
         let mut page = String::new();
-        {
+        let result = {
             let mut output = pdf_extract::PlainTextOutput::new(&mut page);
             pdf_extract::output_doc_page(&doc, &mut output, number)
-                .map_err(|e| format!("page {number} of the PDF could not be read: {e}"))?;
+        };
+        match result {
+            Ok(()) => {
+                text.push_str(&page);
+                text.push_str("\n\n");
+                read += 1;
+            }
+            // One bad page costs that page, not the document.
+            Err(err) => {
+                unreadable += 1;
+                tracing::info!(page = number, %err, "PDF page not readable; skipped");
+            }
         }
-        text.push_str(&page);
-        text.push_str("\n\n");
-        read += 1;
     }
-    if total > max_pages {
+    if total > max_pages || unreadable > 0 {
         tracing::info!(
             total,
+            read,
+            unreadable,
             max_pages,
-            "PDF read up to the page limit (knowledge.pdfMaxPages)"
+            "PDF read in part (knowledge.pdfMaxPages, unreadable pages)"
         );
     }
     Ok(Extracted {
@@ -345,23 +364,22 @@ fn pdf(bytes: &[u8], max_pages: usize) -> Result<Extracted, Refusal> {
     })
 }
 
-/// The members of an OOXML (zip) package we read, each at most this big once inflated: a
-/// zip bomb stops here.
-const MAX_XML_PART: u64 = 256 * 1024 * 1024;
-
-fn docx(bytes: &[u8]) -> Result<Extracted, Refusal> {
+fn docx(bytes: &[u8], budget: usize) -> Result<Extracted, Refusal> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format!("the DOCX could not be opened: {e}"))?;
-    let body = read_part(&mut archive, "word/document.xml")?
+    // What the parts may inflate to, together: a zip bomb stops here.
+    let mut budget = budget as u64;
+    let body = read_part(&mut archive, "word/document.xml", &mut budget)?
         .ok_or_else(|| "the DOCX has no word/document.xml".to_string())?;
     let mut text = docx_text(&body)?;
+    drop(body);
     for part in ["word/footnotes.xml", "word/endnotes.xml"] {
-        if let Some(xml) = read_part(&mut archive, part)? {
+        if let Some(xml) = read_part(&mut archive, part, &mut budget)? {
             text.push_str("\n\n");
             text.push_str(&docx_text(&xml)?);
         }
     }
-    let title = read_part(&mut archive, "docProps/core.xml")?
+    let title = read_part(&mut archive, "docProps/core.xml", &mut budget)?
         .and_then(|core| element_text(&core, "title"))
         .filter(|t| !t.trim().is_empty());
     Ok(Extracted {
@@ -372,9 +390,11 @@ fn docx(bytes: &[u8]) -> Result<Extracted, Refusal> {
     })
 }
 
+/// One part of the package, inflated within what is left of `budget`.
 fn read_part(
     archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &str,
+    budget: &mut u64,
 ) -> Result<Option<String>, Refusal> {
     let file = match archive.by_name(name) {
         Ok(file) => file,
@@ -382,9 +402,13 @@ fn read_part(
         Err(e) => return Err(format!("{name} could not be read: {e}")),
     };
     let mut xml = String::new();
-    file.take(MAX_XML_PART)
+    file.take(*budget + 1)
         .read_to_string(&mut xml)
         .map_err(|e| format!("{name} could not be read: {e}"))?;
+    if xml.len() as u64 > *budget {
+        return Err("the DOCX inflates to more than 4 × knowledge.maxFileBytes".into());
+    }
+    *budget -= xml.len() as u64;
     Ok(Some(xml))
 }
 
@@ -452,24 +476,52 @@ fn element_text(xml: &str, local: &str) -> Option<String> {
     }
 }
 
-fn xlsx(bytes: &[u8]) -> Result<Extracted, Refusal> {
-    use calamine::Reader;
+/// Cells of one workbook read at most: a sheet's cells are streamed (a dense range of a
+/// sheet with two far-apart cells would ask for billions).
+const MAX_XLSX_CELLS: usize = 5_000_000;
+
+fn xlsx(bytes: &[u8], text_budget: usize) -> Result<Extracted, Refusal> {
+    use calamine::{DataRef, Reader};
     let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes))
         .map_err(|e| format!("the XLSX could not be opened: {e}"))?;
     let mut text = String::new();
+    let mut cells = 0usize;
     for name in workbook.sheet_names().to_vec() {
-        let range = workbook
-            .worksheet_range(&name)
+        let mut reader = workbook
+            .worksheet_cells_reader(&name)
             .map_err(|e| format!("sheet {name:?} could not be read: {e}"))?;
         text.push_str(&format!("## {name}\n"));
-        for row in range.rows() {
-            let cells: Vec<String> = row.iter().map(|cell| cell.to_string()).collect();
-            if cells.iter().any(|c| !c.is_empty()) {
-                text.push_str(cells.join("\t").trim_end());
-                text.push('\n');
+        let mut row = None;
+        while let Some(cell) = reader
+            .next_cell()
+            .map_err(|e| format!("sheet {name:?} could not be read: {e}"))?
+        {
+            cells += 1;
+            if cells > MAX_XLSX_CELLS || text.len() > text_budget {
+                return Err(format!(
+                    "the XLSX holds more than {MAX_XLSX_CELLS} cells or {text_budget} bytes of text"
+                ));
             }
+            let value = match cell.get_value() {
+                DataRef::Empty => continue,
+                DataRef::Int(n) => n.to_string(),
+                DataRef::Float(f) => f.to_string(),
+                DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => s.clone(),
+                DataRef::SharedString(s) => s.to_string(),
+                DataRef::Bool(b) => b.to_string(),
+                DataRef::DateTime(d) => d.to_string(),
+                DataRef::Error(e) => e.to_string(),
+            };
+            let (r, _) = cell.get_position();
+            match row {
+                Some(current) if current == r => text.push('\t'),
+                Some(_) => text.push('\n'),
+                None => {}
+            }
+            row = Some(r);
+            text.push_str(value.trim());
         }
-        text.push('\n');
+        text.push_str("\n\n");
     }
     Ok(Extracted {
         format: Format::Xlsx,
@@ -550,6 +602,69 @@ mod tests {
     fn docx_paragraphs_and_entities() {
         let xml = r#"<w:document xmlns:w="x"><w:body><w:p><w:r><w:t>Alpha &amp; beta</w:t></w:r><w:r><w:tab/><w:t xml:space="preserve"> gamma</w:t></w:r></w:p><w:p><w:r><w:t>Delta</w:t></w:r></w:p></w:body></w:document>"#;
         assert_eq!(docx_text(xml).unwrap(), "Alpha & beta\t gamma\nDelta\n");
+    }
+
+    /// A minimal XLSX: one sheet of inline-string and number cells at `(reference, cell)`.
+    fn xlsx_with(cells: &[(&str, &str)]) -> String {
+        use std::io::Write;
+        let mut out = Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let sheet_cells: String = cells
+            .iter()
+            .map(|(at, value)| match value.parse::<f64>() {
+                Ok(_) => format!(r#"<c r="{at}"><v>{value}</v></c>"#),
+                Err(_) => format!(r#"<c r="{at}" t="inlineStr"><is><t>{value}</t></is></c>"#),
+            })
+            .collect();
+        let rows: String = {
+            // One <row> per row number, cells in order.
+            let mut by_row: std::collections::BTreeMap<u32, String> = Default::default();
+            for (cell, (at, _)) in sheet_cells.split("</c>").zip(cells) {
+                let row: u32 = at
+                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .parse()
+                    .unwrap();
+                by_row
+                    .entry(row)
+                    .or_default()
+                    .push_str(&format!("{cell}</c>"));
+            }
+            by_row
+                .iter()
+                .map(|(r, c)| format!(r#"<row r="{r}">{c}</row>"#))
+                .collect()
+        };
+        let parts = [
+            ("[Content_Types].xml", r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#.to_string()),
+            ("_rels/.rels", r#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#.to_string()),
+            ("xl/workbook.xml", r#"<?xml version="1.0"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Budget" sheetId="1" r:id="rId1"/></sheets></workbook>"#.to_string()),
+            ("xl/_rels/workbook.xml.rels", r#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#.to_string()),
+            ("xl/worksheets/sheet1.xml", format!(r#"<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>{rows}</sheetData></worksheet>"#)),
+        ];
+        for (name, body) in parts {
+            zip.start_file(name, options).unwrap();
+            zip.write_all(body.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+    }
+
+    #[test]
+    fn xlsx_cells_are_read_row_by_row_and_sparse_sheets_stay_small() {
+        let book = xlsx_with(&[
+            ("A1", "Item"),
+            ("B1", "Cost"),
+            ("A2", "Lanterns"),
+            ("B2", "42"),
+        ]);
+        let read = extract("budget.xlsx", None, &book, &LIMITS).unwrap();
+        assert_eq!(read.text, "## Budget\nItem\tCost\nLanterns\t42");
+        // Two cells a whole sheet apart: read as two cells, not as a 17-billion-cell range.
+        let sparse = xlsx_with(&[("A1", "first"), ("XFD1048576", "last")]);
+        let read = extract("sparse.xlsx", None, &sparse, &LIMITS).unwrap();
+        assert_eq!(read.text, "## Budget\nfirst\nlast");
     }
 
     #[test]

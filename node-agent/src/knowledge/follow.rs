@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use argent_planes::state::{list_json, Change, StateStore};
 use argent_proto::subjects::BUCKET_KNOWLEDGE;
 
-use super::index::KnowledgeIndex;
+use super::index::{Batch, KnowledgeIndex};
 use super::records::{CollectionRecord, StoredDocument, COLLECTION_PREFIX, DOC_PREFIX};
 
 /// Changes applied per commit at most (a catch-up commits every this many).
@@ -53,13 +53,13 @@ async fn follow(index: &Arc<KnowledgeIndex>, state: &dyn StateStore) -> Result<(
         .last_revision(BUCKET_KNOWLEDGE)
         .await
         .map_err(|e| e.to_string())?;
-    if latest < index.applied() {
-        // The bucket is younger than the index (the cluster's state was replaced): what
-        // the index holds belongs to a state that no longer exists.
+    if index.applied() > 0 && !same_bucket(index, state, latest).await? {
+        // The cluster's state was replaced (a new bucket): what the index holds belongs
+        // to a state that no longer exists.
         tracing::warn!(
             latest,
             applied = index.applied(),
-            "knowledge bucket is behind the index; rebuilding"
+            "knowledge bucket is not the one the index was built from; rebuilding"
         );
         blocking(index, |index| index.clear()).await?;
     }
@@ -82,14 +82,44 @@ async fn follow(index: &Arc<KnowledgeIndex>, state: &dyn StateStore) -> Result<(
         let revision = batch.last().map_or(0, |c| c.revision);
         let count = batch.len();
         blocking(index, move |index| {
-            for change in &batch {
-                apply(index, change)?;
+            let mut staged = Batch::default();
+            if let Some(last) = batch.last() {
+                staged.ends_with(&last.key);
             }
-            index.commit(revision)
+            let applied = batch
+                .iter()
+                .try_for_each(|change| apply(index, change, &mut staged))
+                .and_then(|()| index.commit(revision, staged));
+            if applied.is_err() {
+                // Start the next attempt (after a re-watch) from the committed index.
+                index.rollback();
+            }
+            applied
         })
         .await?;
         tracing::debug!(count, revision, "knowledge changes indexed");
     }
+}
+
+/// Whether the bucket is the one the index was built from: not behind it, and still
+/// holding the last key the index applied at a revision not below it (keys are never
+/// deleted: documents leave tombstones, collections stay).
+async fn same_bucket(
+    index: &KnowledgeIndex,
+    state: &dyn StateStore,
+    latest: u64,
+) -> Result<bool, String> {
+    if latest < index.applied() {
+        return Ok(false);
+    }
+    let Some(key) = index.last_key() else {
+        return Ok(true);
+    };
+    let entry = state
+        .get(BUCKET_KNOWLEDGE, &key)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(entry.is_some_and(|e| e.revision >= index.applied()))
 }
 
 /// The next changes: at least one (waiting for it), then whatever is already there.
@@ -109,15 +139,19 @@ async fn next_batch(changes: &mut mpsc::Receiver<Change>) -> Option<Vec<Change>>
     Some(batch)
 }
 
-fn apply(index: &KnowledgeIndex, change: &Change) -> Result<(), super::index::IndexError> {
+fn apply(
+    index: &KnowledgeIndex,
+    change: &Change,
+    batch: &mut Batch,
+) -> Result<(), super::index::IndexError> {
     if let Some(tag) = change.key.strip_prefix(COLLECTION_PREFIX) {
         match change
             .value
             .as_ref()
             .and_then(|v| serde_json::from_slice::<CollectionRecord>(v).ok())
         {
-            Some(record) => index.put_collection(record),
-            None => index.remove_collection(tag),
+            Some(record) => batch.put_collection(record),
+            None => batch.remove_collection(tag),
         }
     } else if let Some(id) = change.key.strip_prefix(DOC_PREFIX) {
         let stored = change
@@ -125,8 +159,8 @@ fn apply(index: &KnowledgeIndex, change: &Change) -> Result<(), super::index::In
             .as_ref()
             .map(|v| serde_json::from_slice::<StoredDocument>(v));
         match stored {
-            Some(Ok(StoredDocument::Live(doc))) => index.put_document(&doc)?,
-            Some(Ok(StoredDocument::Deleted(_))) | None => index.delete_document(id),
+            Some(Ok(StoredDocument::Live(doc))) => index.put_document(&doc, batch)?,
+            Some(Ok(StoredDocument::Deleted(_))) | None => index.delete_document(id, batch),
             Some(Err(err)) => {
                 tracing::warn!(key = %change.key, %err, "unreadable knowledge document skipped");
             }

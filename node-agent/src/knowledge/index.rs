@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use super::records::{CollectionRecord, DocumentRecord};
 
 /// Bumped when the schema or the analysis changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 /// Memory of the index writer (tantivy splits it across its threads).
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 /// Boosts: a query word in the title; the query's words as a phrase.
@@ -83,6 +83,7 @@ impl From<tantivy::TantivyError> for IndexError {
 struct Fields {
     chunk_id: Field,
     doc_id: Field,
+    document_id: Field,
     collection: Field,
     collection_tag: Field,
     agent_id: Field,
@@ -118,6 +119,7 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         chunk_id: b.add_text_field("chunk_id", keyword.clone()),
         doc_id: b.add_text_field("doc_id", keyword.clone()),
+        document_id: b.add_text_field("document_id", STORED),
         collection: b.add_text_field("collection", STORED),
         collection_tag: b.add_text_field("collection_tag", keyword.clone()),
         agent_id: b.add_text_field("agent_id", STORED),
@@ -182,6 +184,8 @@ fn register_tokenizers(index: &tantivy::Index) {
 pub struct StoredChunk {
     pub chunk_id: String,
     pub doc_id: String,
+    /// `documentId` as clients see it (their `docId`, else `doc_id`).
+    pub document_id: String,
     pub collection: String,
     pub collection_tag: String,
     pub agent_id: String,
@@ -216,6 +220,31 @@ pub struct SearchQuery<'a> {
     pub vector: Option<Vec<f32>>,
 }
 
+/// What a batch of changes does besides the staged index documents, applied only once
+/// the batch commits (so memory never runs ahead of the committed index).
+#[derive(Default)]
+pub struct Batch {
+    vectors: Vec<(String, Option<DocVectors>)>,
+    collections: Vec<(String, Option<CollectionRecord>)>,
+    last_key: Option<String>,
+}
+
+impl Batch {
+    /// The batch ends with the change of `key`.
+    pub fn ends_with(&mut self, key: &str) {
+        self.last_key = Some(key.to_string());
+    }
+
+    pub fn put_collection(&mut self, record: CollectionRecord) {
+        self.collections
+            .push((record.collection_tag.clone(), Some(record)));
+    }
+
+    pub fn remove_collection(&mut self, tag: &str) {
+        self.collections.push((tag.to_string(), None));
+    }
+}
+
 /// The vectors of one document's chunks (normalised), by chunk index.
 struct DocVectors {
     collection_tag: String,
@@ -229,6 +258,8 @@ pub struct KnowledgeIndex {
     fields: Fields,
     /// The bucket revision the committed index reflects.
     applied: watch::Sender<u64>,
+    /// The key of the last change it applied (see [`CommitPayload::last_key`]).
+    last_key: Mutex<Option<String>>,
     vectors: RwLock<HashMap<String, DocVectors>>,
     /// The collections and their grants, as of `applied`.
     collections: RwLock<BTreeMap<String, CollectionRecord>>,
@@ -241,6 +272,10 @@ pub struct KnowledgeIndex {
 struct CommitPayload {
     revision: u64,
     schema: u32,
+    /// The key of the last change applied: still there at a revision not below
+    /// `revision` when the bucket is the one the index was built from.
+    #[serde(default)]
+    last_key: Option<String>,
 }
 
 impl KnowledgeIndex {
@@ -252,27 +287,35 @@ impl KnowledgeIndex {
             None => tantivy::Index::create_in_ram(schema.clone()),
             Some(dir) => match open_dir(dir, &schema) {
                 Ok(index) => index,
-                Err(err) => {
+                // Its files are unreadable or of another schema: a cache, rebuilt from the
+                // state. Any other failure (permissions, disk, a lock) is the caller's to
+                // see, and the files are left alone.
+                Err(
+                    err @ (tantivy::TantivyError::DataCorruption(_)
+                    | tantivy::TantivyError::SchemaError(_)
+                    | tantivy::TantivyError::IncompatibleIndex(_)),
+                ) => {
                     tracing::warn!(dir = %dir.display(), %err, "knowledge index unusable; rebuilding it from the shared state");
                     let _ = std::fs::remove_dir_all(dir);
                     open_dir(dir, &schema)?
                 }
+                Err(err) => return Err(err.into()),
             },
         };
         register_tokenizers(&index);
-        let revision = match index.load_metas()?.payload {
+        let (revision, last_key) = match index.load_metas()?.payload {
             Some(payload) => match serde_json::from_str::<CommitPayload>(&payload) {
-                Ok(p) if p.schema == SCHEMA_VERSION => p.revision,
+                Ok(p) if p.schema == SCHEMA_VERSION => (p.revision, p.last_key),
                 _ => {
                     // Another version's index: start over (and say so).
                     tracing::info!("knowledge index of another version; rebuilding it");
                     let mut writer: IndexWriter = index.writer(WRITER_MEMORY)?;
                     writer.delete_all_documents()?;
                     writer.commit()?;
-                    0
+                    (0, None)
                 }
             },
-            None => 0,
+            None => (0, None),
         };
         let writer = index.writer(WRITER_MEMORY)?;
         let reader = index
@@ -285,6 +328,7 @@ impl KnowledgeIndex {
             writer: Mutex::new(writer),
             fields,
             applied: watch::channel(revision).0,
+            last_key: Mutex::new(last_key),
             vectors: RwLock::new(HashMap::new()),
             collections: RwLock::new(BTreeMap::new()),
             collections_loaded: watch::channel(false).0,
@@ -325,7 +369,7 @@ impl KnowledgeIndex {
     fn load_vectors(&self) -> Result<(), IndexError> {
         let searcher = self.reader.searcher();
         let mut vectors = self.vectors.write();
-        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        for segment in searcher.segment_readers() {
             let store = segment
                 .get_store_reader(64)
                 .map_err(|e| IndexError(e.to_string()))?;
@@ -356,7 +400,6 @@ impl KnowledgeIndex {
                     });
                 entry.chunks.push((index, floats(&bytes)));
             }
-            let _ = ord;
         }
         Ok(())
     }
@@ -374,22 +417,13 @@ impl KnowledgeIndex {
         self.collections_loaded.subscribe()
     }
 
-    pub fn put_collection(&self, record: CollectionRecord) {
-        self.collections
-            .write()
-            .insert(record.collection_tag.clone(), record);
-    }
-
-    pub fn remove_collection(&self, tag: &str) {
-        self.collections.write().remove(tag);
-    }
-
     pub fn collections(&self) -> Vec<CollectionRecord> {
         self.collections.read().values().cloned().collect()
     }
 
-    /// Stages a document (its chunks replace the ones it had). Blocking.
-    pub fn put_document(&self, doc: &DocumentRecord) -> Result<(), IndexError> {
+    /// Stages a document (its chunks replace the ones it had); its vectors go into
+    /// `batch`, shown to searches when the batch commits. Blocking.
+    pub fn put_document(&self, doc: &DocumentRecord, batch: &mut Batch) -> Result<(), IndexError> {
         let f = &self.fields;
         let writer = self.writer.lock();
         writer.delete_term(Term::from_field_text(f.doc_id, &doc.id));
@@ -399,6 +433,7 @@ impl KnowledgeIndex {
             let mut d = TantivyDocument::new();
             d.add_text(f.chunk_id, doc.chunk_id(chunk.index));
             d.add_text(f.doc_id, &doc.id);
+            d.add_text(f.document_id, doc.display_id());
             d.add_text(f.collection, &doc.collection);
             d.add_text(f.collection_tag, &doc.collection_tag);
             d.add_text(f.agent_id, &doc.agent_id);
@@ -430,35 +465,47 @@ impl KnowledgeIndex {
             }
             writer.add_document(d)?;
         }
-        let mut all = self.vectors.write();
-        if vectors.is_empty() {
-            all.remove(&doc.id);
-        } else {
-            all.insert(
-                doc.id.clone(),
-                DocVectors {
-                    collection_tag: doc.collection_tag.clone(),
-                    chunks: vectors,
-                },
-            );
-        }
+        let vectors = (!vectors.is_empty()).then(|| DocVectors {
+            collection_tag: doc.collection_tag.clone(),
+            chunks: vectors,
+        });
+        batch.vectors.push((doc.id.clone(), vectors));
         Ok(())
     }
 
     /// Stages the removal of a document. Blocking.
-    pub fn delete_document(&self, document_id: &str) {
+    pub fn delete_document(&self, document_id: &str, batch: &mut Batch) {
         self.writer
             .lock()
             .delete_term(Term::from_field_text(self.fields.doc_id, document_id));
-        self.vectors.write().remove(document_id);
+        batch.vectors.push((document_id.to_string(), None));
     }
 
-    /// Commits what was staged as the state of `revision`, and shows it to searches.
-    /// Blocking.
-    pub fn commit(&self, revision: u64) -> Result<(), IndexError> {
+    /// Drops what was staged since the last commit (a batch that failed half-way), so
+    /// the next attempt starts from the committed index. A writer that cannot roll back
+    /// is replaced. Blocking.
+    pub fn rollback(&self) {
+        let mut writer = self.writer.lock();
+        if let Err(err) = writer.rollback() {
+            tracing::warn!(%err, "knowledge index rollback failed; opening a new writer");
+            match self.index.writer(WRITER_MEMORY) {
+                Ok(fresh) => *writer = fresh,
+                Err(err) => tracing::error!(%err, "knowledge index writer cannot be reopened"),
+            }
+        }
+    }
+
+    /// Commits what was staged as the state of `revision`, then shows it (and `batch`'s
+    /// vectors and collections) to searches. Blocking.
+    pub fn commit(&self, revision: u64, batch: Batch) -> Result<(), IndexError> {
+        let last_key = batch
+            .last_key
+            .clone()
+            .or_else(|| self.last_key.lock().clone());
         let payload = serde_json::to_string(&CommitPayload {
             revision,
             schema: SCHEMA_VERSION,
+            last_key: last_key.clone(),
         })
         .expect("payload serializes");
         {
@@ -468,36 +515,41 @@ impl KnowledgeIndex {
             prepared.commit()?;
         }
         self.reader.reload()?;
+        {
+            let mut vectors = self.vectors.write();
+            for (id, change) in batch.vectors {
+                match change {
+                    Some(doc) => vectors.insert(id, doc),
+                    None => vectors.remove(&id),
+                };
+            }
+        }
+        {
+            let mut collections = self.collections.write();
+            for (tag, change) in batch.collections {
+                match change {
+                    Some(record) => collections.insert(tag, record),
+                    None => collections.remove(&tag),
+                };
+            }
+        }
+        *self.last_key.lock() = last_key;
         self.applied.send_replace(revision);
         Ok(())
+    }
+
+    /// The key of the last change the committed index applied.
+    pub fn last_key(&self) -> Option<String> {
+        self.last_key.lock().clone()
     }
 
     /// Empties the index (its state revision back to 0). Blocking.
     pub fn clear(&self) -> Result<(), IndexError> {
         self.writer.lock().delete_all_documents()?;
+        *self.last_key.lock() = None;
+        self.commit(0, Batch::default())?;
         self.vectors.write().clear();
-        self.commit(0)
-    }
-
-    /// Every document id in the committed index.
-    pub fn document_ids(&self) -> Result<HashSet<String>, IndexError> {
-        let searcher = self.reader.searcher();
-        let mut ids = HashSet::new();
-        for segment in searcher.segment_readers() {
-            let inverted = segment.inverted_index(self.fields.doc_id)?;
-            let mut terms = inverted
-                .terms()
-                .stream()
-                .map_err(|e| IndexError(e.to_string()))?;
-            while terms.advance() {
-                let id = String::from_utf8_lossy(terms.key()).into_owned();
-                // A term may outlive its deleted documents until a merge: check it.
-                if searcher.doc_freq(&Term::from_field_text(self.fields.doc_id, &id))? > 0 {
-                    ids.insert(id);
-                }
-            }
-        }
-        Ok(ids)
+        Ok(())
     }
 
     /// Keyword (and vector) search. Blocking.
@@ -567,33 +619,34 @@ impl KnowledgeIndex {
         Ok((hits, total))
     }
 
-    /// The library's rows: chunks of the given collections (and, when given, of one source
-    /// file), newest first, at most `scan`. Blocking.
+    /// The library's rows: of the newest `scan` chunks of the given collections, those
+    /// `keep` accepts (filtered as they are read, so memory holds only those). Blocking.
     pub fn scan(
         &self,
         collections: &HashSet<String>,
         scan: usize,
-    ) -> Result<(Vec<StoredChunk>, usize), IndexError> {
+        keep: impl Fn(&StoredChunk) -> bool,
+    ) -> Result<Vec<StoredChunk>, IndexError> {
         if collections.is_empty() {
-            return Ok((Vec::new(), 0));
+            return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
         let query = BooleanQuery::new(vec![
             (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
             (Occur::Must, self.collection_filter(collections)),
         ]);
-        let (count, top) = searcher.search(
+        let top = searcher.search(
             &query,
-            &(
-                Count,
-                TopDocs::with_limit(scan.max(1)).order_by_u64_field("saved_at", Order::Desc),
-            ),
+            &TopDocs::with_limit(scan.max(1)).order_by_u64_field("saved_at", Order::Desc),
         )?;
-        let mut rows = Vec::with_capacity(top.len());
+        let mut rows = Vec::new();
         for (_, address) in top {
-            rows.push(self.stored(&searcher, address)?);
+            let row = self.stored(&searcher, address)?;
+            if keep(&row) {
+                rows.push(row);
+            }
         }
-        Ok((rows, count))
+        Ok(rows)
     }
 
     fn collection_filter(&self, collections: &HashSet<String>) -> Box<dyn Query> {
@@ -780,6 +833,7 @@ impl KnowledgeIndex {
         Ok(StoredChunk {
             chunk_id: text(f.chunk_id),
             doc_id: text(f.doc_id),
+            document_id: text(f.document_id),
             collection: text(f.collection),
             collection_tag: text(f.collection_tag),
             agent_id: text(f.agent_id),
@@ -805,11 +859,10 @@ impl KnowledgeIndex {
     }
 }
 
-fn open_dir(dir: &Path, schema: &Schema) -> Result<tantivy::Index, IndexError> {
-    std::fs::create_dir_all(dir).map_err(|e| IndexError(format!("{}: {e}", dir.display())))?;
-    let directory = tantivy::directory::MmapDirectory::open(dir)
-        .map_err(|e| IndexError(format!("{}: {e}", dir.display())))?;
-    Ok(tantivy::Index::open_or_create(directory, schema.clone())?)
+fn open_dir(dir: &Path, schema: &Schema) -> tantivy::Result<tantivy::Index> {
+    std::fs::create_dir_all(dir)?;
+    let directory = tantivy::directory::MmapDirectory::open(dir)?;
+    tantivy::Index::open_or_create(directory, schema.clone())
 }
 
 fn normalised(mut v: Vec<f32>) -> Vec<f32> {

@@ -41,12 +41,14 @@ use self::embed::Embedder;
 use self::extract::{Extracted, Limits};
 use self::index::{Hit, KnowledgeIndex, SearchQuery, StoredChunk};
 use self::records::{
-    collection_key, collection_tag, doc_key, document_id, encode_vector, Access, ChunkRecord,
-    CollectionRecord, DocumentRecord, Grant, Source, StoredDocument, Tombstone,
+    collection_key, collection_tag, doc_key, document_id, encode_vector, same_agent, Access,
+    ChunkRecord, CollectionRecord, DocumentRecord, Grant, Source, StoredDocument, Tombstone,
 };
 
 /// How long a read waits for this node's index to reach the bucket's latest revision.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// How long a search waits for its query's embedding before it answers by keywords.
+const QUERY_EMBED_WAIT: Duration = Duration::from_secs(2);
 /// `ingested[]` entries in an ingest answer at most (upstream's).
 const MAX_INGESTED_LISTED: usize = 500;
 /// `summary` of a search result, characters (upstream's).
@@ -63,7 +65,15 @@ pub struct Knowledge {
     /// The revision the index had when this node started (a restart resumes from it).
     started_from: u64,
     stop: watch::Sender<bool>,
+    /// Files being extracted at once (CPU and memory bound: one per core).
+    extractions: tokio::sync::Semaphore,
+    /// The embeddings endpoint of the config snapshot it was made from (one HTTP client
+    /// per configuration, not per call).
+    embedder: parking_lot::Mutex<Option<EmbedderOf>>,
 }
+
+/// An embeddings endpoint (`None`: not configured) and the config snapshot it is of.
+type EmbedderOf = (Arc<SharedConfig>, Option<Arc<Embedder>>);
 
 /// A file of an ingest call.
 #[derive(Debug, Clone)]
@@ -71,6 +81,8 @@ pub struct IngestFile {
     pub file_name: String,
     pub mime_type: Option<String>,
     pub content: String,
+    /// Why the file is refused before it is read (it was too large to load), if it is.
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +128,21 @@ pub struct FileError {
     pub error: String,
 }
 
+impl IngestReport {
+    /// This report and a later one of the same call, as one.
+    pub fn merge(mut self, later: IngestReport) -> IngestReport {
+        self.accepted_files += later.accepted_files;
+        self.rejected_files += later.rejected_files;
+        self.total_chunks += later.total_chunks;
+        self.embedded_chunks += later.embedded_chunks;
+        let room = MAX_INGESTED_LISTED.saturating_sub(self.ingested.len());
+        self.ingested.extend(later.ingested.into_iter().take(room));
+        self.errors.extend(later.errors);
+        self.revision = self.revision.max(later.revision);
+        self
+    }
+}
+
 /// What a search asks.
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
@@ -156,6 +183,10 @@ impl Knowledge {
             node_id: node_id.to_string(),
             started_from,
             stop,
+            extractions: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+            embedder: parking_lot::Mutex::new(None),
         })
     }
 
@@ -166,6 +197,22 @@ impl Knowledge {
 
     pub async fn config(&self) -> Result<Arc<SharedConfig>, ServiceError> {
         Ok(self.config.current().await?)
+    }
+
+    /// The embeddings endpoint the current config names, if any (`Err`: misconfigured).
+    async fn embedder(&self) -> Result<Option<Arc<Embedder>>, ServiceError> {
+        let config = self.config().await?;
+        let mut cached = self.embedder.lock();
+        if let Some((of, embedder)) = cached.as_ref() {
+            if Arc::ptr_eq(of, &config) {
+                return Ok(embedder.clone());
+            }
+        }
+        let embedder = Embedder::from_config(&config)
+            .map_err(|e| ServiceError::Refused(e.to_string()))?
+            .map(Arc::new);
+        *cached = Some((config, embedder.clone()));
+        Ok(embedder)
     }
 
     /// What this node's index is at: `{nodeId, revision, startedFrom, chunks}` [EXT].
@@ -190,17 +237,12 @@ impl Knowledge {
         }
     }
 
-    /// Waits until this node's index has applied every write acknowledged so far
-    /// (bounded: after [`CATCH_UP_WAIT`] it answers from what it has, and says so in the
-    /// log).
-    async fn catch_up(&self) {
-        let target = match self.state.last_revision(BUCKET_KNOWLEDGE).await {
-            Ok(target) => target,
-            Err(err) => {
-                tracing::warn!(%err, "knowledge: latest revision unknown; answering from the index as it is");
-                return;
-            }
-        };
+    /// Waits until this node's index has applied every write acknowledged so far. An
+    /// index still behind after [`CATCH_UP_WAIT`] (catching up, or stuck) does not answer:
+    /// a stale answer could miss a document or, worse, honour a revoked grant. The caller
+    /// gets a retryable `UNAVAILABLE`, which another node may serve.
+    async fn catch_up(&self) -> Result<(), ServiceError> {
+        let target = self.state.last_revision(BUCKET_KNOWLEDGE).await?;
         let mut applied = self.index.watch_applied();
         let mut loaded = self.index.watch_collections_loaded();
         let reached = tokio::time::timeout(CATCH_UP_WAIT, async {
@@ -212,9 +254,18 @@ impl Knowledge {
             tracing::warn!(
                 target,
                 applied = self.index.applied(),
-                "knowledge index behind the state; answering from what it has"
+                "knowledge index behind the state; refusing to answer from it"
             );
+            return Err(ServiceError::Contended {
+                message: format!(
+                    "the knowledge index of node {} is catching up ({} of {target}); retry",
+                    self.node_id,
+                    self.index.applied()
+                ),
+                retry_after_ms: Some(1000),
+            });
         }
+        Ok(())
     }
 
     // ---- collections and access ----
@@ -321,7 +372,7 @@ impl Knowledge {
                 options.collection
             )));
         }
-        let embedder = match Embedder::from_config(&config) {
+        let embedder = match self.embedder().await {
             Ok(embedder) => embedder,
             Err(err) => {
                 tracing::warn!(%err, "embeddings not available; ingesting for keyword search only");
@@ -349,7 +400,7 @@ impl Knowledge {
                     file,
                     &options,
                     &limits,
-                    embedder.as_ref(),
+                    embedder.as_deref(),
                 )
                 .await
             {
@@ -360,14 +411,29 @@ impl Knowledge {
                     continue;
                 }
             };
-            let bytes = Bytes::from(
-                serde_json::to_vec(&StoredDocument::Live(Box::new(document.clone())))
-                    .expect("records serialize"),
-            );
-            report.revision = self
+            // `StoredDocument` is untagged: a live document is stored as the record itself.
+            let bytes = Bytes::from(serde_json::to_vec(&document).expect("records serialize"));
+            // One document is one stored value: one too large for the store is this file's
+            // failure, not the call's.
+            match self
                 .state
                 .put(BUCKET_KNOWLEDGE, &document.key(), bytes)
-                .await?;
+                .await
+            {
+                Ok(revision) => report.revision = revision,
+                Err(StateError::TooLarge { size, limit }) => {
+                    report.rejected_files += 1;
+                    report.errors.push(FileError {
+                        file_name: document.file_name.clone(),
+                        error: format!(
+                            "document too large to store: {} chunks, {size} bytes (limit: {limit}); split the file",
+                            document.chunks.len()
+                        ),
+                    });
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            }
             report.accepted_files += 1;
             report.total_chunks += document.chunks.len();
             report.embedded_chunks += document
@@ -401,22 +467,33 @@ impl Knowledge {
         limits: &Limits,
         embedder: Option<&Embedder>,
     ) -> Result<DocumentRecord, String> {
+        if let Some(why) = file.refused {
+            return Err(why);
+        }
         if file.content.trim().is_empty() {
             return Err(format!("empty content ({})", file.file_name));
         }
         let limits_copy = *limits;
+        let windows = options.windows;
         let name = file.file_name.clone();
-        let extracted: Extracted = tokio::task::spawn_blocking(move || {
-            extract::extract(
+        // Parsers run one per core at most, whatever the number of calls.
+        let _permit = self
+            .extractions
+            .acquire()
+            .await
+            .map_err(|_| "the node is stopping".to_string())?;
+        let (extracted, pieces): (Extracted, _) = tokio::task::spawn_blocking(move || {
+            let extracted = extract::extract(
                 &file.file_name,
                 file.mime_type.as_deref(),
                 &file.content,
                 &limits_copy,
-            )
+            )?;
+            let pieces = chunk::chunks_with_offsets(&extracted.text, windows);
+            Ok::<_, String>((extracted, pieces))
         })
         .await
         .map_err(|_| format!("{name} could not be read (its parser failed on this file)"))??;
-        let pieces = chunk::chunks_with_offsets(&extracted.text, options.windows);
         if pieces.is_empty() {
             return Err("no extractable text".into());
         }
@@ -506,20 +583,26 @@ impl Knowledge {
         actor: &str,
         request: &SearchRequest,
     ) -> Result<(Vec<Hit>, usize), ServiceError> {
-        self.catch_up().await;
+        self.catch_up().await?;
         let collections = self.readable(actor, &request.collections)?;
-        let config = self.config().await?;
-        let vector = match Embedder::from_config(&config) {
-            Ok(Some(embedder)) => {
-                match embedder.embed(std::slice::from_ref(&request.query)).await {
-                    Ok(mut vectors) => vectors.pop(),
-                    // Keyword hits are never lost to a failing endpoint.
-                    Err(err) => {
-                        tracing::warn!(%err, "query not embedded; keyword search only");
-                        None
-                    }
+        let vector = match self.embedder().await {
+            Ok(Some(embedder)) => match tokio::time::timeout(
+                QUERY_EMBED_WAIT,
+                embedder.embed(std::slice::from_ref(&request.query)),
+            )
+            .await
+            {
+                Ok(Ok(mut vectors)) => vectors.pop(),
+                // Keyword hits are never lost to a failing or hanging endpoint.
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "query not embedded; keyword search only");
+                    None
                 }
-            }
+                Err(_) => {
+                    tracing::warn!("embeddings endpoint too slow; keyword search only");
+                    None
+                }
+            },
             Ok(None) => None,
             Err(err) => {
                 tracing::warn!(%err, "embeddings not available; keyword search only");
@@ -545,8 +628,8 @@ impl Knowledge {
     // ---- library ----
 
     /// The rows matching `filter` among the collections `actor` may read (`writable`:
-    /// may write), newest first: at most `scan` rows are looked at. Also the number of
-    /// rows in those collections.
+    /// may write), newest first: at most `scan` rows are looked at, filtered as they are
+    /// read (what does not match is never kept).
     pub async fn library(
         &self,
         actor: &str,
@@ -554,7 +637,7 @@ impl Knowledge {
         scan: usize,
         writable: bool,
     ) -> Result<Vec<StoredChunk>, ServiceError> {
-        self.catch_up().await;
+        self.catch_up().await?;
         let mut tags = if writable {
             self.writable(actor)
         } else {
@@ -569,11 +652,11 @@ impl Knowledge {
             tags.retain(|t| wanted.contains(t));
         }
         let index = self.index.clone();
-        let (rows, _) = tokio::task::spawn_blocking(move || index.scan(&tags, scan))
+        let filter = filter.clone();
+        tokio::task::spawn_blocking(move || index.scan(&tags, scan, |row| filter.matches(row)))
             .await
             .map_err(|e| ServiceError::Unreadable(format!("knowledge scan failed: {e}")))?
-            .map_err(|e| ServiceError::Unreadable(e.to_string()))?;
-        Ok(rows.into_iter().filter(|row| filter.matches(row)).collect())
+            .map_err(|e| ServiceError::Unreadable(e.to_string()))
     }
 
     /// Chunks by id among the collections `actor` may write (others are not there).
@@ -582,7 +665,7 @@ impl Knowledge {
         actor: &str,
         ids: Vec<String>,
     ) -> Result<Vec<StoredChunk>, ServiceError> {
-        self.catch_up().await;
+        self.catch_up().await?;
         let tags = self.writable(actor);
         let index = self.index.clone();
         let chunks = tokio::task::spawn_blocking(move || index.chunks_by_id(&ids))
@@ -601,16 +684,19 @@ impl Knowledge {
         &self,
         chunks: &[StoredChunk],
     ) -> Result<(usize, Vec<(String, String)>), ServiceError> {
-        let mut by_document: BTreeMap<&str, HashSet<usize>> = BTreeMap::new();
+        // Chunks of the version that was listed: a document ingested again since is not
+        // touched (its chunk numbers now name other text).
+        let mut by_document: BTreeMap<&str, (u64, HashSet<usize>)> = BTreeMap::new();
         for chunk in chunks {
             by_document
                 .entry(chunk.doc_id.as_str())
-                .or_default()
+                .or_insert_with(|| (chunk.saved_at_ms, HashSet::new()))
+                .1
                 .insert(chunk.chunk_index as usize);
         }
         let mut deleted = 0;
         let mut failed = Vec::new();
-        for (document, indexes) in by_document {
+        for (document, (version, indexes)) in by_document {
             let outcome = modify_json::<StoredDocument, usize, ServiceError>(
                 self.state.as_ref(),
                 BUCKET_KNOWLEDGE,
@@ -619,6 +705,12 @@ impl Knowledge {
                     let Some(mut doc) = current.and_then(StoredDocument::live) else {
                         return Ok(None);
                     };
+                    if doc.saved_at_ms != version {
+                        return Err(ServiceError::Refused(
+                            "the document was ingested again since it was listed; list it again"
+                                .into(),
+                        ));
+                    }
                     let before = doc.chunks.len();
                     doc.chunks.retain(|c| !indexes.contains(&c.index));
                     let removed = before - doc.chunks.len();
@@ -653,14 +745,11 @@ impl Knowledge {
         chunks: &[StoredChunk],
         only_missing: bool,
     ) -> Result<(usize, usize, usize, Vec<(String, String)>), ServiceError> {
-        let config = self.config().await?;
-        let embedder = Embedder::from_config(&config)
-            .map_err(|e| ServiceError::Refused(e.to_string()))?
-            .ok_or_else(|| {
-                ServiceError::Refused(
-                    "semantic search is not configured: set agents.defaults.memorySearch".into(),
-                )
-            })?;
+        let embedder = self.embedder().await?.ok_or_else(|| {
+            ServiceError::Refused(
+                "semantic search is not configured: set agents.defaults.memorySearch".into(),
+            )
+        })?;
         let processed = chunks.len();
         let mut skipped = 0;
         let mut by_document: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -736,8 +825,11 @@ impl Knowledge {
     // ---- collections ----
 
     /// Every collection the index knows, with `agent`'s access.
-    pub async fn collections(&self, agent: &str) -> Vec<(CollectionRecord, Access)> {
-        self.catch_up().await;
+    pub async fn collections(
+        &self,
+        agent: &str,
+    ) -> Result<Vec<(CollectionRecord, Access)>, ServiceError> {
+        self.catch_up().await?;
         let mut list: Vec<(CollectionRecord, Access)> = self
             .index
             .collections()
@@ -748,7 +840,7 @@ impl Knowledge {
             })
             .collect();
         list.sort_by(|a, b| a.0.collection.cmp(&b.0.collection));
-        list
+        Ok(list)
     }
 
     /// Sets `target`'s grant on a collection; only its owner may (the collection is
@@ -785,7 +877,12 @@ impl Knowledge {
                         record.collection
                     )));
                 }
-                record.grants.insert(target.to_string(), grant);
+                // One grant per agent, whatever the case it was named in.
+                let target = target.trim().to_lowercase();
+                record
+                    .grants
+                    .retain(|grantee, _| !same_agent(grantee, &target));
+                record.grants.insert(target, grant);
                 Ok(Some((record.clone(), record)))
             },
         )
@@ -814,7 +911,7 @@ impl LibraryFilter {
             }
         }
         if let Some(q) = &self.q {
-            let citation = format!("{}#chunk-{}", row.source_file, row.chunk_index + 1);
+            let citation = records::citation(&row.source_file, row.chunk_index as usize);
             let hay = [
                 row.text.as_str(),
                 row.title.as_str(),
@@ -856,7 +953,8 @@ fn detect_language(text: &str) -> Option<String> {
         whatlang::Lang::Tur => "tr",
         whatlang::Lang::Ara => "ar",
         whatlang::Lang::Tam => "ta",
-        other => return Some(other.code().to_string()),
+        // Reported as ISO 639-1 only; other languages are not stemmed and read as unknown.
+        _ => return None,
     };
     Some(code.to_string())
 }
@@ -938,13 +1036,7 @@ pub fn vault_files(root: &Path, excludes: &[String], limit: usize) -> Vec<(Strin
 pub fn distinct_by_document(rows: Vec<StoredChunk>) -> Vec<StoredChunk> {
     let mut seen = HashSet::new();
     rows.into_iter()
-        .filter(|r| {
-            seen.insert(if r.doc_id.is_empty() {
-                r.source_file.clone()
-            } else {
-                r.doc_id.clone()
-            })
-        })
+        .filter(|r| seen.insert(r.doc_id.clone()))
         .collect()
 }
 
@@ -958,6 +1050,7 @@ mod tests {
             file_name: name.into(),
             mime_type: None,
             content: content.into(),
+            refused: None,
         }
     }
 
@@ -1038,6 +1131,16 @@ mod tests {
             k.grant("ops", "Notes", "ops", grant).await,
             Err(ServiceError::Denied(m)) if m == "agent ops is not owner of collection Notes"
         ));
+        k.grant("main", "Notes", "Ops", grant).await.unwrap();
+        assert_eq!(search(&k, "ops", "lighthouse").await, ["keeper.txt"]);
+        // Revoked under another spelling of the same agent: revoked.
+        let none = Grant {
+            can_read: false,
+            can_write: false,
+            is_owner: false,
+        };
+        k.grant("main", "Notes", "ops", none).await.unwrap();
+        assert!(search(&k, "ops", "lighthouse").await.is_empty());
         k.grant("main", "Notes", "ops", grant).await.unwrap();
         assert_eq!(search(&k, "ops", "lighthouse").await, ["keeper.txt"]);
 

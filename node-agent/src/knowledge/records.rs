@@ -85,14 +85,24 @@ impl DocumentRecord {
         doc_key(&self.id)
     }
 
-    /// `<file>#chunk-N`, N from 1 (upstream's citation).
     pub fn citation(&self, index: usize) -> String {
-        format!("{}#chunk-{}", self.file_name, index + 1)
+        citation(&self.file_name, index)
     }
 
     /// The id of chunk `index` (what results and `knowledge.library.delete` use).
     pub fn chunk_id(&self, index: usize) -> String {
         chunk_id(&self.id, index)
+    }
+
+    /// `documentId` as clients see it: the caller's `itemExtra.docId` when it gave one
+    /// (the dashboard keys its documents by it), else the library's own id.
+    pub fn display_id(&self) -> &str {
+        self.extra
+            .get("docId")
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .unwrap_or(&self.id)
     }
 }
 
@@ -121,6 +131,11 @@ impl StoredDocument {
             StoredDocument::Deleted(_) => None,
         }
     }
+}
+
+/// `<file>#chunk-N`, N from 1 (upstream's citation), of the chunk numbered `index` from 0.
+pub fn citation(file_name: &str, index: usize) -> String {
+    format!("{file_name}#chunk-{}", index + 1)
 }
 
 pub fn doc_key(document_id: &str) -> String {
@@ -176,9 +191,12 @@ pub fn collection_tag(name: &str, fallback: &str) -> String {
             in_run = true;
         }
     }
-    let tag = tag.trim_matches('-');
-    // A tag is a key of the state store: no leading/trailing dot, no `..`.
-    let tag = tag.trim_matches('.').replace("..", ".");
+    // A tag is a key of the state store: no leading or trailing dot, no `..`.
+    let mut tag = tag.to_string();
+    while tag.contains("..") {
+        tag = tag.replace("..", ".");
+    }
+    let tag = tag.trim_matches(|c| c == '-' || c == '.').to_string();
     if tag.is_empty() {
         fallback.to_string()
     } else {
@@ -231,10 +249,6 @@ impl CollectionRecord {
         }
     }
 
-    pub fn key(&self) -> String {
-        collection_key(&self.collection_tag)
-    }
-
     /// The owner may do everything; others what their grant (or the grant to every
     /// agent) allows; an owner grant counts as ownership.
     pub fn access(&self, agent_id: &str) -> Access {
@@ -280,6 +294,8 @@ mod tests {
         assert_eq!(collection_tag("a.b_c-d", ""), "a.b_c-d");
         assert_eq!(collection_tag("Ünïcode", "x"), "n-code");
         assert_eq!(collection_tag("..a..b.", "x"), "a.b");
+        assert_eq!(collection_tag("a...b", "x"), "a.b");
+        assert_eq!(collection_tag(".-x", "y"), "x");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::knowledge::index::{Hit, StoredChunk};
 use crate::knowledge::records::{Grant, Source, DEFAULT_COLLECTION, VAULT_COLLECTION};
 use crate::knowledge::{
     cut, distinct_by_document, excerpt_chars, iso, summary_chars, vault_files, IngestFile,
-    IngestOptions, Knowledge, LibraryFilter, SearchRequest,
+    IngestOptions, IngestReport, Knowledge, LibraryFilter, SearchRequest,
 };
 
 /// `itemExtra` keys the library sets itself (upstream's reserved list).
@@ -123,7 +123,7 @@ fn round3(score: f32) -> f64 {
 
 fn document_fields(c: &StoredChunk) -> Map<String, Value> {
     let mut out = Map::new();
-    out.insert("documentId".into(), json!(c.doc_id));
+    out.insert("documentId".into(), json!(c.document_id));
     out.insert("documentTitle".into(), json!(c.title));
     out.insert("documentType".into(), json!(c.doc_type));
     out.insert("documentLanguage".into(), json!(c.language));
@@ -133,7 +133,7 @@ fn document_fields(c: &StoredChunk) -> Map<String, Value> {
 }
 
 fn citation(c: &StoredChunk) -> String {
-    format!("{}#chunk-{}", c.source_file, c.chunk_index + 1)
+    crate::knowledge::records::citation(&c.source_file, c.chunk_index as usize)
 }
 
 fn search_result(hit: &Hit) -> Value {
@@ -245,6 +245,7 @@ fn files_of(call: &Call, limits: &Limits) -> Result<Vec<IngestFile>, RpcError> {
                     .unwrap_or_else(|| "file".into()),
                 mime_type: text("mimeType"),
                 content: text("content").unwrap_or_default(),
+                refused: None,
             }
         })
         .collect())
@@ -371,14 +372,6 @@ pub async fn vault_ingest(k: &Knowledge, params: Value) -> Result<Value, RpcErro
             "files": found.iter().take(500).map(|(name, _)| name).collect::<Vec<_>>(),
         }));
     }
-    let mut files = Vec::with_capacity(found.len());
-    for (name, path) in found {
-        files.push(IngestFile {
-            file_name: name,
-            mime_type: Some("text/markdown".into()),
-            content: tokio::fs::read_to_string(&path).await.unwrap_or_default(),
-        });
-    }
     let default_collection = vault
         .get("knowledgeCollection")
         .and_then(Value::as_str)
@@ -388,19 +381,53 @@ pub async fn vault_ingest(k: &Knowledge, params: Value) -> Result<Value, RpcErro
         .to_string();
     let agent = Knowledge::acting_agent(&config, call.session_key.as_deref());
     let options = ingest_options(&call, default_collection, Source::Vault);
-    if files.is_empty() {
-        return Ok(json!({
+    let max_bytes = Limits::from_config(&config.knowledge()).max_file_bytes as u64;
+    let mut report: Option<IngestReport> = None;
+    // Read and ingested a batch at a time: a vault of thousands of notes is never all in
+    // memory at once.
+    for batch in found.chunks(VAULT_BATCH) {
+        let mut files = Vec::with_capacity(batch.len());
+        for (name, path) in batch {
+            let size = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+            let (content, refused) = if size > max_bytes {
+                let why = format!(
+                    "file too large: {size} bytes (limit: {max_bytes}; knowledge.maxFileBytes)"
+                );
+                (String::new(), Some(why))
+            } else {
+                match tokio::fs::read(path).await {
+                    Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), None),
+                    Err(err) => (String::new(), Some(format!("cannot read the file: {err}"))),
+                }
+            };
+            files.push(IngestFile {
+                file_name: name.clone(),
+                mime_type: Some("text/markdown".into()),
+                content,
+                refused,
+            });
+        }
+        let part = k.ingest(&agent, files, options.clone()).await?;
+        report = Some(match report {
+            None => part,
+            Some(total) => total.merge(part),
+        });
+    }
+    let mut out = match report {
+        Some(report) => serde_json::to_value(report).expect("reports serialize"),
+        None => json!({
             "success": true, "collection": options.collection, "agentId": agent,
             "acceptedFiles": 0, "rejectedFiles": 0, "totalChunks": 0, "embeddedChunks": 0,
-            "ingested": [], "errors": [], "rootPath": root_path, "source": "vault",
-        }));
-    }
-    let report = k.ingest(&agent, files, options).await?;
-    let mut out = serde_json::to_value(report).expect("reports serialize");
+            "ingested": [], "errors": [],
+        }),
+    };
     out["rootPath"] = json!(root_path);
     out["source"] = json!("vault");
     Ok(out)
 }
+
+/// Vault files read and ingested together.
+const VAULT_BATCH: usize = 50;
 
 /// `knowledge.library.list`.
 pub async fn library_list(k: &Knowledge, params: Value) -> Result<Value, RpcError> {
@@ -534,7 +561,7 @@ pub async fn collections_list(k: &Knowledge, params: Value) -> Result<Value, Rpc
     let everything = call.flag("includeInaccessible") == Some(true);
     let collections: Vec<Value> = k
         .collections(&target)
-        .await
+        .await?
         .into_iter()
         .filter(|(_, a)| everything || a.can_read || a.can_write || a.is_owner)
         .map(|(c, a)| {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{text_arg, Tool};
 use crate::knowledge::chunk::Windows;
-use crate::knowledge::records::{Source, DEFAULT_COLLECTION};
+use crate::knowledge::records::{citation, Source};
 use crate::knowledge::{cut, IngestFile, IngestOptions, Knowledge, SearchRequest};
 use crate::runtime::providers::ToolSpec;
 use crate::runtime::tools::ToolOutcome;
@@ -81,10 +81,9 @@ impl Tool for Search {
                 for (n, hit) in hits.iter().enumerate() {
                     let c = &hit.chunk;
                     text.push_str(&format!(
-                        "\n[{}] citation: {}#chunk-{} (collection {}, \"{}\")\n{}\n",
+                        "\n[{}] citation: {} (collection {}, \"{}\")\n{}\n",
                         n + 1,
-                        c.source_file,
-                        c.chunk_index + 1,
+                        citation(&c.source_file, c.chunk_index as usize),
                         c.collection,
                         c.title,
                         cut(&c.text, RESULT_CHARS, true)
@@ -112,10 +111,11 @@ impl Tool for CollectionsList {
     }
 
     async fn run(&self, _rt: &Runtime, agent_id: &str, _args: &Value) -> ToolOutcome {
-        let list: Vec<Value> = self
-            .0
-            .collections(agent_id)
-            .await
+        let collections = match self.0.collections(agent_id).await {
+            Ok(collections) => collections,
+            Err(err) => return ToolOutcome::failed(format!("cannot list collections: {err}")),
+        };
+        let list: Vec<Value> = collections
             .into_iter()
             .filter(|(_, a)| a.can_read || a.can_write)
             .map(|(c, a)| {
@@ -141,7 +141,7 @@ impl Tool for Ingest {
                 "properties": {
                     "title": {"type": "string"},
                     "text": {"type": "string"},
-                    "collection": {"type": "string"}
+                    "collection": {"type": "string", "description": "default: your own notes collection"}
                 },
                 "required": ["title", "text"]
             }),
@@ -161,15 +161,17 @@ impl Tool for Ingest {
             file_name: format!("{}.md", title.trim()),
             mime_type: Some("text/markdown".into()),
             content: text.to_string(),
+            refused: None,
         };
         let mut item_extra = serde_json::Map::new();
         item_extra.insert("docTitle".into(), json!(title.trim()));
         let options = IngestOptions {
+            // By default the agent's own notes collection: an agent writing first must not
+            // become the owner of the shared `default` collection operators ingest into.
             collection: text_arg(args, "collection")
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .unwrap_or(DEFAULT_COLLECTION)
-                .to_string(),
+                .map_or_else(|| format!("agent-{agent_id}-notes"), str::to_string),
             windows: Windows::default(),
             item_extra,
             source: Source::KnowledgeIngest,

@@ -290,6 +290,29 @@ async fn ingest_through_one_gateway_is_found_through_another() {
     let hits = results(&found);
     assert!(!hits.is_empty(), "page 6 of the PDF not found: {found}");
     assert_eq!(result_files(&found), vec!["survey.pdf"; hits.len()]);
+    // Whichever node-agent answers (the ingest ran on one of them), it has applied the
+    // ingest before answering: searches through a fresh client on B until both nodes
+    // answered, none of them ever without the PDF.
+    let fresh = patient_client(&b).await;
+    let mut answered_by = BTreeSet::new();
+    for _ in 0..16 {
+        let found = search(&fresh, "zanzibarite").await;
+        assert!(number(&found["index"]["revision"]) >= revision, "{found}");
+        assert_eq!(
+            result_files(&found).first().map(String::as_str),
+            Some("survey.pdf"),
+            "{found}"
+        );
+        answered_by.insert(found["index"]["nodeId"].as_str().unwrap().to_string());
+        if answered_by.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        answered_by.len(),
+        2,
+        "searches never reached both node-agents"
+    );
     let top = &hits[0];
     assert_eq!(top["documentType"], "pdf");
     assert_eq!(
@@ -1022,12 +1045,14 @@ async fn sigkill_during_ingest_leaves_no_half_document() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let victim = nodes.iter().position(|n| n.id == victim_id).unwrap();
     nodes[victim].proc.kill();
+    let killed_at = started.elapsed();
     let survivor = nodes[1 - victim].id.clone();
-    eprintln!(
-        "killed {victim_id} {:?} after the ingest started",
-        started.elapsed()
-    );
+    eprintln!("killed {victim_id} {killed_at:?} after the ingest started");
     let (answer, took) = load.await.unwrap();
+    assert!(
+        took > killed_at,
+        "the ingest ended ({took:?}) before the kill ({killed_at:?}): nothing was tested"
+    );
     match &answer {
         Ok(report) => eprintln!(
             "the ingest answered after {took:?}: {} file(s), {} chunk(s)",
