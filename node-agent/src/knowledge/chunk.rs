@@ -90,8 +90,10 @@ fn soft_end(chars: &[char], start: usize, hard_end: usize, size: usize) -> usize
         .or_else(|| find_last(&|i| window[i] == '\n'))
         .or_else(|| {
             find_last(&|i| {
+                // A sentence ends where a space (or the text) follows, also when that
+                // space is past the window: "v1.2" at the window's edge is not an end.
                 matches!(window[i], '.' | '!' | '?' | '。')
-                    && window.get(i + 1).is_none_or(|c| c.is_whitespace())
+                    && chars.get(floor + i + 1).is_none_or(|c| c.is_whitespace())
             })
         })
         .or_else(|| find_last(&|i| window[i].is_whitespace()))
@@ -171,6 +173,15 @@ mod tests {
         );
         assert!(super::chunks("", Windows::default()).is_empty());
         assert_eq!(super::chunks("short", Windows::default()), vec!["short"]);
+    }
+
+    #[test]
+    fn a_dot_at_the_window_edge_inside_a_word_is_not_a_sentence_end() {
+        // The window of 300 ends right after the dot of "v1.2": cutting there would split
+        // the word; the space before it is the end.
+        let text = format!("{} v1.2x tail", "a".repeat(296));
+        let chunks = chunks(&text, Windows::new(Some(300), Some(0)));
+        assert!(chunks.iter().any(|c| c.contains("v1.2x")), "{chunks:?}");
     }
 
     #[test]

@@ -1316,6 +1316,22 @@ async fn the_cli_ingests_searches_and_lists() {
     );
 }
 
+/// The final text of an `agent` run of `message`, in a session of its own (the double
+/// answers a turn whose history holds a tool result with that result).
+async fn agent_says(client: &Client, id: &str, message: &str) -> String {
+    let params =
+        json!({"message": message, "idempotencyKey": id, "sessionKey": format!("agent:main:{id}")});
+    let (_, last) = client.request_twice("agent", params).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), last)
+        .await
+        .unwrap()
+        .unwrap();
+    done.payload.unwrap()["result"]["payloads"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The agent's `knowledge_search` tool finds what was ingested and hands the model the
 /// citation; `knowledge_ingest` saves what the agent wrote, searchable at once.
 #[tokio::test(flavor = "multi_thread")]
@@ -1337,51 +1353,24 @@ async fn the_agent_searches_and_saves_through_its_tools() {
     )
     .await;
 
-    // Each in its own session: the double answers a turn whose history holds a tool
-    // result with that result.
-    let ask = |id: &str, message: &str| json!({"message": message, "idempotencyKey": id, "sessionKey": format!("agent:main:{id}")});
-    let (_, last) = client
-        .request_twice(
-            "agent",
-            ask(
-                "k-1",
-                r#"what was rare? [[call:knowledge_search:{"query":"zanzibarite"}]]"#,
-            ),
-        )
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(30), last)
-        .await
-        .unwrap()
-        .unwrap();
-    let text = done.payload.unwrap()["result"]["payloads"][0]["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let text = agent_says(
+        &client,
+        "k-1",
+        r#"what was rare? [[call:knowledge_search:{"query":"zanzibarite"}]]"#,
+    )
+    .await;
     assert!(
         text.starts_with("tool said: Found 1 knowledge items")
             && text.contains("citation: survey.pdf#chunk-"),
         "{text}"
     );
 
-    let (_, last) = client
-        .request_twice(
-            "agent",
-            ask(
-                "k-2",
-                r#"remember this [[call:knowledge_ingest:{"title":"Tide table","text":"High tide at the quay is at 06:40 on Sunday.","collection":"Agent Notes"}]]"#,
-            ),
-        )
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(30), last)
-        .await
-        .unwrap()
-        .unwrap();
-    let text = done.payload.unwrap()["result"]["payloads"][0]["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let text = agent_says(
+        &client,
+        "k-2",
+        r#"remember this [[call:knowledge_ingest:{"title":"Tide table","text":"High tide at the quay is at 06:40 on Sunday.","collection":"Agent Notes"}]]"#,
+    )
+    .await;
     assert!(text.contains("saved to collection Agent Notes"), "{text}");
     let found = search(&client, "tide quay").await;
     assert_eq!(result_files(&found), vec!["Tide table.md"], "{found}");
