@@ -12,16 +12,12 @@ OPENCLAW=openclaw@2026.9.6
 PLAYWRIGHT=playwright-core@1.63.0
 dir=${ARGENT_E2E_DIR:-$PWD/target/e2e}
 
-apt_install() {
-    if [ "$(id -u)" != 0 ]; then
-        echo "install-e2e: $* missing and not root: the dashboard test will be skipped" >&2
-        exit 0
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y "$@" >&2 || { apt-get update >&2 && apt-get install -y "$@" >&2; }
-}
-command -v chromium > /dev/null || apt_install chromium
-command -v node > /dev/null || apt_install nodejs npm
+command -v chromium > /dev/null || scripts/apt-install.sh chromium
+command -v node > /dev/null || scripts/apt-install.sh nodejs npm
+if ! command -v chromium > /dev/null || ! command -v node > /dev/null; then
+    echo "install-e2e: Chromium or Node missing: the dashboard test will be skipped" >&2
+    exit 0
+fi
 
 mkdir -p "$dir"
 # A marker written after each step completes: an interrupted install is done again.

@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A CI build is built once and thrown away: incremental caches would only double its disk use.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 NATS_SERVER_BIN=$(scripts/install-nats.sh)
 export NATS_SERVER_BIN
 echo "using $("$NATS_SERVER_BIN" --version) at $NATS_SERVER_BIN"
@@ -15,6 +20,10 @@ else
     unset ARGENT_E2E_DIR
     echo "dashboard test: skipped (see the message above)"
 fi
+
+# The offline voice (tests/tests/it/voice.rs) is espeak-ng.
+command -v espeak-ng > /dev/null || scripts/apt-install.sh espeak-ng
+command -v espeak-ng > /dev/null && echo "voice test: $(espeak-ng --version)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

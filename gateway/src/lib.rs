@@ -29,6 +29,7 @@ pub mod config;
 pub mod context;
 pub mod control_ui;
 pub mod embedded_node;
+pub mod forward;
 pub mod health;
 pub mod http;
 pub mod hub;

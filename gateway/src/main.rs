@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use argent_gateway::cli::{
-    call, chat, knowledge, pairing, run, status, ui, Cli, Command, GatewayCommand,
+    call, chat, knowledge, pairing, run, status, tts, ui, Cli, Command, GatewayCommand,
 };
 
 /// See `Cargo.toml`: CPU per handshake, RSS per idle connection and RSS after a burst are
@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Call(args) => call::run(args).await,
         Command::Chat(args) => chat::run(args).await,
         Command::Knowledge(args) => knowledge::run(args).await,
+        Command::Tts(args) => tts::run(args).await,
         Command::Devices(args) => pairing::devices(args).await,
         Command::Nodes(args) => pairing::nodes(args).await,
         Command::Ui(args) => ui::run(args).await,

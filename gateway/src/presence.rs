@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use prometheus_client::metrics::counter::Counter;
 
 use argent_planes::members::GatewayRecord;
-use argent_planes::state::StateStore;
+use argent_planes::state::{StateError, StateStore};
 use argent_proto::limits::PRESENCE_MAX_ENTRIES;
 use argent_proto::subjects::BUCKET_PRESENCE;
 
@@ -35,6 +35,18 @@ struct Record {
     /// For `role:"node"` connections: the node session (id, commands, where it is connected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<Value>,
+    /// Written by a `system-event`: every gateway sends its clients a `presence` event
+    /// (a connect does not, as upstream; a periodic re-put leaves it unset).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    announce: bool,
+}
+
+/// What a `system-event` changed in its sender's entry.
+pub struct Reported {
+    /// Which of `host`, `ip`, `version`, `mode`, `reason` changed (upstream's list).
+    pub changed: Vec<&'static str>,
+    /// The entry as stored now.
+    pub entry: Value,
 }
 
 struct Row {
@@ -87,8 +99,9 @@ pub struct Presence {
     /// Counts encodings of the list (`/metrics`: once per change, not per connection).
     builds: Counter,
     version: AtomicU64,
-    /// Signalled when a record disappeared (a disconnect): a `presence` event is due.
-    disconnects: Notify,
+    /// Signalled when a record disappeared (a disconnect) or a client reported itself
+    /// (`system-event`): a `presence` event is due.
+    changes: Notify,
     /// This gateway's own records (re-put periodically, so the bucket's age limit only
     /// collects what dead gateways and disconnects left behind) …
     own: Mutex<HashMap<String, Bytes>>,
@@ -113,13 +126,16 @@ impl Presence {
             clients: Mutex::new(None),
             list: Mutex::new(None),
             version: AtomicU64::new(1),
-            disconnects: Notify::new(),
+            changes: Notify::new(),
             own: Mutex::new(HashMap::new()),
             failed_deletes: Mutex::new(HashSet::new()),
         }
     }
 
     fn insert_row(&self, key: String, record: Record) {
+        if record.announce {
+            self.changes.notify_one();
+        }
         let gateway = key.split('.').next().unwrap_or_default().to_string();
         let ts = record.entry.get("ts").and_then(Value::as_u64).unwrap_or(0);
         let row = Row {
@@ -159,22 +175,79 @@ impl Presence {
     /// out). The row is visible here at once (the new client's own `hello-ok` lists it),
     /// everywhere else through the watch.
     pub async fn add(&self, conn_id: &str, key: String, entry: Value, node: Option<Value>) {
-        let record = Record { key, entry, node };
-        let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
-        let storage = storage_key(&self.gateway_id, conn_id);
-        self.own.lock().insert(storage.clone(), value.clone());
-        match self.state.put(BUCKET_PRESENCE, &storage, value).await {
-            Ok(revision) => {
-                self.version.fetch_max(revision, Ordering::Relaxed);
-                self.insert_row(storage, record);
-            }
-            Err(err) => tracing::warn!(%err, conn = conn_id, "presence not recorded yet"),
+        let record = Record {
+            key,
+            entry,
+            node,
+            announce: false,
+        };
+        if let Err(err) = self.write(conn_id, record).await {
+            tracing::warn!(%err, conn = conn_id, "presence not recorded yet");
         }
     }
 
+    /// Stores a record of this gateway's connection (re-put every [`REFRESH_EVERY`] as
+    /// long as the connection lives, without the announcement).
+    async fn write(&self, conn_id: &str, record: Record) -> Result<(), StateError> {
+        let storage = storage_key(&self.gateway_id, conn_id);
+        let kept = Record {
+            announce: false,
+            ..record.clone()
+        };
+        let kept = Bytes::from(serde_json::to_vec(&kept).expect("records serialize"));
+        let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
+        self.own.lock().insert(storage.clone(), kept);
+        let revision = self.state.put(BUCKET_PRESENCE, &storage, value).await?;
+        self.version.fetch_max(revision, Ordering::Relaxed);
+        self.insert_row(storage, record);
+        Ok(())
+    }
+
+    /// `system-event`: merges what a client reports about itself into its connection's
+    /// entry (`entry` is the connection's own when it has none yet: a CLI is not tracked
+    /// on connect) and has every gateway announce the list. The entry lives as long as the
+    /// connection, as every entry here does.
+    pub async fn report(
+        &self,
+        conn_id: &str,
+        own_entry: impl FnOnce() -> (String, Value),
+        merge: impl FnOnce(&mut Value) -> Option<String>,
+    ) -> Result<Reported, StateError> {
+        let storage = storage_key(&self.gateway_id, conn_id);
+        let previous = self.rows.read().by_storage.get(&storage).map(|row| {
+            let entry: Value = serde_json::from_str(&row.entry).unwrap_or_default();
+            (row.key.clone(), entry, row.node.clone())
+        });
+        let existed = previous.is_some();
+        let (key, before, node) = match previous {
+            Some(found) => found,
+            None => {
+                let (key, entry) = own_entry();
+                (key, entry, None)
+            }
+        };
+        let mut entry = before.clone();
+        let key = merge(&mut entry).unwrap_or(key);
+        let changed = ["host", "ip", "version", "mode", "reason"]
+            .into_iter()
+            .filter(|field| !existed || before.get(*field) != entry.get(*field))
+            .collect();
+        let record = Record {
+            key,
+            entry: entry.clone(),
+            node,
+            announce: true,
+        };
+        self.write(conn_id, record).await?;
+        Ok(Reported { changed, entry })
+    }
+
+    /// Removes a connection's record, if it has one.
     pub async fn remove(&self, conn_id: &str) {
         let storage = storage_key(&self.gateway_id, conn_id);
-        self.own.lock().remove(&storage);
+        if self.own.lock().remove(&storage).is_none() {
+            return;
+        }
         if let Err(err) = self.state.delete(BUCKET_PRESENCE, &storage).await {
             tracing::warn!(%err, conn = conn_id, "presence not removed yet; will retry");
             self.failed_deletes.lock().insert(storage);
@@ -222,9 +295,9 @@ impl Presence {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Waits for the next disconnect anywhere in the cluster.
-    pub async fn disconnected(&self) {
-        self.disconnects.notified().await;
+    /// Waits for the next disconnect, or client report, anywhere in the cluster.
+    pub async fn changed(&self) {
+        self.changes.notified().await;
     }
 
     /// Follows the bucket forever (re-watching after failures).
@@ -253,7 +326,7 @@ impl Presence {
                             }
                             None => {
                                 if self.remove_row(&change.key) {
-                                    self.disconnects.notify_one();
+                                    self.changes.notify_one();
                                 }
                             }
                         }

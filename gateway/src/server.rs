@@ -531,10 +531,11 @@ async fn health_loop(ctx: Arc<Ctx>) {
     }
 }
 
-/// A `presence` event after disconnects anywhere in the cluster (coalesced).
+/// A `presence` event after disconnects and client reports anywhere in the cluster
+/// (coalesced).
 async fn presence_loop(ctx: Arc<Ctx>) {
     loop {
-        ctx.presence.disconnected().await;
+        ctx.presence.changed().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let version = StateVersion {
             presence: ctx.presence.version(),

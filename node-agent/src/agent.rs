@@ -22,6 +22,7 @@ use crate::knowledge::Knowledge;
 use crate::runtime::Runtime;
 use crate::service::NodeService;
 use crate::tools::Toolbox;
+use crate::tts::Speech;
 use crate::worker::{Worker, CAPABILITIES};
 
 /// The planes a node-agent works on.
@@ -39,14 +40,15 @@ impl NodePlanes {
     fn worker(&self, node_id: &str) -> Arc<Worker> {
         let knowledge =
             Knowledge::start(node_id, self.state.clone(), self.knowledge_dir.as_deref());
+        let speech = Speech::new(self.state.clone());
         let runtime = Runtime::start(
             node_id.to_string(),
             self.state.clone(),
             self.bus.clone(),
             self.transcripts.clone(),
-            Arc::new(Toolbox::standard(knowledge.clone())),
+            Arc::new(Toolbox::standard(knowledge.clone(), speech.clone())),
         );
-        Arc::new(Worker::new(node_id.to_string(), runtime, knowledge))
+        Arc::new(Worker::new(node_id.to_string(), runtime, knowledge, speech))
     }
 }
 

@@ -15,7 +15,8 @@
 //!    [`runtime::tools::ToolHost`].
 //! 6. [`scheduler`] — cron (and its job store), heartbeats and execution-worker cycles,
 //!    claimed exactly once across the cluster. [`knowledge`] — the knowledge library: its
-//!    records in the state plane and this node's index of them.
+//!    records in the state plane and this node's index of them. [`tts`] — speech: the
+//!    providers, their order, the shared preferences.
 //! 7. [`runtime`] — the agent runtime: runs and their control, leases, model providers,
 //!    sessions, transcripts.
 //! 8. [`workspace`] (an agent's documents), [`shared_config`] (the config snapshot of each
@@ -37,6 +38,7 @@ pub mod scheduler;
 pub mod service;
 pub mod shared_config;
 pub mod tools;
+pub mod tts;
 pub mod worker;
 pub mod workspace;
 

@@ -6,6 +6,7 @@ use argent_proto::errors::RpcError;
 
 use crate::error::ServiceError;
 use crate::runtime::providers::ProviderError;
+use crate::tts::TtsError;
 
 /// How long a client should wait before retrying after a passing state-plane failure.
 const STATE_RETRY_AFTER_MS: u64 = 1000;
@@ -47,6 +48,18 @@ impl From<ServiceError> for RpcError {
             ServiceError::InvalidInput { method, detail } => {
                 RpcError::invalid_params(&method, &detail)
             }
+        }
+    }
+}
+
+/// Speech: too much text is the caller's to shorten; a failed conversion says what each
+/// provider answered.
+impl From<TtsError> for RpcError {
+    fn from(err: TtsError) -> Self {
+        match err {
+            TtsError::TooLong { .. } => RpcError::bad_params(err.to_string()),
+            TtsError::Failed(_) => RpcError::unavailable(err.to_string()),
+            TtsError::State(err) => state(err),
         }
     }
 }

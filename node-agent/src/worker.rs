@@ -12,14 +12,18 @@ use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
 use crate::knowledge::Knowledge;
-use crate::methods::{agents, automation, chat, cron, diagnostics, knowledge, sessions, usage};
+use crate::methods::{
+    agents, automation, chat, cron, diagnostics, knowledge, sessions, tts, usage,
+};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
+use crate::tts::Speech;
 
 /// Capabilities this node-agent serves (catalog `Forward::capability`).
 pub const CAPABILITIES: &[&str] = &[
     argent_proto::catalog::CAP_AGENTS,
     argent_proto::catalog::CAP_KNOWLEDGE,
+    argent_proto::catalog::CAP_TTS,
 ];
 
 pub struct Worker {
@@ -27,6 +31,7 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     scheduler: Arc<Scheduler>,
     knowledge: Arc<Knowledge>,
+    speech: Arc<Speech>,
     in_flight: AtomicU64,
 }
 
@@ -40,13 +45,19 @@ impl Drop for InFlight<'_> {
 }
 
 impl Worker {
-    pub fn new(node_id: String, runtime: Arc<Runtime>, knowledge: Arc<Knowledge>) -> Self {
+    pub fn new(
+        node_id: String,
+        runtime: Arc<Runtime>,
+        knowledge: Arc<Knowledge>,
+        speech: Arc<Speech>,
+    ) -> Self {
         let scheduler = Scheduler::start(runtime.clone());
         Worker {
             node_id,
             runtime,
             scheduler,
             knowledge,
+            speech,
             in_flight: AtomicU64::new(0),
         }
     }
@@ -80,6 +91,7 @@ impl Worker {
     ) -> Result<Value, RpcError> {
         use NodeMethod as M;
         let (rt, s, k) = (&self.runtime, &self.scheduler, self.knowledge.as_ref());
+        let speech = self.speech.as_ref();
         match method {
             M::AgentsList => agents::list(rt, params).await,
             M::AgentIdentityGet => agents::identity_get(rt, params).await,
@@ -132,6 +144,12 @@ impl Worker {
             M::KnowledgeLibraryReindex => knowledge::library_reindex(k, params).await,
             M::KnowledgeCollectionsList => knowledge::collections_list(k, params).await,
             M::KnowledgeCollectionsGrant => knowledge::collections_grant(k, params).await,
+            M::TtsStatus => tts::status(rt, speech).await,
+            M::TtsProviders => tts::list(rt, speech).await,
+            M::TtsEnable => tts::set_enabled(speech, true).await,
+            M::TtsDisable => tts::set_enabled(speech, false).await,
+            M::TtsSetProvider => tts::set_provider(speech, params).await,
+            M::TtsConvert => tts::convert(rt, speech, params).await,
         }
     }
 }

@@ -70,6 +70,7 @@ handler_enum! {
         UsageStatus, ThemesList, ToolsGithubStatus, DoctorMemoryStatus, ApprovalHistory,
         WorktreesList, TranscriptsList, SkillsStatus, MigrationsMemoryPlan,
         ExecApprovalGrantsList, ArtifactsList,
+        TalkMode, SystemEvent,
     }
 }
 
@@ -90,6 +91,7 @@ handler_enum! {
         KnowledgeSearch, KnowledgeIngest, KnowledgeVaultIngest, KnowledgeLibraryList,
         KnowledgeLibraryDelete, KnowledgeLibraryReindex, KnowledgeCollectionsList,
         KnowledgeCollectionsGrant,
+        TtsStatus, TtsConvert, TtsProviders, TtsEnable, TtsDisable, TtsSetProvider,
     }
 }
 
@@ -230,6 +232,9 @@ pub const CAP_AGENTS: &str = "agents";
 /// Capability of node-agents that keep a knowledge index (`knowledge.*`).
 pub const CAP_KNOWLEDGE: &str = "knowledge";
 
+/// Capability of node-agents that speak (`tts.*`).
+pub const CAP_TTS: &str = "tts";
+
 /// Internal method (not in the catalog clients see): the final result of an `agent` run,
 /// asked by the gateway after the ack until the run ends.
 pub const AGENT_RESULT: &str = "agent.result";
@@ -264,6 +269,15 @@ const fn node(
 const fn knowledge(name: &'static str, access: Access, method: NodeMethod) -> MethodSpec {
     node(name, access, method, None, true).on(CAP_KNOWLEDGE)
 }
+
+/// A speech method: any node that speaks serves it (preferences are shared state), and
+/// each is safe to send again (a conversion makes new audio; the others set a value).
+const fn tts(name: &'static str, access: Access, method: NodeMethod) -> MethodSpec {
+    node(name, access, method, None, true).on(CAP_TTS)
+}
+
+/// A conversion tries each configured provider in turn, within two minutes.
+const SPEECH: Timeout = Timeout::Fixed(125_000);
 
 /// Extracting, chunking and embedding many files takes a while.
 const INGEST: Timeout = Timeout::Fixed(300_000);
@@ -433,16 +447,16 @@ pub const METHODS: &[MethodSpec] = &[
     gw("system-presence", Read, G::SystemPresence),
     node("last-heartbeat", Read, N::LastHeartbeat, None, true),
     node("set-heartbeats", Admin, N::SetHeartbeats, None, true),
-    planned("system-event", Admin),
+    gw("system-event", Admin, G::SystemEvent),
     node("wake", Write, N::Wake, None, false),
-    planned("talk.mode", Write),
+    gw("talk.mode", Write, G::TalkMode),
     // §5.11 tts
-    planned("tts.status", Read),
-    planned("tts.convert", Write),
-    planned("tts.providers", Read),
-    planned("tts.enable", Write),
-    planned("tts.disable", Write),
-    planned("tts.setProvider", Write),
+    tts("tts.status", Read, N::TtsStatus),
+    tts("tts.convert", Write, N::TtsConvert).waits(SPEECH),
+    tts("tts.providers", Read, N::TtsProviders),
+    tts("tts.enable", Write, N::TtsEnable),
+    tts("tts.disable", Write, N::TtsDisable),
+    tts("tts.setProvider", Write, N::TtsSetProvider),
     // §5.12 agents
     node("agents.list", Read, N::AgentsList, None, true),
     node(

@@ -301,6 +301,13 @@ impl SharedConfig {
         self.typed.knowledge.clone().unwrap_or_default()
     }
 
+    /// `messages.tts` (speech).
+    pub fn tts(&self) -> TtsConfig {
+        (self.typed.messages.as_ref())
+            .and_then(|m| m.tts.clone())
+            .unwrap_or_default()
+    }
+
     /// `agents.defaults.heartbeat.prompt`.
     pub fn heartbeat_prompt(&self) -> Option<&str> {
         self.defaults()?.heartbeat.as_ref()?.prompt.as_deref()
@@ -371,6 +378,10 @@ fn lenient(document: &Value) -> ArgentConfig {
         models,
         cron: part(document.get("cron")),
         knowledge: part(document.get("knowledge")),
+        messages: document.get("messages").map(|messages| MessagesConfig {
+            tts: part(messages.get("tts")),
+            other: Map::new(),
+        }),
         other: Map::new(),
     }
 }
@@ -398,6 +409,8 @@ pub struct ArgentConfig {
     pub cron: Option<CronConfig>,
     /// The knowledge library's limits.
     pub knowledge: Option<KnowledgeConfig>,
+    /// Replies: text-to-speech.
+    pub messages: Option<MessagesConfig>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -551,6 +564,106 @@ pub struct KnowledgeConfig {
     pub pdf_max_pages: Option<usize>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// `messages`: how replies are delivered.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagesConfig {
+    /// Text-to-speech (`tts.*`, the agent's `tts` tool).
+    pub tts: Option<TtsConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `messages.tts`, upstream's keys plus `cli` and `openai.baseUrl` [EXT]. API keys are
+/// literals or `"${ENV_NAME}"` references read on the node-agent that speaks.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TtsConfig {
+    /// Automatic speech for replies: `off` (default), `always`, `inbound`, `tagged`.
+    pub auto: Option<String>,
+    /// Legacy switch, read when `auto` is unset (`true` = `always`).
+    pub enabled: Option<bool>,
+    /// `openai`, `elevenlabs` or `cli` (`edge` needs Microsoft's service: not available).
+    pub provider: Option<String>,
+    /// Providers tried after the first one fails, in this order (then the rest).
+    pub fallback_order: Option<Vec<String>>,
+    /// Longest text converted, in characters (default 4096).
+    pub max_text_length: Option<usize>,
+    /// Time one provider may take, in milliseconds (1000…120000, default 30000).
+    pub timeout_ms: Option<u64>,
+    pub openai: Option<OpenAiTtsConfig>,
+    pub elevenlabs: Option<ElevenLabsTtsConfig>,
+    pub cli: Option<CliTtsConfig>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// OpenAI-compatible speech: `POST {baseUrl}/audio/speech`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenAiTtsConfig {
+    /// Default `https://api.openai.com/v1` (or `OPENAI_TTS_BASE_URL`); any server that
+    /// speaks the API (a local one needs no key).
+    pub base_url: Option<String>,
+    /// A literal key or `"${ENV_NAME}"` (default: `OPENAI_API_KEY`).
+    pub api_key: Option<String>,
+    /// Default `gpt-4o-mini-tts`.
+    pub model: Option<String>,
+    /// Default `alloy`.
+    pub voice: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// ElevenLabs: `POST {baseUrl}/v1/text-to-speech/{voiceId}`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElevenLabsTtsConfig {
+    /// Default `https://api.elevenlabs.io`.
+    pub base_url: Option<String>,
+    /// A literal key or `"${ENV_NAME}"` (default: `ELEVENLABS_API_KEY`, `XI_API_KEY`).
+    pub api_key: Option<String>,
+    pub voice_id: Option<String>,
+    pub model_id: Option<String>,
+    pub seed: Option<u64>,
+    pub apply_text_normalization: Option<String>,
+    pub language_code: Option<String>,
+    pub voice_settings: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A local command that speaks offline [EXT]. Without `command`, `espeak-ng` when it is
+/// installed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CliTtsConfig {
+    /// Program and arguments: a list, or one string split on whitespace.
+    /// `{{TEXT_FILE}}` and `{{OUTPUT_FILE}}` are replaced by the files it reads and writes;
+    /// it runs without a shell.
+    pub command: Option<CommandLine>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A command as the config writes it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandLine {
+    Words(Vec<String>),
+    Line(String),
+}
+
+impl CommandLine {
+    /// Program first, then its arguments.
+    pub fn words(&self) -> Vec<String> {
+        match self {
+            CommandLine::Words(words) => words.clone(),
+            CommandLine::Line(line) => line.split_whitespace().map(str::to_string).collect(),
+        }
+    }
 }
 
 /// `"provider/model"`, or `{primary, fallbacks}`.

@@ -60,9 +60,14 @@ impl ClientInfo {
         self.id == "argent-control-ui" || self.id == "openclaw-control-ui"
     }
 
+    /// A webchat client (upstream's rule: mode `webchat`, or the `webchat-ui` client).
+    pub fn is_webchat(&self) -> bool {
+        self.id == "webchat-ui" || self.mode == "webchat"
+    }
+
     /// Webchat clients and the Control UI are subject to the browser origin check (§2.7).
     pub fn is_browser(&self) -> bool {
-        self.is_control_ui() || self.id == "webchat-ui" || self.mode == "webchat"
+        self.is_control_ui() || self.is_webchat()
     }
 }
 

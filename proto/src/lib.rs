@@ -15,6 +15,7 @@
 //! * [`config`] — the shared config document: JSON5 parsing, validation, JSON Schema, and
 //!   [`config::SharedConfig`], the parsed snapshot every component reads settings from.
 //! * [`agents`] — the configured agents. [`session_key`] — session keys, built one way.
+//! * [`secret`] — secrets in the config: literal or `${ENV}` reference.
 //! * [`version`] — protocol 3 / 4 negotiation and every rule that differs between them.
 
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod errors;
 pub mod frames;
 pub mod limits;
 pub mod params;
+pub mod secret;
 pub mod session_key;
 pub mod session_patch;
 pub mod subjects;

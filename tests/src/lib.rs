@@ -15,6 +15,7 @@ pub mod documents;
 pub mod embeddings_double;
 pub mod model_double;
 pub mod raw;
+pub mod speech_double;
 pub mod tmpfs;
 
 use std::io::{BufRead, BufReader};

@@ -1,4 +1,4 @@
-//! The `argent` command line: `gateway run|status`, `call`, `chat`, `knowledge …`,
+//! The `argent` command line: `gateway run|status`, `call`, `chat`, `knowledge …`, `tts`,
 //! `devices …`, `nodes …`, `ui install`.
 
 pub mod call;
@@ -7,6 +7,7 @@ pub mod knowledge;
 pub mod pairing;
 pub mod run;
 pub mod status;
+pub mod tts;
 pub mod ui;
 
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +36,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// The knowledge library: ingest files, search, list.
     Knowledge(knowledge::KnowledgeArgs),
+    /// Speak a text into an audio file (`tts.convert`).
+    Tts(tts::TtsArgs),
     /// Device pairing and device tokens.
     Devices(pairing::DevicesArgs),
     /// Nodes: pairing, listing, invoking commands.

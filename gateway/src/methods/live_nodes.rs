@@ -16,7 +16,8 @@ use crate::ws::session::Session;
 /// Node invokes wait this long unless told otherwise (§6.3).
 const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 30_000;
 
-fn connected(ctx: &Ctx) -> Vec<Value> {
+/// The node sessions connected to live gateways, anywhere in the cluster.
+pub fn connected(ctx: &Ctx) -> Vec<Value> {
     let gateways = ctx.gateways.clone();
     ctx.presence.nodes(|id| gateways.is_live(id))
 }

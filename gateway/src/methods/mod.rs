@@ -13,6 +13,7 @@ pub mod live_nodes;
 pub mod nodes;
 pub mod presence;
 pub mod subscriptions;
+pub mod talk;
 
 use serde_json::Value;
 
@@ -84,6 +85,8 @@ pub async fn call(
             subscriptions::messages(ctx, session, name, params, false)
         }
         M::SystemPresence => presence::system_presence(ctx, session, params),
+        M::SystemEvent => presence::system_event(ctx, session, params).await,
+        M::TalkMode => talk::mode(ctx, session, params).await,
         M::DevicePairList => devices::pair_list(ctx, params).await,
         M::DevicePairApprove => devices::pair_approve(ctx, session, params).await,
         M::DevicePairReject => devices::pair_reject(ctx, params).await,

@@ -35,7 +35,7 @@ use crate::auth::limiter::{Claimant, PendingSlot};
 use crate::client_address::{ForwardingHeaders, TrustedProxies};
 use crate::context::Ctx;
 use crate::hub::ConnHandle;
-use crate::methods::presence::presence_json;
+use crate::methods::presence::{presence_entry, presence_json, set_present};
 use crate::node_commands;
 use crate::router::{self, Responder};
 use crate::ws::handshake::{self, Accepted, Policy};
@@ -492,45 +492,6 @@ async fn close(socket: &mut Socket, code: u16, reason: &str) {
 }
 
 /// Sets each field that has a value; absent ones stay absent (never `null`, §1.3).
-fn set_present<const N: usize>(object: &mut Value, fields: [(&str, &Option<String>); N]) {
-    for (key, value) in fields {
-        if let Some(value) = value {
-            object[key] = json!(value);
-        }
-    }
-}
-
-fn presence_entry(session: &Session, upgrade: &Upgrade) -> (String, Value) {
-    let client = &session.client;
-    let key = session
-        .device_id
-        .clone()
-        .or_else(|| client.instance_id.clone())
-        .unwrap_or_else(|| session.conn_id.clone());
-    let mut entry = json!({
-        "host": client.display_name.clone().unwrap_or_else(|| client.id.clone()),
-        "ip": session.peer.ip().to_string(),
-        "version": client.version,
-        "platform": client.platform,
-        "mode": client.mode,
-        "reason": "connect",
-        "ts": argent_proto::now_ms(),
-        "roles": [session.role.as_str()],
-        "scopes": session.scopes,
-    });
-    set_present(
-        &mut entry,
-        [
-            ("deviceFamily", &client.device_family),
-            ("modelIdentifier", &client.model_identifier),
-            ("instanceId", &client.instance_id),
-            ("deviceId", &session.device_id),
-            ("text", &upgrade.user_agent),
-        ],
-    );
-    (key, entry)
-}
-
 /// The node session other gateways see (`node.list`, routing of `node.invoke`). The node
 /// id is the proven device id, else `client.id` (§3.5).
 fn node_session(ctx: &Ctx, session: &Session, params: &ConnectParams) -> Value {
@@ -617,7 +578,6 @@ struct Live {
     session: Arc<Session>,
     outbox: Arc<Outbox>,
     hub_key: u64,
-    tracked: bool,
 }
 
 async fn established(ctx: Arc<Ctx>, joined: Box<Joined>) {
@@ -664,11 +624,10 @@ async fn join(ctx: &Arc<Ctx>, joined: Box<Joined>) -> Live {
     let presence = session
         .protocol
         .tracks_presence(&session.client.mode)
-        .then(|| presence_entry(&session, &upgrade));
+        .then(|| presence_entry(&session, upgrade.user_agent.as_deref()));
     drop(upgrade);
     tracing::info!(conn = %session.conn_id, peer = %session.peer, role = session.role.as_str(), client = %session.client.id, mode = %session.client.mode, "connected");
 
-    let tracked = presence.is_some();
     if let Some((key, entry)) = presence {
         ctx.presence.add(&session.conn_id, key, entry, node).await;
     }
@@ -699,7 +658,6 @@ async fn join(ctx: &Arc<Ctx>, joined: Box<Joined>) -> Live {
         session,
         outbox,
         hub_key,
-        tracked,
     }
 }
 
@@ -711,7 +669,6 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
         session,
         outbox,
         hub_key,
-        tracked,
     } = live;
     // The writer runs in this task beside the reader (one task per connection): every wait
     // of this loop is a `select!` that also drives the writer, so it never waits for the
@@ -809,9 +766,9 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
         ctx.node_invokes.node_disconnected(&session.conn_id);
         ctx.node_subscriptions.forget(&session.conn_id);
     }
-    if tracked {
-        Box::pin(ctx.presence.remove(&session.conn_id)).await;
-    }
+    // Also for connections not tracked at connect: a `system-event` may have given them an
+    // entry (a connection without one costs nothing here).
+    Box::pin(ctx.presence.remove(&session.conn_id)).await;
     if !writer_done {
         outbox.close(1000, "");
         let _ = Box::pin(tokio::time::timeout(

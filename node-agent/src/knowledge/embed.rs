@@ -63,10 +63,7 @@ impl Embedder {
                 EmbedError::Config("agents.defaults.memorySearch.model is required".into())
             })?;
         let api_key = match remote.and_then(|r| r.api_key.as_deref()) {
-            Some(key) => match key.strip_prefix("${").and_then(|k| k.strip_suffix('}')) {
-                Some(env) => std::env::var(env).ok(),
-                None => Some(key.to_string()),
-            },
+            Some(key) => argent_proto::secret::resolve(Some(key)),
             None if provider == "openai" => std::env::var("OPENAI_API_KEY").ok(),
             None => None,
         };

@@ -7,6 +7,7 @@ pub mod cron;
 pub mod diagnostics;
 pub mod knowledge;
 pub mod sessions;
+pub mod tts;
 pub mod usage;
 
 use std::sync::Arc;

@@ -18,6 +18,8 @@ use genai::{ModelIden, ServiceTarget};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use argent_proto::secret::SecretRef;
+
 /// Which wire protocol a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -110,9 +112,10 @@ impl Provider {
         // `apiKey: "${NAME}"` names a variable, like `apiKeyEnv: "NAME"`.
         let (api_key_env, literal_key) = match (text("apiKeyEnv"), text("apiKey")) {
             (Some(env), _) => (Some(env), None),
-            (None, Some(key)) => match key.strip_prefix("${").and_then(|k| k.strip_suffix('}')) {
-                Some(env) => (Some(env.to_string()), None),
-                None => (None, Some(key)),
+            (None, Some(key)) => match SecretRef::parse(&key) {
+                Some(SecretRef::Env(env)) => (Some(env.to_string()), None),
+                Some(SecretRef::Literal(_)) => (None, Some(key)),
+                None => (None, None),
             },
             (None, None) => (None, None),
         };

@@ -723,16 +723,19 @@ async fn run_tools(
             .tools
             .execute(rt, &setup.agent_id, &call.fn_name, &call.fn_arguments)
             .await;
-        emitter
-            .tool(json!({
-                "phase": "result", "name": call.fn_name, "toolCallId": call.call_id,
-                "result": outcome.text, "isError": outcome.is_error,
-            }))
-            .await
-            .map_err(lost)?;
+        let mut event = json!({
+            "phase": "result", "name": call.fn_name, "toolCallId": call.call_id,
+            "result": outcome.text, "isError": outcome.is_error,
+        });
+        if !outcome.attachments.is_empty() {
+            event["attachments"] = json!(outcome.attachments);
+        }
+        emitter.tool(event).await.map_err(lost)?;
+        let mut content = vec![json!({"type": "text", "text": outcome.text})];
+        content.extend(outcome.attachments);
         let result = json!({
             "role": "toolResult", "toolCallId": call.call_id, "toolName": call.fn_name,
-            "content": [{"type": "text", "text": outcome.text}], "isError": outcome.is_error,
+            "content": content, "isError": outcome.is_error,
             "timestamp": argent_proto::now_ms(),
         });
         append(rt, (&setup.session_key, &setup.session_id), &result).await;

@@ -21,6 +21,10 @@ pub trait ToolHost: Send + Sync {
 pub struct ToolOutcome {
     pub text: String,
     pub is_error: bool,
+    /// Content parts for the person, not the model (`{"type":"audio","data":…}` of the
+    /// `tts` tool): kept in the transcript and sent with the tool's result event, never in
+    /// the model's context.
+    pub attachments: Vec<Value>,
 }
 
 impl ToolOutcome {
@@ -28,6 +32,7 @@ impl ToolOutcome {
         ToolOutcome {
             text: text.into(),
             is_error: false,
+            attachments: Vec::new(),
         }
     }
 
@@ -35,6 +40,7 @@ impl ToolOutcome {
         ToolOutcome {
             text: text.into(),
             is_error: true,
+            attachments: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod documents;
 mod knowledge;
 mod reminders;
 mod tasks;
+mod tts;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::knowledge::Knowledge;
 use crate::runtime::providers::ToolSpec;
 use crate::runtime::tools::{ToolHost, ToolOutcome};
 use crate::runtime::Runtime;
+use crate::tts::Speech;
 
 /// One tool: its spec for the model, and how a call runs.
 #[async_trait]
@@ -32,7 +34,7 @@ pub struct Toolbox {
 }
 
 impl Toolbox {
-    pub fn standard(library: Arc<Knowledge>) -> Self {
+    pub fn standard(library: Arc<Knowledge>, speech: Arc<Speech>) -> Self {
         Toolbox {
             tools: vec![
                 Box::new(documents::ReadFile),
@@ -42,6 +44,7 @@ impl Toolbox {
                 Box::new(knowledge::Search(library.clone())),
                 Box::new(knowledge::CollectionsList(library.clone())),
                 Box::new(knowledge::Ingest(library)),
+                Box::new(tts::Speak(speech)),
             ],
         }
     }
@@ -72,7 +75,10 @@ mod tests {
 
     fn toolbox() -> Toolbox {
         let state = Arc::new(argent_planes::state_embedded::EmbeddedStore::open(None).unwrap());
-        Toolbox::standard(Knowledge::start("test", state, None))
+        Toolbox::standard(
+            Knowledge::start("test", state.clone(), None),
+            Speech::new(state),
+        )
     }
 
     #[tokio::test]
@@ -82,7 +88,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count);
-        assert_eq!(count, 7);
+        assert_eq!(count, 8);
         for tool in toolbox().tools {
             assert_eq!(tool.name(), tool.spec().name);
         }

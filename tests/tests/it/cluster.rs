@@ -395,7 +395,7 @@ async fn node_agents_refuse_calls_without_the_credential() {
     assert_eq!(pong.node_id, "node-1");
     assert_eq!(
         pong.capabilities,
-        vec!["agents".to_string(), "knowledge".to_string()]
+        ["agents", "knowledge", "tts"].map(String::from).to_vec()
     );
 }
 

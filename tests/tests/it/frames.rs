@@ -93,7 +93,7 @@ async fn malformed_frames_get_errors_and_the_socket_stays_open() {
     assert_eq!(error["details"]["jsonrpcCode"], -32601);
 
     // A catalog method whose capability is not built yet: a clear error, never fake data.
-    let error = error_of(ws.call("x6", "tts.status", json!({})).await);
+    let error = error_of(ws.call("x6", "agents.profile.get", json!({})).await);
     assert_eq!(error["code"], "UNAVAILABLE");
     assert!(error["message"]
         .as_str()

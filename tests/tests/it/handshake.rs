@@ -73,7 +73,9 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     assert!(methods.contains(&json!("health")) && methods.contains(&json!("agents.files.get")));
     assert!(methods.contains(&json!("chat.send")) && methods.contains(&json!("agent")));
     assert!(methods.contains(&json!("cron.add")) && methods.contains(&json!("config.patch")));
-    assert!(!methods.contains(&json!("tts.convert")));
+    assert!(methods.contains(&json!("tts.convert")) && methods.contains(&json!("talk.mode")));
+    assert!(methods.contains(&json!("system-event")));
+    assert!(!methods.contains(&json!("send")));
     // Internal methods are never advertised.
     assert!(!methods.contains(&json!("agent.result")));
     let events = hello["features"]["events"].as_array().unwrap();

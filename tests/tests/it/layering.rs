@@ -15,6 +15,7 @@ const NODE_LAYERS: &[(&str, u8)] = &[
     ("tools", 5),
     ("scheduler", 6),
     ("knowledge", 6),
+    ("tts", 6),
     ("runtime", 7),
     ("workspace", 8),
     ("shared_config", 8),

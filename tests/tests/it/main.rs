@@ -23,3 +23,4 @@ mod protocol_v4;
 mod scheduling;
 mod slow_consumer;
 mod tracing;
+mod voice;

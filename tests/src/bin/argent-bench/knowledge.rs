@@ -13,7 +13,7 @@ use argent_client::Client;
 use argent_tests::embeddings_double::{EmbeddingsDouble, DIMENSIONS};
 use argent_tests::{Gateway, Nats, Node};
 
-use super::{cpu_seconds, dir_bytes, percentiles, Settings};
+use super::{cpu_seconds, dir_bytes, percentiles, set_config, Settings};
 
 /// Files sent per ingest call (each ~500 KB: a call stays well under a 10 MiB frame).
 const FILES_PER_CALL: usize = 8;
@@ -78,17 +78,6 @@ fn document(rng: &mut Rng, words: &[String], bytes: usize) -> String {
         }
     }
     text
-}
-
-async fn set_config(client: &Client, patch: Value) -> anyhow::Result<()> {
-    let current = client.call("config.get", json!({})).await?;
-    client
-        .call(
-            "config.patch",
-            json!({"raw": patch.to_string(), "baseHash": current["hash"]}),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Latencies of `QUERIES` searches of 2–3 corpus words (OR semantics: each matches).

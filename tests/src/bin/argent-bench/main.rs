@@ -26,11 +26,14 @@
 //! * `knowledge` — the knowledge library (`knowledge.rs`): ingest throughput of a 50 MB
 //!   corpus (~100,000 chunks), keyword and hybrid search latency, index size, and a fresh
 //!   node-agent's catch-up time.
+//! * `speech` — `tts.convert` through a gateway to a node-agent (`speech.rs`): against the
+//!   OpenAI speech double and a local command; latency, throughput, CPU per conversion.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store|knowledge]
+//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store|knowledge|speech]
 //! [--quick]`.
 
 mod knowledge;
+mod speech;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +47,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use argent_client::Client;
 use argent_planes::calls::node_call_secret;
 use argent_planes::state::StateStore;
 use argent_planes::state_embedded::EmbeddedStore;
@@ -553,6 +557,18 @@ async fn bench_idle(s: &Settings, gw: &Gateway, kind: IdleClient) -> anyhow::Res
         "bytes_per_idle_connection": per_conn.round(),
         "open_seconds": open_secs,
     }))
+}
+
+/// Merges `patch` into the shared config (`config.patch` with the current hash).
+async fn set_config(client: &Client, patch: Value) -> anyhow::Result<()> {
+    let current = client.call("config.get", json!({})).await?;
+    client
+        .call(
+            "config.patch",
+            json!({"raw": patch.to_string(), "baseHash": current["hash"]}),
+        )
+        .await?;
+    Ok(())
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -1189,6 +1205,10 @@ async fn main() -> anyhow::Result<()> {
     if want("knowledge") {
         report["knowledge"] = knowledge::bench(&settings).await?;
         eprintln!("knowledge: {}", report["knowledge"]);
+    }
+    if want("speech") {
+        report["speech"] = speech::bench(&settings).await?;
+        eprintln!("speech: {}", report["speech"]);
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
