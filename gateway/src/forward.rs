@@ -127,8 +127,9 @@ pub async fn forward(
     Err(respond::nodes_unreachable(method, &last_failure))
 }
 
-/// Runs a forwarded method of the catalog on a node on behalf of a gateway method (the
-/// client's request id routes it when the method has no routing param).
+/// Runs a forwarded method of the catalog on a node on behalf of a gateway method;
+/// `request_id` routes it when the method has no routing param (any unique id spreads
+/// such calls over the nodes).
 pub async fn call_method(
     ctx: &Ctx,
     session: &Session,

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,15 +132,13 @@ impl Presence {
         }
     }
 
-    fn insert_row(&self, key: String, record: Record) {
-        if record.announce {
-            self.changes.notify_one();
-        }
+    /// Stores a row; whether its entry is new or changed.
+    fn insert_row(&self, key: String, record: &Record) -> bool {
         let gateway = key.split('.').next().unwrap_or_default().to_string();
         let ts = record.entry.get("ts").and_then(Value::as_u64).unwrap_or(0);
         let row = Row {
             gateway,
-            key: record.key,
+            key: record.key.clone(),
             ts,
             entry: record.entry.to_string().into_boxed_str(),
             device_id: record
@@ -148,16 +146,21 @@ impl Presence {
                 .get("deviceId")
                 .and_then(Value::as_str)
                 .map(Box::from),
-            node: record.node,
+            node: record.node.clone(),
         };
         let mut rows = self.rows.write();
         rows.by_age.insert((ts, key.clone()));
-        if let Some(old) = rows.by_storage.insert(key.clone(), row) {
-            if old.ts != ts {
-                rows.by_age.remove(&(old.ts, key));
+        let changed = match rows.by_storage.insert(key.clone(), row) {
+            Some(old) => {
+                if old.ts != ts {
+                    rows.by_age.remove(&(old.ts, key.clone()));
+                }
+                old.entry != rows.by_storage[&key].entry
             }
-        }
+            None => true,
+        };
         rows.generation += 1;
+        changed
     }
 
     /// Forgets a row; whether there was one.
@@ -199,7 +202,12 @@ impl Presence {
         self.own.lock().insert(storage.clone(), kept);
         let revision = self.state.put(BUCKET_PRESENCE, &storage, value).await?;
         self.version.fetch_max(revision, Ordering::Relaxed);
-        self.insert_row(storage, record);
+        self.insert_row(storage, &record);
+        // Here at once; the watch's echo of this write finds the row unchanged and stays
+        // quiet, while other gateways see a changed entry and announce it.
+        if record.announce {
+            self.changes.notify_one();
+        }
         Ok(())
     }
 
@@ -207,12 +215,19 @@ impl Presence {
     /// entry (`entry` is the connection's own when it has none yet: a CLI is not tracked
     /// on connect) and has every gateway announce the list. The entry lives as long as the
     /// connection, as every entry here does.
+    ///
+    /// `closed` is the connection's flag, set before its entry is removed: a report that
+    /// finds it set writes nothing, and one that raced the removal removes what it wrote.
     pub async fn report(
         &self,
         conn_id: &str,
+        closed: &AtomicBool,
         own_entry: impl FnOnce() -> (String, Value),
         merge: impl FnOnce(&mut Value) -> Option<String>,
     ) -> Result<Reported, StateError> {
+        if closed.load(Ordering::SeqCst) {
+            return Err(StateError::Failed("the connection has closed".into()));
+        }
         let storage = storage_key(&self.gateway_id, conn_id);
         let previous = self.rows.read().by_storage.get(&storage).map(|row| {
             let entry: Value = serde_json::from_str(&row.entry).unwrap_or_default();
@@ -238,7 +253,11 @@ impl Presence {
             node,
             announce: true,
         };
-        self.write(conn_id, record).await?;
+        let written = self.write(conn_id, record).await;
+        if closed.load(Ordering::SeqCst) {
+            self.remove(conn_id).await;
+        }
+        written?;
         Ok(Reported { changed, entry })
     }
 
@@ -320,7 +339,13 @@ impl Presence {
                     while let Some(change) = changes.recv().await {
                         self.version.fetch_max(change.revision, Ordering::Relaxed);
                         match change.value.map(|v| serde_json::from_slice::<Record>(&v)) {
-                            Some(Ok(record)) => self.insert_row(change.key, record),
+                            Some(Ok(record)) => {
+                                // Announced where the entry changed: a re-put or a new
+                                // watch's replay of what this gateway holds is no news.
+                                if self.insert_row(change.key, &record) && record.announce {
+                                    self.changes.notify_one();
+                                }
+                            }
                             Some(Err(err)) => {
                                 tracing::warn!(key = %change.key, %err, "bad presence record")
                             }

@@ -21,13 +21,15 @@
 //!    sessions, transcripts.
 //! 8. [`workspace`] (an agent's documents), [`shared_config`] (the config snapshot of each
 //!    stored revision) — on the planes only.
-//! 9. [`error`] — [`error::ServiceError`], what the services fail with.
+//! 9. [`error`] — [`error::ServiceError`], what the services fail with. [`clock`] —
+//!    timestamps as the protocol writes them.
 //!
 //! The gateway embeds a [`worker::Worker`] directly in its one-process default mode.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod clock;
 pub mod error;
 pub mod join;
 pub mod knowledge;

@@ -52,13 +52,15 @@ impl From<ServiceError> for RpcError {
     }
 }
 
-/// Speech: too much text is the caller's to shorten; a failed conversion says what each
-/// provider answered.
+/// Speech: every failure is `UNAVAILABLE` as upstream answers it (§5.11), too long a text
+/// included; a busy node says when to retry.
 impl From<TtsError> for RpcError {
     fn from(err: TtsError) -> Self {
         match err {
-            TtsError::TooLong { .. } => RpcError::bad_params(err.to_string()),
-            TtsError::Failed(_) => RpcError::unavailable(err.to_string()),
+            TtsError::TooLong { .. } | TtsError::Failed(_) => {
+                RpcError::unavailable(err.to_string())
+            }
+            TtsError::Busy => RpcError::unavailable(err.to_string()).retryable(Some(1000)),
             TtsError::State(err) => state(err),
         }
     }

@@ -1,7 +1,8 @@
 //! Secrets named in the shared config (provider API keys, speech keys): a literal, or
 //! `"${NAME}"` naming an environment variable of the process that uses it. The reference
 //! form keeps the secret out of shared state: only the node-agents that hold the variable
-//! can use it, and `config.get` shows nothing worth stealing.
+//! can use it, and `config.get` shows nothing worth stealing. (Whoever may edit the config
+//! still decides where a referenced key is sent; that is an admin's power.)
 
 /// A secret as the config writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +36,6 @@ impl<'a> SecretRef<'a> {
             SecretRef::Env(name) => std::env::var(name).ok().filter(|v| !v.trim().is_empty()),
         }
     }
-
-    /// The variable named, for error messages (never the secret itself).
-    pub fn env_name(self) -> Option<&'a str> {
-        match self {
-            SecretRef::Env(name) => Some(name),
-            SecretRef::Literal(_) => None,
-        }
-    }
 }
 
 /// Resolves an optional config value: `None` when absent, blank, or an unset variable.
@@ -61,7 +54,6 @@ mod tests {
         assert_eq!(SecretRef::parse("sk-1"), Some(SecretRef::Literal("sk-1")));
         assert_eq!(SecretRef::parse("${KEY}"), Some(SecretRef::Env("KEY")));
         assert_eq!(SecretRef::parse("  "), None);
-        assert_eq!(SecretRef::Env("KEY").env_name(), Some("KEY"));
         assert_eq!(resolve(Some("abc")).as_deref(), Some("abc"));
         assert_eq!(resolve(Some("${ARGENT_SURELY_UNSET_VARIABLE}")), None);
         assert_eq!(resolve(None), None);

@@ -9,7 +9,9 @@
 //!
 //! The audio returned is [`SpeechDouble::audio_for`]: a recognisable header for the format
 //! asked (MP3, Ogg Opus) followed by the provider's name and the text, so a test can tell
-//! exactly which provider produced which bytes. Each provider can be made to fail (HTTP 500).
+//! exactly which provider produced which bytes. Each provider can be made to fail (HTTP
+//! 500); its error then echoes the key it was sent, as a careless server might, so a test
+//! can check that no error hands it on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -172,9 +174,14 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         failing,
     );
     if failing {
+        let sent = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         return json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": {"message": "the speech double is failing on purpose", "type": "server_error"}}),
+            json!({"error": {"message": format!("the speech double is failing on purpose (you sent {sent})"),
+                             "type": "server_error"}}),
         );
     }
     let (Some(input), Some(format)) = (
@@ -218,9 +225,14 @@ async fn elevenlabs(
         failing,
     );
     if failing {
+        let sent = headers
+            .get("xi-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         return json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"detail": {"status": "server_error", "message": "the speech double is failing on purpose"}}),
+            json!({"detail": {"status": "server_error",
+                              "message": format!("the speech double is failing on purpose (key {sent})")}}),
         );
     }
     let Some(text) = request["text"].as_str() else {

@@ -14,8 +14,9 @@ use argent_client::Client;
 use super::call::report;
 use super::ConnectArgs;
 
-/// A conversion may try several providers (the gateway waits two minutes).
-const CONVERT_TIMEOUT: Duration = Duration::from_secs(130);
+/// A conversion may try several providers for two minutes; the gateway waits 130 s for
+/// the node-agent, and this a little longer, so the gateway's own answer arrives first.
+const CONVERT_TIMEOUT: Duration = Duration::from_secs(140);
 
 #[derive(Args, Debug)]
 pub struct TtsArgs {

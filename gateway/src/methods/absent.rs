@@ -1,5 +1,5 @@
 //! Methods of the OpenClaw Control UI (protocol 4) for features this system does not have:
-//! agent questions, plugins, the skills marketplace, update rollouts, talk mode (issue 17),
+//! agent questions, plugins, the skills marketplace, update rollouts, realtime talk,
 //! channel pairing (issue 18), progress cards, session branches, side chats and observers,
 //! provider quotas, themes, GitHub identities, memory search, approval history, worktrees
 //! and meeting transcripts.
@@ -80,7 +80,8 @@ pub fn progress_card(params: Value) -> Result<Value, RpcError> {
     Ok(json!({"card": null}))
 }
 
-/// `talk.catalog`: no speech, transcription or realtime voice provider (issue 17).
+/// `talk.catalog`: no realtime talk providers (transcription, realtime voice, talk speech).
+/// Speech from text is `tts.*` (ADR 20), which this catalog does not describe.
 pub fn talk_catalog(params: Value) -> Result<Value, RpcError> {
     check("talk.catalog", params, &["provider", "model"], &[])?;
     let none = json!({"ready": false, "providers": []});

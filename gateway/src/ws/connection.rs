@@ -491,7 +491,6 @@ async fn close(socket: &mut Socket, code: u16, reason: &str) {
     }
 }
 
-/// Sets each field that has a value; absent ones stay absent (never `null`, §1.3).
 /// The node session other gateways see (`node.list`, routing of `node.invoke`). The node
 /// id is the proven device id, else `client.id` (§3.5).
 fn node_session(ctx: &Ctx, session: &Session, params: &ConnectParams) -> Value {
@@ -767,7 +766,11 @@ async fn serve_requests(ctx: Arc<Ctx>, live: Live) {
         ctx.node_subscriptions.forget(&session.conn_id);
     }
     // Also for connections not tracked at connect: a `system-event` may have given them an
-    // entry (a connection without one costs nothing here).
+    // entry (a connection without one costs nothing here). Marked closed first: a report
+    // still in flight then removes what it writes (`Presence::report`).
+    session
+        .closed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     Box::pin(ctx.presence.remove(&session.conn_id)).await;
     if !writer_done {
         outbox.close(1000, "");

@@ -271,6 +271,7 @@ pub fn evaluate(
             peer,
             local,
             subscriptions: Default::default(),
+            closed: Default::default(),
         },
         params,
         device: device_id,

@@ -96,6 +96,10 @@ pub struct Session {
     pub local: bool,
     /// v4 `sessions.subscribe` / `sessions.messages.subscribe` state (shared with the hub).
     pub subscriptions: Arc<Subscriptions>,
+    /// Set when the connection ended, before its presence entry is removed: a request
+    /// still running (a `system-event`) must not leave an entry behind. Shared by the
+    /// session's clones (the tasks of requests answered later).
+    pub closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[cfg(test)]

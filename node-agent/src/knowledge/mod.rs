@@ -959,12 +959,7 @@ fn detect_language(text: &str) -> Option<String> {
     Some(code.to_string())
 }
 
-/// Milliseconds since the epoch as an ISO 8601 UTC timestamp.
-pub fn iso(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use crate::clock::iso;
 
 /// A text cut to `max` characters (plus `...` when cut, as upstream's summaries are).
 pub fn cut(text: &str, max: usize, ellipsis: bool) -> String {

@@ -31,14 +31,26 @@ pub async fn status(rt: &Runtime, speech: &Speech) -> Result<Value, RpcError> {
     }))
 }
 
-/// `tts.providers`.
+/// `tts.providers`: upstream's three entries (edge never configured here, saying why),
+/// then the local command [EXT].
 pub async fn list(rt: &Runtime, speech: &Speech) -> Result<Value, RpcError> {
     let config = shared_config(rt).await?.tts();
     let prefs = speech.prefs().await.map_err(crate::respond::state)?;
-    Ok(tts::providers_list(
-        &config,
-        &tts::active_provider(&config, &prefs),
-    ))
+    let configured = |p| providers::configured(p, &config);
+    Ok(json!({
+        "providers": [
+            {"id": "openai", "name": "OpenAI", "configured": configured(ProviderId::OpenAi),
+             "models": providers::OPENAI_MODELS, "voices": providers::OPENAI_VOICES},
+            {"id": "elevenlabs", "name": "ElevenLabs",
+             "configured": configured(ProviderId::ElevenLabs),
+             "models": providers::ELEVENLABS_MODELS},
+            {"id": "edge", "name": "Edge TTS", "configured": false, "models": [],
+             "available": false, "reason": providers::EDGE_UNAVAILABLE},
+            {"id": "cli", "name": "Local command (offline)",
+             "configured": configured(ProviderId::Cli), "models": []},
+        ],
+        "active": tts::active_provider(&config, &prefs),
+    }))
 }
 
 /// `tts.enable` / `tts.disable`.

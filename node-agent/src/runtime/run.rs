@@ -723,14 +723,14 @@ async fn run_tools(
             .tools
             .execute(rt, &setup.agent_id, &call.fn_name, &call.fn_arguments)
             .await;
-        let mut event = json!({
-            "phase": "result", "name": call.fn_name, "toolCallId": call.call_id,
-            "result": outcome.text, "isError": outcome.is_error,
-        });
-        if !outcome.attachments.is_empty() {
-            event["attachments"] = json!(outcome.attachments);
-        }
-        emitter.tool(event).await.map_err(lost)?;
+        // Attachments (audio) stay out of the event: clients read them in the transcript.
+        emitter
+            .tool(json!({
+                "phase": "result", "name": call.fn_name, "toolCallId": call.call_id,
+                "result": outcome.text, "isError": outcome.is_error,
+            }))
+            .await
+            .map_err(lost)?;
         let mut content = vec![json!({"type": "text", "text": outcome.text})];
         content.extend(outcome.attachments);
         let result = json!({

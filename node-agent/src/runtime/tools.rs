@@ -22,8 +22,8 @@ pub struct ToolOutcome {
     pub text: String,
     pub is_error: bool,
     /// Content parts for the person, not the model (`{"type":"audio","data":…}` of the
-    /// `tts` tool): kept in the transcript and sent with the tool's result event, never in
-    /// the model's context.
+    /// `tts` tool): kept in the transcript (clients read them with `chat.history`), never
+    /// in the model's context nor in the tool's result event.
     pub attachments: Vec<Value>,
 }
 

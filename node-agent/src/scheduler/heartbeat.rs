@@ -112,7 +112,11 @@ pub async fn enqueue(
         &key(agent_id),
         |r: Option<HeartbeatRecord>| {
             let mut r = r.unwrap_or_default();
-            r.events.push(event.clone());
+            // The same text twice in a row is one event (upstream's rule: a client
+            // repeating its status fills no queue).
+            if r.events.last().map(|e| e.text.as_str()) != Some(event.text.as_str()) {
+                r.events.push(event.clone());
+            }
             let excess = r.events.len().saturating_sub(MAX_QUEUED_EVENTS);
             r.events.drain(..excess);
             r.wake_requested |= wake;

@@ -3,7 +3,7 @@
 //! Expressions without a zone are evaluated in UTC, so every node-agent agrees whatever its
 //! local zone is.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::TimeZone;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use serde_json::Value;
@@ -15,20 +15,7 @@ pub enum Schedule {
     Cron { cron: Box<Cron>, tz: chrono_tz::Tz },
 }
 
-/// Parses an ISO-8601 timestamp (with offset or `Z`) into epoch milliseconds.
-pub fn parse_iso(text: &str) -> Result<u64, String> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis().max(0) as u64)
-        .map_err(|e| format!("\"{text}\" is not an ISO-8601 timestamp: {e}"))
-}
-
-/// Epoch milliseconds as an ISO-8601 UTC timestamp.
-pub fn iso(ms: u64) -> String {
-    Utc.timestamp_millis_opt(ms as i64)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use crate::clock::{iso, parse_iso};
 
 impl Schedule {
     /// Reads a normalised schedule object; `default_anchor_ms` anchors `every` schedules

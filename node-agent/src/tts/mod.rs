@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use argent_planes::state::{StateError, StateStore};
 use argent_proto::config::TtsConfig;
@@ -29,8 +29,12 @@ const DEFAULT_MAX_TEXT: usize = 4096;
 const HARD_MAX_TEXT: usize = 100_000;
 /// Default time one provider may take (upstream's `timeoutMs`).
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-/// One conversion, all fallbacks included, ends within this (the gateway waits 125 s).
+/// One conversion, all fallbacks included, ends within this (the gateway waits 130 s).
 const CONVERSION_BUDGET: Duration = Duration::from_secs(120);
+/// Conversions one node-agent runs at once (each may hold a process and megabytes of
+/// audio); more wait their turn, at most [`QUEUE_WAIT`].
+const CONCURRENT_CONVERSIONS: usize = 16;
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TtsError {
@@ -39,6 +43,9 @@ pub enum TtsError {
     TooLong { len: usize, max: usize },
     #[error("TTS conversion failed: {0}")]
     Failed(String),
+    /// Every conversion slot stayed taken for [`QUEUE_WAIT`]: retry shortly.
+    #[error("speech is busy on this node-agent ({CONCURRENT_CONVERSIONS} conversions running); retry shortly")]
+    Busy,
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -57,14 +64,21 @@ pub struct Converted {
 pub struct Speech {
     http: reqwest::Client,
     state: Arc<dyn StateStore>,
+    slots: tokio::sync::Semaphore,
 }
 
 impl Speech {
     pub fn new(state: Arc<dyn StateStore>) -> Arc<Self> {
+        // Timeouts are per provider and per call (`Job::timeout`). No redirects: neither API
+        // redirects, and ElevenLabs' key header would follow one to another host.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         Arc::new(Speech {
-            // Timeouts are per provider and per call (`Job::timeout`).
-            http: reqwest::Client::new(),
+            http,
             state,
+            slots: tokio::sync::Semaphore::new(CONCURRENT_CONVERSIONS),
         })
     }
 
@@ -86,10 +100,14 @@ impl Speech {
         overrides: &Map<String, Value>,
     ) -> Result<Converted, TtsError> {
         let max = max_text(config);
-        let len = text.encode_utf16().count();
+        let len = text_len(text);
         if len > max {
             return Err(TtsError::TooLong { len, max });
         }
+        let _slot = tokio::time::timeout(QUEUE_WAIT, self.slots.acquire())
+            .await
+            .map_err(|_| TtsError::Busy)?
+            .expect("the semaphore is never closed");
         let prefs = self.prefs().await?;
         let primary = overrides
             .get("provider")
@@ -167,6 +185,11 @@ impl Speech {
         };
         Err(TtsError::Failed(reasons.join("; ")))
     }
+}
+
+/// A text's length as upstream counts it (JavaScript string length: UTF-16 units).
+fn text_len(text: &str) -> usize {
+    text.encode_utf16().count()
 }
 
 fn max_text(config: &TtsConfig) -> usize {
@@ -251,28 +274,10 @@ pub fn fallback_providers(active: &str, config: &TtsConfig) -> Vec<&'static str>
         .collect()
 }
 
-/// `tts.providers`: upstream's three entries, then the local command [EXT].
-pub fn providers_list(config: &TtsConfig, active: &str) -> Value {
-    let cli = providers::cli_command(config);
-    json!({
-        "providers": [
-            {"id": "openai", "name": "OpenAI", "configured": configured(ProviderId::OpenAi, config),
-             "models": providers::OPENAI_MODELS, "voices": providers::OPENAI_VOICES},
-            {"id": "elevenlabs", "name": "ElevenLabs",
-             "configured": configured(ProviderId::ElevenLabs, config),
-             "models": providers::ELEVENLABS_MODELS},
-            {"id": "edge", "name": "Edge TTS", "configured": false, "models": [],
-             "available": false, "reason": providers::EDGE_UNAVAILABLE},
-            {"id": "cli", "name": "Local command (offline)", "configured": cli.is_some(),
-             "models": [], "command": cli.and_then(|words| words.into_iter().next())},
-        ],
-        "active": active,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn config(value: Value) -> TtsConfig {
         serde_json::from_value(value).unwrap()
@@ -325,7 +330,26 @@ mod tests {
     fn text_limit_counts_utf16_units() {
         let c = config(json!({"maxTextLength": 3}));
         assert_eq!(max_text(&c), 3);
-        assert_eq!("😀😀".encode_utf16().count(), 4);
         assert_eq!(max_text(&TtsConfig::default()), DEFAULT_MAX_TEXT);
+        // One emoji is two units, as in JavaScript; an accented letter one.
+        assert_eq!(text_len("😀😀"), 4);
+        assert_eq!(text_len("é"), 1);
+    }
+
+    #[tokio::test]
+    async fn too_long_is_refused_before_any_provider() {
+        let state = Arc::new(argent_planes::state_embedded::EmbeddedStore::open(None).unwrap());
+        let speech = Speech::new(state);
+        let err = speech
+            .convert(
+                &config(json!({"maxTextLength": 3})),
+                "😀😀",
+                None,
+                &Map::new(),
+            )
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "Text too long (4 chars, max 3)");
     }
 }

@@ -3,14 +3,17 @@
 //! and a local command (`espeak-ng` by default) that works offline. Edge (upstream's
 //! keyless default) needs Microsoft's online service and is never available here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncReadExt;
 
 use argent_proto::config::{CliTtsConfig, ElevenLabsTtsConfig, OpenAiTtsConfig, TtsConfig};
+use argent_proto::limits::MAX_GRPC_MESSAGE;
 use argent_proto::secret;
 
 use super::audio::{self, Output};
@@ -72,10 +75,12 @@ pub const ELEVENLABS_MODELS: [&str; 3] = [
     "eleven_monolingual_v1",
 ];
 
-/// The most audio one conversion may return.
-const MAX_AUDIO_BYTES: usize = 25 * 1024 * 1024;
-/// What is quoted of a provider's error body.
-const ERROR_BODY_CHARS: usize = 200;
+/// The most audio one conversion may return: as base64 in a JSON answer it must fit one
+/// gRPC message from the node-agent to the gateway (with room for the rest of the answer).
+const MAX_AUDIO_BYTES: usize = (MAX_GRPC_MESSAGE - (1 << 20)) / 4 * 3;
+/// What is read of a provider's error answer, and quoted of its message.
+const ERROR_BODY_BYTES: usize = 4096;
+const ERROR_MESSAGE_CHARS: usize = 200;
 
 /// Audio a provider produced.
 pub struct Spoken {
@@ -132,15 +137,32 @@ pub fn openai_base(config: &TtsConfig) -> String {
         .to_string()
 }
 
+/// The key sent to OpenAI's base URL: the configured one; the node's own `OPENAI_API_KEY`
+/// only when the shared config names no other server (whoever edits the config must not
+/// be able to send a node's key to a server of their choice).
 pub fn openai_key(config: &TtsConfig) -> Option<String> {
-    secret::resolve(openai(config).api_key.as_deref())
-        .or_else(|| secret::resolve(Some("${OPENAI_API_KEY}")))
+    let settings = openai(config);
+    secret::resolve(settings.api_key.as_deref()).or_else(|| {
+        nonblank(settings.base_url.as_deref())
+            .is_none()
+            .then(|| secret::resolve(Some("${OPENAI_API_KEY}")))
+            .flatten()
+    })
 }
 
+/// The key sent to ElevenLabs: the configured one; the node's own `ELEVENLABS_API_KEY` or
+/// `XI_API_KEY` only for ElevenLabs' own server (as for OpenAI).
 pub fn elevenlabs_key(config: &TtsConfig) -> Option<String> {
-    secret::resolve(elevenlabs(config).api_key.as_deref())
-        .or_else(|| secret::resolve(Some("${ELEVENLABS_API_KEY}")))
-        .or_else(|| secret::resolve(Some("${XI_API_KEY}")))
+    let settings = elevenlabs(config);
+    secret::resolve(settings.api_key.as_deref()).or_else(|| {
+        nonblank(settings.base_url.as_deref())
+            .is_none()
+            .then(|| {
+                secret::resolve(Some("${ELEVENLABS_API_KEY}"))
+                    .or_else(|| secret::resolve(Some("${XI_API_KEY}")))
+            })
+            .flatten()
+    })
 }
 
 /// The local command: the configured one, else `espeak-ng` when it is installed.
@@ -149,7 +171,7 @@ pub fn cli_command(config: &TtsConfig) -> Option<Vec<String>> {
     if let Some(words) = cli.command.map(|c| c.words()).filter(|w| !w.is_empty()) {
         return Some(words);
     }
-    find_program("espeak-ng").map(|program| {
+    espeak_ng().map(|program| {
         [
             program.to_string_lossy().as_ref(),
             "-w",
@@ -162,10 +184,21 @@ pub fn cli_command(config: &TtsConfig) -> Option<Vec<String>> {
     })
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
+/// Where `espeak-ng` is on `PATH`; looked up at most every 30 s (status calls ask often,
+/// and an engine installed while the node runs is still found).
+fn espeak_ng() -> Option<PathBuf> {
+    static FOUND: Mutex<Option<(Instant, Option<PathBuf>)>> = Mutex::new(None);
+    let mut found = FOUND.lock();
+    match &*found {
+        Some((at, path)) if at.elapsed() < Duration::from_secs(30) => path.clone(),
+        _ => {
+            let path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|dir| dir.join("espeak-ng"))
+                .find(|path| path.is_file());
+            *found = Some((Instant::now(), path.clone()));
+            path
+        }
+    }
 }
 
 /// Whether a provider can be tried: a key (or, for OpenAI, a server of one's own, which may
@@ -213,9 +246,23 @@ pub async fn speak(
     match tokio::time::timeout(job.timeout, attempt).await {
         Ok(Ok(spoken)) if spoken.bytes.is_empty() => Err(format!("{name}: returned no audio")),
         Ok(Ok(spoken)) => Ok(spoken),
-        Ok(Err(message)) => Err(format!("{name}: {message}")),
+        Ok(Err(message)) => Err(redacted(format!("{name}: {message}"), provider, config)),
         Err(_) => Err(format!("{name}: request timed out")),
     }
+}
+
+/// An error text without the provider's key, whatever the server put in its answer (a
+/// server echoing the request must not hand the key to whoever reads the error).
+fn redacted(mut message: String, provider: ProviderId, config: &TtsConfig) -> String {
+    let key = match provider {
+        ProviderId::OpenAi => openai_key(config),
+        ProviderId::ElevenLabs => elevenlabs_key(config),
+        ProviderId::Cli | ProviderId::Edge => None,
+    };
+    if let Some(key) = key.filter(|k| k.len() >= 4) {
+        message = message.replace(&key, "[redacted]");
+    }
+    message
 }
 
 async fn speak_openai(
@@ -311,10 +358,14 @@ async fn speak_elevenlabs(
         "text": job.text, "model_id": model_id,
         "voice_settings": voice_settings(&settings, job)?,
     });
-    let seed = job
-        .override_of("elevenlabs", "seed")
-        .and_then(Value::as_u64)
-        .or(settings.seed);
+    let seed = match job.override_of("elevenlabs", "seed") {
+        None | Some(Value::Null) => settings.seed,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .ok_or("seed must be between 0 and 4294967295")?,
+        ),
+    };
     if let Some(seed) = seed {
         if seed > u64::from(u32::MAX) {
             return Err("seed must be between 0 and 4294967295".into());
@@ -363,30 +414,56 @@ async fn speak_elevenlabs(
 }
 
 /// Sends a request and reads the audio, at most [`MAX_AUDIO_BYTES`]. A refusal reads as
-/// `<label> (<status>): <the start of the provider's message>`.
+/// `<label> (<status>): <the provider's message>` (the message field of its JSON error, cut
+/// short; never the raw body).
 async fn fetch(request: reqwest::RequestBuilder, label: &str) -> Result<Vec<u8>, String> {
     let mut response = request.send().await.map_err(|e| describe(&e))?;
     let status = response.status();
     if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let quoted: String = body.trim().chars().take(ERROR_BODY_CHARS).collect();
-        return Err(if quoted.is_empty() {
-            format!("{label} ({})", status.as_u16())
-        } else {
-            format!("{label} ({}): {quoted}", status.as_u16())
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = ERROR_BODY_BYTES - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= ERROR_BODY_BYTES {
+                break;
+            }
+        }
+        return Err(match error_message(&body) {
+            Some(said) => format!("{label} ({}): {said}", status.as_u16()),
+            None => format!("{label} ({})", status.as_u16()),
         });
     }
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
         if bytes.len() + chunk.len() > MAX_AUDIO_BYTES {
-            return Err(format!(
-                "the audio is larger than {} MiB",
-                MAX_AUDIO_BYTES >> 20
-            ));
+            return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
+}
+
+fn too_large() -> String {
+    format!(
+        "the audio is larger than {} MiB (the most one answer carries): ask for a shorter text",
+        MAX_AUDIO_BYTES >> 20
+    )
+}
+
+/// The message of a provider's JSON error (OpenAI `{error: {message}}`, ElevenLabs
+/// `{detail: {message}}` or `{detail: "…"}`), cut short; nothing of a body that is not one.
+fn error_message(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let message = [
+        value.pointer("/error/message"),
+        value.pointer("/detail/message"),
+        value.get("detail"),
+        value.get("message"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(Value::as_str)?;
+    Some(message.trim().chars().take(ERROR_MESSAGE_CHARS).collect())
 }
 
 /// A transport error with its cause (reqwest's own text stops at "error sending request").
@@ -408,8 +485,9 @@ async fn speak_cli(config: &TtsConfig, job: &Job<'_>) -> Result<Spoken, String> 
     let words = cli_command(config).ok_or_else(|| {
         "no messages.tts.cli.command is configured and espeak-ng is not installed".to_string()
     })?;
-    let work = WorkDir(audio::directory().join(format!("cli-{}", uuid::Uuid::new_v4().simple())));
-    tokio::fs::create_dir_all(&work.0)
+    let dir = audio::directory().map_err(|e| format!("no directory for the audio: {e}"))?;
+    let work = WorkDir(dir.join(format!("cli-{}", uuid::Uuid::new_v4().simple())));
+    tokio::fs::create_dir(&work.0)
         .await
         .map_err(|e| format!("cannot create {}: {e}", work.0.display()))?;
     run_command(&words, &work.0, job).await
@@ -427,14 +505,12 @@ impl Drop for WorkDir {
     }
 }
 
-async fn run_command(
-    words: &[String],
-    work: &std::path::Path,
-    job: &Job<'_>,
-) -> Result<Spoken, String> {
+async fn run_command(words: &[String], work: &Path, job: &Job<'_>) -> Result<Spoken, String> {
     let text_file = work.join("input.txt");
-    let output_file = work.join("output.wav");
-    tokio::fs::write(&text_file, job.text)
+    // Named for the format the channel wants: engines that pick their format by the file's
+    // extension write that; the others write what they write, and the bytes tell.
+    let output_file = work.join(format!("output.{}", job.output.extension));
+    audio::write_private(&text_file, job.text.as_bytes())
         .await
         .map_err(|e| format!("cannot write the text file: {e}"))?;
     let fill = |word: &String| {
@@ -451,8 +527,18 @@ async fn run_command(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let (stderr, status) = tokio::join!(drain(child.stderr.take()), child.wait());
-    let status = status.map_err(|e| format!("{program} did not finish: {e}"))?;
+    // Drained beside the wait (a command blocked on a full pipe would never exit); once it
+    // exited, what a background child of it still holds open is not waited for long.
+    let stderr = tokio::spawn(drain(child.stderr.take()));
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("{program} did not finish: {e}"))?;
+    let stderr = tokio::time::timeout(Duration::from_secs(1), stderr)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     if !status.success() {
         let why = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(format!(
@@ -464,17 +550,14 @@ async fn run_command(
         .await
         .map_err(|_| format!("{program} wrote no {{{{OUTPUT_FILE}}}}"))?;
     if metadata.len() as usize > MAX_AUDIO_BYTES {
-        return Err(format!(
-            "the audio is larger than {} MiB",
-            MAX_AUDIO_BYTES >> 20
-        ));
+        return Err(too_large());
     }
     let bytes = tokio::fs::read(&output_file)
         .await
         .map_err(|e| format!("cannot read the audio: {e}"))?;
-    // The command decides the format: it is read from the bytes.
-    let (format, extension, voice_compatible) =
-        audio::sniff(&bytes).unwrap_or(("wav", "wav", false));
+    // The command decides the format: it is read from the bytes, never assumed.
+    let (format, extension, voice_compatible) = audio::sniff(&bytes)
+        .ok_or_else(|| format!("{program} wrote no audio this recognises (WAV, MP3, Ogg, FLAC)"))?;
     Ok(Spoken {
         bytes,
         output_format: format.into(),
@@ -506,6 +589,44 @@ async fn drain(pipe: Option<tokio::process::ChildStderr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_errors_quote_the_message_only() {
+        let openai = br#"{"error": {"message": "Incorrect API key", "type": "invalid"}}"#;
+        assert_eq!(error_message(openai).as_deref(), Some("Incorrect API key"));
+        let eleven = br#"{"detail": {"status": "quota", "message": "Quota exceeded"}}"#;
+        assert_eq!(error_message(eleven).as_deref(), Some("Quota exceeded"));
+        assert_eq!(
+            error_message(br#"{"detail": "Not found"}"#).as_deref(),
+            Some("Not found")
+        );
+        assert_eq!(error_message(b"<html>proxy error</html>"), None);
+        let config: TtsConfig =
+            serde_json::from_value(json!({"openai": {"apiKey": "sk-secret-1"}})).unwrap();
+        assert_eq!(
+            redacted(
+                "openai: echo sk-secret-1".into(),
+                ProviderId::OpenAi,
+                &config
+            ),
+            "openai: echo [redacted]"
+        );
+    }
+
+    #[test]
+    fn environment_keys_go_to_their_own_servers_only() {
+        std::env::set_var("ELEVENLABS_API_KEY", "env-eleven");
+        let own: TtsConfig = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(elevenlabs_key(&own).as_deref(), Some("env-eleven"));
+        let elsewhere: TtsConfig =
+            serde_json::from_value(json!({"elevenlabs": {"baseUrl": "http://10.0.0.9"}})).unwrap();
+        assert_eq!(elevenlabs_key(&elsewhere), None);
+        let named: TtsConfig = serde_json::from_value(
+            json!({"elevenlabs": {"baseUrl": "http://10.0.0.9", "apiKey": "${ELEVENLABS_API_KEY}"}}),
+        )
+        .unwrap();
+        assert_eq!(elevenlabs_key(&named).as_deref(), Some("env-eleven"));
+    }
 
     #[test]
     fn voice_ids_cannot_change_the_path() {

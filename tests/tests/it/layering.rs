@@ -20,6 +20,7 @@ const NODE_LAYERS: &[(&str, u8)] = &[
     ("workspace", 8),
     ("shared_config", 8),
     ("error", 9),
+    ("clock", 9),
 ];
 
 /// Gateway services: what `Ctx` (the composition root) is built from. They import none of

@@ -15,7 +15,7 @@ use argent_client::{Client, ClientError};
 use argent_proto::errors::ErrorShape;
 use argent_tests::model_double::ModelDouble;
 use argent_tests::speech_double::SpeechDouble;
-use argent_tests::{bin_dir, eventually, Nats, Node};
+use argent_tests::{bin_dir, eventually, Gateway, Nats, Node};
 
 use crate::chat_cluster::{gateway, publish_config, wait_nodes};
 
@@ -37,17 +37,18 @@ fn decoded(answer: &Value) -> Vec<u8> {
         .expect("base64 audio")
 }
 
-fn speech_config(double: &SpeechDouble) -> Value {
+/// OpenAI first, then (`fallbackOrder`) the local command, then ElevenLabs — not
+/// upstream's default order (ElevenLabs second), so the test sees the setting work.
+fn speech_config(double: &SpeechDouble, engine: &std::path::Path) -> Value {
     json!({"messages": {"tts": {
         "provider": "openai",
-        "fallbackOrder": ["elevenlabs"],
+        "fallbackOrder": ["cli", "elevenlabs"],
         "maxTextLength": 60,
         "openai": {"baseUrl": double.openai_base(), "apiKey": format!("${{{}}}", OPENAI_KEY_ENV.0),
                    "model": "tts-1", "voice": "nova"},
         "elevenlabs": {"baseUrl": double.elevenlabs_base(), "apiKey": ELEVEN_KEY, "voiceId": VOICE_ID,
                        "voiceSettings": {"stability": 0.3}},
-        // A command that cannot run: when both clouds fail, nothing else speaks.
-        "cli": {"command": ["/nonexistent/speak", "{{TEXT_FILE}}", "{{OUTPUT_FILE}}"]}
+        "cli": {"command": [engine.to_str().unwrap(), "{{TEXT_FILE}}", "{{OUTPUT_FILE}}"]}
     }}})
 }
 
@@ -65,20 +66,23 @@ async fn convert(client: &Client, params: Value) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn speech_across_the_cluster_with_fallback_and_shared_preferences() {
     let double = SpeechDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = fake_engine(dir.path());
     let nats = Nats::start().await.unwrap();
     let a = gateway(&nats, "gw-a").await;
     let b = gateway(&nats, "gw-b").await;
     let _node = Node::start_with_env(&nats, "node-1", &[], &[OPENAI_KEY_ENV])
         .await
         .unwrap();
-    publish_config(&nats, &speech_config(&double)).await;
+    publish_config(&nats, &speech_config(&double, &engine)).await;
     let on_a = a.client().await.unwrap();
     let on_b = b.client().await.unwrap();
     wait_nodes(&on_a, 1).await;
 
     let status = on_a.call("tts.status", json!({})).await.unwrap();
     assert_eq!(status["provider"], "openai", "{status}");
-    assert_eq!(status["fallbackProvider"], "elevenlabs", "{status}");
+    assert_eq!(status["fallbackProvider"], "cli", "{status}");
+    assert_eq!(status["fallbackProviders"], json!(["cli", "elevenlabs"]));
     assert_eq!(status["hasOpenAIKey"], true);
     assert_eq!(status["hasElevenLabsKey"], true);
     assert_eq!(status["edgeEnabled"], false);
@@ -127,8 +131,15 @@ async fn speech_across_the_cluster_with_fallback_and_shared_preferences() {
     let answer = convert(&on_b, json!({"text": "quiet", "includeAudio": false})).await;
     assert!(answer.get("audio").is_none(), "{answer}");
 
-    // OpenAI fails: ElevenLabs speaks, with its own wire format.
+    // OpenAI fails: the local command speaks (it is next in `fallbackOrder`).
     double.set_openai_failing(true);
+    let answer = convert(&on_a, json!({"text": "Local fallback"})).await;
+    assert_eq!(answer["provider"], "cli", "{answer}");
+    assert_eq!(answer["outputFormat"], "wav");
+    assert_eq!(decoded(&answer), expected_wav("Local fallback"));
+
+    // The command fails too: ElevenLabs speaks, with its own wire format.
+    std::fs::write(dir.path().join("fail"), "").unwrap();
     let answer = convert(&on_a, json!({"text": "Fallback please"})).await;
     assert_eq!(answer["provider"], "elevenlabs", "{answer}");
     assert_eq!(answer["outputFormat"], "mp3_44100_128");
@@ -155,14 +166,21 @@ async fn speech_across_the_cluster_with_fallback_and_shared_preferences() {
     );
     assert_eq!(error.code, "UNAVAILABLE");
     for said in [
-        "TTS conversion failed: ",
-        "OpenAI TTS API error (500)",
-        "ElevenLabs API error (500)",
-        "failing on purpose",
-        "cannot run /nonexistent/speak",
+        "TTS conversion failed: openai: OpenAI TTS API error (500): the speech double is failing on purpose",
+        "; cli: ",
+        "failed (exit status: 3): the engine is off",
+        "; elevenlabs: ElevenLabs API error (500): the speech double is failing on purpose",
     ] {
         assert!(error.message.contains(said), "{said}: {}", error.message);
     }
+    // The doubles echoed the keys they were sent; the error does not pass them on.
+    assert!(
+        !error.message.contains(OPENAI_KEY_ENV.1) && !error.message.contains(ELEVEN_KEY),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("[redacted]"), "{}", error.message);
+    std::fs::remove_file(dir.path().join("fail")).unwrap();
     double.set_openai_failing(false);
     double.set_elevenlabs_failing(false);
 
@@ -229,7 +247,7 @@ async fn speech_across_the_cluster_with_fallback_and_shared_preferences() {
     let error = call_error(on_a.call("tts.convert", json!({"text": long})).await);
     assert_eq!(
         (error.code.as_str(), error.message.as_str()),
-        ("INVALID_REQUEST", "Text too long (61 chars, max 60)")
+        ("UNAVAILABLE", "Text too long (61 chars, max 60)")
     );
     assert_eq!(
         on_a.call("tts.status", json!({})).await.unwrap()["provider"],
@@ -246,13 +264,19 @@ async fn speech_across_the_cluster_with_fallback_and_shared_preferences() {
     assert!(!everything.contains(OPENAI_KEY_ENV.1) && !everything.contains(ELEVEN_KEY));
 }
 
-/// A script standing in for a local speech engine: writes a WAV header and the text.
+/// A script standing in for a local speech engine: writes a WAV header and the text; fails
+/// (exit 3, saying so on stderr) while a file `fail` is next to it.
 fn fake_engine(dir: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let script = dir.join("speak.sh");
+    let fail = dir.join("fail");
     std::fs::write(
         &script,
-        "#!/bin/sh\nprintf 'RIFF\\000\\000\\000\\000WAVEfmt ' > \"$2\"\ncat \"$1\" >> \"$2\"\n",
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo 'the engine is off' >&2; exit 3; fi\n\
+             printf 'RIFF\\000\\000\\000\\000WAVEfmt ' > \"$2\"\ncat \"$1\" >> \"$2\"\n",
+            fail.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -367,6 +391,10 @@ async fn espeak_ng_is_the_voice_when_nothing_else_is_configured() {
     let installed = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|dir| dir.join("espeak-ng").is_file());
     if !installed {
+        assert!(
+            std::env::var_os("ARGENT_EXPECT_ESPEAK").is_none(),
+            "scripts/test.sh found espeak-ng, but this test does not"
+        );
         eprintln!("SKIPPED: espeak-ng is not installed (scripts/test.sh installs it)");
         return;
     }
@@ -475,6 +503,13 @@ async fn talk_mode_is_heard_on_every_gateway_and_webchat_needs_a_phone() {
     );
 }
 
+/// Whether `system-presence` through `gw` lists an entry of `host` (`None`: no answer).
+async fn lists_host(gw: &Gateway, host: &str) -> Option<bool> {
+    let client = gw.client().await.ok()?;
+    let list = client.call("system-presence", json!({})).await.ok()?;
+    Some(list.as_array()?.iter().any(|e| e["host"] == host))
+}
+
 /// `system-event`: the caller's presence entry is updated and announced to clients of
 /// every gateway; its text reaches the default agent's next heartbeat turn; a node's
 /// status line only when something changed; no text is refused.
@@ -508,22 +543,26 @@ async fn a_system_event_updates_presence_everywhere_and_reaches_the_heartbeat() 
         .await
         .unwrap();
     assert_eq!(answer, json!({"ok": true}));
-    let event = watcher
-        .wait_event("presence", Duration::from_secs(10))
-        .await
-        .expect("a presence event on the other gateway");
-    let payload = event.payload;
-    let entry = payload["presence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["instanceId"] == "mac-instance-1")
-        .unwrap_or_else(|| panic!("the reporter in {payload}"))
-        .clone();
+    let reporter_in = |event: &argent_client::Event| {
+        event.payload["presence"]
+            .as_array()?
+            .iter()
+            .find(|e| e["instanceId"] == "mac-instance-1" && e["host"] == "studio-mac")
+            .cloned()
+    };
+    let (event, entry) = loop {
+        let event = watcher
+            .wait_event("presence", Duration::from_secs(10))
+            .await
+            .expect("a presence event on the other gateway");
+        if let Some(entry) = reporter_in(&event) {
+            break (event, entry);
+        }
+    };
     assert_eq!(entry["host"], "studio-mac");
     assert_eq!(entry["version"], "2.1.0");
     assert_eq!(entry["text"], "Kitchen timer finished");
-    assert_eq!(entry["lastInputSeconds"], json!(12.0));
+    assert_eq!(entry["lastInputSeconds"], json!(12));
     assert!(entry.get("tags").is_none());
     assert!(event.state_version.is_some());
     let listed = watcher.call("system-presence", json!({})).await.unwrap();
@@ -547,7 +586,7 @@ async fn a_system_event_updates_presence_everywhere_and_reaches_the_heartbeat() 
         .await
         .unwrap();
 
-    // The next heartbeat turn reads the queued events.
+    // The next heartbeat turn reads the queued events: exactly these.
     reporter
         .call("wake", json!({"mode": "now", "text": "heartbeat now"}))
         .await
@@ -561,9 +600,40 @@ async fn a_system_event_updates_presence_everywhere_and_reaches_the_heartbeat() 
     })
     .await
     .expect("a heartbeat turn");
-    assert!(prompt.contains("- Kitchen timer finished"), "{prompt}");
-    assert!(prompt.contains("- app 2.2.0"), "{prompt}");
-    assert!(!prompt.contains("reason periodic"), "{prompt}");
+    let queued: Vec<&str> = prompt
+        .lines()
+        .filter_map(|line| line.strip_prefix("- "))
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            "Kitchen timer finished",
+            "Node: studio-mac (127.0.0.1) · app 2.2.0",
+            "heartbeat now"
+        ],
+        "{prompt}"
+    );
+
+    // A CLI (not tracked at connect) that reports itself and leaves takes its entry along.
+    let cli = a
+        .client_with(|o| o.instance_id = Some("cli-once".into()))
+        .await
+        .unwrap();
+    cli.call(
+        "system-event",
+        json!({"text": "one-off", "host": "cli-host"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lists_host(&b, "cli-host").await, Some(true));
+    cli.close().await;
+    for on in [&a, &b] {
+        let gone = eventually(Duration::from_secs(10), || async {
+            (lists_host(on, "cli-host").await == Some(false)).then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "the CLI's entry outlived it");
+    }
 
     let error = call_error(reporter.call("system-event", json!({"text": "  "})).await);
     assert_eq!(

@@ -1,7 +1,8 @@
 //! `speech`: `tts.convert` through a cluster gateway to a node-agent, against the speech
 //! double of OpenAI's API (network cost on loopback only: what is measured is our own
 //! path — the hop, the provider call, base64, the audio file) and against a local command
-//! (`cp` standing in for an engine: the cost of running a process per conversion).
+//! (`sh` writing a WAV header and the text, standing in for an engine: the cost of running
+//! a process per conversion).
 //! Latency one call at a time, then throughput with calls in flight, and CPU per
 //! conversion of the gateway and the node-agent.
 
@@ -101,7 +102,8 @@ pub async fn bench(settings: &Settings) -> anyhow::Result<Value> {
     set_config(
         &client,
         json!({"messages": {"tts": {"provider": "cli",
-            "cli": {"command": ["cp", "{{TEXT_FILE}}", "{{OUTPUT_FILE}}"]}}}}),
+            "cli": {"command": ["sh", "-c", r#"printf 'RIFF\000\000\000\000WAVE' > "$1"; cat "$0" >> "$1""#,
+                                "{{TEXT_FILE}}", "{{OUTPUT_FILE}}"]}}}}),
     )
     .await?;
     let command = one_at_a_time(&client, calls, pids).await?;
