@@ -560,7 +560,6 @@ fn pure_handler(method: &str) -> Option<(Handler, bool)> {
         "skills.library.list" => (absent::skills_library as Handler, true),
         "channels.pairing.list" => (absent::channels_pairing as Handler, true),
         "plugins.catalog.browse" => (absent::plugins_catalog as Handler, true),
-        "channels.status" => (absent::channels_status as Handler, true),
         "usage.status" => (absent::usage_status as Handler, false),
         "themes.list" => (absent::themes_list as Handler, true),
         "approval.history" => (absent::approval_history as Handler, true),

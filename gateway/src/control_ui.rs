@@ -16,6 +16,7 @@
 //!   token reaches the UI in the URL fragment (`#token=…`), never from the server.
 //!
 //! Only `GET` and `HEAD`; paths are resolved inside the root (no `..`, no hidden files).
+//! Requests under `/channels/` are chat platforms' webhooks (`crate::channel_webhooks`).
 
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
@@ -44,6 +45,15 @@ pub async fn serve(ctx: Arc<Ctx>, tcp: TcpStream) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let ctx = ctx.clone();
         async move {
+            if request
+                .uri()
+                .path()
+                .starts_with(crate::channel_webhooks::PREFIX)
+            {
+                let mut answer = crate::channel_webhooks::answer(&ctx, request).await;
+                secure(answer.headers_mut());
+                return Ok::<_, Infallible>(answer);
+            }
             Ok::<_, Infallible>(
                 answer(&ctx, request.method(), request.uri(), request.headers()).await,
             )

@@ -65,6 +65,17 @@ pub async fn forward(
     params: Value,
     timeout: Duration,
 ) -> Result<String, RpcError> {
+    forward_as(ctx, caller(ctx, session), call, params, timeout).await
+}
+
+/// [`forward`] on behalf of someone without a WebSocket session (a channel webhook).
+pub async fn forward_as(
+    ctx: &Ctx,
+    caller: Caller,
+    call: &NodeCall<'_>,
+    params: Value,
+    timeout: Duration,
+) -> Result<String, RpcError> {
     let (request_id, method, forward) = (call.request_id, call.spec.name, call.forward);
     let key = forward
         .route_param
@@ -89,7 +100,7 @@ pub async fn forward(
     let call = Call {
         method: method.to_string(),
         params,
-        caller: caller(ctx, session),
+        caller,
         timeout,
         request_id: request_id.to_string(),
     };

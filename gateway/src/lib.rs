@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod channel_webhooks;
 pub mod chat_stream;
 pub mod cli;
 pub mod client_address;

@@ -13,22 +13,25 @@
 //! 4. [`respond`] — the one place where a service error becomes a wire error.
 //! 5. [`tools`] — the agent's tools, one file each, handed to the runtime as its
 //!    [`runtime::tools::ToolHost`].
-//! 6. [`scheduler`] — cron (and its job store), heartbeats and execution-worker cycles,
+//! 6. [`channels`] — chat platforms: receivers owned once across the cluster, inbound
+//!    messages to turns, `send`.
+//! 7. [`scheduler`] — cron (and its job store), heartbeats and execution-worker cycles,
 //!    claimed exactly once across the cluster. [`knowledge`] — the knowledge library: its
 //!    records in the state plane and this node's index of them. [`tts`] — speech: the
 //!    providers, their order, the shared preferences.
-//! 7. [`runtime`] — the agent runtime: runs and their control, leases, model providers,
+//! 8. [`runtime`] — the agent runtime: runs and their control, leases, model providers,
 //!    sessions, transcripts.
-//! 8. [`workspace`] (an agent's documents), [`shared_config`] (the config snapshot of each
+//! 9. [`workspace`] (an agent's documents), [`shared_config`] (the config snapshot of each
 //!    stored revision) — on the planes only.
-//! 9. [`error`] — [`error::ServiceError`], what the services fail with. [`clock`] —
-//!    timestamps as the protocol writes them.
+//! 10. [`error`] — [`error::ServiceError`], what the services fail with. [`clock`] —
+//!     timestamps as the protocol writes them.
 //!
 //! The gateway embeds a [`worker::Worker`] directly in its one-process default mode.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod channels;
 pub mod clock;
 pub mod error;
 pub mod join;

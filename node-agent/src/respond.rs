@@ -4,6 +4,7 @@
 use argent_planes::state::StateError;
 use argent_proto::errors::RpcError;
 
+use crate::channels::platform::ChannelError;
 use crate::error::ServiceError;
 use crate::runtime::providers::ProviderError;
 use crate::tts::TtsError;
@@ -62,6 +63,25 @@ impl From<TtsError> for RpcError {
             }
             TtsError::Busy => RpcError::unavailable(err.to_string()).retryable(Some(1000)),
             TtsError::State(err) => state(err),
+        }
+    }
+}
+
+/// Channels (§5.9): what the caller can fix is `INVALID_REQUEST` (an unknown channel as
+/// upstream words it, a target the platform cannot address, an account not configured);
+/// a platform that did not take the message is `UNAVAILABLE`.
+impl From<ChannelError> for RpcError {
+    fn from(err: ChannelError) -> Self {
+        let message = err.to_string();
+        match err {
+            ChannelError::Unsupported(_)
+            | ChannelError::NotConfigured(_)
+            | ChannelError::BadTarget(_)
+            | ChannelError::Malformed(_) => RpcError::invalid_request(message),
+            ChannelError::Delivery(_) | ChannelError::Forbidden(_) => {
+                RpcError::unavailable(message)
+            }
+            ChannelError::State(err) => state(err),
         }
     }
 }

@@ -11,9 +11,10 @@ use argent_proto::catalog::{self, NodeMethod};
 use argent_proto::errors::RpcError;
 use argent_proto::grpc::Caller;
 
+use crate::channels::Channels;
 use crate::knowledge::Knowledge;
 use crate::methods::{
-    agents, automation, chat, cron, diagnostics, knowledge, sessions, tts, usage,
+    agents, automation, channels, chat, cron, diagnostics, knowledge, sessions, tts, usage,
 };
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
@@ -24,6 +25,7 @@ pub const CAPABILITIES: &[&str] = &[
     argent_proto::catalog::CAP_AGENTS,
     argent_proto::catalog::CAP_KNOWLEDGE,
     argent_proto::catalog::CAP_TTS,
+    argent_proto::catalog::CAP_CHANNELS,
 ];
 
 pub struct Worker {
@@ -32,6 +34,7 @@ pub struct Worker {
     scheduler: Arc<Scheduler>,
     knowledge: Arc<Knowledge>,
     speech: Arc<Speech>,
+    channels: Arc<Channels>,
     in_flight: AtomicU64,
 }
 
@@ -52,12 +55,14 @@ impl Worker {
         speech: Arc<Speech>,
     ) -> Self {
         let scheduler = Scheduler::start(runtime.clone());
+        let channels = Channels::start(runtime.clone(), speech.clone());
         Worker {
             node_id,
             runtime,
             scheduler,
             knowledge,
             speech,
+            channels,
             in_flight: AtomicU64::new(0),
         }
     }
@@ -92,6 +97,7 @@ impl Worker {
         use NodeMethod as M;
         let (rt, s, k) = (&self.runtime, &self.scheduler, self.knowledge.as_ref());
         let speech = self.speech.as_ref();
+        let ch = self.channels.as_ref();
         match method {
             M::AgentsList => agents::list(rt, params).await,
             M::AgentIdentityGet => agents::identity_get(rt, params).await,
@@ -150,6 +156,10 @@ impl Worker {
             M::TtsDisable => tts::set_enabled(speech, false).await,
             M::TtsSetProvider => tts::set_provider(speech, params).await,
             M::TtsConvert => tts::convert(rt, speech, params).await,
+            M::ChannelsStatus => channels::status(ch, params).await,
+            M::ChannelsLogout => channels::logout(ch, params).await,
+            M::Send => channels::send(ch, params).await,
+            M::ChannelsWebhook => channels::webhook(ch, params).await,
         }
     }
 }

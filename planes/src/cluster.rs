@@ -67,6 +67,11 @@ pub const BUCKETS: &[BucketSpec] = &[
         durable: true,
         max_age: Duration::ZERO,
     },
+    BucketSpec {
+        name: subjects::BUCKET_CHANNELS,
+        durable: true,
+        max_age: Duration::ZERO,
+    },
     // Pending exec approvals: short-lived; the age limit collects what a gateway that died
     // mid-wait left behind (requests wait one hour at most).
     BucketSpec {

@@ -66,7 +66,7 @@ handler_enum! {
         SessionsObserverVisibility, SessionsCompanionState, SessionsBranchesList,
         ProgressCardGet, TalkCatalog, ChatMetadata, PluginsList, SkillsSearch,
         SkillsLibraryList, ChannelsPairingList, PluginsCatalogBrowse,
-        SystemInfo, EnvironmentsList, ModelsAuthStatus, ChannelsStatus,
+        SystemInfo, EnvironmentsList, ModelsAuthStatus,
         UsageStatus, ThemesList, ToolsGithubStatus, DoctorMemoryStatus, ApprovalHistory,
         WorktreesList, TranscriptsList, SkillsStatus, MigrationsMemoryPlan,
         ExecApprovalGrantsList, ArtifactsList,
@@ -92,6 +92,7 @@ handler_enum! {
         KnowledgeLibraryDelete, KnowledgeLibraryReindex, KnowledgeCollectionsList,
         KnowledgeCollectionsGrant,
         TtsStatus, TtsConvert, TtsProviders, TtsEnable, TtsDisable, TtsSetProvider,
+        ChannelsStatus, ChannelsLogout, Send, ChannelsWebhook,
     }
 }
 
@@ -235,6 +236,9 @@ pub const CAP_KNOWLEDGE: &str = "knowledge";
 /// Capability of node-agents that speak (`tts.*`).
 pub const CAP_TTS: &str = "tts";
 
+/// Capability of node-agents that run chat channels (`channels.*`, `send`).
+pub const CAP_CHANNELS: &str = "channels";
+
 /// Internal method (not in the catalog clients see): the final result of an `agent` run,
 /// asked by the gateway after the ack until the run ends.
 pub const AGENT_RESULT: &str = "agent.result";
@@ -275,6 +279,23 @@ const fn knowledge(name: &'static str, access: Access, method: NodeMethod) -> Me
 const fn tts(name: &'static str, access: Access, method: NodeMethod) -> MethodSpec {
     node(name, access, method, None, true).on(CAP_TTS)
 }
+
+/// A chat-channel method: any node with the channel service serves it (receivers' state
+/// is shared), and each is safe to send again (`send` by its idempotency key, the others
+/// read or set state).
+const fn channels(name: &'static str, access: Access, method: NodeMethod) -> MethodSpec {
+    node(name, access, method, None, true).on(CAP_CHANNELS)
+}
+
+/// `channels.status {probe:true}` waits for every probe, each within `timeoutMs`.
+const PROBE: Timeout = Timeout::FromParam {
+    param: "timeoutMs",
+    default_ms: 10_000,
+    max_ms: 60_000,
+};
+
+/// A `send` may wait for an earlier call with its key (30 s), then deliver (30 s a part).
+const DELIVERY: Timeout = Timeout::Fixed(65_000);
 
 /// A conversion tries each configured provider in turn, within two minutes.
 const SPEECH: Timeout = Timeout::Fixed(125_000);
@@ -437,10 +458,10 @@ pub const METHODS: &[MethodSpec] = &[
     node("tasks.add", Write, N::TasksAdd, None, false),
     node("tasks.list", Read, N::TasksList, None, true),
     // §5.9 channels
-    // No chat channel is built yet (issue 18): the status of none, as upstream reports it.
-    gw("channels.status", Read, G::ChannelsStatus),
-    planned("channels.logout", Admin),
-    planned("send", Write),
+    channels("channels.status", Read, N::ChannelsStatus).waits(PROBE),
+    channels("channels.logout", Admin, N::ChannelsLogout),
+    // Safe to send again: the idempotency key's record delivers it once.
+    channels("send", Write, N::Send).waits(DELIVERY),
     // §5.10 health, status, presence
     gw("health", Read, G::Health),
     gw("status", Read, G::Status),
@@ -610,8 +631,30 @@ pub const AGENT_RESULT_METHOD: MethodSpec = MethodSpec {
     )
 };
 
+/// Internal method: a request to a gateway's channel webhook URL
+/// (`/channels/<channel>/<account>/webhook`), handed to any node with the channel service,
+/// which checks it and stores its messages for the account's receiver.
+pub const CHANNELS_WEBHOOK: &str = "channels.webhook";
+
+/// [`CHANNELS_WEBHOOK`]'s entry: safe to send again (messages are stored once by id).
+pub const CHANNELS_WEBHOOK_METHOD: MethodSpec = MethodSpec {
+    versions: Versions::Internal,
+    ..MethodSpec::new(
+        CHANNELS_WEBHOOK,
+        Admin,
+        Placement::Node(
+            N::ChannelsWebhook,
+            Forward {
+                capability: CAP_CHANNELS,
+                route_param: None,
+                idempotent: true,
+            },
+        ),
+    )
+};
+
 /// Methods no client calls: gateways call them on node-agents.
-pub const INTERNAL_METHODS: &[MethodSpec] = &[AGENT_RESULT_METHOD];
+pub const INTERNAL_METHODS: &[MethodSpec] = &[AGENT_RESULT_METHOD, CHANNELS_WEBHOOK_METHOD];
 
 /// Methods the seed's `device` role may call besides the read methods (§3.1, [EXT]).
 const DEVICE_EXTRA: [&str; 7] = [

@@ -67,6 +67,11 @@ pub const BUCKET_TASKS: &str = "argent_tasks";
 /// document and all its chunks, one value so no reader sees half of one) and
 /// `col.<collectionTag>` (a collection's owner and grants).
 pub const BUCKET_KNOWLEDGE: &str = "argent_knowledge";
+/// Chat channels (`node-agent/src/channels`): `acct.<channel>.<account>` (the receiver's
+/// lease, its polling cursor and its status), `in.<channel>.<account>.<message>` (an inbound
+/// message, created once per platform message id: the dedupe and the inbox), and
+/// `send.<hash>` (an outbound `send` by its idempotency key).
+pub const BUCKET_CHANNELS: &str = "argent_channels";
 /// Exec approval requests while they wait for a decision (key = hex of the id).
 pub const BUCKET_APPROVALS: &str = "argent_approvals";
 

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod channel_doubles;
 pub mod device;
 pub mod documents;
 pub mod embeddings_double;
@@ -359,29 +360,48 @@ impl Gateway {
 
     /// `GET` on the operations listener: (status, body).
     pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.http.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("bad HTTP response {response:?}"))?;
-        let body = response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        Ok((status, body))
+        http_request(&self.http, "GET", path, &[], b"").await
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection to `base` (`http://host:port` or
+/// `ws://host:port`): (status, body).
+pub async fn http_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_start_matches("ws://")
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP response {response:?}"))?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((status, body))
 }
 
 impl GatewayBuilder {

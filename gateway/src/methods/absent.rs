@@ -167,19 +167,6 @@ pub fn plugins_catalog(params: Value) -> Result<Value, RpcError> {
     Ok(json!({"items": []}))
 }
 
-/// `channels.status`: no chat channel is configured (channels arrive with issue 18), so the
-/// status of none — the shape upstream reports for a gateway without channels.
-pub fn channels_status(params: Value) -> Result<Value, RpcError> {
-    let p = Params::new("channels.status", params)?.only(&["probe", "timeoutMs", "channel"])?;
-    p.optional_bool("probe")?;
-    p.optional_u64("timeoutMs", 0)?;
-    p.optional_str("channel")?;
-    Ok(json!({
-        "ts": argent_proto::now_ms(), "channelOrder": [], "channelLabels": {},
-        "channels": {}, "channelAccounts": {}, "channelDefaultAccountId": {},
-    }))
-}
-
 /// `usage.status`: provider quota windows and balances (upstream reads them from some
 /// providers' billing APIs) are not fetched here; token usage and cost are `sessions.usage`.
 pub fn usage_status(params: Value) -> Result<Value, RpcError> {

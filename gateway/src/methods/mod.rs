@@ -60,7 +60,6 @@ pub async fn call(
         M::SkillsLibraryList => absent::skills_library(params),
         M::ChannelsPairingList => absent::channels_pairing(params),
         M::PluginsCatalogBrowse => absent::plugins_catalog(params),
-        M::ChannelsStatus => absent::channels_status(params),
         M::SystemInfo => host::system_info(ctx, params),
         M::EnvironmentsList => host::environments_list(ctx, params),
         M::ModelsAuthStatus => host::models_auth_status(ctx, params),

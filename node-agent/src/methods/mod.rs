@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod automation;
+pub mod channels;
 pub mod chat;
 pub mod cron;
 pub mod diagnostics;

@@ -327,6 +327,7 @@ async fn execute(s: &Arc<Scheduler>, job: &CronJob, occurrence_ms: u64) -> (bool
                     message: text("message"),
                     timeout,
                     method: "cron",
+                    extra_system_prompt: None,
                 },
             )
             .await;

@@ -391,6 +391,7 @@ async fn work(
                 message,
                 timeout: left,
                 method: "execution.worker",
+                extra_system_prompt: None,
             },
         )
         .await;

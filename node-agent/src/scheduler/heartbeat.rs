@@ -220,6 +220,7 @@ async fn run_turn(
             message,
             timeout: TURN_TIMEOUT,
             method: "heartbeat",
+            extra_system_prompt: None,
         },
     )
     .await;

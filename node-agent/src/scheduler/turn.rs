@@ -49,6 +49,8 @@ pub struct Turn<'a> {
     pub message: String,
     pub timeout: Duration,
     pub method: &'a str,
+    /// Said to the model beside the agent's own prompt (where the message came from).
+    pub extra_system_prompt: Option<String>,
 }
 
 /// Runs the turn and waits for its end (at most `timeout`, then it is aborted).
@@ -66,7 +68,7 @@ pub async fn run(rt: &Arc<Runtime>, turn: Turn<'_>) -> TurnOutcome {
         agent_id: turn.agent_id.to_string(),
         thinking: None,
         timeout_ms: turn.timeout.as_millis() as u64,
-        extra_system_prompt: None,
+        extra_system_prompt: turn.extra_system_prompt,
         tool_events_to: None,
     };
     if let Err(err) = start_run(

@@ -13,14 +13,15 @@ const NODE_LAYERS: &[(&str, u8)] = &[
     ("methods", 3),
     ("respond", 4),
     ("tools", 5),
-    ("scheduler", 6),
-    ("knowledge", 6),
-    ("tts", 6),
-    ("runtime", 7),
-    ("workspace", 8),
-    ("shared_config", 8),
-    ("error", 9),
-    ("clock", 9),
+    ("channels", 6),
+    ("scheduler", 7),
+    ("knowledge", 7),
+    ("tts", 7),
+    ("runtime", 8),
+    ("workspace", 9),
+    ("shared_config", 9),
+    ("error", 10),
+    ("clock", 10),
 ];
 
 /// Gateway services: what `Ctx` (the composition root) is built from. They import none of

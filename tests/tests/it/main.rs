@@ -2,6 +2,7 @@
 //! free loopback ports and talks to them with real WebSocket and gRPC clients.
 
 mod authz;
+mod channels;
 mod chaos;
 mod chat_cluster;
 mod chat_local;
