@@ -17,11 +17,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use argent_proto::catalog::{self, Placement};
-use argent_proto::grpc::Caller;
+use argent_proto::catalog;
 
 use crate::context::Ctx;
-use crate::forward::{self, NodeCall};
+use crate::forward;
 
 /// Where webhook URLs start.
 pub const PREFIX: &str = "/channels/";
@@ -93,26 +92,16 @@ pub async fn answer(ctx: &Ctx, request: Request<Incoming>) -> Answer {
     if let Some(account) = account {
         params["accountId"] = json!(account);
     }
-    let spec = &catalog::CHANNELS_WEBHOOK_METHOD;
-    let Placement::Node(_, route) = spec.placement else {
-        unreachable!("channels.webhook runs on node-agents");
-    };
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let caller = Caller {
-        conn_id: format!("webhook-{request_id}"),
-        role: "webhook".into(),
-        gateway_id: ctx.gateway_id.clone(),
-        ..Default::default()
-    };
-    let call = NodeCall {
-        request_id: &request_id,
-        spec,
-        forward: route,
-    };
     let span =
         tracing::info_span!("channel.webhook", %channel, account = account.unwrap_or("default"));
     let answered = tracing::Instrument::instrument(
-        forward::forward_as(ctx, caller, &call, params, NODE_WAIT),
+        forward::call_for_gateway(
+            ctx,
+            "webhook",
+            &catalog::CHANNELS_WEBHOOK_METHOD,
+            params,
+            NODE_WAIT,
+        ),
         span,
     )
     .await;

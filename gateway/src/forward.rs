@@ -162,3 +162,33 @@ pub async fn call_method(
     };
     self::forward(ctx, session, &call, params, timeout).await
 }
+
+/// Runs a node-agent method for the gateway itself (a webhook it received, a status it
+/// keeps): the caller is `who` on this gateway, with no client behind it.
+pub async fn call_for_gateway(
+    ctx: &Ctx,
+    who: &str,
+    spec: &'static MethodSpec,
+    params: Value,
+    timeout: Duration,
+) -> Result<String, RpcError> {
+    let Placement::Node(_, forward) = spec.placement else {
+        return Err(RpcError::unavailable(format!(
+            "{} is not a node-agent method",
+            spec.name
+        )));
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let caller = Caller {
+        conn_id: format!("{who}-{request_id}"),
+        role: who.to_string(),
+        gateway_id: ctx.gateway_id.clone(),
+        ..Default::default()
+    };
+    let call = NodeCall {
+        request_id: &request_id,
+        spec,
+        forward,
+    };
+    forward_as(ctx, caller, &call, params, timeout).await
+}

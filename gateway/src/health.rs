@@ -49,6 +49,9 @@ pub struct Health {
     draining: AtomicBool,
     cached: RwLock<Option<Arc<Summary>>>,
     version: AtomicU64,
+    /// The last `channels.status` a node-agent answered (the server's channel loop keeps
+    /// it fresh): the channel sections of `health` and `status`.
+    channels: RwLock<Value>,
 }
 
 /// A computed summary, encoded once (JSON text for `hello-ok` snapshots and `health`
@@ -86,6 +89,7 @@ impl Health {
             draining: AtomicBool::new(false),
             cached: RwLock::new(None),
             version: AtomicU64::new(argent_proto::now_ms()),
+            channels: RwLock::new(json!({})),
         }
     }
 
@@ -243,6 +247,7 @@ impl Health {
         let config = self.shared_config.get();
         let agents = config.agents();
         let cluster = self.cluster_section();
+        let channels = self.channels.read().clone();
         let agent_rows: Vec<Value> = agents
         .agents
         .iter()
@@ -270,9 +275,9 @@ impl Health {
             "ok": true,
             "ts": now,
             "durationMs": started.elapsed().as_millis() as u64,
-            "channels": {},
-            "channelOrder": [],
-            "channelLabels": {},
+            "channels": channels.get("channels").cloned().unwrap_or(json!({})),
+            "channelOrder": channels.get("channelOrder").cloned().unwrap_or(json!([])),
+            "channelLabels": channels.get("channelLabels").cloned().unwrap_or(json!({})),
             "heartbeatSeconds": config.heartbeat_every(&agents.default_id).map_or(0, |d| d.as_secs()),
             "defaultAgentId": agents.default_id,
             "agents": agent_rows,
@@ -281,6 +286,58 @@ impl Health {
             "criticalAlerts": critical_alerts(&cluster, now),
             "cluster": cluster,
         })
+    }
+
+    pub fn set_channels(&self, status: Value) {
+        *self.channels.write() = status;
+    }
+
+    /// `status`'s channel lines (`Telegram default: running`) and `channelRuntime`
+    /// (each channel's default account), from the last `channels.status`.
+    pub fn channel_summary(&self) -> (Vec<String>, Value) {
+        let status = self.channels.read().clone();
+        let mut lines = Vec::new();
+        let mut runtime = serde_json::Map::new();
+        let order = status["channelOrder"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for id in order.iter().filter_map(Value::as_str) {
+            let label = status["channelLabels"][id].as_str().unwrap_or(id);
+            let default = &status["channelDefaultAccountId"][id];
+            for account in status["channelAccounts"][id]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if account["configured"] != true {
+                    continue;
+                }
+                let running = account["running"] == true;
+                let mut line = format!(
+                    "{label} {}: {}",
+                    account["accountId"].as_str().unwrap_or("?"),
+                    if running { "running" } else { "stopped" }
+                );
+                if let Some(error) = account["lastError"].as_str() {
+                    line.push_str(&format!(" (last error: {error})"));
+                }
+                lines.push(line);
+                if account["accountId"] == *default {
+                    let state = match (running, account["lastError"].is_string()) {
+                        (true, _) => "running",
+                        (false, true) => "error",
+                        (false, false) => "stopped",
+                    };
+                    runtime.insert(
+                        id.to_string(),
+                        json!({"accountId": default, "running": running, "state": state,
+                               "lastError": account["lastError"], "nextRetryAt": null}),
+                    );
+                }
+            }
+        }
+        (lines, Value::Object(runtime))
     }
 
     /// The summary, reused if younger than a second.

@@ -229,6 +229,7 @@ impl RunningGateway {
             tokio::spawn(tick_loop(ctx.clone())),
             tokio::spawn(crate::stability::monitor(ctx.stability.clone())),
             tokio::spawn(health_loop(ctx.clone())),
+            tokio::spawn(channels_loop(ctx.clone())),
             tokio::spawn(presence_loop(ctx.clone())),
             tokio::spawn({
                 let presence = ctx.presence.clone();
@@ -528,6 +529,29 @@ async fn health_loop(ctx: Arc<Ctx>) {
     loop {
         ticker.tick().await;
         ctx.health.broadcast();
+    }
+}
+
+/// How often the channel sections of `health` and `status` are refreshed.
+const CHANNELS_REFRESH: Duration = Duration::from_secs(10);
+
+/// Keeps the channel sections of `health` and `status` fresh: a node-agent's answer to
+/// `channels.status` (the receivers' snapshots in shared state), every few seconds.
+async fn channels_loop(ctx: Arc<Ctx>) {
+    let Some(spec) = argent_proto::catalog::lookup("channels.status") else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(CHANNELS_REFRESH);
+    loop {
+        ticker.tick().await;
+        let asked =
+            crate::forward::call_for_gateway(&ctx, "health", spec, json!({}), CHANNELS_REFRESH)
+                .await;
+        match asked.map(|payload| serde_json::from_str::<serde_json::Value>(&payload)) {
+            Ok(Ok(status)) => ctx.health.set_channels(status),
+            Ok(Err(err)) => tracing::debug!(%err, "unreadable channels.status"),
+            Err(err) => tracing::debug!(error = %err.message, "channels.status not refreshed"),
+        }
     }
 }
 

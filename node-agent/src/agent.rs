@@ -21,7 +21,7 @@ use argent_proto::subjects::BUCKET_NODES;
 use crate::knowledge::Knowledge;
 use crate::runtime::Runtime;
 use crate::service::NodeService;
-use crate::tools::Toolbox;
+use crate::tools::{ChannelsSlot, Toolbox};
 use crate::tts::Speech;
 use crate::worker::{Worker, CAPABILITIES};
 
@@ -41,14 +41,21 @@ impl NodePlanes {
         let knowledge =
             Knowledge::start(node_id, self.state.clone(), self.knowledge_dir.as_deref());
         let speech = Speech::new(self.state.clone());
+        let channels = ChannelsSlot::default();
         let runtime = Runtime::start(
             node_id.to_string(),
             self.state.clone(),
             self.bus.clone(),
             self.transcripts.clone(),
-            Arc::new(Toolbox::standard(knowledge.clone(), speech.clone())),
+            Arc::new(Toolbox::standard(
+                knowledge.clone(),
+                speech.clone(),
+                channels.clone(),
+            )),
         );
-        Arc::new(Worker::new(node_id.to_string(), runtime, knowledge, speech))
+        let worker = Worker::new(node_id.to_string(), runtime, knowledge, speech);
+        let _ = channels.set(Arc::downgrade(worker.channels()));
+        Arc::new(worker)
     }
 }
 

@@ -54,8 +54,8 @@ impl Worker {
         knowledge: Arc<Knowledge>,
         speech: Arc<Speech>,
     ) -> Self {
-        let scheduler = Scheduler::start(runtime.clone());
         let channels = Channels::start(runtime.clone(), speech.clone());
+        let scheduler = Scheduler::start(runtime.clone(), channels.clone());
         Worker {
             node_id,
             runtime,
@@ -69,6 +69,10 @@ impl Worker {
 
     pub fn knowledge(&self) -> &Arc<Knowledge> {
         &self.knowledge
+    }
+
+    pub fn channels(&self) -> &Arc<Channels> {
+        &self.channels
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {

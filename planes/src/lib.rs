@@ -26,6 +26,7 @@ pub mod calls;
 pub mod cluster;
 pub mod embedded;
 pub mod members;
+pub mod mirror;
 pub mod state;
 pub mod state_embedded;
 pub mod state_nats;

@@ -29,10 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -106,6 +107,15 @@ impl<T: Clone + std::fmt::Debug> Recorder<T> {
         Some(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
     }
 
+    /// While failing: the platform's error answer, given the status and its reason phrase
+    /// (counting the failed request).
+    fn failure(
+        &self,
+        answer: impl FnOnce(StatusCode, &'static str) -> Response,
+    ) -> Option<Response> {
+        self.failing().map(|status| answer(status, reason(status)))
+    }
+
     fn failed(&self) -> usize {
         self.failed.load(Ordering::SeqCst)
     }
@@ -129,11 +139,52 @@ impl<T: Clone + std::fmt::Debug> Recorder<T> {
     }
 }
 
-/// The controls every double has over its recorder (its `shared.recorder`): the list, the
-/// failing switch, the failure count and the wait.
-macro_rules! recorder_controls {
-    ($double:ident, $item:ty, $list:ident, $wait:ident) => {
+/// Declares a double's public type: its server, and the state its handlers share (`$shared`,
+/// a `Default` with a `recorder: Recorder<$item>`). It comes with
+///
+/// * `serve`, which starts the server on `$routes` with the given state;
+/// * `$url`: `http://127.0.0.1:PORT` followed by `$path`;
+/// * the controls over the recorder: `$list`, `set_failing`, `failed_requests`, `$wait`;
+/// * given `start(<fields>)`, `start`, which serves the default state with those fields (all
+///   `&str`) filled in.
+macro_rules! double {
+    (
+        $(#[$doc:meta])*
+        $double:ident($shared:ident, $what:literal) records $item:ty as $list:ident, $wait:ident;
+        $(#[$url_doc:meta])*
+        $url:ident = $path:literal, routes = $routes:expr $(, $start:ident($($field:ident),*))?
+    ) => {
+        $(#[$doc])*
+        pub struct $double {
+            served: Served,
+            shared: Arc<$shared>,
+        }
+
         impl $double {
+            async fn serve(shared: $shared) -> $double {
+                let shared = Arc::new(shared);
+                let app = $routes.with_state(shared.clone());
+                $double {
+                    served: Served::start($what, app).await,
+                    shared,
+                }
+            }
+
+            $(
+                pub async fn $start($($field: &str),*) -> $double {
+                    $double::serve($shared {
+                        $($field: $field.to_string(),)*
+                        ..$shared::default()
+                    })
+                    .await
+                }
+            )?
+
+            $(#[$url_doc])*
+            pub fn $url(&self) -> String {
+                self.served.url($path)
+            }
+
             /// Everything delivered so far, oldest first.
             pub fn $list(&self) -> Vec<$item> {
                 self.shared.recorder.all()
@@ -163,13 +214,8 @@ macro_rules! recorder_controls {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (status, content_type, body.to_string()).into_response()
 }
 
 /// `Internal Server Error`, `Bad Gateway`, …
@@ -439,6 +485,20 @@ struct TelegramState {
     poll_generation: u64,
 }
 
+impl Default for TelegramState {
+    /// No updates yet; the first ids handed out.
+    fn default() -> Self {
+        TelegramState {
+            updates: VecDeque::new(),
+            next_update_id: 500_000,
+            next_inbound_message_id: 1,
+            next_message_id: 1000,
+            polls: Vec::new(),
+            poll_generation: 0,
+        }
+    }
+}
+
 impl TelegramState {
     /// Telegram's offset rule: ids below a positive offset are confirmed (forgotten); a
     /// negative one keeps only the last `-offset` updates.
@@ -456,6 +516,7 @@ impl TelegramState {
     }
 }
 
+#[derive(Default)]
 struct TelegramShared {
     token: String,
     bot_id: i64,
@@ -498,10 +559,11 @@ impl TelegramShared {
     }
 }
 
-/// The Telegram Bot API; dropping it stops the server.
-pub struct TelegramDouble {
-    served: Served,
-    shared: Arc<TelegramShared>,
+double! {
+    /// The Telegram Bot API; dropping it stops the server.
+    TelegramDouble(TelegramShared, "telegram double") records TelegramSent as sent, wait_sent;
+    /// `http://127.0.0.1:PORT`; the client appends `/bot<token>/<method>`.
+    base_url = "", routes = telegram_routes()
 }
 
 impl TelegramDouble {
@@ -515,34 +577,12 @@ impl TelegramDouble {
     }
 
     pub async fn start(token: &str, bot_id: i64) -> TelegramDouble {
-        let shared = Arc::new(TelegramShared {
+        TelegramDouble::serve(TelegramShared {
             token: token.to_string(),
             bot_id,
-            recorder: Recorder::default(),
-            state: Mutex::new(TelegramState {
-                updates: VecDeque::new(),
-                next_update_id: 500_000,
-                next_inbound_message_id: 1,
-                next_message_id: 1000,
-                polls: Vec::new(),
-                poll_generation: 0,
-            }),
-            stalled: AtomicBool::new(false),
-            notify: Notify::new(),
-        });
-        let app = Router::new()
-            .route("/{bot_path}/{method}", any(telegram))
-            .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
-            .with_state(shared.clone());
-        TelegramDouble {
-            served: Served::start("telegram double", app).await,
-            shared,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`; the client appends `/bot<token>/<method>`.
-    pub fn base_url(&self) -> String {
-        self.served.url("")
+            ..TelegramShared::default()
+        })
+        .await
     }
 
     pub fn token(&self) -> &str {
@@ -605,7 +645,12 @@ impl TelegramDouble {
     }
 }
 
-recorder_controls!(TelegramDouble, TelegramSent, sent, wait_sent);
+/// Every method (uploads up to 64 MiB) on one handler.
+fn telegram_routes() -> Router<Arc<TelegramShared>> {
+    Router::new()
+        .route("/{bot_path}/{method}", any(telegram))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+}
 
 fn telegram_ok(result: Value) -> Response {
     json_response(StatusCode::OK, &json!({"ok": true, "result": result}))
@@ -643,8 +688,8 @@ async fn telegram(
     if method_key == "getupdates" || method_key == "getme" {
         shared.wait_unstalled().await;
     }
-    if let Some(status) = shared.recorder.failing() {
-        return telegram_error(status, reason(status));
+    if let Some(failure) = shared.recorder.failure(telegram_error) {
+        return failure;
     }
     match method_key.as_str() {
         "getme" => telegram_ok(shared.bot_user()),
@@ -787,11 +832,13 @@ pub struct WhatsAppSent {
     pub body: Value,
 }
 
+#[derive(Default)]
 struct WhatsAppShared {
     phone_number_id: String,
     token: String,
     recorder: Recorder<WhatsAppSent>,
-    next_id: AtomicU64,
+    /// Messages accepted so far (their ids count from 1).
+    accepted: AtomicU64,
 }
 
 impl WhatsAppShared {
@@ -805,8 +852,9 @@ impl WhatsAppShared {
                 190,
             ));
         }
-        if let Some(status) = self.recorder.failing() {
-            return Some(graph_error(status, reason(status), "OAuthException", 2));
+        let answer = |status, reason: &str| graph_error(status, reason, "OAuthException", 2);
+        if let Some(failure) = self.recorder.failure(answer) {
+            return Some(failure);
         }
         if phone_number_id != self.phone_number_id {
             let message =
@@ -822,38 +870,19 @@ impl WhatsAppShared {
     }
 }
 
-/// The WhatsApp Business Cloud API (outbound); dropping it stops the server.
-pub struct WhatsAppDouble {
-    served: Served,
-    shared: Arc<WhatsAppShared>,
-}
-
-impl WhatsAppDouble {
-    pub async fn start(phone_number_id: &str, token: &str) -> WhatsAppDouble {
-        let shared = Arc::new(WhatsAppShared {
-            phone_number_id: phone_number_id.to_string(),
-            token: token.to_string(),
-            recorder: Recorder::default(),
-            next_id: AtomicU64::new(1),
-        });
-        let app = Router::new()
-            .route("/{version}/{phone_number_id}/messages", post(whatsapp_send))
-            .route("/{version}/{phone_number_id}", get(whatsapp_phone))
-            .with_state(shared.clone());
-        WhatsAppDouble {
-            served: Served::start("whatsapp double", app).await,
-            shared,
-        }
-    }
-
+double! {
+    /// The WhatsApp Business Cloud API (outbound); dropping it stops the server.
+    WhatsAppDouble(WhatsAppShared, "whatsapp double") records WhatsAppSent as sent, wait_sent;
     /// `http://127.0.0.1:PORT`; the client appends `/v21.0/<phone number id>/messages` (any
     /// version is accepted).
-    pub fn base_url(&self) -> String {
-        self.served.url("")
-    }
+    base_url = "", routes = whatsapp_routes(), start(phone_number_id, token)
 }
 
-recorder_controls!(WhatsAppDouble, WhatsAppSent, sent, wait_sent);
+fn whatsapp_routes() -> Router<Arc<WhatsAppShared>> {
+    Router::new()
+        .route("/{version}/{phone_number_id}/messages", post(whatsapp_send))
+        .route("/{version}/{phone_number_id}", get(whatsapp_phone))
+}
 
 fn graph_error(status: StatusCode, message: &str, kind: &str, code: i64) -> Response {
     json_response(
@@ -886,7 +915,7 @@ async fn whatsapp_send(
     let Some(to) = request["to"].as_str().map(str::to_string) else {
         return missing("to");
     };
-    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let id = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
     shared.recorder.push(WhatsAppSent {
         to: to.clone(),
         text: request["text"]["body"]
@@ -954,6 +983,7 @@ pub struct SlackSent {
     pub thread_ts: Option<String>,
 }
 
+#[derive(Default)]
 struct SlackShared {
     token: String,
     recorder: Recorder<SlackSent>,
@@ -974,42 +1004,40 @@ impl SlackShared {
             Some(_) => {}
         }
         self.recorder
-            .failing()
-            .map(|status| slack_error(status, "internal_error"))
+            .failure(|status, _| slack_error(status, "internal_error"))
     }
 }
 
-/// The Slack Web API; dropping it stops the server.
-pub struct SlackDouble {
-    served: Served,
-    shared: Arc<SlackShared>,
-}
-
-impl SlackDouble {
-    pub async fn start(token: &str) -> SlackDouble {
-        let shared = Arc::new(SlackShared {
-            token: token.to_string(),
-            recorder: Recorder::default(),
-            posted: AtomicU64::new(0),
-        });
-        let app = Router::new()
-            .route("/chat.postMessage", post(slack_post_message))
-            .route("/auth.test", post(slack_auth_test))
-            .fallback(slack_unknown_method)
-            .with_state(shared.clone());
-        SlackDouble {
-            served: Served::start("slack double", app).await,
-            shared,
-        }
-    }
-
+double! {
+    /// The Slack Web API; dropping it stops the server.
+    SlackDouble(SlackShared, "slack double") records SlackSent as sent, wait_sent;
     /// `http://127.0.0.1:PORT`; the client posts to `<base>/chat.postMessage`.
-    pub fn base_url(&self) -> String {
-        self.served.url("")
-    }
+    base_url = "", routes = slack_routes(), start(token)
 }
 
-recorder_controls!(SlackDouble, SlackSent, sent, wait_sent);
+fn slack_routes() -> Router<Arc<SlackShared>> {
+    Router::new()
+        .route("/chat.postMessage", slack_method(slack_post_message))
+        .route("/auth.test", slack_method(slack_auth_test))
+        .fallback(slack_unknown_method)
+}
+
+/// A Web API method (`POST`): the call's parameters, from its query string and its body, go
+/// to `answer` once they pass Slack's checks.
+fn slack_method(answer: fn(&SlackShared, &Params) -> Response) -> MethodRouter<Arc<SlackShared>> {
+    post(
+        move |State(shared): State<Arc<SlackShared>>,
+              RawQuery(query): RawQuery,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            let params = Params::parse(&headers, query.as_deref(), &body);
+            match shared.refuse(&headers, &params) {
+                Some(refusal) => refusal,
+                None => answer(&shared, &params),
+            }
+        },
+    )
+}
 
 fn slack_error(status: StatusCode, error: &str) -> Response {
     json_response(status, &json!({"ok": false, "error": error}))
@@ -1019,16 +1047,7 @@ async fn slack_unknown_method() -> Response {
     slack_error(StatusCode::NOT_FOUND, "unknown_method")
 }
 
-async fn slack_post_message(
-    State(shared): State<Arc<SlackShared>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::parse(&headers, query.as_deref(), &body);
-    if let Some(refusal) = shared.refuse(&headers, &params) {
-        return refusal;
-    }
+fn slack_post_message(shared: &SlackShared, params: &Params) -> Response {
     let Some(channel) = params.text("channel").filter(|c| !c.is_empty()) else {
         return slack_error(StatusCode::OK, "channel_not_found");
     };
@@ -1056,16 +1075,7 @@ async fn slack_post_message(
     )
 }
 
-async fn slack_auth_test(
-    State(shared): State<Arc<SlackShared>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::parse(&headers, query.as_deref(), &body);
-    if let Some(refusal) = shared.refuse(&headers, &params) {
-        return refusal;
-    }
+fn slack_auth_test(_: &SlackShared, _: &Params) -> Response {
     json_response(
         StatusCode::OK,
         &json!({"ok": true, "url": "https://argent-test.slack.com/", "team": "Argent",
@@ -1109,10 +1119,15 @@ pub struct DiscordSent {
     pub content: String,
 }
 
+/// The id of the first message the double creates.
+const DISCORD_FIRST_SNOWFLAKE: u64 = 1_300_000_000_000_000_000;
+
+#[derive(Default)]
 struct DiscordShared {
     token: String,
     recorder: Recorder<DiscordSent>,
-    next_snowflake: AtomicU64,
+    /// Messages created so far.
+    created: AtomicU64,
 }
 
 impl DiscordShared {
@@ -1125,45 +1140,34 @@ impl DiscordShared {
             ));
         }
         self.recorder
-            .failing()
-            .map(|status| discord_error(status, reason(status), 0))
+            .failure(|status, reason| discord_error(status, reason, 0))
     }
 }
 
-/// Discord's REST API v10; dropping it stops the server.
-pub struct DiscordDouble {
-    served: Served,
-    shared: Arc<DiscordShared>,
-}
+/// Passes the requests Discord would serve (the bot's token, the double not failing) and
+/// answers the others with Discord's refusal.
+struct DiscordAuthorized;
 
-impl DiscordDouble {
-    pub async fn start(token: &str) -> DiscordDouble {
-        let shared = Arc::new(DiscordShared {
-            token: token.to_string(),
-            recorder: Recorder::default(),
-            next_snowflake: AtomicU64::new(1_300_000_000_000_000_000),
-        });
-        let app = Router::new()
-            .route(
-                "/api/v10/channels/{channel_id}/messages",
-                post(discord_message),
-            )
-            .route("/api/v10/users/@me/channels", post(discord_dm_channel))
-            .route("/api/v10/users/@me", get(discord_me))
-            .with_state(shared.clone());
-        DiscordDouble {
-            served: Served::start("discord double", app).await,
-            shared,
+impl FromRequestParts<Arc<DiscordShared>> for DiscordAuthorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<DiscordShared>,
+    ) -> Result<Self, Response> {
+        match shared.refuse(&parts.headers) {
+            Some(refusal) => Err(refusal),
+            None => Ok(DiscordAuthorized),
         }
     }
-
-    /// `http://127.0.0.1:PORT/api/v10`.
-    pub fn base_url(&self) -> String {
-        self.served.url("/api/v10")
-    }
 }
 
-recorder_controls!(DiscordDouble, DiscordSent, sent, wait_sent);
+double! {
+    /// Discord's REST API v10; dropping it stops the server.
+    DiscordDouble(DiscordShared, "discord double") records DiscordSent as sent, wait_sent;
+    /// `http://127.0.0.1:PORT/api/v10`.
+    base_url = "/api/v10", routes = discord_routes(), start(token)
+}
 
 fn discord_error(status: StatusCode, message: &str, code: i64) -> Response {
     json_response(status, &json!({"message": message, "code": code}))
@@ -1173,15 +1177,22 @@ fn discord_bot_user() -> Value {
     json!({"id": "42", "username": "argent", "bot": true})
 }
 
+fn discord_routes() -> Router<Arc<DiscordShared>> {
+    Router::new()
+        .route(
+            "/api/v10/channels/{channel_id}/messages",
+            post(discord_message),
+        )
+        .route("/api/v10/users/@me/channels", post(discord_dm_channel))
+        .route("/api/v10/users/@me", get(discord_me))
+}
+
 async fn discord_message(
     State(shared): State<Arc<DiscordShared>>,
     Path(channel_id): Path<String>,
-    headers: HeaderMap,
+    _: DiscordAuthorized,
     body: Bytes,
 ) -> Response {
-    if let Some(refusal) = shared.refuse(&headers) {
-        return refusal;
-    }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let content = request["content"].as_str().unwrap_or_default().to_string();
     if content.is_empty() {
@@ -1191,7 +1202,7 @@ async fn discord_message(
             50006,
         );
     }
-    let id = shared.next_snowflake.fetch_add(1, Ordering::SeqCst);
+    let id = DISCORD_FIRST_SNOWFLAKE + shared.created.fetch_add(1, Ordering::SeqCst);
     shared.recorder.push(DiscordSent {
         channel_id: channel_id.clone(),
         content: content.clone(),
@@ -1203,14 +1214,7 @@ async fn discord_message(
     )
 }
 
-async fn discord_dm_channel(
-    State(shared): State<Arc<DiscordShared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refusal) = shared.refuse(&headers) {
-        return refusal;
-    }
+async fn discord_dm_channel(_: DiscordAuthorized, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let recipient = match &request["recipient_id"] {
         Value::String(id) => id.clone(),
@@ -1226,10 +1230,7 @@ async fn discord_dm_channel(
     )
 }
 
-async fn discord_me(State(shared): State<Arc<DiscordShared>>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = shared.refuse(&headers) {
-        return refusal;
-    }
+async fn discord_me(_: DiscordAuthorized) -> Response {
     json_response(StatusCode::OK, &discord_bot_user())
 }
 
@@ -1259,6 +1260,7 @@ struct SignalEvents {
     pending: Vec<Bytes>,
 }
 
+#[derive(Default)]
 struct SignalShared {
     account: String,
     recorder: Recorder<SignalSent>,
@@ -1339,37 +1341,14 @@ impl SignalShared {
     }
 }
 
-/// A `signal-cli daemon --http`; dropping it stops the server and ends its event streams.
-pub struct SignalDouble {
-    served: Served,
-    shared: Arc<SignalShared>,
+double! {
+    /// A `signal-cli daemon --http`; dropping it stops the server and ends its event streams.
+    SignalDouble(SignalShared, "signal double") records SignalSent as sent, wait_sent;
+    /// `http://127.0.0.1:PORT`; the client appends `/api/v1/rpc`, `/api/v1/events`.
+    base_url = "", routes = signal_routes(), start(account)
 }
 
 impl SignalDouble {
-    pub async fn start(account: &str) -> SignalDouble {
-        let shared = Arc::new(SignalShared {
-            account: account.to_string(),
-            recorder: Recorder::default(),
-            events: Mutex::new(SignalEvents::default()),
-            streams_opened: AtomicUsize::new(0),
-            last_timestamp: Mutex::new(0),
-        });
-        let app = Router::new()
-            .route("/api/v1/rpc", post(signal_rpc))
-            .route("/api/v1/events", get(signal_events))
-            .route("/api/v1/check", get(signal_check))
-            .with_state(shared.clone());
-        SignalDouble {
-            served: Served::start("signal double", app).await,
-            shared,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`; the client appends `/api/v1/rpc`, `/api/v1/events`.
-    pub fn base_url(&self) -> String {
-        self.served.url("")
-    }
-
     /// Delivers a text message from `from` on the event streams (or to the next one opened
     /// when none is); returns its timestamp.
     pub fn push_text(&self, from: &str, text: &str) -> u64 {
@@ -1396,15 +1375,22 @@ impl Drop for SignalDouble {
     }
 }
 
-recorder_controls!(SignalDouble, SignalSent, sent, wait_sent);
-
 fn rpc_error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": id})
 }
 
+fn signal_routes() -> Router<Arc<SignalShared>> {
+    Router::new()
+        .route("/api/v1/rpc", post(signal_rpc))
+        .route("/api/v1/events", get(signal_events))
+        .route("/api/v1/check", get(signal_check))
+}
+
 async fn signal_rpc(State(shared): State<Arc<SignalShared>>, body: Bytes) -> Response {
-    if let Some(status) = shared.recorder.failing() {
-        return json_response(status, &rpc_error(Value::Null, -32603, reason(status)));
+    let answer =
+        |status, reason: &str| json_response(status, &rpc_error(Value::Null, -32603, reason));
+    if let Some(failure) = shared.recorder.failure(answer) {
+        return failure;
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return json_response(
@@ -1432,8 +1418,9 @@ async fn signal_events(
     State(shared): State<Arc<SignalShared>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(status) = shared.recorder.failing() {
-        return json_response(status, &json!({"error": reason(status)}));
+    let answer = |status, reason: &str| json_response(status, &json!({"error": reason}));
+    if let Some(failure) = shared.recorder.failure(answer) {
+        return failure;
     }
     let account = parse_form(query.as_deref().unwrap_or_default())
         .into_iter()
@@ -1493,56 +1480,35 @@ impl WebhookReceived {
     }
 }
 
+#[derive(Default)]
 struct WebhookShared {
     recorder: Recorder<WebhookReceived>,
 }
 
-/// The far end of an outbound webhook (`POST /hook`); dropping it stops the server.
-pub struct WebhookReceiver {
-    served: Served,
-    shared: Arc<WebhookShared>,
-}
-
-impl WebhookReceiver {
-    pub async fn start() -> WebhookReceiver {
-        let shared = Arc::new(WebhookShared {
-            recorder: Recorder::default(),
-        });
-        let app = Router::new()
-            .route("/hook", post(webhook))
-            .with_state(shared.clone());
-        WebhookReceiver {
-            served: Served::start("webhook receiver", app).await,
-            shared,
-        }
-    }
-
+double! {
+    /// The far end of an outbound webhook (`POST /hook`); dropping it stops the server.
+    WebhookReceiver(WebhookShared, "webhook receiver")
+        records WebhookReceived as received, wait_received;
     /// `http://127.0.0.1:PORT/hook`.
-    pub fn url(&self) -> String {
-        self.served.url("/hook")
-    }
+    url = "/hook", routes = Router::new().route("/hook", post(webhook)), start()
 }
-
-recorder_controls!(WebhookReceiver, WebhookReceived, received, wait_received);
 
 async fn webhook(
     State(shared): State<Arc<WebhookShared>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(status) = shared.recorder.failing() {
-        return json_response(status, &json!({"ok": false, "error": reason(status)}));
+    let answer =
+        |status, reason: &str| json_response(status, &json!({"ok": false, "error": reason}));
+    if let Some(failure) = shared.recorder.failure(answer) {
+        return failure;
     }
+    let header_pairs = headers.iter().map(|(name, value)| {
+        let value = value.to_str().unwrap_or_default();
+        (name.as_str().to_string(), value.to_string())
+    });
     shared.recorder.push(WebhookReceived {
-        headers: headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_string(),
-                    value.to_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
+        headers: header_pairs.collect(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         raw: String::from_utf8_lossy(&body).into_owned(),
     });

@@ -364,6 +364,33 @@ impl Gateway {
     }
 }
 
+/// The error response of a call that must fail (panics on a success or a transport
+/// failure, saying which).
+pub fn call_error(
+    result: Result<Value, argent_client::ClientError>,
+) -> argent_proto::errors::ErrorShape {
+    match result {
+        Err(argent_client::ClientError::Call(e)) => e,
+        other => panic!("expected an error response, got {other:?}"),
+    }
+}
+
+/// [`call_error`] with its code, and a message containing `fragment`.
+pub fn expect_error(
+    result: Result<Value, argent_client::ClientError>,
+    code: &str,
+    fragment: &str,
+) -> argent_proto::errors::ErrorShape {
+    let error = call_error(result);
+    assert_eq!(error.code, code, "{}", error.message);
+    assert!(
+        error.message.contains(fragment),
+        "{:?} does not contain {fragment:?}",
+        error.message
+    );
+    error
+}
+
 /// One HTTP/1.1 request on a fresh connection to `base` (`http://host:port` or
 /// `ws://host:port`): (status, body).
 pub async fn http_request(

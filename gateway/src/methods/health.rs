@@ -21,9 +21,10 @@ pub fn status(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
     Params::new("status", params)?.only(&[])?;
     let config = ctx.shared_config.get();
     let agents = config.agents();
+    let (channel_summary, channel_runtime) = ctx.health.channel_summary();
     Ok(json!({
         "heartbeat": {"defaultAgentId": agents.default_id, "agents": []},
-        "channelSummary": [],
+        "channelSummary": channel_summary,
         "queuedSystemEvents": [],
         "sessions": {
             "paths": [],
@@ -32,7 +33,7 @@ pub fn status(ctx: &Ctx, params: Value) -> Result<Value, RpcError> {
             "recent": [],
             "byAgent": [],
         },
-        "channelRuntime": {},
+        "channelRuntime": channel_runtime,
         "gateway": {
             "id": ctx.gateway_id,
             "host": ctx.host,

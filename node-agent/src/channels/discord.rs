@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::config::{Account, ChannelId};
+use super::config::Account;
 use super::platform::{
-    call_json, split_text, ChannelError, Delivered, Outbound, Platform, Receiving,
+    call_json, missing_secrets, mode_fields, required, split_text, Api, ChannelError, Delivered,
+    Outbound, Platform, Receiving,
 };
 
 pub struct Discord;
@@ -28,9 +29,7 @@ async fn api(
     path: &str,
     what: &str,
 ) -> Result<Value, ChannelError> {
-    let token = account.secret("token").ok_or_else(|| {
-        ChannelError::NotConfigured(format!("discord account {} has no token", account.id))
-    })?;
+    let token = required(account, "token")?;
     let url = format!("{}{path}", account.api_base(DEFAULT_API));
     let request = request(http, url).header(reqwest::header::AUTHORIZATION, format!("Bot {token}"));
     let (status, answer) = call_json(request, what).await?;
@@ -66,16 +65,8 @@ fn target(to: &str) -> Result<(bool, String), ChannelError> {
 
 #[async_trait]
 impl Platform for Discord {
-    fn id(&self) -> ChannelId {
-        ChannelId::Discord
-    }
-
     fn missing(&self, account: &Account) -> Vec<&'static str> {
-        if account.secret("token").is_some() {
-            Vec::new()
-        } else {
-            vec!["token"]
-        }
+        missing_secrets(account, &["token"])
     }
 
     fn receiving(&self, _account: &Account) -> Receiving {
@@ -86,18 +77,11 @@ impl Platform for Discord {
     }
 
     fn status_fields(&self, account: &Account) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("mode".into(), json!("rest"));
-        fields.insert("tokenSource".into(), json!(account.secret_source("token")));
-        fields
+        mode_fields(account, "rest", "token")
     }
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError> {
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
+        let Api { http, account } = on;
         let (user, id) = target(message.to)?;
         let channel = if user {
             let dm = api(
@@ -145,12 +129,8 @@ impl Platform for Discord {
         })
     }
 
-    async fn probe(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        timeout: Duration,
-    ) -> Result<Value, ChannelError> {
+    async fn probe(&self, on: Api<'_>, timeout: Duration) -> Result<Value, ChannelError> {
+        let Api { http, account } = on;
         let me = api(
             http,
             account,

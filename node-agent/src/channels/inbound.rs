@@ -256,12 +256,29 @@ async fn answer(
         r.ended(end.0, end.1.clone())
     })
     .await?;
-    if outcome.ok {
+    if outcome.ok && delivered.is_ok() {
+        remember_route(c, account, &agent_id, &record).await;
         if let Some(text) = &reply {
             speak(c, account, health, &record, text).await;
         }
     }
     delivered
+}
+
+/// Notes the chat the agent answered last (a cron announcement without a target goes
+/// there).
+async fn remember_route(c: &Channels, account: &Account, agent_id: &str, record: &InboundRecord) {
+    let route = store::LastRoute {
+        channel: account.channel.as_str().to_string(),
+        account_id: account.id.clone(),
+        to: record.chat.clone(),
+        at_ms: argent_proto::now_ms(),
+    };
+    let body = serde_json::to_vec(&route).expect("records serialize");
+    let key = store::last_route_key(agent_id);
+    if let Err(err) = c.rt.state.put(store::BUCKET, &key, body.into()).await {
+        tracing::debug!(%err, "last chat not noted");
+    }
 }
 
 /// Sends text back to the message's chat.
@@ -278,7 +295,7 @@ async fn send(
         thread: record.thread.as_deref(),
     };
     platform(account.channel)
-        .send(&c.http, account, message)
+        .send(c.api(account), message)
         .await?;
     health.outbound();
     Ok(())

@@ -30,15 +30,15 @@ pub mod telegram;
 pub mod webhook;
 pub mod whatsapp;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 
+use argent_planes::mirror::BucketMirror;
 use argent_planes::state::{modify_json, StateError};
 
 use self::config::Account;
@@ -63,8 +63,8 @@ pub struct Channels {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) speech: Arc<Speech>,
     pub(crate) http: reqwest::Client,
-    /// The bucket as last seen (key → record).
-    records: RwLock<BTreeMap<String, Value>>,
+    /// The bucket as last seen.
+    mirror: Arc<BucketMirror>,
     owned: Mutex<HashMap<String, Owned>>,
 }
 
@@ -77,13 +77,12 @@ impl Channels {
             .build()
             .unwrap_or_default();
         let channels = Arc::new(Channels {
+            mirror: BucketMirror::start(rt.state.clone(), BUCKET),
             rt,
             speech,
             http,
-            records: RwLock::new(BTreeMap::new()),
             owned: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(mirror(Arc::downgrade(&channels)));
         tokio::spawn(supervise(Arc::downgrade(&channels)));
         channels
     }
@@ -94,19 +93,15 @@ impl Channels {
 
     /// Records under `prefix` that parse as `T`, by key, as last seen.
     pub fn records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Vec<(String, T)> {
-        self.records
-            .read()
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(k, v)| Some((k.clone(), T::deserialize(v).ok()?)))
-            .collect()
+        self.mirror.records(prefix)
     }
 
-    pub fn record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        self.records
-            .read()
-            .get(key)
-            .and_then(|v| T::deserialize(v).ok())
+    /// How `account`'s platform is reached from this node.
+    pub(crate) fn api<'a>(&'a self, account: &'a Account) -> platform::Api<'a> {
+        platform::Api {
+            http: &self.http,
+            account,
+        }
     }
 
     /// The account's receiver health on this node, when this node runs it.
@@ -119,32 +114,6 @@ impl Channels {
 pub(crate) fn fingerprint(account: &Account) -> String {
     let body = serde_json::to_vec(&account.settings).unwrap_or_default();
     hex::encode(&Sha256::digest(&body)[..12])
-}
-
-/// Keeps `records` equal to the bucket.
-async fn mirror(channels: std::sync::Weak<Channels>) {
-    loop {
-        let Some(state) = channels.upgrade().map(|c| c.rt.state.clone()) else {
-            return;
-        };
-        match state.watch(BUCKET).await {
-            Ok(mut changes) => {
-                if let Some(c) = channels.upgrade() {
-                    c.records.write().clear();
-                }
-                while let Some(change) = changes.recv().await {
-                    let Some(c) = channels.upgrade() else { return };
-                    let mut records = c.records.write();
-                    match change.value.and_then(|v| serde_json::from_slice(&v).ok()) {
-                        Some(value) => records.insert(change.key, value),
-                        None => records.remove(&change.key),
-                    };
-                }
-            }
-            Err(err) => tracing::debug!(%err, "channels watch failed; retrying"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 async fn supervise(channels: std::sync::Weak<Channels>) {

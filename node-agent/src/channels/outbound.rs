@@ -17,9 +17,10 @@ use argent_proto::session_key::SessionKey;
 
 use super::config::{self, Account, ChannelId};
 use super::platform::{platform, ChannelError, Delivered, Outbound};
-use super::store::{self, AccountRecord, SendRecord, BUCKET};
+use super::store::{self, AccountRecord, LastRoute, SendRecord, BUCKET};
 use super::Channels;
 use crate::runtime::control;
+use crate::scheduler::Announcer;
 
 /// The channel `send` uses when none is named (upstream's default).
 pub const DEFAULT_CHANNEL: &str = "whatsapp";
@@ -94,7 +95,7 @@ pub async fn deliver(
         thread: None,
     };
     let delivered = platform(account.channel)
-        .send(&c.http, account, message)
+        .send(c.api(account), message)
         .await?;
     note_outbound(c, account).await;
     Ok(delivered)
@@ -222,5 +223,57 @@ async fn mirror(c: &Channels, account: &Account, request: &SendRequest, text: &s
     .await;
     if let Err(err) = mirrored {
         tracing::warn!(session = %key, %err, "send not mirrored into the transcript");
+    }
+}
+
+/// Cron announcements (`delivery: {mode:"announce", channel?, to?, accountId?}`): to the
+/// named target, or to the chat the agent answered last (`channel` absent or `"last"`).
+#[async_trait::async_trait]
+impl Announcer for Channels {
+    async fn announce(
+        &self,
+        agent_id: &str,
+        delivery: &Value,
+        text: &str,
+    ) -> Result<Option<String>, String> {
+        let field = |key: &str| {
+            delivery
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let named = field("channel").filter(|c| *c != "last");
+        let last = self.last_route(agent_id).await;
+        let (channel, to, account) = match (named, field("to"), &last) {
+            (Some(channel), Some(to), _) => (channel, to, field("accountId")),
+            (named, to, Some(last)) if named.is_none_or(|n| n == last.channel) => (
+                last.channel.as_str(),
+                to.unwrap_or(last.to.as_str()),
+                field("accountId").or(Some(last.account_id.as_str())),
+            ),
+            (None, None, None) => return Ok(None),
+            _ => return Err("delivery needs both channel and to (there is no last chat of this agent on that channel)".into()),
+        };
+        let account = account_for(self, Some(channel), account)
+            .await
+            .map_err(|e| e.to_string())?;
+        deliver(self, &account, to, text)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(format!("{channel}:{to}")))
+    }
+}
+
+impl Channels {
+    /// The chat `agent_id` answered last, if any.
+    async fn last_route(&self, agent_id: &str) -> Option<LastRoute> {
+        let entry = self
+            .rt
+            .state
+            .get(BUCKET, &store::last_route_key(agent_id))
+            .await
+            .ok()??;
+        serde_json::from_slice(&entry.value).ok()
     }
 }

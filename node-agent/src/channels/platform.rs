@@ -38,6 +38,25 @@ pub enum ChannelError {
     State(#[from] StateError),
 }
 
+/// An account, and the HTTP client its platform is reached with.
+#[derive(Clone, Copy)]
+pub struct Api<'a> {
+    pub http: &'a reqwest::Client,
+    pub account: &'a Account,
+}
+
+/// A setting the account cannot work without (a secret resolves here).
+pub fn required(account: &Account, key: &str) -> Result<String, ChannelError> {
+    account.secret(key).ok_or_else(|| {
+        ChannelError::NotConfigured(format!(
+            "{} account {} has no {key} (channels.{}.{key})",
+            account.channel.as_str(),
+            account.id,
+            account.channel.as_str()
+        ))
+    })
+}
+
 /// A message to send.
 #[derive(Debug, Clone, Copy)]
 pub struct Outbound<'a> {
@@ -240,8 +259,6 @@ pub struct PollContext {
 
 #[async_trait]
 pub trait Platform: Send + Sync {
-    fn id(&self) -> ChannelId;
-
     /// The settings the account lacks to work at all, named (`botToken`).
     fn missing(&self, account: &Account) -> Vec<&'static str>;
 
@@ -250,20 +267,10 @@ pub trait Platform: Send + Sync {
     /// Extra fields of the account's `channels.status` snapshot (`tokenSource`, `mode`).
     fn status_fields(&self, account: &Account) -> Map<String, Value>;
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError>;
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError>;
 
     /// Asks the platform who the account is (`probe:true`), within `timeout`.
-    async fn probe(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        timeout: Duration,
-    ) -> Result<Value, ChannelError>;
+    async fn probe(&self, on: Api<'_>, timeout: Duration) -> Result<Value, ChannelError>;
 
     /// Polling platforms: receives until `ctx.stop`, a lost lease or a config change.
     async fn poll(&self, ctx: PollContext) {
@@ -279,6 +286,26 @@ pub trait Platform: Send + Sync {
         let _ = (account, request);
         Ok(WebhookOutcome::text(404, "this channel takes no webhooks"))
     }
+}
+
+/// The settings of `keys` the account lacks (secrets resolve here: a `${ENV}` this
+/// process does not have is missing).
+pub fn missing_secrets(account: &Account, keys: &[&'static str]) -> Vec<&'static str> {
+    keys.iter()
+        .copied()
+        .filter(|k| account.secret(k).is_none())
+        .collect()
+}
+
+/// Status fields: the platform's `mode`, and where its credential `secret` comes from.
+pub fn mode_fields(account: &Account, mode: &str, secret: &str) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("mode".into(), Value::from(mode));
+    fields.insert(
+        "tokenSource".into(),
+        Value::from(account.secret_source(secret)),
+    );
+    fields
 }
 
 /// The platform of a channel.

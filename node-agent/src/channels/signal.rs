@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::config::{Account, ChannelId};
 use super::platform::{
-    call_json, describe, split_text, ChannelError, Delivered, Outbound, Platform, PollContext,
-    Received, Receiving,
+    call_json, describe, required, split_text, Api, ChannelError, Delivered, Outbound, Platform,
+    PollContext, Received, Receiving,
 };
 use super::store::{self, InboundRecord};
 
@@ -35,22 +35,18 @@ fn daemon(account: &Account) -> String {
     account.api_base(&default)
 }
 
-fn number(account: &Account) -> Result<&str, ChannelError> {
-    account.text("account").ok_or_else(|| {
-        ChannelError::NotConfigured(format!(
-            "signal account {} has no account (the bot's number)",
-            account.id
-        ))
-    })
+fn number(account: &Account) -> Result<String, ChannelError> {
+    required(account, "account")
 }
 
+/// Calls a JSON-RPC method of the daemon; its `result`, or its error's message.
 async fn rpc(
-    http: &reqwest::Client,
-    account: &Account,
+    on: Api<'_>,
     method: &str,
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ChannelError> {
+    let Api { http, account } = on;
     let body = json!({"jsonrpc": "2.0", "method": method, "params": params,
                       "id": uuid::Uuid::new_v4().to_string()});
     let request = http
@@ -194,10 +190,6 @@ async fn follow(ctx: &mut PollContext, mut response: reqwest::Response) -> Resul
 
 #[async_trait]
 impl Platform for Signal {
-    fn id(&self) -> ChannelId {
-        ChannelId::Signal
-    }
-
     fn missing(&self, account: &Account) -> Vec<&'static str> {
         if account.text("account").is_some() {
             Vec::new()
@@ -217,19 +209,15 @@ impl Platform for Signal {
         fields
     }
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError> {
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
+        let account = on.account;
         let (field, to) = recipient(message.to)?;
         let from = number(account)?;
         let mut last = Value::Null;
         for part in split_text(message.text, MAX_TEXT) {
             let mut params = json!({"account": from, "message": part});
             params[field] = to.clone();
-            last = rpc(http, account, "send", params, SEND_TIMEOUT).await?;
+            last = rpc(on, "send", params, SEND_TIMEOUT).await?;
         }
         Ok(Delivered {
             message_id: last
@@ -241,13 +229,8 @@ impl Platform for Signal {
         })
     }
 
-    async fn probe(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        timeout: Duration,
-    ) -> Result<Value, ChannelError> {
-        let version = rpc(http, account, "version", json!({}), timeout).await?;
+    async fn probe(&self, on: Api<'_>, timeout: Duration) -> Result<Value, ChannelError> {
+        let version = rpc(on, "version", json!({}), timeout).await?;
         Ok(json!({"ok": true, "version": version.get("version")}))
     }
 

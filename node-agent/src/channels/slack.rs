@@ -9,10 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::config::{Account, ChannelId};
+use super::config::Account;
 use super::platform::{
-    call_json, hmac_matches, split_text, ChannelError, Delivered, Outbound, Platform, Received,
-    Receiving, WebhookOutcome, WebhookRequest,
+    call_json, hmac_matches, missing_secrets, mode_fields, required, split_text, Api, ChannelError,
+    Delivered, Outbound, Platform, Received, Receiving, WebhookOutcome, WebhookRequest,
 };
 
 pub struct Slack;
@@ -25,15 +25,13 @@ const MAX_SKEW_S: u64 = 300;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn api(
-    http: &reqwest::Client,
-    account: &Account,
+    on: Api<'_>,
     method: &str,
     body: Value,
     timeout: Duration,
 ) -> Result<Value, ChannelError> {
-    let token = account.secret("botToken").ok_or_else(|| {
-        ChannelError::NotConfigured(format!("slack account {} has no botToken", account.id))
-    })?;
+    let Api { http, account } = on;
+    let token = required(account, "botToken")?;
     let url = format!("{}/{method}", account.api_base(DEFAULT_API));
     let request = http
         .post(url)
@@ -120,16 +118,8 @@ fn received(envelope: &Value) -> Option<Received> {
 
 #[async_trait]
 impl Platform for Slack {
-    fn id(&self) -> ChannelId {
-        ChannelId::Slack
-    }
-
     fn missing(&self, account: &Account) -> Vec<&'static str> {
-        if account.secret("botToken").is_some() {
-            Vec::new()
-        } else {
-            vec!["botToken"]
-        }
+        missing_secrets(account, &["botToken"])
     }
 
     fn receiving(&self, account: &Account) -> Receiving {
@@ -141,21 +131,10 @@ impl Platform for Slack {
     }
 
     fn status_fields(&self, account: &Account) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("mode".into(), json!("http"));
-        fields.insert(
-            "tokenSource".into(),
-            json!(account.secret_source("botToken")),
-        );
-        fields
+        mode_fields(account, "http", "botToken")
     }
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError> {
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
         let to = message.to.trim();
         let to = to.strip_prefix("slack:").unwrap_or(to).trim();
         if to.is_empty() || to.contains(char::is_whitespace) {
@@ -169,7 +148,7 @@ impl Platform for Slack {
             if let Some(thread) = message.thread {
                 body["thread_ts"] = json!(thread);
             }
-            last = api(http, account, "chat.postMessage", body, SEND_TIMEOUT).await?;
+            last = api(on, "chat.postMessage", body, SEND_TIMEOUT).await?;
         }
         Ok(Delivered {
             message_id: last
@@ -186,13 +165,8 @@ impl Platform for Slack {
         })
     }
 
-    async fn probe(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        timeout: Duration,
-    ) -> Result<Value, ChannelError> {
-        let me = api(http, account, "auth.test", json!({}), timeout).await?;
+    async fn probe(&self, on: Api<'_>, timeout: Duration) -> Result<Value, ChannelError> {
+        let me = api(on, "auth.test", json!({}), timeout).await?;
         Ok(json!({
             "ok": true,
             "team": me.get("team"),

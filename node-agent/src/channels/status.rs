@@ -105,7 +105,7 @@ async fn snapshot(
     }
     out.extend(p.status_fields(account));
     if let Some(timeout) = probe.filter(|_| missing.is_empty()) {
-        let probed = p.probe(&c.http, account, timeout).await;
+        let probed = p.probe(c.api(account), timeout).await;
         out.insert("lastProbeAt".into(), json!(argent_proto::now_ms()));
         out.insert(
             "probe".into(),

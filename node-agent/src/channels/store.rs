@@ -7,6 +7,8 @@
 //!   once (a second `create` of the same message id fails: a re-fetched update or a retried
 //!   webhook never starts a second turn), then driven to its end by the account's owner.
 //! * `send.<hash>` — [`SendRecord`]: an outbound `send` by its idempotency key.
+//! * `last.<agent>` — [`LastRoute`]: the chat an agent last answered, where a cron
+//!   announcement without a target goes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -293,4 +295,18 @@ pub struct SendRecord {
     /// The `send` answer once delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+}
+
+pub fn last_route_key(agent_id: &str) -> String {
+    format!("last.{}", message_segment(agent_id))
+}
+
+/// The chat an agent last answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRoute {
+    pub channel: String,
+    pub account_id: String,
+    pub to: String,
+    pub at_ms: u64,
 }

@@ -17,8 +17,8 @@ use argent_planes::state::{modify_json, StateError};
 
 use super::config::{Account, ChannelId};
 use super::platform::{
-    call_json, split_text, ChannelError, Delivered, Outbound, Platform, PollContext, Received,
-    Receiving,
+    call_json, missing_secrets, mode_fields, required, split_text, Api, ChannelError, Delivered,
+    Outbound, Platform, PollContext, Received, Receiving,
 };
 use super::store::{self, AccountRecord, InboundRecord, BUCKET};
 
@@ -37,22 +37,17 @@ const CURSOR_FORGET_MS: u64 = 6 * 24 * 3600 * 1000;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn token(account: &Account) -> Result<String, ChannelError> {
-    account.secret("botToken").ok_or_else(|| {
-        ChannelError::NotConfigured(format!(
-            "telegram account {} has no botToken (channels.telegram.botToken)",
-            account.id
-        ))
-    })
+    required(account, "botToken")
 }
 
 /// Calls a Bot API method; its `result`, or Telegram's own `description` of the failure.
 async fn api(
-    http: &reqwest::Client,
-    account: &Account,
+    on: Api<'_>,
     method: &str,
     body: Value,
     timeout: Duration,
 ) -> Result<Value, ChannelError> {
+    let Api { http, account } = on;
     let url = format!(
         "{}/bot{}/{method}",
         account.api_base(DEFAULT_API),
@@ -245,16 +240,8 @@ fn backoff(failures: u32) -> Duration {
 
 #[async_trait]
 impl Platform for Telegram {
-    fn id(&self) -> ChannelId {
-        ChannelId::Telegram
-    }
-
     fn missing(&self, account: &Account) -> Vec<&'static str> {
-        if account.secret("botToken").is_some() {
-            Vec::new()
-        } else {
-            vec!["botToken"]
-        }
+        missing_secrets(account, &["botToken"])
     }
 
     fn receiving(&self, _account: &Account) -> Receiving {
@@ -262,27 +249,15 @@ impl Platform for Telegram {
     }
 
     fn status_fields(&self, account: &Account) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("mode".into(), json!("polling"));
-        fields.insert(
-            "tokenSource".into(),
-            json!(account.secret_source("botToken")),
-        );
-        fields
+        mode_fields(account, "polling", "botToken")
     }
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError> {
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
         let chat = chat_id(message.to)?;
         let mut last = None;
         for part in split_text(message.text, MAX_TEXT) {
             let sent = api(
-                http,
-                account,
+                on,
                 "sendMessage",
                 json!({"chat_id": chat, "text": part}),
                 SEND_TIMEOUT,
@@ -294,13 +269,8 @@ impl Platform for Telegram {
         Ok(delivered(&last, &chat.to_string()))
     }
 
-    async fn probe(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        timeout: Duration,
-    ) -> Result<Value, ChannelError> {
-        let me = api(http, account, "getMe", json!({}), timeout).await?;
+    async fn probe(&self, on: Api<'_>, timeout: Duration) -> Result<Value, ChannelError> {
+        let me = api(on, "getMe", json!({}), timeout).await?;
         Ok(json!({
             "ok": true,
             "bot": {"id": me.get("id"), "username": me.get("username")},
@@ -309,7 +279,11 @@ impl Platform for Telegram {
 
     async fn poll(&self, mut ctx: PollContext) {
         let mut failures = 0u32;
-        let http = ctx.http.clone();
+        let (http, account) = (ctx.http.clone(), ctx.account.clone());
+        let on = Api {
+            http: &http,
+            account: &account,
+        };
         let poll_timeout = ctx
             .account
             .settings
@@ -321,7 +295,7 @@ impl Platform for Telegram {
         // Who the bot is, once: status shows it.
         loop {
             let asked = tokio::select! {
-                r = api(&http, &ctx.account, "getMe", json!({}), hold) => r,
+                r = api(on, "getMe", json!({}), hold) => r,
                 _ = ctx.stop.changed() => return,
             };
             match asked {
@@ -353,7 +327,7 @@ impl Platform for Telegram {
                 body["offset"] = json!(offset);
             }
             let asked = tokio::select! {
-                r = api(&http, &ctx.account, "getUpdates", body, hold) => r,
+                r = api(on, "getUpdates", body, hold) => r,
                 _ = ctx.stop.changed() => return,
             };
             let updates = match asked {

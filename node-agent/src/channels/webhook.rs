@@ -14,10 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::config::{Account, ChannelId};
+use super::config::Account;
 use super::platform::{
-    call_json, hmac_hex, hmac_matches, ChannelError, Delivered, Outbound, Platform, Received,
-    Receiving, WebhookOutcome, WebhookRequest,
+    call_json, hmac_hex, hmac_matches, missing_secrets, required, Api, ChannelError, Delivered,
+    Outbound, Platform, Received, Receiving, WebhookOutcome, WebhookRequest,
 };
 
 pub struct Webhook;
@@ -27,9 +27,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_FIELD: usize = 256;
 
 fn secret(account: &Account) -> Result<String, ChannelError> {
-    account.secret("secret").ok_or_else(|| {
-        ChannelError::NotConfigured(format!("webhook account {} has no secret", account.id))
-    })
+    required(account, "secret")
 }
 
 fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ChannelError> {
@@ -51,16 +49,8 @@ fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ChannelError> {
 
 #[async_trait]
 impl Platform for Webhook {
-    fn id(&self) -> ChannelId {
-        ChannelId::Webhook
-    }
-
     fn missing(&self, account: &Account) -> Vec<&'static str> {
-        if account.secret("secret").is_some() {
-            Vec::new()
-        } else {
-            vec!["secret"]
-        }
+        missing_secrets(account, &["secret"])
     }
 
     fn receiving(&self, _account: &Account) -> Receiving {
@@ -74,12 +64,8 @@ impl Platform for Webhook {
         fields
     }
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError> {
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
+        let Api { http, account } = on;
         let url = account.text("url").ok_or_else(|| {
             ChannelError::NotConfigured(format!(
                 "webhook account {} has no url to send to",
@@ -121,12 +107,8 @@ impl Platform for Webhook {
         })
     }
 
-    async fn probe(
-        &self,
-        _http: &reqwest::Client,
-        account: &Account,
-        _timeout: Duration,
-    ) -> Result<Value, ChannelError> {
+    async fn probe(&self, on: Api<'_>, _timeout: Duration) -> Result<Value, ChannelError> {
+        let account = on.account;
         // Nothing to ask: a webhook's far end has no identity endpoint.
         Ok(json!({"ok": true, "outbound": account.text("url").is_some()}))
     }

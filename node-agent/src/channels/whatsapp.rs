@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
-use super::config::{Account, ChannelId};
+use super::config::Account;
 use super::platform::{
-    call_json, hmac_matches, split_text, ChannelError, Delivered, Outbound, Platform, Received,
-    Receiving, WebhookOutcome, WebhookRequest,
+    call_json, hmac_matches, missing_secrets, mode_fields, required, split_text, Api, ChannelError,
+    Delivered, Outbound, Platform, Received, Receiving, WebhookOutcome, WebhookRequest,
 };
 
 pub struct WhatsApp;
@@ -26,12 +26,7 @@ const MAX_TEXT: usize = 4096;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn base(account: &Account) -> Result<String, ChannelError> {
-    let phone = account.text("phoneNumberId").ok_or_else(|| {
-        ChannelError::NotConfigured(format!(
-            "whatsapp account {} has no phoneNumberId",
-            account.id
-        ))
-    })?;
+    let phone = required(account, "phoneNumberId")?;
     Ok(format!(
         "{}/{}/{phone}",
         account.api_base(DEFAULT_API),
@@ -40,12 +35,7 @@ fn base(account: &Account) -> Result<String, ChannelError> {
 }
 
 fn token(account: &Account) -> Result<String, ChannelError> {
-    account.secret("accessToken").ok_or_else(|| {
-        ChannelError::NotConfigured(format!(
-            "whatsapp account {} has no accessToken",
-            account.id
-        ))
-    })
+    required(account, "accessToken")
 }
 
 /// The Graph API's own message for a failure.
@@ -137,19 +127,8 @@ fn same_secret(given: &str, expected: &str) -> bool {
 
 #[async_trait]
 impl Platform for WhatsApp {
-    fn id(&self) -> ChannelId {
-        ChannelId::WhatsApp
-    }
-
     fn missing(&self, account: &Account) -> Vec<&'static str> {
-        let mut missing = Vec::new();
-        if account.secret("accessToken").is_none() {
-            missing.push("accessToken");
-        }
-        if account.text("phoneNumberId").is_none() {
-            missing.push("phoneNumberId");
-        }
-        missing
+        missing_secrets(account, &["accessToken", "phoneNumberId"])
     }
 
     fn receiving(&self, account: &Account) -> Receiving {
@@ -161,21 +140,11 @@ impl Platform for WhatsApp {
     }
 
     fn status_fields(&self, account: &Account) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("mode".into(), json!("cloud-api"));
-        fields.insert(
-            "tokenSource".into(),
-            json!(account.secret_source("accessToken")),
-        );
-        fields
+        mode_fields(account, "cloud-api", "accessToken")
     }
 
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        message: Outbound<'_>,
-    ) -> Result<Delivered, ChannelError> {
+    async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
+        let Api { http, account } = on;
         let to = recipient(message.to)?;
         let url = format!("{}/messages", base(account)?);
         let token = token(account)?;
@@ -206,12 +175,8 @@ impl Platform for WhatsApp {
         })
     }
 
-    async fn probe(
-        &self,
-        http: &reqwest::Client,
-        account: &Account,
-        timeout: Duration,
-    ) -> Result<Value, ChannelError> {
+    async fn probe(&self, on: Api<'_>, timeout: Duration) -> Result<Value, ChannelError> {
+        let Api { http, account } = on;
         let request = http
             .get(base(account)?)
             .bearer_auth(token(account)?)

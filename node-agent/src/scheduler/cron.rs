@@ -331,7 +331,7 @@ async fn execute(s: &Arc<Scheduler>, job: &CronJob, occurrence_ms: u64) -> (bool
                 },
             )
             .await;
-            (outcome.ok, summary(&outcome.text))
+            announce(s, job, &agent_id, outcome.ok, &outcome.text).await
         }
         "vipEmailScan" => (false, "payload kind vipEmailScan needs the email integration, which this Argent cluster release does not include".into()),
         "slackSignalScan" => (false, "payload kind slackSignalScan needs the Slack integration, which this Argent cluster release does not include".into()),
@@ -358,6 +358,48 @@ async fn deliver_to_main(
             format!("system event queued for the next heartbeat of {agent_id}"),
         ),
         Err(err) => (false, format!("cannot queue the system event: {err}")),
+    }
+}
+
+/// Replies that mean "nothing to say": not announced.
+const SILENT: &[&str] = &["NO_REPLY", "HEARTBEAT_OK"];
+
+/// `delivery: {mode:"announce", channel?, to?, accountId?, bestEffort?}` of an isolated
+/// turn: the reply (or the failure) goes out on a chat channel. A job that names no target
+/// and has no last chat to go to is not announced; a failed announcement fails the run
+/// unless `bestEffort`. `(succeeded, summary or error)`.
+async fn announce(
+    s: &Arc<Scheduler>,
+    job: &CronJob,
+    agent_id: &str,
+    ok: bool,
+    reply: &str,
+) -> (bool, String) {
+    let done = (ok, summary(reply));
+    let Some(delivery) = job
+        .delivery
+        .as_ref()
+        .filter(|d| d.get("mode").and_then(Value::as_str) == Some("announce"))
+    else {
+        return done;
+    };
+    let text = if ok {
+        reply.trim().to_string()
+    } else {
+        format!("Cron job \"{}\" failed: {}", job.name, reply.trim())
+    };
+    if text.is_empty() || SILENT.contains(&text.as_str()) {
+        return done;
+    }
+    let best_effort = delivery.get("bestEffort").and_then(Value::as_bool) == Some(true);
+    match s.announcer.announce(agent_id, delivery, &text).await {
+        Ok(Some(to)) => (done.0, format!("{} (announced to {to})", done.1)),
+        Ok(None) => done,
+        Err(err) if best_effort => {
+            tracing::warn!(job = %job.id, %err, "cron announcement failed (best effort)");
+            (done.0, format!("{} (not announced: {err})", done.1))
+        }
+        Err(err) => (false, format!("the announcement failed: {err}")),
     }
 }
 

@@ -22,15 +22,16 @@ pub mod jobs;
 pub mod schedule;
 pub mod turn;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use argent_planes::mirror::BucketMirror;
 use argent_planes::state::{modify_json, StateError};
 use argent_proto::subjects::BUCKET_CRON;
 use serde::{Deserialize, Serialize};
@@ -42,41 +43,49 @@ use crate::runtime::Runtime;
 /// How often each node looks for due records.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Where a cron job's result is announced (`delivery: {mode:"announce"}`): the chat
+/// channels, which sit above the scheduler and hand themselves in.
+#[async_trait::async_trait]
+pub trait Announcer: Send + Sync {
+    /// Sends `text` where `delivery` (`{channel?, to?, accountId?}`) says, or to the
+    /// agent's last chat when it names no target; `Ok(None)` when there is none at all,
+    /// else where it went.
+    async fn announce(
+        &self,
+        agent_id: &str,
+        delivery: &Value,
+        text: &str,
+    ) -> Result<Option<String>, String>;
+}
+
 pub struct Scheduler {
     pub rt: Arc<Runtime>,
-    /// The scheduler bucket as last seen (key → record).
-    records: RwLock<BTreeMap<String, Value>>,
+    pub announcer: Arc<dyn Announcer>,
+    /// The scheduler bucket as last seen.
+    mirror: Arc<BucketMirror>,
     /// Keys this node is working on now (claimed, settling), so it does not start twice.
     busy: Mutex<HashSet<String>>,
 }
 
 impl Scheduler {
-    pub fn start(rt: Arc<Runtime>) -> Arc<Self> {
+    pub fn start(rt: Arc<Runtime>, announcer: Arc<dyn Announcer>) -> Arc<Self> {
         let scheduler = Arc::new(Scheduler {
-            rt,
-            records: RwLock::new(BTreeMap::new()),
+            announcer,
+            mirror: BucketMirror::start(rt.state.clone(), BUCKET_CRON),
             busy: Mutex::new(HashSet::new()),
+            rt,
         });
-        tokio::spawn(mirror(Arc::downgrade(&scheduler)));
         tokio::spawn(tick_loop(Arc::downgrade(&scheduler)));
         scheduler
     }
 
     /// Records under `prefix` that parse as `T`, by key.
     pub fn records<T: DeserializeOwned>(&self, prefix: &str) -> Vec<(String, T)> {
-        self.records
-            .read()
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(k, v)| Some((k.clone(), T::deserialize(v).ok()?)))
-            .collect()
+        self.mirror.records(prefix)
     }
 
     pub fn record<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        self.records
-            .read()
-            .get(key)
-            .and_then(|v| T::deserialize(v).ok())
+        self.mirror.record(key)
     }
 
     /// Runs `work` for `key` in the background unless this node already works on it.
@@ -214,33 +223,6 @@ impl Scheduler {
                 tracing::warn!(%key, %err, "cannot schedule");
             }
         });
-    }
-}
-
-/// Keeps `records` equal to the bucket.
-async fn mirror(scheduler: std::sync::Weak<Scheduler>) {
-    loop {
-        let Some(state) = scheduler.upgrade().map(|s| s.rt.state.clone()) else {
-            return;
-        };
-        match state.watch(BUCKET_CRON).await {
-            Ok(mut changes) => {
-                // A fresh watch replays every record: start from an empty view.
-                if let Some(s) = scheduler.upgrade() {
-                    s.records.write().clear();
-                }
-                while let Some(change) = changes.recv().await {
-                    let Some(s) = scheduler.upgrade() else { return };
-                    let mut records = s.records.write();
-                    match change.value.and_then(|v| serde_json::from_slice(&v).ok()) {
-                        Some(value) => records.insert(change.key, value),
-                        None => records.remove(&change.key),
-                    };
-                }
-            }
-            Err(err) => tracing::debug!(%err, "scheduler watch failed; retrying"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -1,9 +1,10 @@
 //! The agent's tools, one file each, offered to the model through the runtime's
 //! [`ToolHost`]. Adding a tool: a file with a type implementing [`Tool`], and one line in
-//! [`Toolbox::standard`]. Exec and send tools arrive with their issues.
+//! [`Toolbox::standard`]. The exec tool arrives with its issue.
 
 mod documents;
 mod knowledge;
+mod messages;
 mod reminders;
 mod tasks;
 mod tts;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use self::messages::ChannelsSlot;
 use crate::knowledge::Knowledge;
 use crate::runtime::providers::ToolSpec;
 use crate::runtime::tools::{ToolHost, ToolOutcome};
@@ -34,7 +36,7 @@ pub struct Toolbox {
 }
 
 impl Toolbox {
-    pub fn standard(library: Arc<Knowledge>, speech: Arc<Speech>) -> Self {
+    pub fn standard(library: Arc<Knowledge>, speech: Arc<Speech>, channels: ChannelsSlot) -> Self {
         Toolbox {
             tools: vec![
                 Box::new(documents::ReadFile),
@@ -45,6 +47,7 @@ impl Toolbox {
                 Box::new(knowledge::CollectionsList(library.clone())),
                 Box::new(knowledge::Ingest(library)),
                 Box::new(tts::Speak(speech)),
+                Box::new(messages::SendMessage(channels)),
             ],
         }
     }
@@ -78,6 +81,7 @@ mod tests {
         Toolbox::standard(
             Knowledge::start("test", state.clone(), None),
             Speech::new(state),
+            ChannelsSlot::default(),
         )
     }
 
@@ -88,7 +92,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count);
-        assert_eq!(count, 8);
+        assert_eq!(count, 9);
         for tool in toolbox().tools {
             assert_eq!(tool.name(), tool.spec().name);
         }

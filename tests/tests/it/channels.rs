@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use argent_client::{Client, ClientError};
-use argent_proto::errors::ErrorShape;
+use argent_client::Client;
 use argent_tests::channel_doubles::{
     slack_message_event_body, slack_signature, slack_url_verification_body, webhook_signature,
     whatsapp_inbound_body, whatsapp_signature, DiscordDouble, SignalDouble, SlackDouble,
     TelegramDouble, WebhookReceiver, WhatsAppDouble,
 };
 use argent_tests::model_double::ModelDouble;
+use argent_tests::{call_error, expect_error};
 use argent_tests::{eventually, http_request, Nats, Node};
 
 use crate::chat_cluster::{gateway, publish_config, wait_nodes};
@@ -28,13 +28,6 @@ const BOT_TOKEN: &str = "123456:telegram-test-token";
 /// The person allowed to talk to the bot, and a stranger.
 const OWNER: i64 = 777;
 const STRANGER: i64 = 999;
-
-fn call_error(result: Result<Value, ClientError>) -> ErrorShape {
-    match result {
-        Err(ClientError::Call(e)) => e,
-        other => panic!("expected an error response, got {other:?}"),
-    }
-}
 
 async fn node(nats: &Nats, id: &str) -> Node {
     Node::start_with_env(nats, id, &[], &[KEY_ENV, ("TG_TOKEN", BOT_TOKEN)])
@@ -252,6 +245,54 @@ async fn telegram_conversation_survives_the_death_of_its_poller() {
         Some("Reminder: water the plants")
     );
 
+    // A cron job announces its result: to a named chat, and (no target) to the chat the
+    // agent answered last.
+    for (delivery, text) in [
+        (
+            json!({"mode": "announce", "channel": "telegram", "to": "4242"}),
+            "cron to a named chat",
+        ),
+        (json!({"mode": "announce"}), "cron to the last chat"),
+    ] {
+        let job = client
+            .call("cron.add", json!({"name": text, "schedule": {"kind": "every", "everyMs": 3_600_000},
+                                     "sessionTarget": "isolated", "payload": {"kind": "agentTurn", "message": text},
+                                     "delivery": delivery}))
+            .await
+            .unwrap();
+        let ran = client
+            .call("cron.run", json!({"id": job["id"], "mode": "force"}))
+            .await
+            .unwrap();
+        assert_eq!(ran["ran"], true, "{ran}");
+    }
+    let announced: Vec<(i64, String)> = telegram
+        .sent()
+        .into_iter()
+        .filter_map(|s| Some((s.chat_id, s.text?)))
+        .filter(|(_, t)| t.starts_with("echo: cron"))
+        .collect();
+    assert_eq!(
+        announced,
+        [
+            (4242, "echo: cron to a named chat".to_string()),
+            (OWNER, "echo: cron to the last chat".to_string())
+        ]
+    );
+
+    // The agent's `send_message` tool.
+    let call = r#"tell them [[call:send_message:{"channel":"telegram","to":"5150","message":"from the agent"}]]"#;
+    telegram.push_text(OWNER, OWNER, call);
+    eventually(Duration::from_secs(30), || async {
+        telegram
+            .sent()
+            .iter()
+            .any(|s| s.chat_id == 5150 && s.text.as_deref() == Some("from the agent"))
+            .then_some(())
+    })
+    .await
+    .expect("the tool's message arrived");
+
     // Errors: an unknown channel, the default channel unconfigured, a bad target, a 5xx.
     let send = |channel: Option<&str>, to: &str, key: &str| {
         let mut p = json!({"to": to, "message": "x", "idempotencyKey": key});
@@ -265,24 +306,15 @@ async fn telegram_conversation_survives_the_death_of_its_poller() {
         (e.code.as_str(), e.message.as_str()),
         ("INVALID_REQUEST", "unsupported channel: x")
     );
-    let e = call_error(client.call("send", send(None, "1", "k2")).await);
-    assert_eq!(e.code, "INVALID_REQUEST");
-    assert!(
-        e.message.contains("whatsapp is not configured"),
-        "{}",
-        e.message
-    );
-    let e = call_error(
-        client
-            .call("send", send(Some("telegram"), "bob", "k3"))
-            .await,
-    );
-    assert_eq!(e.code, "INVALID_REQUEST");
-    assert!(e.message.contains("numeric chat id"), "{}", e.message);
+    let sent = client.call("send", send(None, "1", "k2")).await;
+    expect_error(sent, "INVALID_REQUEST", "whatsapp is not configured");
+    let sent = client
+        .call("send", send(Some("telegram"), "bob", "k3"))
+        .await;
+    expect_error(sent, "INVALID_REQUEST", "numeric chat id");
     telegram.set_failing(Some(500));
-    let e = call_error(client.call("send", send(Some("telegram"), "1", "k4")).await);
-    assert_eq!(e.code, "UNAVAILABLE");
-    assert!(e.message.contains("HTTP 500"), "{}", e.message);
+    let sent = client.call("send", send(Some("telegram"), "1", "k4")).await;
+    expect_error(sent, "UNAVAILABLE", "HTTP 500");
     // Not delivered, so the same key may deliver once the platform is back.
     telegram.set_failing(None);
     client
@@ -298,6 +330,34 @@ const WA_VERIFY: &str = "wa-verify-token";
 const SLACK_TOKEN: &str = "xoxb-slack-token";
 const SLACK_SECRET: &str = "slack-signing-secret";
 const HOOK_SECRET: &str = "hook-secret";
+
+/// A POST to a gateway's port: (status, body).
+async fn post(
+    gateway: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> (u16, String) {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    http_request(gateway, "POST", path, &headers, body.as_bytes())
+        .await
+        .unwrap()
+}
+
+/// Slack's signature headers for `body`, signed now.
+fn slack_headers(body: &str) -> [(String, String); 2] {
+    let now = argent_proto::now_ms() / 1000;
+    [
+        (
+            "X-Slack-Signature".into(),
+            slack_signature(SLACK_SECRET, now, body),
+        ),
+        ("X-Slack-Request-Timestamp".into(), now.to_string()),
+    ]
+}
 
 /// The webhook platforms through the gateways' URLs: WhatsApp's verify handshake and
 /// signature (a bad one refused, a good one answered, a retried delivery answered once),
@@ -338,6 +398,33 @@ async fn webhook_platforms_signal_and_discord() {
         wait_status(&client, channel, "running", |s| s["running"] == true).await;
     }
 
+    // `status` and `health` carry the channels (refreshed by every gateway).
+    let lines = eventually(Duration::from_secs(30), || async {
+        let status = b
+            .client()
+            .await
+            .ok()?
+            .call("status", json!({}))
+            .await
+            .ok()?;
+        let lines = status["channelSummary"].as_array()?.clone();
+        (lines.len() == 5).then_some((lines, status["channelRuntime"].clone()))
+    })
+    .await
+    .expect("status shows the channels");
+    assert!(
+        lines.0.contains(&json!("Slack default: running")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.0.contains(&json!("Discord default: stopped")),
+        "{lines:?}"
+    );
+    assert_eq!(lines.1["whatsapp"]["running"], true, "{lines:?}");
+    let health = client.call("health", json!({"probe": true})).await.unwrap();
+    assert_eq!(health["channels"]["signal"]["running"], true, "{health}");
+    assert_eq!(health["channelLabels"]["whatsapp"], "WhatsApp");
+
     // WhatsApp: the subscription handshake on gateway B.
     let path = "/channels/whatsapp/webhook";
     let verify =
@@ -356,31 +443,18 @@ async fn webhook_platforms_signal_and_discord() {
     );
     // A delivery with a bad signature is refused and reaches nobody.
     let body = whatsapp_inbound_body(WA_PHONE, "15557770", "wamid.A1", "hi from whatsapp");
-    let bad = whatsapp_signature("not-the-secret", body.as_bytes());
-    let (status, _) = http_request(
-        &a.ws,
-        "POST",
-        path,
-        &[("X-Hub-Signature-256", &bad)],
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 401);
+    let signed = |secret: &str| {
+        let signature = whatsapp_signature(secret, body.as_bytes());
+        [("X-Hub-Signature-256".to_string(), signature)]
+    };
+    assert_eq!(
+        post(&a.ws, path, &signed("not-the-secret"), &body).await.0,
+        401
+    );
     // A good one is answered; delivered again (a platform retry, through the other
     // gateway), it is not answered twice.
-    let good = whatsapp_signature(WA_SECRET, body.as_bytes());
     for gw in [&a, &b] {
-        let (status, _) = http_request(
-            &gw.ws,
-            "POST",
-            path,
-            &[("X-Hub-Signature-256", &good)],
-            body.as_bytes(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 200);
+        assert_eq!(post(&gw.ws, path, &signed(WA_SECRET), &body).await.0, 200);
     }
     let sent = whatsapp.wait_sent(1, Duration::from_secs(30)).await;
     assert_eq!(
@@ -390,60 +464,16 @@ async fn webhook_platforms_signal_and_discord() {
     assert_eq!(model.count_matching("hi from whatsapp"), 1);
 
     // Slack: the URL check (signed), then a direct message.
-    let now = argent_proto::now_ms() / 1000;
-    let slack_post = |body: String| {
-        let signature = slack_signature(SLACK_SECRET, now, &body);
-        (body, signature)
-    };
-    let (body, signature) = slack_post(slack_url_verification_body("chal-1"));
-    let ts = now.to_string();
-    let headers = [
-        ("X-Slack-Signature", signature.as_str()),
-        ("X-Slack-Request-Timestamp", ts.as_str()),
-    ];
-    let (status, answer) = http_request(
-        &a.ws,
-        "POST",
-        "/channels/slack/webhook",
-        &headers,
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
+    let path = "/channels/slack/webhook";
+    let body = slack_url_verification_body("chal-1");
+    let (status, answer) = post(&a.ws, path, &slack_headers(&body), &body).await;
     assert_eq!(
         (status, serde_json::from_str::<Value>(&answer).unwrap()),
         (200, json!({"challenge": "chal-1"}))
     );
-    let unsigned = http_request(
-        &a.ws,
-        "POST",
-        "/channels/slack/webhook",
-        &[],
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(unsigned.0, 401);
-    let (body, signature) = slack_post(slack_message_event_body(
-        "Ev1",
-        "U42",
-        "D42",
-        "hi from slack",
-    ));
-    let headers = [
-        ("X-Slack-Signature", signature.as_str()),
-        ("X-Slack-Request-Timestamp", ts.as_str()),
-    ];
-    let (status, _) = http_request(
-        &b.ws,
-        "POST",
-        "/channels/slack/webhook",
-        &headers,
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(post(&a.ws, path, &[], &body).await.0, 401);
+    let body = slack_message_event_body("Ev1", "U42", "D42", "hi from slack");
+    assert_eq!(post(&b.ws, path, &slack_headers(&body), &body).await.0, 200);
     let sent = slack.wait_sent(1, Duration::from_secs(30)).await;
     assert_eq!(
         (sent[0].channel.as_str(), sent[0].text.as_str()),
@@ -454,20 +484,9 @@ async fn webhook_platforms_signal_and_discord() {
     let body = json!({"id": "m-1", "from": "customer-7", "text": "hi from the crm"}).to_string();
     let signature = webhook_signature(HOOK_SECRET, body.as_bytes());
     let path = "/channels/webhook/crm/webhook";
-    let (status, _) = http_request(
-        &a.ws,
-        "POST",
-        path,
-        &[("X-Argent-Signature", &signature)],
-        body.as_bytes(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
-    let unsigned = http_request(&a.ws, "POST", path, &[], body.as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(unsigned.0, 401);
+    let headers = [("X-Argent-Signature".to_string(), signature)];
+    assert_eq!(post(&a.ws, path, &headers, &body).await.0, 200);
+    assert_eq!(post(&a.ws, path, &[], &body).await.0, 401);
     let got = hook.wait_received(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].body["to"], "customer-7");
     assert_eq!(got[0].body["text"], "echo: hi from the crm");

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use argent_client::{Client, ClientError};
-use argent_proto::errors::ErrorShape;
+use argent_tests::call_error;
 use argent_tests::documents::{docx, pdf_with_pages};
 use argent_tests::embeddings_double::EmbeddingsDouble;
 use argent_tests::{eventually, Gateway, Nats, Node};
@@ -47,13 +47,6 @@ fn with_session(mut params: Value, session: Option<&str>) -> Value {
         params["sessionKey"] = json!(key);
     }
     params
-}
-
-fn call_error(result: Result<Value, ClientError>) -> ErrorShape {
-    match result {
-        Err(ClientError::Call(e)) => e,
-        other => panic!("expected an error response, got {other:?}"),
-    }
 }
 
 async fn try_ingest(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use argent_client::ClientError;
+use argent_tests::call_error;
 use argent_tests::device::{Attempt, Device};
 use argent_tests::raw::{Next, RawWs};
 use argent_tests::{eventually, Gateway, Nats};
@@ -40,13 +40,6 @@ fn argent(gw: &Gateway, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn call_error(result: Result<Value, ClientError>) -> argent_proto::errors::ErrorShape {
-    match result {
-        Err(ClientError::Call(e)) => e,
-        other => panic!("expected an error, got {other:?}"),
-    }
 }
 
 /// Reads the node socket until a `node.invoke.request` arrives.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use argent_client::{Client, ClientError};
+use argent_client::Client;
+use argent_tests::call_error;
 use argent_tests::model_double::ModelDouble;
 use argent_tests::{eventually, Nats};
 
@@ -20,13 +21,6 @@ async fn config_hash(client: &Client) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn call_error(result: Result<Value, ClientError>) -> argent_proto::errors::ErrorShape {
-    match result {
-        Err(ClientError::Call(e)) => e,
-        other => panic!("expected an error response, got {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use argent_client::{Client, ClientError};
-use argent_proto::errors::ErrorShape;
+use argent_client::Client;
+use argent_tests::call_error;
 use argent_tests::model_double::ModelDouble;
 use argent_tests::speech_double::SpeechDouble;
 use argent_tests::{bin_dir, eventually, Gateway, Nats, Node};
@@ -23,13 +23,6 @@ use crate::chat_cluster::{gateway, publish_config, wait_nodes};
 const OPENAI_KEY_ENV: (&str, &str) = ("TTS_OPENAI_KEY", "sk-speech-double");
 const ELEVEN_KEY: &str = "eleven-secret-key";
 const VOICE_ID: &str = "VoiceDouble1234";
-
-fn call_error(result: Result<Value, ClientError>) -> ErrorShape {
-    match result {
-        Err(ClientError::Call(e)) => e,
-        other => panic!("expected an error response, got {other:?}"),
-    }
-}
 
 fn decoded(answer: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
