@@ -48,6 +48,7 @@ pub async fn process(
     let beats_itself = platform(account.channel).receiving(&account) != Receiving::Poll;
     let prefix = store::inbound_prefix(account.channel, &account.id);
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let told = Arc::new(Told::default());
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -73,11 +74,22 @@ pub async fn process(
             if !chats.insert(record.chat.clone()) || !busy.lock().insert(record.chat.clone()) {
                 continue;
             }
-            let (c, account, health, busy) =
-                (c.clone(), account.clone(), health.clone(), busy.clone());
+            let (c, account, health, busy, told) = (
+                c.clone(),
+                account.clone(),
+                health.clone(),
+                busy.clone(),
+                told.clone(),
+            );
             tokio::spawn(async move {
                 let chat = record.chat.clone();
-                if let Err(err) = answer(&c, &account, &health, &key, record).await {
+                let on = Answering {
+                    c: &c,
+                    account: &account,
+                    health: &health,
+                    told: &told,
+                };
+                if let Err(err) = answer(on, &key, record).await {
                     tracing::warn!(account = %account.key(), %err, "inbound message not answered");
                     health.error(err.to_string());
                 }
@@ -144,6 +156,33 @@ fn origin_prompt(channel: ChannelId, record: &InboundRecord) -> String {
     )
 }
 
+/// How often a stranger is told how to be let in: once an hour at most, so that nobody can
+/// make the bot send a message per message they send.
+const TELL_EVERY_MS: u64 = 3_600_000;
+
+/// When each stranger was last told (this receiver's memory; a takeover may tell once more).
+#[derive(Default)]
+struct Told(Mutex<std::collections::HashMap<String, u64>>);
+
+impl Told {
+    /// Whether to tell `sender` now (and remember it).
+    fn now(&self, sender: &str) -> bool {
+        let now = argent_proto::now_ms();
+        let mut told = self.0.lock();
+        told.retain(|_, at| now.saturating_sub(*at) < TELL_EVERY_MS);
+        told.insert(sender.to_string(), now).is_none()
+    }
+}
+
+/// What answering a message works with.
+#[derive(Clone, Copy)]
+struct Answering<'a> {
+    c: &'a Arc<Channels>,
+    account: &'a Account,
+    health: &'a LoopHealth,
+    told: &'a Told,
+}
+
 /// Tells a sender who may not reach the agent how to be let in.
 fn pairing_text(account: &Account, record: &InboundRecord) -> String {
     let id = record.from.first().map(String::as_str).unwrap_or("?");
@@ -155,13 +194,13 @@ fn pairing_text(account: &Account, record: &InboundRecord) -> String {
     )
 }
 
-async fn answer(
-    c: &Arc<Channels>,
-    account: &Account,
-    health: &LoopHealth,
-    key: &str,
-    record: InboundRecord,
-) -> Result<(), ChannelError> {
+async fn answer(on: Answering<'_>, key: &str, record: InboundRecord) -> Result<(), ChannelError> {
+    let Answering {
+        c,
+        account,
+        health,
+        told,
+    } = on;
     let store = c.rt.state.as_ref();
     let config = c.rt.config.current().await?;
     let record = match record.state {
@@ -174,7 +213,8 @@ async fn answer(
                     r.ended(InboundState::Ignored, Some("sender not allowed".into()))
                 })
                 .await?;
-                if access == Access::Tell && ignored.is_some() {
+                let sender = record.from.first().map(String::as_str).unwrap_or_default();
+                if access == Access::Tell && ignored.is_some() && told.now(sender) {
                     let text = pairing_text(account, &record);
                     send(c, account, health, &record, &text).await?;
                 }

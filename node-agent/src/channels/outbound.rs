@@ -136,7 +136,7 @@ pub async fn send(c: &Channels, request: SendRequest) -> Result<Value, ChannelEr
     if let Err(err) = c.rt.state.put(BUCKET, &key, body).await {
         tracing::warn!(%err, "send delivered, its idempotency record not saved");
     }
-    mirror(c, &account, &request, &text).await;
+    mirror(c, &account, &request, &delivered, &text).await;
     Ok(result)
 }
 
@@ -198,9 +198,16 @@ async fn note_outbound(c: &Channels, account: &Account) {
 }
 
 /// Writes the sent text into `sessionKey`'s transcript, or the recipient's session on the
-/// channel, as an assistant message (dashboards see it live). The message went out
-/// already: a failure here is logged, not answered.
-async fn mirror(c: &Channels, account: &Account, request: &SendRequest, text: &str) {
+/// channel (the one their own messages go to, where the platform names them alike), as an
+/// assistant message (dashboards see it live). The message went out already: a failure
+/// here is logged, not answered.
+async fn mirror(
+    c: &Channels,
+    account: &Account,
+    request: &SendRequest,
+    delivered: &Delivered,
+    text: &str,
+) {
     let config = match c.rt.config.current().await {
         Ok(config) => config,
         Err(err) => {
@@ -213,7 +220,9 @@ async fn mirror(c: &Channels, account: &Account, request: &SendRequest, text: &s
         Some(raw) if !raw.is_empty() => SessionKey::canonical(raw, agents).into_string(),
         _ => {
             let agent_id = account.agent_id(agents);
-            super::inbound::session_key(&config, account, &agent_id, &request.to)
+            // The platform's form of the recipient, as its messages name the sender.
+            let peer = delivered.target.trim_end_matches("@s.whatsapp.net");
+            super::inbound::session_key(&config, account, &agent_id, peer)
         }
     };
     let mirrored = async {

@@ -90,24 +90,22 @@ fn received(envelope: &Value) -> Option<Received> {
     {
         return None;
     }
-    let user = event.get("user").and_then(Value::as_str)?;
-    let channel = event.get("channel").and_then(Value::as_str)?;
+    let field = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let user = field(event, "user")?;
+    let channel = field(event, "channel")?;
     let text = event.get("text").and_then(Value::as_str)?;
-    let id = envelope
-        .get("event_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| {
-            event
-                .get("ts")
-                .and_then(Value::as_str)
-                .map(|ts| format!("{channel}-{ts}"))
-        })?;
+    let id = field(envelope, "event_id")
+        .or_else(|| field(event, "ts").map(|ts| format!("{channel}-{ts}")))?;
     Some(Received {
         message_id: id,
-        from: vec![user.to_string()],
+        from: vec![user],
         from_name: None,
-        chat: channel.to_string(),
+        chat: channel,
         thread: event
             .get("thread_ts")
             .and_then(Value::as_str)

@@ -92,10 +92,8 @@ fn messages(notification: &Value, phone_number_id: &str) -> Vec<Received> {
             .into_iter()
             .flatten()
         {
-            let (Some(from), Some(id)) = (
-                m.get("from").and_then(Value::as_str),
-                m.get("id").and_then(Value::as_str),
-            ) else {
+            let text_of = |key: &str| m.get(key).and_then(Value::as_str).filter(|v| !v.is_empty());
+            let (Some(from), Some(id)) = (text_of("from"), text_of("id")) else {
                 continue;
             };
             let Some(text) = m.pointer("/text/body").and_then(Value::as_str) else {

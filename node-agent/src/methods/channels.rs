@@ -142,6 +142,11 @@ pub async fn webhook(c: &Channels, params: Value) -> Result<Value, RpcError> {
     let Some(account) = account else {
         return Ok(answer(404, "no such account takes webhooks"));
     };
+    if logged_out(c, &account).await? {
+        // `channels.logout`: the account receives nothing until its config changes. The
+        // platform is told all is well, so that it does not retry or disable the hook.
+        return Ok(answer(200, "this account is logged out"));
+    }
     let outcome = match platform(channel).webhook(&account, &request) {
         Ok(outcome) => outcome,
         Err(ChannelError::Forbidden(why)) => {
@@ -161,4 +166,17 @@ pub async fn webhook(c: &Channels, params: Value) -> Result<Value, RpcError> {
         }
     }
     Ok(json!({"status": outcome.status, "contentType": outcome.content_type, "body": outcome.body}))
+}
+
+/// Whether `channels.logout` stopped the account (and its config has not changed since).
+async fn logged_out(c: &Channels, account: &config::Account) -> Result<bool, RpcError> {
+    let entry =
+        c.rt.state
+            .get(BUCKET, &store::account_key(account.channel, &account.id))
+            .await
+            .map_err(crate::respond::state)?;
+    let record: AccountRecord = entry
+        .and_then(|e| serde_json::from_slice(&e.value).ok())
+        .unwrap_or_default();
+    Ok(record.logged_out.as_deref() == Some(fingerprint(account).as_str()))
 }

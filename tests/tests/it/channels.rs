@@ -293,6 +293,22 @@ async fn telegram_conversation_survives_the_death_of_its_poller() {
     .await
     .expect("the tool's message arrived");
 
+    // Automatic speech: the text reply, then the same as a voice note (a local command
+    // standing in for an engine writes Ogg).
+    config["messages"] = json!({"tts": {"auto": "always", "provider": "cli", "cli": {"command": [
+        "sh", "-c", r#"printf 'OggS\000\002' > "$1"; cat "$0" >> "$1""#, "{{TEXT_FILE}}", "{{OUTPUT_FILE}}"]}}});
+    publish_config(&nats, &config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = telegram.sent().len();
+    telegram.push_text(OWNER, OWNER, "say it out loud");
+    let sent = telegram
+        .wait_sent(before + 2, Duration::from_secs(30))
+        .await;
+    let voice = &sent[before + 1];
+    assert_eq!(sent[before].text.as_deref(), Some("echo: say it out loud"));
+    assert_eq!((voice.method.as_str(), voice.chat_id), ("sendVoice", OWNER));
+    assert_eq!(voice.voice_bytes, Some(6 + "echo: say it out loud".len()));
+
     // Errors: an unknown channel, the default channel unconfigured, a bad target, a 5xx.
     let send = |channel: Option<&str>, to: &str, key: &str| {
         let mut p = json!({"to": to, "message": "x", "idempotencyKey": key});
@@ -525,6 +541,25 @@ async fn webhook_platforms_signal_and_discord() {
         .unwrap();
     assert_eq!(answer["channel"], "whatsapp");
     assert_eq!(answer["toJid"], "15557770@s.whatsapp.net");
+    // Logged out: the receiver stops on its node, deliveries are not answered, until the
+    // account's config changes.
+    let out = client
+        .call("channels.logout", json!({"channel": "slack"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"channel": "slack", "accountId": "default", "cleared": true, "loggedOut": true})
+    );
+    let snapshot = wait_status(&client, "slack", "stopped", |s| s["running"] == false).await;
+    assert_eq!(snapshot["loggedOut"], true, "{snapshot}");
+    let body = slack_message_event_body("Ev2", "U42", "D42", "after logout");
+    let path = "/channels/slack/webhook";
+    assert_eq!(post(&a.ws, path, &slack_headers(&body), &body).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(model.count_matching("after logout"), 0);
+    assert_eq!(slack.sent().len(), 1);
+
     // A webhook URL of an account that does not exist.
     let missing = http_request(&a.ws, "POST", "/channels/slack/nope/webhook", &[], b"{}")
         .await

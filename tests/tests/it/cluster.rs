@@ -395,7 +395,9 @@ async fn node_agents_refuse_calls_without_the_credential() {
     assert_eq!(pong.node_id, "node-1");
     assert_eq!(
         pong.capabilities,
-        ["agents", "knowledge", "tts"].map(String::from).to_vec()
+        ["agents", "knowledge", "tts", "channels"]
+            .map(String::from)
+            .to_vec()
     );
 }
 

@@ -75,9 +75,11 @@ async fn hello_ok_has_the_shape_real_clients_read() {
     assert!(methods.contains(&json!("cron.add")) && methods.contains(&json!("config.patch")));
     assert!(methods.contains(&json!("tts.convert")) && methods.contains(&json!("talk.mode")));
     assert!(methods.contains(&json!("system-event")));
-    assert!(!methods.contains(&json!("send")));
+    assert!(methods.contains(&json!("send")) && methods.contains(&json!("channels.logout")));
+    assert!(!methods.contains(&json!("terminal.create")));
     // Internal methods are never advertised.
     assert!(!methods.contains(&json!("agent.result")));
+    assert!(!methods.contains(&json!("channels.webhook")));
     let events = hello["features"]["events"].as_array().unwrap();
     assert_eq!(events.len(), 21);
     assert_eq!(

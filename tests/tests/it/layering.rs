@@ -189,5 +189,5 @@ fn the_checks_see_an_upward_import() {
     );
     assert!(within("ws::connection::run", "ws::connection"));
     assert!(!within("ws::outbox", "ws::connection"));
-    assert_eq!(node_layer("runtime::control"), Some(7));
+    assert_eq!(node_layer("runtime::control"), Some(8));
 }

@@ -28,10 +28,13 @@
 //!   node-agent's catch-up time.
 //! * `speech` — `tts.convert` through a gateway to a node-agent (`speech.rs`): against the
 //!   OpenAI speech double and a local command; latency, throughput, CPU per conversion.
+//! * `channels` — chat messages through the signed generic webhook to an agent turn and the
+//!   reply back, and `send` (`channels.rs`): latency, throughput, CPU per message.
 //!
-//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store|knowledge|speech]
+//! Usage: `argent-bench [all|handshake|rtt|idle|idle_tracked|connect_curve|fanout|chat|burst|store|knowledge|speech|channels]
 //! [--quick]`.
 
+mod channels;
 mod knowledge;
 mod speech;
 
@@ -1209,6 +1212,10 @@ async fn main() -> anyhow::Result<()> {
     if want("speech") {
         report["speech"] = speech::bench(&settings).await?;
         eprintln!("speech: {}", report["speech"]);
+    }
+    if want("channels") {
+        report["channels"] = channels::bench(&settings).await?;
+        eprintln!("channels: {}", report["channels"]);
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
