@@ -15,6 +15,7 @@ use crate::state::StateStore;
 
 pub struct BucketMirror {
     records: RwLock<BTreeMap<String, Value>>,
+    changed: tokio::sync::Notify,
 }
 
 impl BucketMirror {
@@ -22,6 +23,7 @@ impl BucketMirror {
     pub fn start(state: Arc<dyn StateStore>, bucket: &'static str) -> Arc<Self> {
         let mirror = Arc::new(BucketMirror {
             records: RwLock::new(BTreeMap::new()),
+            changed: tokio::sync::Notify::new(),
         });
         tokio::spawn(follow(Arc::downgrade(&mirror), state, bucket));
         mirror
@@ -35,6 +37,12 @@ impl BucketMirror {
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter_map(|(k, v)| Some((k.clone(), T::deserialize(v).ok()?)))
             .collect()
+    }
+
+    /// Resolves at the next change the mirror applies (a waiter that starts waiting after
+    /// a change sees the one after it: look at the records again on a timer too).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn record<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
@@ -58,11 +66,14 @@ async fn follow(mirror: Weak<BucketMirror>, state: Arc<dyn StateStore>, bucket: 
                 }
                 while let Some(change) = changes.recv().await {
                     let Some(m) = mirror.upgrade() else { return };
-                    let mut records = m.records.write();
-                    match change.value.and_then(|v| serde_json::from_slice(&v).ok()) {
-                        Some(value) => records.insert(change.key, value),
-                        None => records.remove(&change.key),
-                    };
+                    {
+                        let mut records = m.records.write();
+                        match change.value.and_then(|v| serde_json::from_slice(&v).ok()) {
+                            Some(value) => records.insert(change.key, value),
+                            None => records.remove(&change.key),
+                        };
+                    }
+                    m.changed.notify_waiters();
                 }
             }
             Err(err) => tracing::debug!(%bucket, %err, "bucket watch failed; retrying"),

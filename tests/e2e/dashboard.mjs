@@ -123,6 +123,10 @@ try {
     await page.goto(new URL(href, `${url}/`).toString());
     await page.waitForTimeout(2000);
     await banners();
+    if (href === '/channels') {
+      // What the channels page shows of the configured accounts.
+      result.channelsText = (await page.locator('body').innerText()).slice(0, 6000);
+    }
     for (const next of await inApp()) {
       if (!seen.has(next)) { seen.add(next); queue.push(next); }
     }

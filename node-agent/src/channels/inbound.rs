@@ -29,7 +29,8 @@ use super::store::{self, advance_inbound, InboundRecord, InboundState};
 use super::Channels;
 use crate::scheduler::turn::{self, Turn};
 
-/// How often the inbox is looked at when nothing announced a message.
+/// How often the inbox is looked at when no change was seen (a change that came between two
+/// looks).
 const INBOX_TICK: Duration = Duration::from_millis(250);
 /// The longest a channel turn may take before it is aborted.
 const TURN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -50,15 +51,17 @@ pub async fn process(
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     let told = Arc::new(Told::default());
     loop {
+        let Some(c) = channels.upgrade() else { return };
         tokio::select! {
             _ = stop.changed() => return,
             _ = inbox.notified() => {}
+            // A message stored by any node (a webhook), or an answer moving on.
+            _ = c.changed() => {}
             _ = tokio::time::sleep(INBOX_TICK) => {}
         }
         if *stop.borrow() {
             return;
         }
-        let Some(c) = channels.upgrade() else { return };
         if beats_itself {
             health.beat();
         }

@@ -96,6 +96,11 @@ impl Channels {
         self.mirror.records(prefix)
     }
 
+    /// Resolves when the bucket changed (a message stored by any node-agent).
+    pub async fn changed(&self) {
+        self.mirror.changed().await;
+    }
+
     /// How `account`'s platform is reached from this node.
     pub(crate) fn api<'a>(&'a self, account: &'a Account) -> platform::Api<'a> {
         platform::Api {

@@ -1,8 +1,9 @@
 //! The real dashboard, end to end: the published OpenClaw Control UI (the `openclaw` npm
 //! package, 2026.9.6) served by gateway A of a two-gateway cluster with a node-agent on the
 //! model double, driven by Debian's Chromium through Playwright (`tests/e2e/dashboard.mjs`):
-//! a chat message typed in the page streams its reply into the page, and every page of the
-//! sidebar loads without an error banner or a failed call.
+//! a chat message typed in the page streams its reply into the page, every page of the
+//! sidebar loads without an error banner or a failed call, and the channels page shows the
+//! configured Telegram account running.
 //!
 //! `scripts/test.sh` installs Chromium, playwright-core and the UI when missing
 //! (`scripts/install-e2e.sh`) and sets `ARGENT_E2E_DIR`; a plain `cargo test` without it
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use argent_tests::channel_doubles::TelegramDouble;
 use argent_tests::model_double::{Api, ModelDouble};
 use argent_tests::Nats;
 
@@ -56,8 +58,11 @@ async fn the_real_control_ui_chats_and_every_page_loads() {
     let a = gateway(&nats, "gw-a").await;
     let _b = gateway(&nats, "gw-b").await;
     let _node = node(&nats, "node-1").await;
+    let telegram = TelegramDouble::start("4242:dashboard", 4242).await;
     let mut config = model_config(&double);
     config["gateway"] = json!({"controlUi": {"root": ui}});
+    config["channels"] = json!({"telegram": {"botToken": "4242:dashboard",
+                                              "apiBaseUrl": telegram.base_url()}});
     publish_config(&nats, &config).await;
     wait_nodes(&a.client().await.unwrap(), 1).await;
 
@@ -145,6 +150,15 @@ async fn the_real_control_ui_chats_and_every_page_loads() {
         "error banners: {banners:#?}\n{result:#}"
     );
     assert_eq!(result["pageErrors"], json!([]), "{result:#}");
+    // The channels page shows the Telegram account as the receivers report it.
+    let channels = result["channelsText"].as_str().unwrap_or_default();
+    let connected = channels.split("ADD A CHANNEL").next().unwrap_or_default();
+    assert!(
+        connected.contains("CONNECTED CHANNELS 1")
+            && connected.contains("Telegram")
+            && connected.contains("Running"),
+        "{channels}"
+    );
 }
 
 /// The entries of `seen` that no `(first, second, reason)` of `allowed` matches on the two
