@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::shared_config::SharedConfigView;
 
+/// A channel status older than this is not shown (its refresh runs every 10 s).
+const CHANNELS_MAX_AGE: Duration = Duration::from_secs(35);
+
 /// How long a computed summary is reused for snapshots (`hello-ok`).
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -49,9 +52,9 @@ pub struct Health {
     draining: AtomicBool,
     cached: RwLock<Option<Arc<Summary>>>,
     version: AtomicU64,
-    /// The last `channels.status` a node-agent answered (the server's channel loop keeps
-    /// it fresh): the channel sections of `health` and `status`.
-    channels: RwLock<Value>,
+    /// The last `channels.status` a node-agent answered, and when (the server's channel
+    /// loop keeps it fresh): the channel sections of `health` and `status`.
+    channels: RwLock<(Value, Instant)>,
 }
 
 /// A computed summary, encoded once (JSON text for `hello-ok` snapshots and `health`
@@ -89,7 +92,7 @@ impl Health {
             draining: AtomicBool::new(false),
             cached: RwLock::new(None),
             version: AtomicU64::new(argent_proto::now_ms()),
-            channels: RwLock::new(json!({})),
+            channels: RwLock::new((json!({}), Instant::now())),
         }
     }
 
@@ -247,7 +250,7 @@ impl Health {
         let config = self.shared_config.get();
         let agents = config.agents();
         let cluster = self.cluster_section();
-        let channels = self.channels.read().clone();
+        let channels = self.channels();
         let agent_rows: Vec<Value> = agents
         .agents
         .iter()
@@ -289,13 +292,24 @@ impl Health {
     }
 
     pub fn set_channels(&self, status: Value) {
-        *self.channels.write() = status;
+        *self.channels.write() = (status, Instant::now());
+    }
+
+    /// The last `channels.status`, or nothing once it is too old to be true (no node-agent
+    /// with channels answered lately: nothing is known to run).
+    fn channels(&self) -> Value {
+        let (status, at) = &*self.channels.read();
+        if at.elapsed() > CHANNELS_MAX_AGE {
+            json!({})
+        } else {
+            status.clone()
+        }
     }
 
     /// `status`'s channel lines (`Telegram default: running`) and `channelRuntime`
     /// (each channel's default account), from the last `channels.status`.
     pub fn channel_summary(&self) -> (Vec<String>, Value) {
-        let status = self.channels.read().clone();
+        let status = self.channels();
         let mut lines = Vec::new();
         let mut runtime = serde_json::Map::new();
         let order = status["channelOrder"]

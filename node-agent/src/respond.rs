@@ -78,7 +78,7 @@ impl From<ChannelError> for RpcError {
             | ChannelError::NotConfigured(_)
             | ChannelError::BadTarget(_)
             | ChannelError::Malformed(_) => RpcError::invalid_request(message),
-            ChannelError::Delivery(_) | ChannelError::Forbidden(_) => {
+            ChannelError::Delivery(_) | ChannelError::Unknown(_) | ChannelError::Forbidden(_) => {
                 RpcError::unavailable(message)
             }
             ChannelError::State(err) => state(err),

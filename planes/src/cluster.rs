@@ -72,6 +72,13 @@ pub const BUCKETS: &[BucketSpec] = &[
         durable: true,
         max_age: Duration::ZERO,
     },
+    // Messages age out after 8 days (platforms retry webhooks for up to 7): the age limit,
+    // not a sweeper, collects ended records and the delete markers of removed ones.
+    BucketSpec {
+        name: subjects::BUCKET_CHANNEL_MESSAGES,
+        durable: true,
+        max_age: Duration::from_secs(8 * 24 * 3600),
+    },
     // Pending exec approvals: short-lived; the age limit collects what a gateway that died
     // mid-wait left behind (requests wait one hour at most).
     BucketSpec {

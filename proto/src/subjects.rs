@@ -68,10 +68,13 @@ pub const BUCKET_TASKS: &str = "argent_tasks";
 /// `col.<collectionTag>` (a collection's owner and grants).
 pub const BUCKET_KNOWLEDGE: &str = "argent_knowledge";
 /// Chat channels (`node-agent/src/channels`): `acct.<channel>.<account>` (the receiver's
-/// lease, its polling cursor and its status), `in.<channel>.<account>.<message>` (an inbound
-/// message, created once per platform message id: the dedupe and the inbox), and
-/// `send.<hash>` (an outbound `send` by its idempotency key).
+/// lease, its polling cursor and its status) and `last.<agent>` (the chat an agent last
+/// answered).
 pub const BUCKET_CHANNELS: &str = "argent_channels";
+/// Chat channels' messages, kept a week: `in.<channel>.<account>.<message>` (an inbound
+/// message, created once per platform message id: the dedupe and the inbox) and
+/// `send.<hash>` (an outbound `send` by its idempotency key).
+pub const BUCKET_CHANNEL_MESSAGES: &str = "argent_channel_msgs";
 /// Exec approval requests while they wait for a decision (key = hex of the id).
 pub const BUCKET_APPROVALS: &str = "argent_approvals";
 

@@ -193,16 +193,20 @@ impl Account {
             .unwrap_or_default()
     }
 
+    /// Whether `allowFrom` names the sender (any of its ids) itself, not through `"*"`.
+    pub fn names(&self, sender_ids: &[&str]) -> bool {
+        self.allow_from().iter().any(|a| {
+            let a = a.trim_start_matches('@');
+            sender_ids
+                .iter()
+                .any(|id| !id.is_empty() && id.trim_start_matches('@').eq_ignore_ascii_case(a))
+        })
+    }
+
     /// May `sender` (any of its ids: numeric id, user name, phone number) reach the agent?
     pub fn access(&self, sender_ids: &[&str]) -> Access {
         let allowed = self.allow_from();
-        let listed = allowed.iter().any(|a| {
-            let a = a.trim_start_matches('@');
-            a == "*"
-                || sender_ids
-                    .iter()
-                    .any(|id| !id.is_empty() && id.trim_start_matches('@').eq_ignore_ascii_case(a))
-        });
+        let listed = allowed.iter().any(|a| a == "*") || self.names(sender_ids);
         match self.dm_policy() {
             DmPolicy::Disabled => Access::Ignore,
             DmPolicy::Open if allowed.iter().any(|a| a == "*") => Access::Allowed,

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::Account;
 use super::platform::{
-    call_json, missing_secrets, mode_fields, required, split_text, Api, ChannelError, Delivered,
+    call_json, in_parts, missing_secrets, mode_fields, required, Api, ChannelError, Delivered,
     Outbound, Platform, Receiving,
 };
 
@@ -103,21 +103,18 @@ impl Platform for Discord {
         } else {
             id
         };
-        let mut last = Value::Null;
-        for part in split_text(message.text, MAX_TEXT) {
-            last = api(
+        let path = format!("/channels/{channel}/messages");
+        let last = in_parts(message.text, MAX_TEXT, |part| {
+            let body = json!({ "content": part });
+            api(
                 http,
                 account,
-                |h, url| {
-                    h.post(url)
-                        .json(&json!({"content": part}))
-                        .timeout(SEND_TIMEOUT)
-                },
-                &format!("/channels/{channel}/messages"),
+                move |h, url| h.post(url).json(&body).timeout(SEND_TIMEOUT),
+                &path,
                 "Discord message",
             )
-            .await?;
-        }
+        })
+        .await?;
         Ok(Delivered {
             message_id: last
                 .get("id")

@@ -34,6 +34,8 @@ use crate::scheduler::turn::{self, Turn};
 const INBOX_TICK: Duration = Duration::from_millis(250);
 /// The longest a channel turn may take before it is aborted.
 const TURN_TIMEOUT: Duration = Duration::from_secs(600);
+/// What a sender is told when their message could not be answered.
+const APOLOGY: &str = "Sorry, I could not answer that message. Please try again later.";
 /// Replies that mean "nothing to say".
 const SILENT_REPLIES: &[&str] = &["NO_REPLY", "HEARTBEAT_OK"];
 
@@ -70,7 +72,7 @@ pub async fn process(
             .into_iter()
             .filter(|(_, r)| !r.state.is_final())
             .collect();
-        pending.sort_by_key(|(_, r)| r.received_at_ms);
+        pending.sort_by_key(|(_, r)| (r.received_at_ms, r.seq));
         let mut chats = HashSet::new();
         for (key, record) in pending {
             // Only the oldest open message of a chat; the next once it ended.
@@ -207,6 +209,19 @@ async fn answer(on: Answering<'_>, key: &str, record: InboundRecord) -> Result<(
     let store = c.rt.state.as_ref();
     let config = c.rt.config.current().await?;
     let record = match record.state {
+        InboundState::New
+            if argent_proto::now_ms().saturating_sub(record.received_at_ms)
+                > store::INBOUND_EXPIRES_MS =>
+        {
+            advance_inbound(store, key, &[InboundState::New], |r| {
+                r.ended(
+                    InboundState::Failed,
+                    Some("not answered within a day".into()),
+                )
+            })
+            .await?;
+            return Ok(());
+        }
         InboundState::New => {
             health.inbound(record.received_at_ms);
             let ids: Vec<&str> = record.from.iter().map(String::as_str).collect();
@@ -269,14 +284,16 @@ async fn answer(on: Answering<'_>, key: &str, record: InboundRecord) -> Result<(
         },
     )
     .await;
+    if !outcome.ok {
+        health.error(format!("a turn failed: {}", outcome.text));
+    }
     let reply = if outcome.ok {
         let text = outcome.text.trim();
         (!text.is_empty() && !SILENT_REPLIES.contains(&text)).then(|| text.to_string())
     } else {
-        let reason: String = outcome.text.chars().take(200).collect();
-        Some(format!(
-            "Sorry, I could not answer that message ({reason})."
-        ))
+        // What went wrong stays with the operator (the record, `lastError`): a provider's or
+        // the config's words are nobody else's business.
+        Some(APOLOGY.to_string())
     };
     let Some(_) = advance_inbound(store, key, &[InboundState::Running], |r| InboundRecord {
         state: InboundState::Replying,
@@ -300,7 +317,12 @@ async fn answer(on: Answering<'_>, key: &str, record: InboundRecord) -> Result<(
     })
     .await?;
     if outcome.ok && delivered.is_ok() {
-        remember_route(c, account, &agent_id, &record).await;
+        // Cron results go to the last chat only when it is someone named in `allowFrom`,
+        // not anyone an open policy lets in.
+        let ids: Vec<&str> = record.from.iter().map(String::as_str).collect();
+        if account.names(&ids) {
+            remember_route(c, account, &agent_id, &record).await;
+        }
         if let Some(text) = &reply {
             speak(c, account, health, &record, text).await;
         }

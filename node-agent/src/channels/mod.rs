@@ -49,6 +49,8 @@ use crate::tts::Speech;
 
 /// How often the supervisor looks at the accounts and beats its leases.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a receiver runs on while its beats fail (the lease goes stale after 5 s).
+const LEASE_KEEP_UNBEATEN: Duration = Duration::from_millis(3_500);
 
 /// An account this node runs.
 struct Owned {
@@ -56,6 +58,12 @@ struct Owned {
     fingerprint: String,
     stop: watch::Sender<bool>,
     health: Arc<LoopHealth>,
+    /// The polling loop (polling platforms): one that ended while its lease is held is
+    /// restarted, never left for dead behind a beaten lease.
+    poller: Option<tokio::task::JoinHandle<()>>,
+    /// When a beat last reached the state plane: a node that cannot beat stops its
+    /// receiver before a successor may take over, so two never poll at once for long.
+    beaten: std::time::Instant,
 }
 
 /// The channel service of one node-agent.
@@ -63,7 +71,7 @@ pub struct Channels {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) speech: Arc<Speech>,
     pub(crate) http: reqwest::Client,
-    /// The bucket as last seen.
+    /// The messages bucket as last seen (the inboxes).
     mirror: Arc<BucketMirror>,
     owned: Mutex<HashMap<String, Owned>>,
 }
@@ -74,10 +82,13 @@ impl Channels {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
+            // A held stream (signal-cli's events) whose peer vanished breaks instead of
+            // waiting forever.
+            .tcp_keepalive(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
         let channels = Arc::new(Channels {
-            mirror: BucketMirror::start(rt.state.clone(), BUCKET),
+            mirror: BucketMirror::start(rt.state.clone(), store::MESSAGES),
             rt,
             speech,
             http,
@@ -96,7 +107,7 @@ impl Channels {
         self.mirror.records(prefix)
     }
 
-    /// Resolves when the bucket changed (a message stored by any node-agent).
+    /// Resolves when the messages bucket changed (a message stored by any node-agent).
     pub async fn changed(&self) {
         self.mirror.changed().await;
     }
@@ -124,7 +135,6 @@ pub(crate) fn fingerprint(account: &Account) -> String {
 async fn supervise(channels: std::sync::Weak<Channels>) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut passes = 0u64;
     loop {
         ticker.tick().await;
         let Some(c) = channels.upgrade() else { return };
@@ -134,12 +144,10 @@ async fn supervise(channels: std::sync::Weak<Channels>) {
         }
         match c.rt.config.current().await {
             Ok(config) => c.pass(&config).await,
-            Err(err) => tracing::debug!(%err, "channels cannot read the config"),
-        }
-        passes += 1;
-        // Once an hour: forget what ended long ago.
-        if passes % 3600 == 1 {
-            c.prune().await;
+            Err(err) => {
+                tracing::debug!(%err, "channels cannot read the config");
+                c.keep_owned(None).await;
+            }
         }
     }
 }
@@ -159,16 +167,37 @@ impl Channels {
                 wanted.insert(account.key(), (account, print));
             }
         }
-        let owned: Vec<(String, Fence, String)> = self
+        let kept = self.keep_owned(Some(&wanted)).await;
+        for (key, (account, print)) in wanted {
+            if !kept.contains(&key) {
+                self.try_take(account, print).await;
+            }
+        }
+    }
+
+    /// Beats the leases this node holds and stops the receivers it should not run: lost
+    /// leases, a poller that ended, and (when the config was read: `wanted`) accounts gone
+    /// or changed. The accounts still run here.
+    async fn keep_owned(
+        &self,
+        wanted: Option<&HashMap<String, (Account, String)>>,
+    ) -> HashSet<String> {
+        let owned: Vec<(String, Fence, String, bool)> = self
             .owned
             .lock()
             .iter()
-            .map(|(k, o)| (k.clone(), o.fence.clone(), o.fingerprint.clone()))
+            .map(|(k, o)| {
+                let ended = o.poller.as_ref().is_some_and(|p| p.is_finished());
+                (k.clone(), o.fence.clone(), o.fingerprint.clone(), ended)
+            })
             .collect();
         let mut kept = HashSet::new();
-        for (key, fence, print) in owned {
-            let still = wanted.get(&key).is_some_and(|(_, p)| *p == print);
-            if !still {
+        for (key, fence, print, ended) in owned {
+            let still = wanted.is_none_or(|w| w.get(&key).is_some_and(|(_, p)| *p == print));
+            if !still || ended {
+                if ended {
+                    tracing::warn!(account = %key, "channel poller ended; restarting it");
+                }
                 self.stop_owned(&key, true).await;
                 continue;
             }
@@ -179,11 +208,7 @@ impl Channels {
                 self.stop_owned(&key, false).await;
             }
         }
-        for (key, (account, print)) in wanted {
-            if !kept.contains(&key) {
-                self.try_take(account, print).await;
-            }
-        }
+        kept
     }
 
     /// Copies the receiver's health into its record under the lease; `false` when the
@@ -224,12 +249,20 @@ impl Channels {
         )
         .await;
         match written {
-            Ok(held) => held.is_some(),
-            // The state plane is away: keep running; a successor cannot take the lease
-            // without it either, and the fence stops this node's writes once it does.
+            Ok(Some(())) => {
+                if let Some(o) = self.owned.lock().get_mut(key) {
+                    o.beaten = std::time::Instant::now();
+                }
+                true
+            }
+            Ok(None) => false,
+            // The state plane is away: keep running for a while (a successor cannot take
+            // the lease without it either), but stop before the lease could be taken, so
+            // that a partitioned node does not poll beside its successor.
             Err(err) => {
                 tracing::debug!(account = %key, %err, "channel lease beat failed");
-                true
+                let beaten = self.owned.lock().get(key).map(|o| o.beaten);
+                beaten.is_some_and(|at| at.elapsed() < LEASE_KEEP_UNBEATEN)
             }
         }
     }
@@ -280,28 +313,30 @@ impl Channels {
         let (stop, stop_rx) = watch::channel(false);
         let health = Arc::new(LoopHealth::default());
         let inbox = Arc::new(Notify::new());
-        self.owned.lock().insert(
-            key.clone(),
-            Owned {
-                fence: fence.clone(),
-                fingerprint: print,
-                stop,
-                health: health.clone(),
-            },
-        );
         let p = platform(account.channel);
-        if p.receiving(&account) == Receiving::Poll {
+        let poller = (p.receiving(&account) == Receiving::Poll).then(|| {
             let ctx = PollContext {
                 http: self.http.clone(),
                 store: self.rt.state.clone(),
                 account: account.clone(),
-                fence,
+                fence: fence.clone(),
                 health: health.clone(),
                 inbox: inbox.clone(),
                 stop: stop_rx.clone(),
             };
-            tokio::spawn(async move { p.poll(ctx).await });
-        }
+            tokio::spawn(async move { p.poll(ctx).await })
+        });
+        self.owned.lock().insert(
+            key.clone(),
+            Owned {
+                fence,
+                fingerprint: print,
+                stop,
+                health: health.clone(),
+                poller,
+                beaten: std::time::Instant::now(),
+            },
+        );
         tokio::spawn(inbound::process(
             Arc::downgrade(self),
             account,
@@ -346,28 +381,6 @@ impl Channels {
         let keys: Vec<String> = self.owned.lock().keys().cloned().collect();
         for key in keys {
             self.stop_owned(&key, true).await;
-        }
-    }
-
-    /// Removes inbound records that ended a week ago and sends a day old.
-    async fn prune(&self) {
-        let now = argent_proto::now_ms();
-        let old_inbound = self
-            .records::<store::InboundRecord>("in.")
-            .into_iter()
-            .filter(|(_, r)| {
-                r.state.is_final()
-                    && r.ended_at_ms
-                        .is_some_and(|at| now.saturating_sub(at) > store::INBOUND_KEEP_MS)
-            })
-            .map(|(k, _)| k);
-        let old_sends = self
-            .records::<store::SendRecord>("send.")
-            .into_iter()
-            .filter(|(_, r)| now.saturating_sub(r.started_at_ms) > store::SEND_KEEP_MS)
-            .map(|(k, _)| k);
-        for key in old_inbound.chain(old_sends).collect::<Vec<_>>() {
-            let _ = self.rt.state.delete(BUCKET, &key).await;
         }
     }
 }

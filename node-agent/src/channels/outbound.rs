@@ -17,7 +17,7 @@ use argent_proto::session_key::SessionKey;
 
 use super::config::{self, Account, ChannelId};
 use super::platform::{platform, ChannelError, Delivered, Outbound};
-use super::store::{self, AccountRecord, LastRoute, SendRecord, BUCKET};
+use super::store::{self, AccountRecord, LastRoute, SendRecord, BUCKET, MESSAGES};
 use super::Channels;
 use crate::runtime::control;
 use crate::scheduler::Announcer;
@@ -109,15 +109,32 @@ pub async fn send(c: &Channels, request: SendRequest) -> Result<Value, ChannelEr
         text.push('\n');
         text.push_str(url.trim());
     }
+    if text.is_empty() {
+        return Err(ChannelError::BadTarget("message is empty".into()));
+    }
     let key = store::send_key(&request.idempotency_key);
     if let Some(earlier) = claim(c, &key).await? {
         return Ok(earlier);
     }
     let delivered = match deliver(c, &account, &request.to, &text).await {
         Ok(delivered) => delivered,
+        Err(err @ ChannelError::Unknown(_)) => {
+            // Perhaps delivered: a retry with the key is told so, never sent again.
+            let record = SendRecord {
+                node: c.node_id().to_string(),
+                started_at_ms: argent_proto::now_ms(),
+                result: None,
+                unknown: Some(err.to_string()),
+            };
+            let body = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
+            if let Err(e) = c.rt.state.put(MESSAGES, &key, body).await {
+                tracing::warn!(%e, "an unknown send outcome not recorded");
+            }
+            return Err(err);
+        }
         Err(err) => {
             // Not delivered: a retry with the same key may try again.
-            let _ = c.rt.state.delete(BUCKET, &key).await;
+            let _ = c.rt.state.delete(MESSAGES, &key).await;
             return Err(err);
         }
     };
@@ -131,9 +148,10 @@ pub async fn send(c: &Channels, request: SendRequest) -> Result<Value, ChannelEr
         node: c.node_id().to_string(),
         started_at_ms: argent_proto::now_ms(),
         result: Some(result.clone()),
+        unknown: None,
     };
     let body = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
-    if let Err(err) = c.rt.state.put(BUCKET, &key, body).await {
+    if let Err(err) = c.rt.state.put(MESSAGES, &key, body).await {
         tracing::warn!(%err, "send delivered, its idempotency record not saved");
     }
     mirror(c, &account, &request, &delivered, &text).await;
@@ -146,16 +164,17 @@ async fn claim(c: &Channels, key: &str) -> Result<Option<Value>, ChannelError> {
         node: c.node_id().to_string(),
         started_at_ms: argent_proto::now_ms(),
         result: None,
+        unknown: None,
     };
     let body = Bytes::from(serde_json::to_vec(&pending).expect("records serialize"));
     let waited = tokio::time::Instant::now();
     loop {
-        match c.rt.state.create(BUCKET, key, body.clone()).await {
+        match c.rt.state.create(MESSAGES, key, body.clone()).await {
             Ok(_) => return Ok(None),
             Err(StateError::Exists) => {}
             Err(err) => return Err(err.into()),
         }
-        let Some(entry) = c.rt.state.get(BUCKET, key).await? else {
+        let Some(entry) = c.rt.state.get(MESSAGES, key).await? else {
             continue; // the first call failed and removed it: deliver now
         };
         let earlier: SendRecord = serde_json::from_slice(&entry.value)
@@ -163,8 +182,14 @@ async fn claim(c: &Channels, key: &str) -> Result<Option<Value>, ChannelError> {
         if let Some(result) = earlier.result {
             return Ok(Some(result));
         }
+        if let Some(why) = earlier.unknown {
+            return Err(ChannelError::Unknown(format!(
+                "an earlier send with this idempotency key may have been delivered ({why}); \
+                 send again with a new key"
+            )));
+        }
         if argent_proto::now_ms().saturating_sub(earlier.started_at_ms) > PENDING_STALE_MS {
-            return Err(ChannelError::Delivery(
+            return Err(ChannelError::Unknown(
                 "an earlier send with this idempotency key did not finish (its node-agent \
                  stopped); whether it was delivered is unknown — send again with a new key"
                     .into(),

@@ -28,6 +28,10 @@ pub enum ChannelError {
     /// The platform did not take the message (its own words, never a secret).
     #[error("{0}")]
     Delivery(String),
+    /// Whether the platform took the message is not known (the request went out and no
+    /// answer came, or part of a long message went out): never sent again by itself.
+    #[error("{0}")]
+    Unknown(String),
     /// A webhook delivery that is not the platform's (signature, token).
     #[error("{0}")]
     Forbidden(String),
@@ -142,6 +146,9 @@ fn percent_decode(raw: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received {
     pub message_id: String,
+    /// The platform's order of messages (Telegram's update id, a timestamp; 0 when it has
+    /// none): messages stored in the same millisecond are answered in this order.
+    pub seq: i64,
     pub from: Vec<String>,
     pub from_name: Option<String>,
     pub chat: String,
@@ -329,10 +336,15 @@ pub async fn call_json(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<(u16, Value), ChannelError> {
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| ChannelError::Delivery(format!("{what}: {}", describe(e))))?;
+    let mut response = request.send().await.map_err(|e| {
+        // A connection never made sent nothing; any other failure may have reached it.
+        let said = format!("{what}: {}", describe_ref(&e));
+        if e.is_connect() {
+            ChannelError::Delivery(said)
+        } else {
+            ChannelError::Unknown(format!("{said} (it may have been delivered)"))
+        }
+    })?;
     let status = response.status().as_u16();
     let mut body = Vec::new();
     loop {
@@ -346,7 +358,12 @@ pub async fn call_json(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Err(ChannelError::Delivery(format!("{what}: {}", describe(e)))),
+            Err(e) => {
+                return Err(ChannelError::Unknown(format!(
+                    "{what}: {} (it may have been delivered)",
+                    describe(e)
+                )))
+            }
         }
     }
     let value = serde_json::from_slice(&body).unwrap_or_else(|_| {
@@ -358,12 +375,20 @@ pub async fn call_json(
 /// A transport failure in words, without the URL (which may carry a token): `timed out`
 /// for a timeout, else the error and its causes.
 pub fn describe(err: reqwest::Error) -> String {
+    describe_ref(&err)
+}
+
+fn describe_ref(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         return "timed out".into();
     }
-    let err = err.without_url();
-    let mut words = err.to_string();
-    let mut cause = std::error::Error::source(&err);
+    // The URL is left out: `reqwest::Error`'s own text would name it.
+    let mut words = match (err.is_connect(), err.is_body(), err.is_decode()) {
+        (true, _, _) => "cannot connect".to_string(),
+        (_, true, _) | (_, _, true) => "the answer broke off".to_string(),
+        _ => "the request failed".to_string(),
+    };
+    let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         words.push_str(": ");
         words.push_str(&c.to_string());
@@ -391,6 +416,29 @@ pub fn hmac_hex(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Sends `text` in parts of at most `max` characters, one call each, and answers the last
+/// call's answer. A failure after a part went out is an unknown outcome: the recipient has
+/// part of the message, and sending it again would repeat that part.
+pub async fn in_parts<F, Fut>(text: &str, max: usize, mut send: F) -> Result<Value, ChannelError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ChannelError>>,
+{
+    let mut last = None;
+    for (sent, part) in split_text(text, max).into_iter().enumerate() {
+        match send(part).await {
+            Ok(answer) => last = Some(answer),
+            Err(err) if sent > 0 => {
+                return Err(ChannelError::Unknown(format!(
+                    "{err} (after {sent} part(s) of the message went out)"
+                )))
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    last.ok_or_else(|| ChannelError::BadTarget("the message is empty".into()))
 }
 
 /// Splits a reply into pieces of at most `max` characters, at a line or word break when
@@ -459,6 +507,41 @@ mod tests {
             &mac
         ));
         assert!(!hmac_matches(b"key", b"x", "not hex"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_a_part_went_out_is_an_unknown_outcome() {
+        let text = format!("{} {}", "a".repeat(90), "b".repeat(50));
+        let sent = std::sync::Mutex::new(Vec::new());
+        let fail_second = |part: String| {
+            let n = {
+                let mut sent = sent.lock().unwrap();
+                sent.push(part);
+                sent.len()
+            };
+            async move {
+                match n {
+                    1 => Ok(Value::from(1)),
+                    _ => Err(ChannelError::Delivery("HTTP 500".into())),
+                }
+            }
+        };
+        let err = in_parts(&text, 100, fail_second).await.unwrap_err();
+        assert!(
+            matches!(err, ChannelError::Unknown(ref m) if m.contains("after 1 part")),
+            "{err:?}"
+        );
+        // The first part failing sent nothing: the platform's own error.
+        let refused = in_parts("short", 100, |_| async {
+            Err::<Value, _>(ChannelError::Delivery("HTTP 400".into()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(refused, ChannelError::Delivery("HTTP 400".into()));
+        assert!(matches!(
+            in_parts("  ", 100, |_| async { Ok(Value::Null) }).await,
+            Err(ChannelError::BadTarget(_))
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::{Account, ChannelId};
 use super::platform::{
-    call_json, describe, required, split_text, Api, ChannelError, Delivered, Outbound, Platform,
+    call_json, describe, in_parts, required, Api, ChannelError, Delivered, Outbound, Platform,
     PollContext, Received, Receiving,
 };
 use super::store::{self, InboundRecord};
@@ -115,6 +115,7 @@ fn received(event: &Value) -> Option<Received> {
     }
     Some(Received {
         message_id: format!("{}_{ts}", number.trim_start_matches('+')),
+        seq: ts as i64,
         from,
         from_name: envelope
             .get("sourceName")
@@ -126,11 +127,15 @@ fn received(event: &Value) -> Option<Received> {
     })
 }
 
-/// Pulls complete events (`data:` lines up to a blank line) out of `buffer`.
-fn take_events(buffer: &mut String) -> Vec<Value> {
+/// Pulls complete events (`data:` lines up to a blank line) out of `buffer`, which holds
+/// the stream's bytes with every `\r` dropped (SSE ends lines with CR, LF or CRLF; JSON
+/// escapes its own). A block is decoded only once complete, so a character split between
+/// two network reads stays whole.
+fn take_events(buffer: &mut Vec<u8>) -> Vec<Value> {
     let mut events = Vec::new();
-    while let Some(end) = buffer.find("\n\n") {
-        let block: String = buffer.drain(..end + 2).collect();
+    while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+        let block: Vec<u8> = buffer.drain(..end + 2).collect();
+        let block = String::from_utf8_lossy(&block);
         let data: Vec<&str> = block
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -146,9 +151,36 @@ fn take_events(buffer: &mut String) -> Vec<Value> {
     events
 }
 
+/// Stores a received message, trying again while the state plane is away (signal-cli does
+/// not send an event twice: it is kept until stored). `false` when told to stop first.
+async fn keep(ctx: &mut PollContext, message: &Received) -> bool {
+    let record = InboundRecord::from_received(message);
+    loop {
+        let stored = store::receive(
+            ctx.store.as_ref(),
+            ChannelId::Signal,
+            &ctx.account.id,
+            &record,
+        )
+        .await;
+        match stored {
+            Ok(_) => return true,
+            Err(err) => ctx
+                .health
+                .failed(format!("cannot store an inbound message: {err}")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = ctx.stop.changed() => return false,
+        }
+    }
+}
+
 /// Reads one opened stream until it breaks (`Err` says why) or the receiver stops (`Ok`).
+/// The loop beats while the stream is open; the client's TCP keep-alive breaks a stream
+/// whose peer went away without closing it.
 async fn follow(ctx: &mut PollContext, mut response: reqwest::Response) -> Result<(), String> {
-    let mut buffer = String::new();
+    let mut buffer = Vec::new();
     let mut beat = tokio::time::interval(STREAM_BEAT);
     loop {
         let chunk = tokio::select! {
@@ -161,29 +193,24 @@ async fn follow(ctx: &mut PollContext, mut response: reqwest::Response) -> Resul
             Ok(None) => return Err("signal-cli closed the event stream".into()),
             Err(e) => return Err(format!("signal-cli event stream: {}", describe(e))),
         };
-        buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        if buffer.len() > MAX_EVENT_BYTES {
-            return Err("signal-cli sent an event over 1 MiB".into());
-        }
+        buffer.extend(chunk.iter().filter(|b| **b != b'\r'));
         ctx.health.beat();
         let mut arrived = false;
         for event in take_events(&mut buffer) {
             let Some(message) = received(&event) else {
                 continue;
             };
-            let record = InboundRecord::from_received(&message);
-            store::receive(
-                ctx.store.as_ref(),
-                ChannelId::Signal,
-                &ctx.account.id,
-                &record,
-            )
-            .await
-            .map_err(|e| format!("cannot store an inbound message: {e}"))?;
+            if !keep(ctx, &message).await {
+                return Ok(());
+            }
             arrived = true;
         }
         if arrived {
             ctx.inbox.notify_one();
+        }
+        // What is left is one event still arriving.
+        if buffer.len() > MAX_EVENT_BYTES {
+            return Err("signal-cli sent an event over 1 MiB".into());
         }
     }
 }
@@ -213,12 +240,12 @@ impl Platform for Signal {
         let account = on.account;
         let (field, to) = recipient(message.to)?;
         let from = number(account)?;
-        let mut last = Value::Null;
-        for part in split_text(message.text, MAX_TEXT) {
+        let last = in_parts(message.text, MAX_TEXT, |part| {
             let mut params = json!({"account": from, "message": part});
             params[field] = to.clone();
-            last = rpc(on, "send", params, SEND_TIMEOUT).await?;
-        }
+            rpc(on, "send", params, SEND_TIMEOUT)
+        })
+        .await?;
         Ok(Delivered {
             message_id: last
                 .get("timestamp")
@@ -292,9 +319,7 @@ mod tests {
 
     #[test]
     fn events_are_cut_at_blank_lines() {
-        let mut b = String::from(
-            ":keepalive\n\nevent:receive\ndata:{\"envelope\":{\"sourceNumber\":\"+155\",\"timestamp\":7,\"dataMessage\":{\"message\":\"hi\"}}}\n\ndata:{\"x\"",
-        );
+        let mut b = b":keepalive\n\nevent:receive\ndata:{\"envelope\":{\"sourceNumber\":\"+155\",\"timestamp\":7,\"dataMessage\":{\"message\":\"hi\"}}}\n\ndata:{\"x\"".to_vec();
         let events = take_events(&mut b);
         assert_eq!(events.len(), 1);
         let r = received(&events[0]).unwrap();
@@ -302,7 +327,19 @@ mod tests {
             (r.message_id.as_str(), r.text.as_str(), r.chat.as_str()),
             ("155_7", "hi", "+155")
         );
-        assert_eq!(b, "data:{\"x\"");
+        assert_eq!(b, b"data:{\"x\"");
+    }
+
+    #[test]
+    fn a_character_split_between_reads_stays_whole() {
+        let event = "data:{\"envelope\":{\"sourceNumber\":\"+155\",\"timestamp\":8,\"dataMessage\":{\"message\":\"café\"}}}\n\n";
+        let bytes = event.as_bytes();
+        let cut = event.find('é').unwrap() + 1; // inside the two bytes of é
+        let mut b = bytes[..cut].to_vec();
+        assert!(take_events(&mut b).is_empty());
+        b.extend_from_slice(&bytes[cut..]);
+        let events = take_events(&mut b);
+        assert_eq!(received(&events[0]).unwrap().text, "café");
     }
 
     #[test]

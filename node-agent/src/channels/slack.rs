@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::Account;
 use super::platform::{
-    call_json, hmac_matches, missing_secrets, mode_fields, required, split_text, Api, ChannelError,
+    call_json, hmac_matches, in_parts, missing_secrets, mode_fields, required, Api, ChannelError,
     Delivered, Outbound, Platform, Received, Receiving, WebhookOutcome, WebhookRequest,
 };
 
@@ -103,6 +103,7 @@ fn received(envelope: &Value) -> Option<Received> {
         .or_else(|| field(event, "ts").map(|ts| format!("{channel}-{ts}")))?;
     Some(Received {
         message_id: id,
+        seq: 0,
         from: vec![user],
         from_name: None,
         chat: channel,
@@ -140,14 +141,14 @@ impl Platform for Slack {
                 "Slack target must be a channel or user id, not {to:?}"
             )));
         }
-        let mut last = Value::Null;
-        for part in split_text(message.text, MAX_TEXT) {
+        let last = in_parts(message.text, MAX_TEXT, |part| {
             let mut body = json!({"channel": to, "text": part});
             if let Some(thread) = message.thread {
                 body["thread_ts"] = json!(thread);
             }
-            last = api(on, "chat.postMessage", body, SEND_TIMEOUT).await?;
-        }
+            api(on, "chat.postMessage", body, SEND_TIMEOUT)
+        })
+        .await?;
         Ok(Delivered {
             message_id: last
                 .get("ts")

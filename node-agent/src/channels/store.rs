@@ -1,35 +1,38 @@
-//! The channel records in the shared state (bucket `argent_channels`):
+//! The channel records in the shared state. Bucket `argent_channels`:
 //!
 //! * `acct.<channel>.<account>` — [`AccountRecord`]: the receiver's [`Lease`] (one owner per
 //!   account in the cluster, fenced by an epoch that grows with every takeover), the polling
 //!   cursor, and the status snapshot `channels.status` reads.
+//! * `last.<agent>` — [`LastRoute`]: the chat an agent last answered, where a cron
+//!   announcement without a target goes.
+//!
+//! Bucket `argent_channel_msgs`, whose records age out after 8 days (the store's age limit
+//! collects them, and the delete markers of removed ones):
+//!
 //! * `in.<channel>.<account>.<message>` — [`InboundRecord`]: one platform message, created
 //!   once (a second `create` of the same message id fails: a re-fetched update or a retried
 //!   webhook never starts a second turn), then driven to its end by the account's owner.
 //! * `send.<hash>` — [`SendRecord`]: an outbound `send` by its idempotency key.
-//! * `last.<agent>` — [`LastRoute`]: the chat an agent last answered, where a cron
-//!   announcement without a target goes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use argent_planes::state::{modify_json, StateError, StateStore};
-use argent_proto::subjects::BUCKET_CHANNELS;
+use argent_proto::subjects::{BUCKET_CHANNELS, BUCKET_CHANNEL_MESSAGES};
 
 use super::config::ChannelId;
 use super::platform::Received;
 
 pub const BUCKET: &str = BUCKET_CHANNELS;
+pub const MESSAGES: &str = BUCKET_CHANNEL_MESSAGES;
 
 /// A lease not beaten for this long belongs to a dead node-agent: another takes over.
 pub const LEASE_STALE_MS: u64 = 5_000;
 
-/// Inbound records are kept (shrunk to their outcome) this long after their end, so a
-/// platform retrying a webhook for days still finds them.
-pub const INBOUND_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
-/// Outbound idempotency records are kept a day.
-pub const SEND_KEEP_MS: u64 = 24 * 3600 * 1000;
+/// A message not answered within a day is not answered at all (its account was stopped,
+/// logged out or removed meanwhile): it ends as failed rather than surprise its sender later.
+pub const INBOUND_EXPIRES_MS: u64 = 24 * 3600 * 1000;
 
 pub fn account_key(channel: ChannelId, account: &str) -> String {
     format!("acct.{}.{account}", channel.as_str())
@@ -193,6 +196,9 @@ impl InboundState {
 pub struct InboundRecord {
     pub state: InboundState,
     pub received_at_ms: u64,
+    /// The platform's order (see `Received::seq`).
+    #[serde(default)]
+    pub seq: i64,
     /// The platform's id of the message.
     #[serde(default)]
     pub message_id: String,
@@ -225,6 +231,7 @@ impl InboundRecord {
         InboundRecord {
             state: InboundState::New,
             received_at_ms: argent_proto::now_ms(),
+            seq: message.seq,
             message_id: message.message_id.clone(),
             from: message.from.clone(),
             from_name: message.from_name.clone(),
@@ -260,7 +267,7 @@ pub async fn receive(
 ) -> Result<bool, StateError> {
     let key = inbound_key(channel, account, &record.message_id);
     let body = serde_json::to_vec(record).expect("records serialize");
-    match store.create(BUCKET, &key, body.into()).await {
+    match store.create(MESSAGES, &key, body.into()).await {
         Ok(_) => Ok(true),
         Err(StateError::Exists) => Ok(false),
         Err(err) => Err(err),
@@ -274,7 +281,7 @@ pub async fn advance_inbound(
     from: &[InboundState],
     change: impl Fn(&InboundRecord) -> InboundRecord,
 ) -> Result<Option<InboundRecord>, StateError> {
-    modify_json(store, BUCKET, key, |r: Option<InboundRecord>| {
+    modify_json(store, MESSAGES, key, |r: Option<InboundRecord>| {
         let Some(r) = r.filter(|r| from.contains(&r.state)) else {
             return Ok::<_, StateError>(None);
         };
@@ -295,6 +302,9 @@ pub struct SendRecord {
     /// The `send` answer once delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// Why the outcome is unknown (it may have been delivered): a retry is told so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
 }
 
 pub fn last_route_key(agent_id: &str) -> String {

@@ -17,7 +17,7 @@ use argent_planes::state::{modify_json, StateError};
 
 use super::config::{Account, ChannelId};
 use super::platform::{
-    call_json, missing_secrets, mode_fields, required, split_text, Api, ChannelError, Delivered,
+    call_json, in_parts, missing_secrets, mode_fields, required, Api, ChannelError, Delivered,
     Outbound, Platform, PollContext, Received, Receiving,
 };
 use super::store::{self, AccountRecord, InboundRecord, BUCKET};
@@ -115,6 +115,7 @@ fn received(update: &Value) -> Option<Received> {
         .map(str::to_string);
     Some(Received {
         message_id: format!("{chat_id}_{message_id}"),
+        seq: update.get("update_id").and_then(Value::as_i64).unwrap_or(0),
         from: ids,
         from_name: name,
         chat: chat_id.to_string(),
@@ -254,18 +255,15 @@ impl Platform for Telegram {
 
     async fn send(&self, on: Api<'_>, message: Outbound<'_>) -> Result<Delivered, ChannelError> {
         let chat = chat_id(message.to)?;
-        let mut last = None;
-        for part in split_text(message.text, MAX_TEXT) {
-            let sent = api(
+        let last = in_parts(message.text, MAX_TEXT, |part| {
+            api(
                 on,
                 "sendMessage",
                 json!({"chat_id": chat, "text": part}),
                 SEND_TIMEOUT,
             )
-            .await?;
-            last = Some(sent);
-        }
-        let last = last.ok_or_else(|| ChannelError::BadTarget("message is empty".into()))?;
+        })
+        .await?;
         Ok(delivered(&last, &chat.to_string()))
     }
 
@@ -339,7 +337,7 @@ impl Platform for Telegram {
                 }
                 Err(err) => {
                     let err = match err {
-                        ChannelError::Delivery(m) if m.contains("timed out") => format!(
+                        ChannelError::Unknown(m) if m.contains("timed out") => format!(
                             "Telegram getUpdates stalled: no answer within {} s",
                             hold.as_secs()
                         ),

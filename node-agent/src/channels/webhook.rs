@@ -136,6 +136,7 @@ impl Platform for Webhook {
         let from = field(&body, "from")?;
         let message = Received {
             message_id: field(&body, "id")?.to_string(),
+            seq: 0,
             from: vec![from.to_string()],
             from_name: body.get("name").and_then(Value::as_str).map(str::to_string),
             chat: field(&body, "chat").unwrap_or(from).to_string(),

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::config::Account;
 use super::platform::{
-    call_json, hmac_matches, missing_secrets, mode_fields, required, split_text, Api, ChannelError,
+    call_json, hmac_matches, in_parts, missing_secrets, mode_fields, required, Api, ChannelError,
     Delivered, Outbound, Platform, Received, Receiving, WebhookOutcome, WebhookRequest,
 };
 
@@ -108,6 +108,11 @@ fn messages(notification: &Value, phone_number_id: &str) -> Vec<Received> {
                 .map(str::to_string);
             out.push(Received {
                 message_id: id.to_string(),
+                seq: m
+                    .get("timestamp")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0),
                 from: vec![from.to_string(), format!("+{from}")],
                 from_name: name,
                 chat: from.to_string(),
@@ -146,8 +151,7 @@ impl Platform for WhatsApp {
         let to = recipient(message.to)?;
         let url = format!("{}/messages", base(account)?);
         let token = token(account)?;
-        let mut last = None;
-        for part in split_text(message.text, MAX_TEXT) {
+        let last = in_parts(message.text, MAX_TEXT, |part| {
             let body = json!({
                 "messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
                 "type": "text", "text": {"body": part},
@@ -157,17 +161,21 @@ impl Platform for WhatsApp {
                 .bearer_auth(&token)
                 .json(&body)
                 .timeout(SEND_TIMEOUT);
-            let (status, answer) = call_json(request, "WhatsApp messages").await?;
-            if !(200..300).contains(&status) {
-                return Err(graph_error("WhatsApp messages", status, &answer));
+            async move {
+                let (status, answer) = call_json(request, "WhatsApp messages").await?;
+                if !(200..300).contains(&status) {
+                    return Err(graph_error("WhatsApp messages", status, &answer));
+                }
+                Ok(answer)
             }
-            last = answer
+        })
+        .await?;
+        Ok(Delivered {
+            message_id: last
                 .pointer("/messages/0/id")
                 .and_then(Value::as_str)
-                .map(str::to_string);
-        }
-        Ok(Delivered {
-            message_id: last.unwrap_or_default(),
+                .unwrap_or_default()
+                .to_string(),
             target_field: "toJid",
             target: format!("{to}@s.whatsapp.net"),
         })
